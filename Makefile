@@ -1,0 +1,81 @@
+# otp-gateway — build, test, run. `make help` lists the targets.
+#
+# Dependencies (Debian): see .ci/install-deps (run as root; `make deps` calls it).
+
+BUILD     ?= build
+CC        ?= cc
+PKGS      := fcgi jansson libcurl sqlite3
+CFLAGS    ?= -O2 -g
+WARN      := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) -pthread -Ilib -I$(BUILD)/gen \
+             $(shell pkg-config --cflags $(PKGS))
+LDLIBS    := $(shell pkg-config --libs $(PKGS)) -pthread
+TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+
+LIB_SRC     := $(wildcard lib/*.c)
+FCGI_SRC    := $(filter-out fcgi/main.c,$(wildcard fcgi/*.c))
+DELETER_SRC := $(filter-out deleter/main.c,$(wildcard deleter/*.c))
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+LIB_OBJ     := $(call obj,$(LIB_SRC))
+FCGI_OBJ    := $(call obj,$(FCGI_SRC))
+DELETER_OBJ := $(call obj,$(DELETER_SRC))
+UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
+
+.PHONY: all test unit integration check asan valgrind run bench deps clean help
+all: $(PROGRAMS)
+
+help:
+	@echo "make            build $(PROGRAMS)"
+	@echo "make run        run lighttpd + otp-fcgi + otp-deleter (sandbox mode without a token)"
+	@echo "make test       build and run every test suite"
+	@echo "make check      the same suites under ASan/UBSan, and the unit tests under valgrind"
+	@echo "make deps       install the Debian packages (as root)"
+
+$(BUILD)/gen/schema.inc: lib/schema.sql
+	@mkdir -p $(dir $@)
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^\(.*\)$$/"\1\\n"/' $< > $@
+
+$(BUILD)/obj/lib/store.o: $(BUILD)/gen/schema.inc
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/otp-fcgi: $(BUILD)/obj/fcgi/main.o $(FCGI_OBJ) $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/otp-deleter: $(BUILD)/obj/deleter/main.o $(DELETER_OBJ) $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ifcgi -Ideleter -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+
+# Every suite, one summary line at the end ("N passed, M failed").
+test: $(PROGRAMS) $(UNIT_BIN)
+	tests/run-tests.sh $(BUILD)
+
+unit: $(UNIT_BIN)
+	tests/run-tests.sh --unit-only $(BUILD)
+
+# Sanitizers: a build of its own, then the same suites against it; valgrind runs the unit tests.
+check: asan valgrind
+asan:
+	$(MAKE) BUILD=build/asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" CFLAGS="-O1 -g" test
+valgrind: $(UNIT_BIN)
+	tests/run-tests.sh --valgrind $(BUILD)
+
+run: $(PROGRAMS)
+	conf/run.sh $(BUILD)
+
+deps:
+	.ci/install-deps
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

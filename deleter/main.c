@@ -1,0 +1,245 @@
+/* main.c — otp-deleter: the daemon that deletes sent OTP messages when their time comes.
+ *
+ * It sleeps until the earliest due row (but at most DELETER_POLL_MS, to notice new rows), reaps
+ * what is due, beats its heartbeat (otp-fcgi refuses to send while it is stale) and prunes old
+ * rate-limit events. One instance runs per database (a lock file beside it); --run-for N exits
+ * after N seconds, for cron-driven shared hosting. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "clock.h"
+#include "log.h"
+#include "reap.h"
+#include "secmem.h"
+#include "store.h"
+#include "tg.h"
+
+#define PROGRAM "otp-deleter"
+#define HEARTBEAT_EVERY_MS 1000
+#define PRUNE_EVERY_MS 10000
+#define REAP_BATCH 100
+
+static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reopen_requested;
+
+struct options {
+	long run_for_s;        /* 0: run until a signal */
+	const char *log_file;  /* NULL: stderr */
+};
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void on_hup(int sig)
+{
+	(void)sig;
+	reopen_requested = 1;
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop; /* no SA_RESTART: a sleep ends at once */
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_hup;
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int open_log(const char *path)
+{
+	int fd;
+
+	if (path == NULL)
+		return 0;
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		log_msg(LOG_ERROR, "cannot open log file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (dup2(fd, 2) < 0) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* One deleter per database: a second would delete the same rows twice. Returns the lock's fd,
+ * -2 when another instance holds it, -1 on error. */
+static int take_lock(const char *db_path)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (snprintf(path, sizeof path, "%s.deleter.lock", db_path) >= (int)sizeof path)
+		return -1;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+	if (fd < 0) {
+		log_msg(LOG_ERROR, "cannot open lock file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		close(fd);
+		return errno == EWOULDBLOCK ? -2 : -1;
+	}
+	return fd;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	int i;
+	char *end;
+
+	memset(o, 0, sizeof *o);
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--run-for") == 0 && i + 1 < argc) {
+			o->run_for_s = strtol(argv[++i], &end, 10);
+			if (*end != '\0' || o->run_for_s <= 0)
+				return -1;
+		} else if (strcmp(argv[i], "--log-file") == 0 && i + 1 < argc) {
+			o->log_file = argv[++i];
+		} else {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* How long to sleep: until the next due row (not before a 429 pause ends), at most poll_ms so
+ * that rows added meanwhile are seen in time. */
+static int64_t sleep_for(struct store *s, int64_t now, int64_t pause_until, int poll_ms)
+{
+	int64_t next = 0, wait = poll_ms;
+
+	if (store_pending_next(s, &next) == 1) {
+		if (next < pause_until)
+			next = pause_until;
+		if (next - now < wait)
+			wait = next - now;
+	}
+	return wait < 1 ? 1 : wait;
+}
+
+static void prune_rate_events(struct store *s, const struct cfg *cfg, int64_t now)
+{
+	if (store_rate_prune(s, "chat", now - (int64_t)cfg->rate_limit_window_s * 1000) < 0 ||
+	    store_rate_prune(s, "ip", now - 60 * 1000) < 0)
+		log_msg(LOG_WARNING, "pruning rate-limit events: %s", store_strerror(s));
+}
+
+static int run(const struct cfg *cfg, const struct options *o, struct store *s, struct tg *tg)
+{
+	struct reap_stats stats = { 0, 0, 0 };
+	int64_t started = clock_now_ms(), now, last_beat = 0, last_prune = 0, pause_until = 0;
+	unsigned int seed = (unsigned int)(started ^ getpid());
+
+	while (!stop_requested) {
+		now = clock_now_ms();
+		if (o->run_for_s > 0 && now - started >= o->run_for_s * 1000)
+			break;
+		if (reopen_requested) {
+			reopen_requested = 0;
+			open_log(o->log_file);
+		}
+		if (now - last_beat >= HEARTBEAT_EVERY_MS) {
+			if (store_heartbeat_set(s, PROGRAM, now) != 0)
+				log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(s));
+			else
+				last_beat = now;
+		}
+		if (now - last_prune >= PRUNE_EVERY_MS) {
+			prune_rate_events(s, cfg, now);
+			last_prune = now;
+		}
+		if (now >= pause_until &&
+		    reap_pass(s, tg, now, REAP_BATCH, &pause_until, &stats, &seed) == REAP_BATCH)
+			continue; /* more may be due at once */
+		clock_sleep_ms(sleep_for(s, clock_now_ms(), pause_until, cfg->deleter_poll_ms));
+	}
+	log_json(LOG_INFO, "otp-deleter stopping",
+		 json_pack("{s:I, s:I, s:I}", "deleted", (json_int_t)stats.deleted,
+			   "failed_permanently", (json_int_t)stats.failed_permanently, "retried",
+			   (json_int_t)stats.retried));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cfg cfg;
+	struct options opt;
+	struct store *s = NULL;
+	struct tg *tg = NULL;
+	char err[512];
+	int lock_fd = -1, rc = 1;
+
+	if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+		printf("otp-deleter 1.0.0\n");
+		return 0;
+	}
+	if (parse_args(argc, argv, &opt) != 0) {
+		fprintf(stderr, "usage: otp-deleter [--run-for SECONDS] [--log-file PATH]\n");
+		return 2;
+	}
+	secmem_install_json_allocator();
+	log_init(PROGRAM, LOG_INFO);
+	if (open_log(opt.log_file) != 0)
+		return 1;
+	if (cfg_load(&cfg, err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "configuration: %s", err);
+		return 1;
+	}
+	log_init(PROGRAM, cfg.log_level);
+	install_signals();
+	lock_fd = take_lock(cfg.db_path);
+	if (lock_fd == -2) {
+		log_msg(opt.run_for_s > 0 ? LOG_DEBUG : LOG_ERROR,
+			"another otp-deleter is running for %s", cfg.db_path);
+		rc = opt.run_for_s > 0 ? 0 : 1; /* under cron: the running one does the work */
+		goto out;
+	}
+	if (lock_fd < 0)
+		goto out;
+	if (tg_global_init() != 0)
+		goto out;
+	s = store_open(cfg.db_path, err, sizeof err);
+	if (s == NULL) {
+		log_msg(LOG_ERROR, "opening the database: %s", err);
+		goto out;
+	}
+	if (store_is_on_tmpfs(s) == 0)
+		log_msg(LOG_WARNING, "the database %s is not on tmpfs: its rows reach the disk",
+			cfg.db_path);
+	tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
+	if (tg == NULL) {
+		log_msg(LOG_ERROR, "cannot create the Bot API client");
+		goto out;
+	}
+	log_json(LOG_INFO, "otp-deleter started",
+		 json_pack("{s:s, s:s, s:i}", "database", cfg.db_path, "mode",
+			   cfg.sandbox ? "sandbox" : "live", "poll_ms", cfg.deleter_poll_ms));
+	rc = run(&cfg, &opt, s, tg);
+out:
+	tg_free(tg);
+	store_close(s);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	cfg_free(&cfg);
+	tg_global_cleanup();
+	return rc;
+}

@@ -1,0 +1,20 @@
+/* api.h — the endpoint handlers, one file each. */
+#ifndef OTP_API_H
+#define OTP_API_H
+
+#include "app.h"
+
+/* GET /: the service's name, version and paths (the original's info JSON). 200. */
+void api_root(struct worker *w, const struct request *req, struct response *resp);
+
+/* GET /health: 200 {"status":"ok",…} or 503 {"status":"degraded",…} naming the failed check. */
+void api_health(struct worker *w, const struct request *req, struct response *resp);
+
+/* POST /send-otp: 200, 422, 429, 500, 502, 503, 504 (see README.md). */
+void api_send_otp(struct worker *w, const struct request *req, struct response *resp);
+
+/* Whether otp-deleter's heartbeat is fresh. Returns 1 fresh, 0 stale or missing (with *age_ms
+ * set, or -1 when it never beat), -1 on a store error. */
+int api_deleter_alive(struct worker *w, int64_t *age_ms);
+
+#endif

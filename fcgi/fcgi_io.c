@@ -1,0 +1,87 @@
+/* fcgi_io.c — FastCGI request parsing and response writing. See fcgi_io.h. */
+#include "fcgi_io.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *param(FCGX_Request *fr, const char *name)
+{
+	const char *v = FCGX_GetParam(name, fr->envp);
+
+	return v != NULL ? v : "";
+}
+
+/* REQUEST_URI is the path the client asked for under every server we ship configs for (with
+ * lighttpd's error handler too, where SCRIPT_NAME names the handler instead); the query string
+ * is cut off here, into buf. */
+static const char *request_path(FCGX_Request *fr, char *buf, size_t cap)
+{
+	const char *uri = param(fr, "REQUEST_URI");
+	size_t n = strcspn(uri, "?");
+
+	if (n == 0)
+		return param(fr, "SCRIPT_NAME");
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(buf, uri, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+static void parse_content_length(const char *v, struct request *req)
+{
+	char *end;
+	long long n;
+
+	req->content_length = -1;
+	if (v == NULL || v[0] == '\0') /* absent, or "" as nginx sends on GET */
+		return;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno != 0 || *end != '\0' || n < 0) {
+		req->content_length_bad = 1;
+		return;
+	}
+	req->content_length = n;
+}
+
+void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct request *req)
+{
+	static __thread char path[1024];
+	int want, got;
+
+	memset(req, 0, sizeof *req);
+	req->method = param(fr, "REQUEST_METHOD");
+	req->path = request_path(fr, path, sizeof path);
+	req->content_type = param(fr, "CONTENT_TYPE");
+	req->remote_addr = param(fr, "REMOTE_ADDR");
+	req->redirect_status = (int)strtol(param(fr, "REDIRECT_STATUS"), NULL, 10);
+	parse_content_length(FCGX_GetParam("CONTENT_LENGTH", fr->envp), req);
+	req->body = buf->body;
+	if (req->content_length <= 0 || req->content_length > HTTP_BODY_MAX)
+		return;
+	want = (int)req->content_length;
+	got = FCGX_GetStr(buf->body, want, fr->in);
+	if (got < want)
+		req->body_short = 1;
+	req->body_len = got > 0 ? (size_t)got : 0;
+	buf->body[req->body_len] = '\0';
+}
+
+void fcgi_io_write_response(FCGX_Request *fr, const struct response *resp)
+{
+	char *body = NULL;
+
+	if (resp->body != NULL)
+		body = json_dumps(resp->body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	FCGX_FPrintF(fr->out, "Status: %d %s\r\nContent-Type: application/json\r\n", resp->status,
+		     http_reason(resp->status));
+	if (resp->allow != NULL)
+		FCGX_FPrintF(fr->out, "Allow: %s\r\n", resp->allow);
+	if (resp->retry_after_s > 0)
+		FCGX_FPrintF(fr->out, "Retry-After: %ld\r\n", resp->retry_after_s);
+	FCGX_FPrintF(fr->out, "Cache-Control: no-store\r\n\r\n%s",
+		     body != NULL ? body : "{\"detail\":\"Internal Server Error\"}");
+	free(body);
+}

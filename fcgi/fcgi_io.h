@@ -1,0 +1,22 @@
+/* fcgi_io.h — FastCGI in and out: the only file that includes fcgiapp.h. Turns an accepted
+ * FCGX_Request into a struct request and a struct response into the CGI reply. */
+#ifndef OTP_FCGI_IO_H
+#define OTP_FCGI_IO_H
+
+#include <fcgiapp.h>
+
+#include "http.h"
+
+/* Room for a body up to HTTP_BODY_MAX plus one byte to notice a longer one. */
+struct request_buf {
+	char body[HTTP_BODY_MAX + 1];
+};
+
+/* Fills req from fr's parameters and, when CONTENT_LENGTH is within HTTP_BODY_MAX, its body
+ * (read into buf). req points into fr and buf: valid until FCGX_Finish_r. */
+void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct request *req);
+
+/* Writes resp as the CGI reply: Status, Content-Type, Allow, Retry-After, then the JSON body. */
+void fcgi_io_write_response(FCGX_Request *fr, const struct response *resp);
+
+#endif

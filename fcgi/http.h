@@ -1,0 +1,49 @@
+/* http.h — the request a handler reads and the response it fills, free of FastCGI, so that
+ * handlers can be called from unit tests and fuzzers without a web server. */
+#ifndef OTP_HTTP_H
+#define OTP_HTTP_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+/* The responder's own body limit (DECISIONS: web-server caps are set higher). */
+#define HTTP_BODY_MAX 4096
+
+struct request {
+	const char *method;        /* "GET", "POST", … */
+	const char *path;          /* without the query string */
+	const char *content_type;  /* NULL or "" when absent */
+	const char *remote_addr;   /* the client's address, "" when unknown */
+	long long content_length;  /* -1 when absent or empty */
+	int content_length_bad;    /* CONTENT_LENGTH present but not a number */
+	int redirect_status;       /* the web server's error status when it hands us its error page */
+	const char *body;          /* read only when content_length <= HTTP_BODY_MAX */
+	size_t body_len;
+	int body_short;            /* the stream ended before content_length bytes */
+};
+
+struct response {
+	int status;
+	json_t *body;              /* owned; serialised compactly */
+	const char *allow;         /* Allow header for 405 */
+	long retry_after_s;        /* Retry-After header when > 0 */
+	char chat_id_masked[40];   /* for the access log, when the request named a chat */
+};
+
+/* Sets status and body (taking ownership of body). */
+void http_respond(struct response *resp, int status, json_t *body);
+
+/* Sets status and a body {"detail": "<detail>"} (FastAPI's shape for plain errors). */
+void http_respond_detail(struct response *resp, int status, const char *detail);
+
+/* Sets status and a body {"success": false, "detail": "<detail>"} (the send errors' shape). */
+void http_respond_failure(struct response *resp, int status, const char *detail);
+
+/* The reason phrase for a status ("Unprocessable Entity"). */
+const char *http_reason(int status);
+
+/* Frees the body. */
+void http_response_clear(struct response *resp);
+
+#endif

@@ -1,0 +1,227 @@
+/* main.c — otp-fcgi: the FastCGI responder. Wires settings, logging and OTP_FCGI_THREADS worker
+ * threads; each thread accepts on the listening socket it was handed (fd 0, as lighttpd's
+ * bin-path and spawn-fcgi pass it) and answers through the router.
+ *
+ * Signals are blocked in every thread and taken by the main thread with sigwait(): on SIGTERM or
+ * SIGINT it waits (bounded) for requests in flight, then exits 0. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <fcgiapp.h>
+
+#include "app.h"
+#include "cfg.h"
+#include "clock.h"
+#include "fcgi_io.h"
+#include "log.h"
+#include "router.h"
+#include "secmem.h"
+#include "store.h"
+#include "tg.h"
+
+#define SHUTDOWN_GRACE_MS 6000
+
+static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int in_flight;
+
+struct store *worker_store(struct worker *w)
+{
+	char err[256];
+
+	if (w->store == NULL) {
+		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
+		if (w->store == NULL)
+			log_msg(LOG_ERROR, "opening the database: %s", err);
+	}
+	return w->store;
+}
+
+static void log_access(const struct request *req, const struct response *resp, int64_t start_ms)
+{
+	json_t *f = json_pack("{s:s, s:s, s:i, s:f}", "method", req->method, "path", req->path,
+			      "status", resp->status,
+			      "duration_ms", (double)(clock_now_ms() - start_ms));
+
+	if (resp->chat_id_masked[0] != '\0')
+		json_object_set_new(f, "chat_id", json_string(resp->chat_id_masked));
+	log_json(resp->status >= 500 ? LOG_WARNING : LOG_INFO, "request", f);
+}
+
+static void serve(struct worker *w, FCGX_Request *fr, struct request_buf *buf)
+{
+	struct request req;
+	struct response resp;
+	int64_t start = clock_now_ms();
+
+	memset(&resp, 0, sizeof resp);
+	fcgi_io_read_request(fr, buf, &req);
+	router_dispatch(w, &req, &resp);
+	if (resp.status == 0)
+		http_respond_detail(&resp, 500, "Internal Server Error");
+	fcgi_io_write_response(fr, &resp);
+	log_access(&req, &resp, start);
+	http_response_clear(&resp);
+	secmem_wipe(buf->body, req.body_len); /* the body held the OTP */
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct request_buf *buf = malloc(sizeof *buf);
+	FCGX_Request fr;
+	int rc;
+
+	if (buf == NULL || FCGX_InitRequest(&fr, 0, 0) != 0) {
+		log_msg(LOG_ERROR, "worker start failed: out of memory");
+		free(buf);
+		return NULL;
+	}
+	for (;;) {
+		pthread_mutex_lock(&accept_lock);
+		rc = FCGX_Accept_r(&fr);
+		pthread_mutex_unlock(&accept_lock);
+		if (rc < 0)
+			break;
+		atomic_fetch_add(&in_flight, 1);
+		serve(w, &fr, buf);
+		FCGX_Finish_r(&fr);
+		atomic_fetch_sub(&in_flight, 1);
+	}
+	FCGX_Free(&fr, 0);
+	free(buf);
+	return NULL;
+}
+
+static int check_database(const struct cfg *cfg)
+{
+	char err[256];
+	struct store *s = store_open(cfg->db_path, err, sizeof err);
+
+	if (s == NULL) {
+		log_msg(LOG_ERROR, "opening the database: %s", err);
+		return -1;
+	}
+	if (store_is_on_tmpfs(s) == 0)
+		log_msg(LOG_WARNING, "the database %s is not on tmpfs: its rows reach the disk",
+			cfg->db_path);
+	store_close(s);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: otp-fcgi [--check-config | --version | --help]\n"
+		   "A FastCGI responder: started by a web server (lighttpd bin-path) or spawn-fcgi,\n"
+		   "it accepts on file descriptor 0. Settings come from the environment; see\n"
+		   "otp-fcgi(8) and README.md.\n");
+}
+
+/* Waits for SIGTERM/SIGINT (SIGHUP is ignored: lighttpd's error log is its to reopen), then for
+ * requests in flight, at most SHUTDOWN_GRACE_MS. */
+static void wait_for_stop(void)
+{
+	sigset_t set;
+	int sig = 0;
+	int64_t deadline;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	do {
+		if (sigwait(&set, &sig) != 0)
+			return;
+	} while (sig == SIGHUP);
+	log_msg(LOG_INFO, "stopping on signal %d", sig);
+	deadline = clock_now_ms() + SHUTDOWN_GRACE_MS;
+	while (atomic_load(&in_flight) > 0 && clock_now_ms() < deadline)
+		clock_sleep_ms(10);
+}
+
+int main(int argc, char **argv)
+{
+	struct cfg cfg;
+	struct app app;
+	struct worker *workers = NULL;
+	pthread_t tid;
+	sigset_t set;
+	char err[512];
+	int i, rc = 1;
+
+	if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+		printf("otp-fcgi %s\n", SERVICE_VERSION);
+		return 0;
+	}
+	if (argc > 1 && strcmp(argv[1], "--help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc > 1 && strcmp(argv[1], "--check-config") != 0) {
+		usage(stderr);
+		return 2;
+	}
+	secmem_install_json_allocator();
+	log_init("otp-fcgi", LOG_INFO);
+	if (cfg_load(&cfg, err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "configuration: %s", err);
+		return 1;
+	}
+	log_init("otp-fcgi", cfg.log_level);
+	if (argc > 1) { /* --check-config */
+		printf("configuration ok: database %s, %s mode, %d threads\n", cfg.db_path,
+		       cfg.sandbox ? "sandbox" : "live", cfg.fcgi_threads);
+		rc = 0;
+		goto out;
+	}
+	if (FCGX_IsCGI()) {
+		fprintf(stderr, "otp-fcgi: standard input is not a FastCGI socket; start it from a "
+				"web server or spawn-fcgi (see --help)\n");
+		rc = 2;
+		goto out;
+	}
+	if (tg_global_init() != 0 || FCGX_Init() != 0) {
+		log_msg(LOG_ERROR, "library initialisation failed");
+		goto out;
+	}
+	if (check_database(&cfg) != 0)
+		goto out;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
+
+	app.cfg = &cfg;
+	workers = calloc((size_t)cfg.fcgi_threads, sizeof *workers);
+	if (workers == NULL)
+		goto out;
+	for (i = 0; i < cfg.fcgi_threads; i++) {
+		workers[i].app = &app;
+		workers[i].tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
+		if (workers[i].tg == NULL || pthread_create(&tid, NULL, worker_main, &workers[i]) != 0) {
+			log_msg(LOG_ERROR, "starting worker thread %d failed", i);
+			goto out;
+		}
+		pthread_detach(tid);
+	}
+	log_json(LOG_INFO, "otp-fcgi started",
+		 json_pack("{s:i, s:s, s:s}", "threads", cfg.fcgi_threads, "mode",
+			   cfg.sandbox ? "sandbox" : "live", "database", cfg.db_path));
+	wait_for_stop();
+	rc = 0;
+	/* workers may still sit in accept or in a request past the grace period: exit without
+	 * tearing down what they use */
+	_exit(rc);
+out:
+	cfg_free(&cfg);
+	free(workers);
+	return rc;
+}

@@ -1,0 +1,12 @@
+/* router.h — the table of routes: path, then method (405 with Allow), then body length (413),
+ * then content type (415), in that order (DECISIONS: the first failing check answers). */
+#ifndef OTP_ROUTER_H
+#define OTP_ROUTER_H
+
+#include "app.h"
+#include "http.h"
+
+/* Answers req into resp by the route table. */
+void router_dispatch(struct worker *w, const struct request *req, struct response *resp);
+
+#endif

@@ -1,0 +1,205 @@
+/* validate.c — the field table for POST /send-otp. See validate.h. */
+#include "validate.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "secmem.h"
+
+#define MSG_MAX 160
+
+/* A field checker: 0 and out filled, or -1 with a pydantic type and message. */
+typedef int (*field_check)(json_t *value, const struct send_otp_limits *lim,
+			   struct send_otp_request *out, const char **type, char *msg);
+
+struct field {
+	const char *name;
+	int required;
+	field_check check;
+};
+
+static int fail(const char **type, char *msg, const char *t, const char *m)
+{
+	*type = t;
+	snprintf(msg, MSG_MAX, "%s", m);
+	return -1;
+}
+
+static int all_digits(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!isdigit((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+/* "-?digits" within int64 */
+static int is_numeric_chat_id(const char *s)
+{
+	char *end;
+	long long v;
+
+	if (!all_digits(s[0] == '-' ? s + 1 : s))
+		return 0;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	(void)v;
+	return errno == 0 && *end == '\0';
+}
+
+/* "@" and 5-32 letters, digits or underscores */
+static int is_channel_username(const char *s)
+{
+	size_t n;
+
+	if (s[0] != '@')
+		return 0;
+	for (n = 1; s[n] != '\0'; n++)
+		if (!isalnum((unsigned char)s[n]) && s[n] != '_')
+			return 0;
+	return n - 1 >= 5 && n - 1 <= 32;
+}
+
+static int check_chat_id(json_t *v, const struct send_otp_limits *lim,
+			 struct send_otp_request *out, const char **type, char *msg)
+{
+	const char *s;
+
+	(void)lim;
+	if (json_is_integer(v)) {
+		snprintf(out->chat_id, sizeof out->chat_id, "%lld",
+			 (long long)json_integer_value(v));
+		return 0;
+	}
+	if (!json_is_string(v))
+		return fail(type, msg, "string_type", "Input should be a valid string");
+	s = json_string_value(v);
+	if (strlen(s) >= sizeof out->chat_id || (!is_numeric_chat_id(s) && !is_channel_username(s)))
+		return fail(type, msg, "value_error",
+			    "Value error, chat_id must be a numeric string (can start with -), "
+			    "a JSON integer, or an @channelusername of 5-32 letters, digits or "
+			    "underscores");
+	snprintf(out->chat_id, sizeof out->chat_id, "%s", s);
+	return 0;
+}
+
+static int check_otp(json_t *v, const struct send_otp_limits *lim, struct send_otp_request *out,
+		     const char **type, char *msg)
+{
+	const char *s;
+	size_t n;
+
+	(void)lim;
+	if (!json_is_string(v))
+		return fail(type, msg, "string_type", "Input should be a valid string");
+	s = json_string_value(v);
+	if (!all_digits(s))
+		return fail(type, msg, "value_error", "Value error, otp must contain only digits");
+	n = strlen(s);
+	if (n < 4 || n > OTP_MAX_DIGITS)
+		return fail(type, msg, "value_error", "Value error, otp must be 4-8 digits long");
+	memcpy(out->otp, s, n + 1);
+	return 0;
+}
+
+static int check_expire(json_t *v, const struct send_otp_limits *lim,
+			struct send_otp_request *out, const char **type, char *msg)
+{
+	json_int_t n;
+
+	if (json_is_null(v)) {
+		out->expire_seconds = lim->default_expire_s;
+		return 0;
+	}
+	if (!json_is_integer(v))
+		return fail(type, msg, "int_type", "Input should be a valid integer");
+	n = json_integer_value(v);
+	if (n < lim->min_expire_s || n > lim->max_expire_s) {
+		*type = "value_error";
+		snprintf(msg, MSG_MAX, "Value error, expire_seconds must be between %d and %d",
+			 lim->min_expire_s, lim->max_expire_s);
+		return -1;
+	}
+	out->expire_seconds = (int)n;
+	return 0;
+}
+
+static const struct field fields[] = {
+	{ "chat_id", 1, check_chat_id },
+	{ "otp", 1, check_otp },
+	{ "expire_seconds", 0, check_expire },
+};
+
+#define NFIELDS (sizeof fields / sizeof fields[0])
+
+static void add_error(json_t *detail, const char *field, const char *type, const char *msg)
+{
+	json_t *loc = field != NULL ? json_pack("[s,s]", "body", field) : json_pack("[s]", "body");
+
+	json_array_append_new(detail, json_pack("{s:s, s:o, s:s}", "type", type, "loc", loc,
+						"msg", msg));
+}
+
+static int known_field(const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < NFIELDS; i++)
+		if (strcmp(fields[i].name, key) == 0)
+			return 1;
+	return 0;
+}
+
+int validate_send_otp(const char *body, size_t len, const struct send_otp_limits *lim,
+		      struct send_otp_request *out, json_t **detail)
+{
+	json_t *root = NULL, *errors = json_array(), *v;
+	json_error_t jerr;
+	const char *key, *type;
+	char msg[MSG_MAX];
+	size_t i;
+	int rc = -1;
+
+	memset(out, 0, sizeof *out);
+	out->expire_seconds = lim->default_expire_s;
+	root = json_loadb(body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		add_error(errors, NULL, "json_invalid", "JSON decode error");
+		goto out;
+	}
+	if (!json_is_object(root)) {
+		add_error(errors, NULL, "model_attributes_type",
+			  "Input should be a valid dictionary or object to extract fields from");
+		goto out;
+	}
+	for (i = 0; i < NFIELDS; i++) {
+		v = json_object_get(root, fields[i].name);
+		if (v == NULL) {
+			if (fields[i].required)
+				add_error(errors, fields[i].name, "missing", "Field required");
+			continue;
+		}
+		if (fields[i].check(v, lim, out, &type, msg) != 0)
+			add_error(errors, fields[i].name, type, msg);
+	}
+	json_object_foreach(root, key, v) {
+		if (!known_field(key))
+			add_error(errors, key, "extra_forbidden", "Extra inputs are not permitted");
+	}
+	rc = json_array_size(errors) == 0 ? 0 : -1;
+out:
+	json_decref(root);
+	if (rc == 0) {
+		json_decref(errors);
+		*detail = NULL;
+	} else {
+		secmem_wipe(out->otp, sizeof out->otp);
+		*detail = errors;
+	}
+	return rc;
+}

@@ -1,0 +1,429 @@
+/* cfg.c — settings from the environment (and an optional env file). See cfg.h. */
+#define _GNU_SOURCE
+#include "cfg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "secmem.h"
+
+#define DEFAULT_TEMPLATE                                                                    \
+	"🔐 Your OTP is: <code>{otp}</code>\n\n⏱ Expires in {sec} seconds.\n\n"               \
+	"⚠️ This message will self-destruct."
+
+#define TMPFS_MAGIC_NUMBER 0x01021994
+
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return (v != NULL && v[0] != '\0') ? v : NULL;
+}
+
+/* Reads an integer setting within [min, max]; absent means def. */
+static int get_int(const char *name, int def, int min, int max, int *out, char *err,
+		   size_t errlen)
+{
+	const char *v = env(name);
+	char *end;
+	long long n;
+
+	if (v == NULL) {
+		*out = def;
+		return 0;
+	}
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0') {
+		snprintf(err, errlen, "%s must be an integer (got \"%.40s\")", name, v);
+		return -1;
+	}
+	if (n < min || n > max) {
+		snprintf(err, errlen, "%s must be between %d and %d (got %lld)", name, min, max, n);
+		return -1;
+	}
+	*out = (int)n;
+	return 0;
+}
+
+static int get_bool(const char *name, int *out, char *err, size_t errlen)
+{
+	const char *v = env(name);
+
+	*out = 0;
+	if (v == NULL || strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 ||
+	    strcasecmp(v, "no") == 0)
+		return 0;
+	if (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0) {
+		*out = 1;
+		return 0;
+	}
+	snprintf(err, errlen, "%s must be 0 or 1 (got \"%.20s\")", name, v);
+	return -1;
+}
+
+static int dup_str(const char *src, char **out, char *err, size_t errlen)
+{
+	*out = strdup(src);
+	if (*out == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* A token is "<bot id>:<secret>"; we check the shape only, and never echo it. */
+static int token_is_well_formed(const char *t)
+{
+	const char *colon = strchr(t, ':');
+	const char *p;
+
+	if (colon == NULL || colon == t || colon[1] == '\0')
+		return 0;
+	for (p = t; p < colon; p++)
+		if (!isdigit((unsigned char)*p))
+			return 0;
+	for (p = colon + 1; *p != '\0'; p++)
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+			return 0;
+	return 1;
+}
+
+static int read_token_file(const char *path, char **out, char *err, size_t errlen)
+{
+	char buf[256];
+	FILE *f = fopen(path, "r");
+	size_t n;
+	int rc = -1;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "TELEGRAM_BOT_TOKEN_FILE: cannot open %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	n = fread(buf, 1, sizeof buf - 1, f);
+	buf[n] = '\0';
+	while (n > 0 && isspace((unsigned char)buf[n - 1]))
+		buf[--n] = '\0';
+	if (n == 0) {
+		snprintf(err, errlen, "TELEGRAM_BOT_TOKEN_FILE: %s is empty", path);
+		goto out;
+	}
+	rc = dup_str(buf, out, err, errlen);
+out:
+	secmem_wipe(buf, sizeof buf);
+	fclose(f);
+	return rc;
+}
+
+static int load_token(struct cfg *cfg, char *err, size_t errlen)
+{
+	const char *file = env("TELEGRAM_BOT_TOKEN_FILE");
+	const char *tok = env("TELEGRAM_BOT_TOKEN");
+
+	if (get_bool("OTP_SANDBOX", &cfg->sandbox, err, errlen) != 0)
+		return -1;
+	if (tok != NULL) {
+		if (dup_str(tok, &cfg->bot_token, err, errlen) != 0)
+			return -1;
+	} else if (file != NULL) {
+		if (read_token_file(file, &cfg->bot_token, err, errlen) != 0)
+			return -1;
+	} else if (cfg->sandbox) {
+		/* the emulator accepts any well-formed token */
+		if (dup_str("123456:sandbox", &cfg->bot_token, err, errlen) != 0)
+			return -1;
+	} else {
+		snprintf(err, errlen,
+			 "TELEGRAM_BOT_TOKEN is not set (set it or TELEGRAM_BOT_TOKEN_FILE; "
+			 "OTP_SANDBOX=1 talks to the bundled emulator instead)");
+		return -1;
+	}
+	if (!token_is_well_formed(cfg->bot_token)) {
+		snprintf(err, errlen, "TELEGRAM_BOT_TOKEN is malformed (expected <bot id>:<secret>)");
+		return -1;
+	}
+	return 0;
+}
+
+static int load_api_base(struct cfg *cfg, char *err, size_t errlen)
+{
+	const char *v = env("TELEGRAM_API_BASE");
+	size_t len;
+
+	if (v == NULL) {
+		if (cfg->sandbox) {
+			snprintf(err, errlen,
+				 "TELEGRAM_API_BASE must point at the emulator when OTP_SANDBOX=1");
+			return -1;
+		}
+		v = "https://api.telegram.org";
+	}
+	if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+		snprintf(err, errlen, "TELEGRAM_API_BASE must start with http:// or https:// (got \"%.60s\")", v);
+		return -1;
+	}
+	if (dup_str(v, &cfg->api_base, err, errlen) != 0)
+		return -1;
+	len = strlen(cfg->api_base);
+	while (len > 0 && cfg->api_base[len - 1] == '/')
+		cfg->api_base[--len] = '\0';
+	return 0;
+}
+
+/* Turns the two-character sequence "\n" into a newline, so a one-line env value can hold one. */
+static void unescape_newlines(char *s)
+{
+	char *w = s;
+
+	for (; *s != '\0'; s++) {
+		if (s[0] == '\\' && s[1] == 'n') {
+			*w++ = '\n';
+			s++;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+static int load_template(struct cfg *cfg, char *err, size_t errlen)
+{
+	const char *v = env("MESSAGE_TEMPLATE");
+
+	if (dup_str(v != NULL ? v : DEFAULT_TEMPLATE, &cfg->message_template, err, errlen) != 0)
+		return -1;
+	unescape_newlines(cfg->message_template);
+	if (strstr(cfg->message_template, "{otp}") == NULL) {
+		snprintf(err, errlen, "MESSAGE_TEMPLATE must contain {otp}");
+		return -1;
+	}
+	if (strlen(cfg->message_template) > 3000) {
+		snprintf(err, errlen, "MESSAGE_TEMPLATE is longer than 3000 bytes");
+		return -1;
+	}
+	return 0;
+}
+
+static int is_tmpfs_dir(const char *dir)
+{
+	struct statfs sf;
+
+	return statfs(dir, &sf) == 0 && (unsigned long)sf.f_type == TMPFS_MAGIC_NUMBER;
+}
+
+static int usable_dir(const char *dir)
+{
+	if (mkdir(dir, 0770) != 0 && errno != EEXIST)
+		return 0;
+	return access(dir, W_OK | X_OK) == 0;
+}
+
+/* The default database: $RUNTIME_DIRECTORY (systemd), else /run/otp-gateway when /run is tmpfs,
+ * else a private directory under /dev/shm. */
+static int load_db_path(struct cfg *cfg, char *err, size_t errlen)
+{
+	const char *v = env("OTP_DB_PATH");
+	const char *rt = env("RUNTIME_DIRECTORY");
+	char path[PATH_MAX], dir[64];
+
+	if (v != NULL)
+		return dup_str(v, &cfg->db_path, err, errlen);
+	if (rt != NULL) {
+		/* systemd may list several directories separated by ':' */
+		snprintf(path, sizeof path, "%.*s/pending.db", (int)strcspn(rt, ":"), rt);
+		return dup_str(path, &cfg->db_path, err, errlen);
+	}
+	if (is_tmpfs_dir("/run") && usable_dir("/run/otp-gateway"))
+		return dup_str("/run/otp-gateway/pending.db", &cfg->db_path, err, errlen);
+	snprintf(dir, sizeof dir, "/dev/shm/otp-gateway-%u", (unsigned)getuid());
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		snprintf(err, errlen, "OTP_DB_PATH is not set and %s cannot be created: %s", dir,
+			 strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof path, "%s/pending.db", dir);
+	return dup_str(path, &cfg->db_path, err, errlen);
+}
+
+static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
+{
+	int timeout_s, window_s;
+
+	if (get_int("MIN_EXPIRE_SECONDS", 5, 1, 86400, &cfg->min_expire_s, err, errlen) ||
+	    get_int("MAX_EXPIRE_SECONDS", 60, 1, 86400, &cfg->max_expire_s, err, errlen) ||
+	    get_int("DEFAULT_EXPIRE_SECONDS", 30, 1, 86400, &cfg->default_expire_s, err, errlen) ||
+	    get_int("RATE_LIMIT_PER_USER", 5, 1, 1000000, &cfg->rate_limit_per_user, err, errlen) ||
+	    get_int("RATE_LIMIT_WINDOW_HOURS", 1, 1, 24 * 366, &cfg->rate_limit_window_hours, err,
+		    errlen) ||
+	    get_int("RATE_LIMIT_WINDOW_SECONDS", 0, 1, 366 * 86400, &window_s, err, errlen) ||
+	    get_int("RATE_LIMIT_PER_IP", 10, 0, 1000000, &cfg->rate_limit_per_ip, err, errlen) ||
+	    get_int("PORT", 55155, 1, 65535, &cfg->port, err, errlen) ||
+	    get_int("TELEGRAM_TIMEOUT_SECONDS", 5, 1, 120, &timeout_s, err, errlen) ||
+	    get_int("OTP_FCGI_THREADS", 16, 1, 1024, &cfg->fcgi_threads, err, errlen) ||
+	    get_int("DELETER_HEARTBEAT_STALE_SECONDS", 10, 2, 3600, &cfg->heartbeat_stale_s, err,
+		    errlen) ||
+	    get_int("DELETER_POLL_MS", 250, 10, 250, &cfg->deleter_poll_ms, err, errlen) ||
+	    get_int("DELETER_CONCURRENCY", 16, 1, 256, &cfg->deleter_concurrency, err, errlen))
+		return -1;
+	if (cfg->min_expire_s > cfg->max_expire_s) {
+		snprintf(err, errlen, "MIN_EXPIRE_SECONDS (%d) is above MAX_EXPIRE_SECONDS (%d)",
+			 cfg->min_expire_s, cfg->max_expire_s);
+		return -1;
+	}
+	if (cfg->default_expire_s < cfg->min_expire_s || cfg->default_expire_s > cfg->max_expire_s) {
+		snprintf(err, errlen, "DEFAULT_EXPIRE_SECONDS must be between %d and %d (got %d)",
+			 cfg->min_expire_s, cfg->max_expire_s, cfg->default_expire_s);
+		return -1;
+	}
+	cfg->telegram_timeout_ms = timeout_s * 1000;
+	cfg->rate_limit_window_s =
+		env("RATE_LIMIT_WINDOW_SECONDS") != NULL ? window_s : cfg->rate_limit_window_hours * 3600;
+	return 0;
+}
+
+int cfg_load(struct cfg *cfg, char *err, size_t errlen)
+{
+	const char *v;
+
+	memset(cfg, 0, sizeof *cfg);
+	v = env("OTP_ENV_FILE");
+	if (v != NULL && cfg_read_env_file(v, err, errlen) != 0)
+		goto fail;
+	if (load_token(cfg, err, errlen) != 0 || load_api_base(cfg, err, errlen) != 0 ||
+	    load_numbers(cfg, err, errlen) != 0 || load_template(cfg, err, errlen) != 0 ||
+	    load_db_path(cfg, err, errlen) != 0)
+		goto fail;
+	v = env("LOG_LEVEL");
+	cfg->log_level = LOG_INFO;
+	if (v != NULL && log_level_parse(v, &cfg->log_level) != 0) {
+		snprintf(err, errlen, "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR (got \"%.20s\")", v);
+		goto fail;
+	}
+	v = env("HOST");
+	if (dup_str(v != NULL ? v : "127.0.0.1", &cfg->host, err, errlen) != 0)
+		goto fail;
+	return 0;
+fail:
+	cfg_free(cfg);
+	return -1;
+}
+
+void cfg_free(struct cfg *cfg)
+{
+	secmem_free_str(cfg->bot_token);
+	free(cfg->api_base);
+	free(cfg->host);
+	free(cfg->message_template);
+	free(cfg->db_path);
+	memset(cfg, 0, sizeof *cfg);
+}
+
+static int copy_out(const char *src, size_t n, char *dst, size_t dstlen)
+{
+	if (n >= dstlen)
+		return -1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+int cfg_parse_env_line(const char *line, char *key, size_t keylen, char *value, size_t valuelen,
+		       char *err, size_t errlen)
+{
+	const char *p = line, *k, *eq, *v, *vend;
+
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p == '\0' || *p == '#')
+		return 0;
+	if (strncmp(p, "export ", 7) == 0)
+		p += 7;
+	k = p;
+	while (isalnum((unsigned char)*p) || *p == '_')
+		p++;
+	eq = p;
+	if (eq == k || *eq != '=' || isdigit((unsigned char)*k)) {
+		snprintf(err, errlen, "expected KEY=VALUE");
+		return -1;
+	}
+	if (copy_out(k, (size_t)(eq - k), key, keylen) != 0) {
+		snprintf(err, errlen, "key too long");
+		return -1;
+	}
+	v = eq + 1;
+	vend = v + strlen(v);
+	while (vend > v && (vend[-1] == '\n' || vend[-1] == '\r'))
+		vend--;
+	if (*v == '"' || *v == '\'') {
+		const char *close = memchr(v + 1, *v, (size_t)(vend - v - 1));
+		const char *rest;
+
+		if (close == NULL) {
+			snprintf(err, errlen, "unterminated quote");
+			return -1;
+		}
+		for (rest = close + 1; rest < vend && isspace((unsigned char)*rest); rest++)
+			;
+		if (rest < vend && *rest != '#') {
+			snprintf(err, errlen, "text after the closing quote");
+			return -1;
+		}
+		v++;
+		vend = close;
+	} else {
+		const char *hash;
+
+		/* an unquoted value ends at " #" (an inline comment) */
+		for (hash = v; hash < vend; hash++)
+			if (*hash == '#' && hash > v && isspace((unsigned char)hash[-1]))
+				break;
+		vend = hash;
+		while (vend > v && isspace((unsigned char)vend[-1]))
+			vend--;
+	}
+	if (copy_out(v, (size_t)(vend - v), value, valuelen) != 0) {
+		snprintf(err, errlen, "value too long");
+		return -1;
+	}
+	return 1;
+}
+
+int cfg_read_env_file(const char *path, char *err, size_t errlen)
+{
+	char line[4096], key[128], value[4096], why[64];
+	FILE *f = fopen(path, "r");
+	int lineno = 0, rc = -1;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "OTP_ENV_FILE: cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof line, f) != NULL) {
+		int r;
+
+		lineno++;
+		r = cfg_parse_env_line(line, key, sizeof key, value, sizeof value, why, sizeof why);
+		if (r < 0) {
+			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+			goto out;
+		}
+		if (r == 1 && setenv(key, value, 0) != 0) {
+			snprintf(err, errlen, "%s:%d: cannot set %s", path, lineno, key);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	secmem_wipe(line, sizeof line);
+	secmem_wipe(value, sizeof value);
+	fclose(f);
+	return rc;
+}

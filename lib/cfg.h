@@ -1,0 +1,54 @@
+/* cfg.h — the settings of otp-fcgi and otp-deleter, read from the environment.
+ *
+ * Names and defaults are the original service's (TELEGRAM_BOT_TOKEN, DEFAULT_EXPIRE_SECONDS, …)
+ * plus ours; README.md lists them all. Values come from the process environment, and from the
+ * KEY=VALUE file named by OTP_ENV_FILE for keys the environment does not set. */
+#ifndef OTP_CFG_H
+#define OTP_CFG_H
+
+#include <stddef.h>
+
+#include "log.h"
+
+struct cfg {
+	char *bot_token;          /* secret: never logged; wiped by cfg_free() */
+	char *api_base;           /* TELEGRAM_API_BASE, without a trailing slash */
+	int sandbox;              /* OTP_SANDBOX=1: talking to the bundled emulator */
+	int telegram_timeout_ms;  /* TELEGRAM_TIMEOUT_SECONDS */
+
+	int default_expire_s, min_expire_s, max_expire_s;
+	int rate_limit_per_user;  /* per rate_limit_window_s, per chat_id */
+	int rate_limit_window_s;  /* RATE_LIMIT_WINDOW_SECONDS, else RATE_LIMIT_WINDOW_HOURS × 3600 */
+	int rate_limit_window_hours; /* as configured, for the original's 429 wording */
+	int rate_limit_per_ip;    /* per minute per client address; 0 turns it off */
+
+	int port;
+	char *host;
+	enum log_level log_level;
+	char *message_template;   /* HTML with {otp} and {sec} */
+	char *db_path;            /* OTP_DB_PATH or the tmpfs default */
+
+	int fcgi_threads;         /* OTP_FCGI_THREADS: requests one otp-fcgi process serves at once */
+	int heartbeat_stale_s;    /* DELETER_HEARTBEAT_STALE_SECONDS */
+	int deleter_poll_ms;      /* DELETER_POLL_MS: longest sleep before looking for new rows */
+	int deleter_concurrency;  /* DELETER_CONCURRENCY: deletions in flight at once */
+};
+
+/* Reads every setting into cfg (zeroed first). On failure returns -1 with one line naming the
+ * setting in err; cfg then holds nothing to free. The token is never copied into err. */
+int cfg_load(struct cfg *cfg, char *err, size_t errlen);
+
+/* Frees what cfg_load() allocated and wipes the token. Safe on a zeroed cfg. */
+void cfg_free(struct cfg *cfg);
+
+/* Reads a .env-style file: KEY=VALUE lines, '#' comments, blank lines, an optional "export ",
+ * values optionally in single or double quotes, no expansion. Each key the environment does not
+ * already set is set. Returns 0, or -1 with "FILE:LINE: reason" in err. */
+int cfg_read_env_file(const char *path, char *err, size_t errlen);
+
+/* Parses one line of such a file. Returns 1 with key/value copied out (NUL-terminated, truncated
+ * to their sizes is an error), 0 for a blank or comment line, -1 with a reason in err. */
+int cfg_parse_env_line(const char *line, char *key, size_t keylen, char *value, size_t valuelen,
+		       char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,21 @@
+/* clock.h — wall-clock time in milliseconds and the API's UTC timestamp format. */
+#ifndef OTP_CLOCK_H
+#define OTP_CLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
+int64_t clock_now_ms(void);
+
+/* Length of "2025-10-28T12:00:00Z" plus its NUL. */
+#define CLOCK_ISO_LEN 21
+
+/* Writes the UTC second `sec` as "YYYY-MM-DDTHH:MM:SSZ" into buf (CLOCK_ISO_LEN bytes).
+ * Returns 0, or -1 if the time cannot be represented. */
+int clock_format_utc(int64_t sec, char buf[CLOCK_ISO_LEN]);
+
+/* Sleeps for ms milliseconds; returns early (and -1) when a signal interrupts it. */
+int clock_sleep_ms(int64_t ms);
+
+#endif

@@ -1,0 +1,17 @@
+/* secmem.h — keeping secrets (OTPs, the bot token) out of freed memory. */
+#ifndef OTP_SECMEM_H
+#define OTP_SECMEM_H
+
+#include <stddef.h>
+
+/* Overwrites n bytes at p with zeros in a way the compiler cannot elide. NULL is allowed. */
+void secmem_wipe(void *p, size_t n);
+
+/* Wipes a NUL-terminated string in place and frees it. NULL is allowed. */
+void secmem_free_str(char *s);
+
+/* Makes jansson wipe every block it frees. Request bodies carry the OTP, and jansson copies
+ * their strings into blocks of its own; call once at start, before any other jansson call. */
+void secmem_install_json_allocator(void);
+
+#endif

@@ -1,0 +1,569 @@
+/* store.c — the SQLite implementation of store.h. The only file that speaks SQL. */
+#define _GNU_SOURCE
+#include "store.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "clock.h"
+
+static const char schema_sql[] =
+#include "schema.inc"
+	;
+
+enum stmt_id {
+	ST_RATE_PRUNE_SUBJECT,
+	ST_RATE_COUNT,
+	ST_RATE_NTH_OLDEST,
+	ST_RATE_INSERT,
+	ST_RATE_DELETE,
+	ST_RATE_PRUNE_SCOPE,
+	ST_PENDING_ADD,
+	ST_PENDING_DUE,
+	ST_PENDING_NEXT,
+	ST_PENDING_COUNT,
+	ST_PENDING_REMOVE,
+	ST_PENDING_RETRY,
+	ST_HEARTBEAT_SET,
+	ST_HEARTBEAT_GET,
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_COUNT_
+};
+
+static const char *const stmt_sql[ST_COUNT_] = {
+	[ST_RATE_PRUNE_SUBJECT] =
+		"DELETE FROM rate_events WHERE scope = ?1 AND subject = ?2 AND at_ms <= ?3",
+	[ST_RATE_COUNT] = "SELECT count(*) FROM rate_events WHERE scope = ?1 AND subject = ?2",
+	[ST_RATE_NTH_OLDEST] = "SELECT at_ms FROM rate_events WHERE scope = ?1 AND subject = ?2 "
+			       "ORDER BY at_ms LIMIT 1 OFFSET ?3",
+	[ST_RATE_INSERT] = "INSERT INTO rate_events (scope, subject, at_ms) VALUES (?1, ?2, ?3)",
+	[ST_RATE_DELETE] = "DELETE FROM rate_events WHERE id = ?1",
+	[ST_RATE_PRUNE_SCOPE] = "DELETE FROM rate_events WHERE scope = ?1 AND at_ms < ?2",
+	[ST_PENDING_ADD] = "INSERT INTO pending_deletions (chat_id, message_id, delete_at_ms, "
+			   "next_try_ms, created_at_ms) VALUES (?1, ?2, ?3, ?3, ?4)",
+	[ST_PENDING_DUE] = "SELECT id, chat_id, message_id, delete_at_ms, next_try_ms, attempts "
+			   "FROM pending_deletions WHERE next_try_ms <= ?1 "
+			   "ORDER BY next_try_ms LIMIT ?2",
+	[ST_PENDING_NEXT] = "SELECT min(next_try_ms) FROM pending_deletions",
+	[ST_PENDING_COUNT] = "SELECT count(*) FROM pending_deletions",
+	[ST_PENDING_REMOVE] = "DELETE FROM pending_deletions WHERE id = ?1",
+	[ST_PENDING_RETRY] = "UPDATE pending_deletions SET attempts = attempts + 1, "
+			     "next_try_ms = max(?2, delete_at_ms) WHERE id = ?1",
+	[ST_HEARTBEAT_SET] = "INSERT INTO heartbeats (program, pid, beat_ms) VALUES (?1, ?2, ?3) "
+			     "ON CONFLICT (program) DO UPDATE SET pid = ?2, beat_ms = ?3",
+	[ST_HEARTBEAT_GET] = "SELECT beat_ms FROM heartbeats WHERE program = ?1",
+	/* IMMEDIATE: a deferred transaction that later writes fails with SQLITE_BUSY under load */
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+};
+
+struct store {
+	sqlite3 *db;
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	int64_t busy_since_ms;
+	sqlite3_stmt *stmts[ST_COUNT_];
+	char err[256];
+};
+
+static void set_err(struct store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_err(struct store *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->err, sizeof s->err, fmt, ap);
+	va_end(ap);
+}
+
+static void set_db_err(struct store *s, const char *what)
+{
+	set_err(s, "%s: %s (%s)", what, sqlite3_errmsg(s->db), s->path);
+}
+
+const char *store_strerror(const struct store *s)
+{
+	return s->err;
+}
+
+/* Waits for a lock by retrying every few tens of microseconds: sqlite3_busy_timeout() sleeps in
+ * whole milliseconds, which triples the tail latency of concurrent writers. */
+static int busy_wait(void *arg, int tries)
+{
+	struct store *s = arg;
+	int64_t now = clock_now_ms();
+	struct timespec ts = { 0, 20000 };
+
+	if (tries == 0)
+		s->busy_since_ms = now;
+	if (now - s->busy_since_ms >= STORE_BUSY_TIMEOUT_MS)
+		return 0;
+	if (tries > 200)
+		ts.tv_nsec = 500000; /* a long wait: stop spinning */
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+static void close_db(struct store *s)
+{
+	int i;
+
+	for (i = 0; i < ST_COUNT_; i++) {
+		sqlite3_finalize(s->stmts[i]);
+		s->stmts[i] = NULL;
+	}
+	sqlite3_close(s->db);
+	s->db = NULL;
+}
+
+static int exec_retrying(struct store *s, const char *sql, const char *what)
+{
+	int attempt, rc = SQLITE_ERROR;
+
+	/* another process creating the schema at the same moment may hold the lock longer
+	 * than the busy handler waits on a cold start: try a few times */
+	for (attempt = 0; attempt < 5; attempt++) {
+		rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+			break;
+	}
+	if (rc != SQLITE_OK) {
+		set_db_err(s, what);
+		return -1;
+	}
+	return 0;
+}
+
+static int create_schema(struct store *s)
+{
+	char sql[sizeof schema_sql + 128];
+
+	if (exec_retrying(s, "PRAGMA journal_mode=WAL", "enable WAL") != 0 ||
+	    exec_retrying(s, "PRAGMA synchronous=NORMAL", "set synchronous") != 0)
+		return -1;
+	snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
+		 schema_sql, STORE_SCHEMA_VERSION);
+	if (exec_retrying(s, sql, "create schema") != 0) {
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+static int open_db(struct store *s)
+{
+	struct stat st;
+	int rc;
+
+	rc = sqlite3_open_v2(s->path, &s->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		set_err(s, "open %s: %s", s->path,
+			s->db != NULL ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		goto fail;
+	}
+	sqlite3_busy_handler(s->db, busy_wait, s);
+	if (create_schema(s) != 0)
+		goto fail;
+	if (stat(s->path, &st) != 0) {
+		set_err(s, "stat %s: %s", s->path, strerror(errno));
+		goto fail;
+	}
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	return 0;
+fail:
+	close_db(s);
+	return -1;
+}
+
+/* Reopens the path when the file we hold was removed or replaced: writing on into an unlinked
+ * file would succeed where no other process sees it. */
+static int ensure_current(struct store *s)
+{
+	struct stat st;
+
+	if (s->db != NULL && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+		return 0;
+	close_db(s);
+	return open_db(s);
+}
+
+struct store *store_open(const char *path, char *err, size_t errlen)
+{
+	struct store *s = calloc(1, sizeof *s);
+
+	if (s == NULL || (s->path = strdup(path)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		free(s);
+		return NULL;
+	}
+	if (open_db(s) != 0) {
+		snprintf(err, errlen, "%s", s->err);
+		store_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+void store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	close_db(s);
+	free(s->path);
+	free(s);
+}
+
+int store_is_on_tmpfs(const struct store *s)
+{
+	struct statfs sf;
+
+	if (statfs(s->path, &sf) != 0)
+		return -1;
+	return (unsigned long)sf.f_type == 0x01021994UL;
+}
+
+/* The prepared statement, reset and unbound, ready for binding. */
+static sqlite3_stmt *stmt(struct store *s, enum stmt_id id)
+{
+	sqlite3_stmt *st = s->stmts[id];
+
+	if (st == NULL) {
+		if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st,
+				       NULL) != SQLITE_OK) {
+			set_db_err(s, "prepare");
+			return NULL;
+		}
+		s->stmts[id] = st;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return st;
+}
+
+/* Runs a statement that returns no rows (or whose rows are ignored). */
+static int step_done(struct store *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	while (rc == SQLITE_ROW)
+		rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		set_db_err(s, what);
+		return -1;
+	}
+	return 0;
+}
+
+/* Runs a statement expected to yield one integer (NULL counts as absent).
+ * Returns 1 with *out set, 0 if no row or NULL, -1 on error. */
+static int step_int64(struct store *s, sqlite3_stmt *st, int64_t *out, const char *what)
+{
+	int rc = sqlite3_step(st), found = 0;
+
+	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+		*out = sqlite3_column_int64(st, 0);
+		found = 1;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		set_db_err(s, what);
+		return -1;
+	}
+	return found;
+}
+
+static int begin(struct store *s)
+{
+	sqlite3_stmt *st;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_BEGIN)) == NULL)
+		return -1;
+	return step_done(s, st, "begin transaction");
+}
+
+static int commit(struct store *s)
+{
+	sqlite3_stmt *st = stmt(s, ST_COMMIT);
+
+	if (st == NULL || step_done(s, st, "commit") != 0)
+		return -1;
+	return 0;
+}
+
+static void rollback(struct store *s)
+{
+	if (sqlite3_get_autocommit(s->db) == 0)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Prunes one rule's expired events and tells whether it has a free slot; if not, when one frees. */
+static int rate_check(struct store *s, const struct store_rate_rule *r, int64_t now_ms,
+		      int *full, int64_t *retry_after_ms)
+{
+	sqlite3_stmt *st;
+	int64_t count = 0, oldest = now_ms;
+
+	*full = 0;
+	if ((st = stmt(s, ST_RATE_PRUNE_SUBJECT)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms - r->window_ms);
+	if (step_done(s, st, "prune rate events") != 0)
+		return -1;
+
+	if ((st = stmt(s, ST_RATE_COUNT)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
+	if (step_int64(s, st, &count, "count rate events") < 0)
+		return -1;
+	if (count < r->limit)
+		return 0;
+
+	/* a slot frees when the (count - limit + 1)-th oldest event leaves the window */
+	if ((st = stmt(s, ST_RATE_NTH_OLDEST)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, count - r->limit);
+	if (step_int64(s, st, &oldest, "find oldest rate event") < 0)
+		return -1;
+	*full = 1;
+	*retry_after_ms = oldest + r->window_ms - now_ms;
+	if (*retry_after_ms < 1)
+		*retry_after_ms = 1;
+	return 0;
+}
+
+int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
+		    int64_t now_ms, struct store_rate_verdict *v)
+{
+	sqlite3_stmt *st;
+	int i, full;
+
+	memset(v, 0, sizeof *v);
+	v->refused_rule = -1;
+	if (nrules > STORE_RATE_RULES_MAX) {
+		set_err(s, "too many rate rules (%d)", nrules);
+		return -1;
+	}
+	if (begin(s) != 0)
+		return -1;
+	for (i = 0; i < nrules; i++) {
+		if (rate_check(s, &rules[i], now_ms, &full, &v->retry_after_ms) != 0)
+			goto fail;
+		if (full) {
+			v->refused_rule = i;
+			return commit(s) == 0 ? 0 : (rollback(s), -1);
+		}
+	}
+	for (i = 0; i < nrules; i++) {
+		if ((st = stmt(s, ST_RATE_INSERT)) == NULL)
+			goto fail;
+		sqlite3_bind_text(st, 1, rules[i].scope, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, rules[i].subject, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, now_ms);
+		if (step_done(s, st, "insert rate event") != 0)
+			goto fail;
+		v->slot_ids[v->nslots++] = sqlite3_last_insert_rowid(s->db);
+	}
+	if (commit(s) != 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	v->nslots = 0;
+	return -1;
+}
+
+int store_rate_release(struct store *s, const struct store_rate_verdict *v)
+{
+	sqlite3_stmt *st;
+	int i;
+
+	if (v->nslots == 0)
+		return 0;
+	if (begin(s) != 0)
+		return -1;
+	for (i = 0; i < v->nslots; i++) {
+		if ((st = stmt(s, ST_RATE_DELETE)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 1, v->slot_ids[i]);
+		if (step_done(s, st, "release rate slot") != 0)
+			goto fail;
+	}
+	if (commit(s) != 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return -1;
+}
+
+int store_rate_prune(struct store *s, const char *scope, int64_t before_ms)
+{
+	sqlite3_stmt *st;
+
+	if (begin(s) != 0)
+		return -1;
+	if ((st = stmt(s, ST_RATE_PRUNE_SCOPE)) == NULL)
+		goto fail;
+	sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, before_ms);
+	if (step_done(s, st, "prune rate events") != 0 || commit(s) != 0)
+		goto fail;
+	return sqlite3_changes(s->db);
+fail:
+	rollback(s);
+	return -1;
+}
+
+/* Runs one bound write statement in its own IMMEDIATE transaction. */
+static int write_one(struct store *s, sqlite3_stmt *st, const char *what)
+{
+	if (step_done(s, st, what) != 0 || commit(s) != 0) {
+		rollback(s);
+		return -1;
+	}
+	return 0;
+}
+
+int store_pending_add(struct store *s, const char *chat_id, long long message_id,
+		      int64_t delete_at_ms)
+{
+	sqlite3_stmt *st;
+
+	if (begin(s) != 0)
+		return -1;
+	if ((st = stmt(s, ST_PENDING_ADD)) == NULL) {
+		rollback(s);
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, chat_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, message_id);
+	sqlite3_bind_int64(st, 3, delete_at_ms);
+	sqlite3_bind_int64(st, 4, clock_now_ms());
+	return write_one(s, st, "add pending deletion");
+}
+
+int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int max)
+{
+	sqlite3_stmt *st;
+	int n = 0, rc;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_DUE)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, now_ms);
+	sqlite3_bind_int(st, 2, max);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+		struct pending *p = &out[n++];
+
+		p->id = sqlite3_column_int64(st, 0);
+		snprintf(p->chat_id, sizeof p->chat_id, "%s",
+			 (const char *)sqlite3_column_text(st, 1));
+		p->message_id = sqlite3_column_int64(st, 2);
+		p->delete_at_ms = sqlite3_column_int64(st, 3);
+		p->next_try_ms = sqlite3_column_int64(st, 4);
+		p->attempts = sqlite3_column_int(st, 5);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		set_db_err(s, "read due deletions");
+		return -1;
+	}
+	return n;
+}
+
+int store_pending_next(struct store *s, int64_t *next_ms)
+{
+	sqlite3_stmt *st;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_NEXT)) == NULL)
+		return -1;
+	return step_int64(s, st, next_ms, "read next deletion");
+}
+
+long long store_pending_count(struct store *s)
+{
+	sqlite3_stmt *st;
+	int64_t n = 0;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_COUNT)) == NULL)
+		return -1;
+	if (step_int64(s, st, &n, "count pending deletions") < 0)
+		return -1;
+	return n;
+}
+
+int store_pending_remove(struct store *s, int64_t id)
+{
+	sqlite3_stmt *st;
+
+	if (begin(s) != 0)
+		return -1;
+	if ((st = stmt(s, ST_PENDING_REMOVE)) == NULL) {
+		rollback(s);
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	return write_one(s, st, "remove pending deletion");
+}
+
+int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms)
+{
+	sqlite3_stmt *st;
+
+	if (begin(s) != 0)
+		return -1;
+	if ((st = stmt(s, ST_PENDING_RETRY)) == NULL) {
+		rollback(s);
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, next_try_ms);
+	return write_one(s, st, "record retry");
+}
+
+int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms)
+{
+	sqlite3_stmt *st;
+
+	if (begin(s) != 0)
+		return -1;
+	if ((st = stmt(s, ST_HEARTBEAT_SET)) == NULL) {
+		rollback(s);
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, program, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, (int)getpid());
+	sqlite3_bind_int64(st, 3, now_ms);
+	return write_one(s, st, "write heartbeat");
+}
+
+int store_heartbeat_get(struct store *s, const char *program, int64_t *beat_ms)
+{
+	sqlite3_stmt *st;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_HEARTBEAT_GET)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, program, -1, SQLITE_STATIC);
+	return step_int64(s, st, beat_ms, "read heartbeat");
+}

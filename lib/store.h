@@ -1,0 +1,101 @@
+/* store.h — the shared state of otp-fcgi and otp-deleter: pending deletions, rate-limit events,
+ * the deleter's heartbeat. SQLite today; nothing outside store.c speaks SQL, so another backend
+ * (a network store shared by several hosts) can replace it behind this interface.
+ *
+ * One handle per thread. Several processes may use the same file at once: every write is one
+ * short transaction begun with BEGIN IMMEDIATE, and a busy database is waited for (up to
+ * STORE_BUSY_TIMEOUT_MS). The OTP and the message text are never given to the store.
+ *
+ * Errors: functions returning int answer 0 (or a count) on success and -1 on failure, with the
+ * reason in store_strerror(); the caller reports it once, with its own context. If the file is
+ * removed or replaced while open, the next call notices and reopens the path. */
+#ifndef OTP_STORE_H
+#define OTP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_SCHEMA_VERSION 1
+#define STORE_CHAT_ID_MAX 48
+
+struct store;
+
+/* A message that is to be deleted. */
+struct pending {
+	int64_t id;                       /* the store's own key */
+	char chat_id[STORE_CHAT_ID_MAX];
+	long long message_id;
+	int64_t delete_at_ms;             /* never delete before this instant */
+	int64_t next_try_ms;              /* delete_at_ms, or the time of the next retry */
+	int attempts;                     /* failed attempts so far */
+};
+
+/* One rolling-window limit: at most `limit` events per `window_ms` for (scope, subject). */
+struct store_rate_rule {
+	const char *scope;    /* "chat", "ip", … */
+	const char *subject;  /* the chat id, the client address, … */
+	int limit;
+	int64_t window_ms;
+};
+
+#define STORE_RATE_RULES_MAX 4
+
+/* What store_rate_take() decided. */
+struct store_rate_verdict {
+	int refused_rule;        /* index of the first rule that is full, or -1: slots were taken */
+	int64_t retry_after_ms;  /* when refused: time until that rule has a free slot */
+	int64_t slot_ids[STORE_RATE_RULES_MAX]; /* when taken: for store_rate_release() */
+	int nslots;
+};
+
+/* Opens (creating if need be) the database at path and its schema. Returns NULL with a reason
+ * in err on failure. */
+struct store *store_open(const char *path, char *err, size_t errlen);
+void store_close(struct store *s);
+
+/* The reason for the last failure on this handle. */
+const char *store_strerror(const struct store *s);
+
+/* 1 if the file lives on tmpfs (RAM), 0 if not, -1 if that cannot be told. */
+int store_is_on_tmpfs(const struct store *s);
+
+/* Takes one slot in every rule at now_ms, or none if any rule is full (then refused_rule says
+ * which, the first full one in array order). Events older than a rule's window are pruned.
+ * Returns 0 (whatever the verdict) or -1. */
+int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
+		    int64_t now_ms, struct store_rate_verdict *verdict);
+
+/* Gives back the slots a verdict took (the request did not go to Telegram after all). */
+int store_rate_release(struct store *s, const struct store_rate_verdict *verdict);
+
+/* Drops events of scope older than before_ms. Returns the number dropped, or -1. */
+int store_rate_prune(struct store *s, const char *scope, int64_t before_ms);
+
+/* Records that message_id in chat_id is to be deleted at delete_at_ms. */
+int store_pending_add(struct store *s, const char *chat_id, long long message_id,
+		      int64_t delete_at_ms);
+
+/* Fills out with up to max rows whose next try is due at now_ms, earliest first.
+ * Returns the number of rows, or -1. */
+int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int max);
+
+/* The earliest next try of any row into *next_ms; returns 1 if there is one, 0 if the table is
+ * empty, -1 on error. */
+int store_pending_next(struct store *s, int64_t *next_ms);
+
+/* Number of rows in the table, or -1. */
+long long store_pending_count(struct store *s);
+
+/* Removes a row: the message is gone (or can never be deleted). */
+int store_pending_remove(struct store *s, int64_t id);
+
+/* Records a failed attempt: attempts + 1, next try at next_try_ms. */
+int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms);
+
+/* The heartbeat of a program (e.g. "otp-deleter"). */
+int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms);
+/* Returns 1 with *beat_ms set, 0 if that program never beat, -1 on error. */
+int store_heartbeat_get(struct store *s, const char *program, int64_t *beat_ms);
+
+#endif

@@ -1,0 +1,58 @@
+/* tg.h — the Telegram Bot API client (libcurl). The only module that sees the bot token and the
+ * token-bearing method URLs ($TELEGRAM_API_BASE/bot$TOKEN/METHOD); nothing it returns or logs
+ * contains either. One handle per thread: it keeps its HTTPS connection alive between calls. */
+#ifndef OTP_TG_H
+#define OTP_TG_H
+
+#include <stddef.h>
+
+/* What came of one Bot API call. Callers decide per method what each means for them. */
+enum tg_status {
+	TG_OK,           /* Telegram did it */
+	TG_NOT_FOUND,    /* "message to delete not found": already gone */
+	TG_REFUSED,      /* an error that repeating the same call will not fix (400, 403, …) */
+	TG_RETRY_AFTER,  /* 429 flood control: wait retry_after_s seconds */
+	TG_SERVER_ERROR, /* 5xx, or a reply that is not the Bot API's JSON */
+	TG_TIMEOUT,      /* no complete answer in time: the call may or may not have taken effect */
+	TG_UNREACHABLE,  /* could not connect (refused, DNS, TLS) */
+};
+
+struct tg_result {
+	enum tg_status status;
+	long http_status;        /* 0 when no HTTP answer came */
+	int error_code;          /* Telegram's error_code, or 0 */
+	int retry_after_s;       /* for TG_RETRY_AFTER */
+	long long message_id;    /* sendMessage: the new message's id */
+	char description[256];   /* Telegram's description, or our reason; never holds the token */
+};
+
+struct tg;
+
+/* Once per process, before threads start (curl_global_init is not thread-safe). */
+int tg_global_init(void);
+void tg_global_cleanup(void);
+
+/* A client for api_base ("https://api.telegram.org") and token. NULL on failure (no memory). */
+struct tg *tg_new(const char *api_base, const char *token, long timeout_ms);
+void tg_free(struct tg *tg);
+
+/* sendMessage with parse_mode HTML and protect_content. text holds the OTP: every buffer this
+ * call fills with it (the request and Telegram's echo of it) is wiped before return. */
+enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *html_text,
+			       struct tg_result *res);
+
+/* deleteMessage. */
+enum tg_status tg_delete_message(struct tg *tg, const char *chat_id, long long message_id,
+				 struct tg_result *res);
+
+/* Reads a Bot API reply (status and body) into res. Exposed for unit tests. */
+void tg_parse_reply(long http_status, const char *body, size_t len, struct tg_result *res);
+
+/* "ok", "not_found", "refused", "retry_after", "server_error", "timeout", "unreachable". */
+const char *tg_status_name(enum tg_status st);
+
+/* Appends s as a JSON string literal (with quotes) to buf at *len, within cap.
+ * Returns 0, or -1 if it does not fit. */
+int tg_json_quote(char *buf, size_t cap, size_t *len, const char *s);
+
+#endif
