@@ -1,6 +1,7 @@
 # otp-gateway — build, test, run. `make help` lists the targets.
 #
-# Dependencies (Debian): see .ci/install-deps (run as root; `make deps` calls it).
+# Dependencies (Debian packages): every target first runs .ci/install-deps, which installs what
+# is missing with apt-get (as root) and does nothing when all is there.
 
 BUILD     ?= build
 CC        ?= cc
@@ -9,8 +10,8 @@ CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) -pthread -Ilib -I$(BUILD)/gen \
              $(shell pkg-config --cflags $(PKGS))
-LDLIBS    := $(shell pkg-config --libs $(PKGS)) -pthread
-TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+LDLIBS     = $(shell pkg-config --libs $(PKGS)) -pthread
+TEST_LIBS  = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 
 LIB_SRC     := $(wildcard lib/*.c)
 FCGI_SRC    := $(filter-out fcgi/main.c,$(wildcard fcgi/*.c))
@@ -35,13 +36,13 @@ help:
 	@echo "make check      the same suites under ASan/UBSan, and the unit tests under valgrind"
 	@echo "make deps       install the Debian packages (as root)"
 
-$(BUILD)/gen/schema.inc: lib/schema.sql
+$(BUILD)/gen/schema.inc: lib/schema.sql | deps
 	@mkdir -p $(dir $@)
 	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^\(.*\)$$/"\1\\n"/' $< > $@
 
 $(BUILD)/obj/lib/store.o: $(BUILD)/gen/schema.inc
 
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -56,7 +57,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) -Ifcgi -Ideleter -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
 # Every suite, one summary line at the end ("N passed, M failed").
-test: $(PROGRAMS) $(UNIT_BIN)
+test: deps $(PROGRAMS) $(UNIT_BIN)
 	tests/run-tests.sh $(BUILD)
 
 unit: $(UNIT_BIN)
@@ -69,11 +70,11 @@ asan:
 valgrind: $(UNIT_BIN)
 	tests/run-tests.sh --valgrind $(BUILD)
 
-run: $(PROGRAMS)
+run: deps $(PROGRAMS)
 	conf/run.sh $(BUILD)
 
 deps:
-	.ci/install-deps
+	@.ci/install-deps
 
 clean:
 	rm -rf build

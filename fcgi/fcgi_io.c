@@ -1,6 +1,8 @@
 /* fcgi_io.c — FastCGI request parsing and response writing. See fcgi_io.h. */
 #include "fcgi_io.h"
 
+#include "secmem.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,5 +85,5 @@ void fcgi_io_write_response(FCGX_Request *fr, const struct response *resp)
 		FCGX_FPrintF(fr->out, "Retry-After: %ld\r\n", resp->retry_after_s);
 	FCGX_FPrintF(fr->out, "Cache-Control: no-store\r\n\r\n%s",
 		     body != NULL ? body : "{\"detail\":\"Internal Server Error\"}");
-	free(body);
+	secmem_json_free(body);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "secmem.h"
 
 static char log_program[32] = "otp";
 static enum log_level log_min = LOG_INFO;
@@ -89,7 +90,7 @@ void log_json(enum log_level level, const char *message, json_t *fields)
 	text[len] = '\n'; /* replaces the NUL: the buffer is written by length */
 	write_all(log_fd, text, len + 1);
 out:
-	free(text);
+	secmem_json_free(text);
 	json_decref(line);
 	json_decref(fields);
 }

@@ -33,8 +33,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
 /* Room for a masked chat id (chat ids are at most 33 bytes). */
 #define LOG_MASKED_LEN 40
 
-/* Masks a chat id for logs: keeps a leading '-' or '@' and the last three characters,
- * stars the rest ("*****6789", "-100*******123", "@ch******ame"). */
+/* Masks a chat id for logs: keeps a leading '-' (or "-100") or '@' and the last three characters,
+ * stars the rest ("******789", "-100*******890", "@********ame"). */
 void log_mask_chat_id(const char *chat_id, char out[LOG_MASKED_LEN]);
 
 #endif

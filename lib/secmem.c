@@ -52,3 +52,14 @@ void secmem_install_json_allocator(void)
 {
 	json_set_alloc_funcs(wiping_malloc, wiping_free);
 }
+
+void secmem_json_free(char *s)
+{
+	json_malloc_t m;
+	json_free_t f;
+
+	if (s == NULL)
+		return;
+	json_get_alloc_funcs(&m, &f);
+	f(s);
+}

@@ -14,4 +14,8 @@ void secmem_free_str(char *s);
  * their strings into blocks of its own; call once at start, before any other jansson call. */
 void secmem_install_json_allocator(void);
 
+/* Frees a string that jansson allocated (json_dumps): it must go back to jansson's allocator,
+ * whichever is installed, not to free(). NULL is allowed. */
+void secmem_json_free(char *s);
+
 #endif

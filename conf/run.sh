@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# conf/run.sh — what `make run` runs: lighttpd (which spawns otp-fcgi) and otp-deleter in the
+# foreground, on $HOST:$PORT. Settings come from the environment and from .env in the project
+# root (the environment wins). Without a bot token it starts in sandbox mode: the bundled Bot
+# API emulator (tests/fakebot) stands in for Telegram. Ctrl-C or SIGTERM stops everything.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "$root" && cd "${1:-build}" && pwd)
+python=/usr/bin/python3
+
+# KEY=VALUE lines, '#' comments, optional quotes, no expansion (as otp-fcgi reads OTP_ENV_FILE).
+load_env_file() {
+	local line key value
+	while IFS= read -r line || [ -n "$line" ]; do
+		line=${line#"${line%%[![:space:]]*}"}
+		case $line in '' | '#'*) continue ;; esac
+		line=${line#export }
+		key=${line%%=*}
+		value=${line#*=}
+		if ! [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || [ "$key" = "$line" ]; then
+			echo "run: $1: not KEY=VALUE: $line" >&2
+			exit 1
+		fi
+		case $value in
+		\"*) value=${value#\"}; value=${value%%\"*} ;;
+		\'*) value=${value#\'}; value=${value%%\'*} ;;
+		*) value=${value%%[[:space:]]#*} ;;
+		esac
+		[ -n "${!key+x}" ] || export "$key=$value"
+	done <"$1"
+}
+
+[ -f "$root/.env" ] && load_env_file "$root/.env"
+export HOST=${HOST:-127.0.0.1} PORT=${PORT:-55155}
+
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/otp-gateway-run.XXXXXX")
+pids=()
+cleanup() {
+	trap - INT TERM EXIT
+	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+	rm -rf "$run_dir"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+if [ -z "${TELEGRAM_BOT_TOKEN:-}${TELEGRAM_BOT_TOKEN_FILE:-}" ]; then
+	export OTP_SANDBOX=1
+	"$python" "$root/tests/fakebot/fakebot.py" --port 0 --port-file "$run_dir/fakebot.port" \
+		--latency-ms "${SANDBOX_LATENCY_MS:-150}" >/dev/null &
+	pids+=($!)
+	for _ in $(seq 100); do [ -s "$run_dir/fakebot.port" ] && break; sleep 0.05; done
+	[ -s "$run_dir/fakebot.port" ] || { echo "run: the Bot API emulator did not start" >&2; exit 1; }
+	export TELEGRAM_API_BASE="http://127.0.0.1:$(cat "$run_dir/fakebot.port")"
+	export OTP_DB_PATH=${OTP_DB_PATH:-/dev/shm/otp-gateway-sandbox-$(id -u).db}
+	cat >&2 <<MSG
+==========================================================================================
+  SANDBOX MODE: no TELEGRAM_BOT_TOKEN is set, so no message goes to Telegram.
+  A Bot API emulator answers at $TELEGRAM_API_BASE
+  (see what it received: curl $TELEGRAM_API_BASE/_control/messages).
+  Put TELEGRAM_BOT_TOKEN=... in .env to send real messages.
+==========================================================================================
+MSG
+fi
+
+export OTP_FCGI_BIN=$build/otp-fcgi OTP_RUN_DIR=$run_dir OTP_WWW_DIR=$root/www
+"$build/otp-fcgi" --check-config >/dev/null # one clear line and a failure on a bad setting
+
+"$build/otp-deleter" &
+pids+=($!)
+lighttpd -D -f "$root/lighttpd.conf" &
+pids+=($!)
+echo "otp-gateway listening on http://$HOST:$PORT/ (Ctrl-C stops it)" >&2
+wait -n "${pids[@]}" || true
+echo "run: a process exited; stopping the rest" >&2

@@ -1,0 +1,737 @@
+#!/usr/bin/python3
+"""fakebot — a Telegram Bot API emulator for tests, benchmarks and sandbox mode.
+
+Standard library only. Run:  /usr/bin/python3 tests/fakebot/fakebot.py [options]
+
+Options
+  --host HOST            address to bind (default 127.0.0.1)
+  --port N               port to bind (default 0: a free port)
+  --port-file PATH       after binding, write the port number to PATH (via PATH.tmp + rename)
+  --token TOKEN          accept only this token (default: any "<digits>:<[A-Za-z0-9_-]+>")
+  --latency-ms N         delay before every Bot API answer (default 0)
+  --config JSON          initial fault configuration, same keys as POST /_control/config
+  --max-log N            keep at most the last N entries in the requests log (default 100000)
+  --verbose              log every HTTP request to stderr
+On start it prints "fakebot listening on http://HOST:PORT" to stdout; SIGTERM/SIGINT exit 0.
+
+Bot API:  GET or POST /bot<TOKEN>/<method>; parameters as a JSON body, a form body
+(urlencoded or multipart) or the query string. Methods (names case-insensitive, as Telegram):
+getMe, sendMessage, deleteMessage, deleteMessages. Answers use Telegram's shapes:
+{"ok":true,"result":...} or {"ok":false,"error_code":N,"description":"..."}, HTTP status = N.
+sendMessage with parse_mode=HTML validates the markup as Telegram (tdlib) does and stores the
+plain text; one deliberate difference: a bare "&" that is not an entity is rejected (Telegram
+keeps it as a literal "&"), so that unescaped text is caught in tests. Messages older than 48 h (see /_control/backdate) can't be deleted.
+
+Control API (JSON, same port):
+  GET  /_control/health      {"ok":true}
+  GET  /_control/config      the current fault configuration
+  POST /_control/config      merge any of these keys, answers {"ok":true}:
+      "latency_ms": N                      delay before every Bot API answer
+      "method_latency_ms": {"sendMessage": N, ...}   per-method delay, replaces latency_ms
+      "hang_s": S                          extra sleep of S seconds before each answer (0: off)
+      "flood": {"retry_after": N, "duration_s": D}   429 for every call during D seconds
+      "flood": {"retry_after": N, "count": C}        429 for the next C calls
+               (neither duration_s nor count: until cleared; null clears)
+      "flood_methods": ["sendMessage"]     flood only these methods (null or []: all; also
+                                           accepted as "methods" inside "flood")
+      "server_errors": {"count": C, "status": 502}   the next C calls answer 500/502/503
+      "down_s": D                          during D seconds close every Bot API connection
+                                           without an answer (0 ends it)
+      "unknown_chats": ["111"], "blocked_chats": ["222"]   replace the sets
+      "reset": true                        empty the messages and the requests log, and go
+                                           back to the faults given on the command line
+  GET  /_control/messages[?chat_id=123]    {"messages":[{"chat_id","message_id","text",
+                                           "raw_text","parse_mode","protect_content",
+                                           "sent_at","deleted_at"}, ...]}
+  POST /_control/backdate  {"chat_id":"123","message_id":1,"seconds":200000}
+                                           subtracts seconds from that message's sent_at
+  GET  /_control/requests[?method=sendMessage]   {"requests":[{"method","at","answered_at",
+                                           "status","params"}, ...]} in arrival order;
+                                           status is null when the connection was closed
+Order of the checks for a Bot API call: down, delay (latency + hang), server_errors, token
+(401), method (404), flood (429), then the method itself.
+"""
+import argparse
+import collections
+import email.parser
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+BOT_NAME, BOT_USERNAME = "OTP Sandbox Bot", "otp_sandbox_bot"
+TOKEN_RE = re.compile(r"(\d+):[A-Za-z0-9_-]+")
+MAX_TEXT = 4096
+MAX_DELETE_AGE = 48 * 3600
+SERVER_ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                 504: "Gateway Timeout"}
+CONFIG_KEYS = {"latency_ms", "method_latency_ms", "hang_s", "flood", "flood_methods",
+               "server_errors", "down_s", "unknown_chats", "blocked_chats", "reset"}
+
+
+class ApiError(Exception):
+    """A Bot API error answer."""
+
+    def __init__(self, code, description):
+        super().__init__(description)
+        self.code, self.description = code, description
+
+
+def bad_request(what):
+    return ApiError(400, "Bad Request: " + what)
+
+
+# ---------------------------------------------------------------- HTML, as Telegram parses it
+HTML_TAGS = {"a", "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span",
+             "tg-spoiler", "code", "pre", "blockquote"}
+HTML_SPACES = " \t\r\n\v\0"
+NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+
+
+def decode_entity(text, i):
+    """Decode the entity at text[i] == '&' (';' optional, as in tdlib): (char, next i) or None."""
+    j, n = i + 1, len(text)
+    if j < n and text[j] == "#":
+        j += 1
+        digits = "0123456789abcdefABCDEF" if j < n and text[j] == "x" else "0123456789"
+        base = 16 if len(digits) > 10 else 10
+        j += base == 16
+        start = j
+        while j < n and text[j] in digits:
+            j += 1
+        if j == start or j - i >= 10:
+            return None
+        code = int(text[start:j], base)
+        if code == 0 or code >= 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+            return None
+        char = chr(code)
+    else:
+        while j < n and text[j].isascii() and text[j].isalpha():
+            j += 1
+        char = NAMED_ENTITIES.get(text[i + 1:j])
+        if char is None:
+            return None
+    return char, j + 1 if j < n and text[j] == ";" else j
+
+
+def parse_html(text):
+    """Validate Telegram HTML and return the plain text; raise ValueError(reason) if invalid."""
+    out, stack, i, n = [], [], 0, len(text)
+
+    def at(k):
+        return len(text[:k].encode("utf-8", "surrogatepass"))
+
+    def skip_spaces(k):
+        while k < n and text[k] in HTML_SPACES:
+            k += 1
+        return k
+
+    while i < n:
+        c = text[i]
+        if c == "&":
+            decoded = decode_entity(text, i)
+            if decoded is None:
+                m = re.match(r"&#?[A-Za-z0-9]*;?", text[i:])
+                raise ValueError(f'Unsupported HTML entity "{m.group(0)}" at byte offset {at(i)}')
+            out.append(decoded[0])
+            i = decoded[1]
+            continue
+        if c != "<":
+            out.append(c)
+            i += 1
+            continue
+        begin = i
+        if i + 1 < n and text[i + 1] == "/":  # end tag
+            if not stack:
+                raise ValueError(f"Unexpected end tag at byte offset {at(begin)}")
+            i += 2
+            while i < n and text[i] not in HTML_SPACES and text[i] != ">":
+                i += 1
+            name = text[begin + 2:i].lower()
+            i = skip_spaces(i)
+            if i >= n or text[i] != ">":
+                raise ValueError(f"Unclosed end tag at byte offset {at(begin)}")
+            i += 1
+            expected = stack.pop()
+            if name and name != expected:
+                raise ValueError(f'Unmatched end tag at byte offset {at(begin)}, expected '
+                                 f'"</{expected}>", found "</{name}>"')
+            continue
+        i += 1  # start tag
+        while i < n and text[i] not in HTML_SPACES and text[i] != ">":
+            i += 1
+        if i >= n:
+            raise ValueError(f"Unclosed start tag at byte offset {at(begin)}")
+        name = text[begin + 1:i].lower()
+        if name not in HTML_TAGS:
+            raise ValueError(f'Unsupported start tag "{name}" at byte offset {at(begin)}')
+        argument = ""
+        while True:  # attributes
+            i = skip_spaces(i)
+            if i >= n:
+                raise ValueError(f'Unclosed start tag "{name}" at byte offset {at(begin)}')
+            if text[i] == ">":
+                break
+            attr_begin = i
+            while i < n and text[i] not in HTML_SPACES and text[i] != "=":
+                i += 1
+            attr = text[attr_begin:i]
+            if not attr:
+                raise ValueError(f'Empty attribute name in the tag "{name}" at byte offset '
+                                 f'{at(begin)}')
+            i = skip_spaces(i)
+            if i >= n or text[i] != "=":
+                raise ValueError(f'Expected equal sign in declaration of an attribute of the '
+                                 f'tag "{name}" at byte offset {at(begin)}')
+            i = skip_spaces(i + 1)
+            if i >= n:
+                raise ValueError(f'Unclosed start tag "{name}" at byte offset {at(begin)}')
+            if text[i] not in "'\"":  # a name token
+                token_begin = i
+                while i < n and text[i].isascii() and (text[i].isalnum() or text[i] in ".-"):
+                    i += 1
+                value = text[token_begin:i].lower()
+                if i < n and text[i] not in HTML_SPACES and text[i] != ">":
+                    raise ValueError(f"Unexpected end of name token at byte offset "
+                                     f"{at(token_begin)}")
+            else:  # a quoted string
+                quote, chars = text[i], []
+                i += 1
+                while i < n and text[i] != quote:
+                    decoded = decode_entity(text, i) if text[i] == "&" else None
+                    if decoded:
+                        chars.append(decoded[0])
+                        i = decoded[1]
+                    else:
+                        chars.append(text[i])
+                        i += 1
+                i += i < n
+                value = "".join(chars)
+            if i >= n:
+                raise ValueError(f"Unclosed start tag at byte offset {at(begin)}")
+            if name == "span" and attr == "class" and value.startswith("tg-"):
+                argument = value[3:]
+        i += 1  # the '>'
+        if name == "span" and argument != "spoiler":
+            raise ValueError(f'Tag "span" must have class "tg-spoiler" at byte offset {at(begin)}')
+        stack.append(name)
+    if stack:
+        raise ValueError(f'Can\'t find end tag corresponding to start tag "{stack[-1]}"')
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- state and faults
+class State:
+    def __init__(self, startup_config, max_log):
+        self.lock = threading.Lock()
+        self.startup_config, self.max_log = startup_config, max_log
+        self.clear()
+        err = self.configure(startup_config)
+        if err:
+            raise SystemExit(f"fakebot: --config: {err}")
+
+    def clear(self):
+        """Empty store and log, no faults. Caller holds the lock (or is __init__)."""
+        self.messages = {}  # (chat key, message id) -> record, in send order
+        self.next_id = collections.defaultdict(lambda: 1)
+        self.requests = collections.deque(maxlen=self.max_log)
+        self.latency_ms, self.method_latency_ms, self.hang_s = 0, {}, 0.0
+        self.flood, self.flood_methods = None, set()
+        self.server_errors = None  # [count, status]
+        self.down_until = 0.0
+        self.unknown_chats, self.blocked_chats = set(), set()
+
+    def configure(self, cfg):
+        """Merge a control-API config object; returns an error string or None."""
+        if not isinstance(cfg, dict):
+            return "config must be a JSON object"
+        unknown = set(cfg) - CONFIG_KEYS
+        if unknown:
+            return "unknown keys: " + ", ".join(sorted(unknown))
+        try:
+            with self.lock:
+                if cfg.get("reset"):
+                    self.clear()
+                    self.configure_locked(self.startup_config)
+                self.configure_locked(cfg)
+        except (TypeError, ValueError, AttributeError) as e:
+            return f"bad value: {e}"
+        return None
+
+    def configure_locked(self, cfg):
+        now = time.time()
+        if "latency_ms" in cfg:
+            self.latency_ms = float(cfg["latency_ms"] or 0)
+        if "method_latency_ms" in cfg:
+            self.method_latency_ms = {str(k).lower(): float(v)
+                                      for k, v in (cfg["method_latency_ms"] or {}).items()}
+        if "hang_s" in cfg:
+            self.hang_s = float(cfg["hang_s"] or 0)
+        if "flood" in cfg:
+            f = cfg["flood"]
+            if f:
+                self.flood = {"retry_after": int(f.get("retry_after", 1)),
+                              "until": now + float(f["duration_s"]) if "duration_s" in f else None,
+                              "count": int(f["count"]) if "count" in f else None}
+                if "methods" in f:
+                    self.flood_methods = {str(m).lower() for m in f["methods"] or []}
+            else:
+                self.flood = None
+        if "flood_methods" in cfg:
+            self.flood_methods = {str(m).lower() for m in cfg["flood_methods"] or []}
+        if "server_errors" in cfg:
+            se = cfg["server_errors"]
+            self.server_errors = ([int(se.get("count", 1)), int(se.get("status", 502))]
+                                  if se else None)
+        if "down_s" in cfg:
+            self.down_until = now + float(cfg["down_s"]) if cfg["down_s"] else 0.0
+        if "unknown_chats" in cfg:
+            self.unknown_chats = {str(c) for c in cfg["unknown_chats"] or []}
+        if "blocked_chats" in cfg:
+            self.blocked_chats = {str(c) for c in cfg["blocked_chats"] or []}
+
+    def snapshot(self):
+        now = time.time()
+        with self.lock:
+            flood = dict(self.flood) if self.flood else None
+            if flood and flood["until"] is not None:
+                flood["remaining_s"] = max(0.0, flood["until"] - now)
+            return {"latency_ms": self.latency_ms, "method_latency_ms": self.method_latency_ms,
+                    "hang_s": self.hang_s, "flood": flood,
+                    "flood_methods": sorted(self.flood_methods),
+                    "server_errors": dict(zip(("count", "status"), self.server_errors))
+                    if self.server_errors else None,
+                    "down_remaining_s": max(0.0, self.down_until - now),
+                    "unknown_chats": sorted(self.unknown_chats),
+                    "blocked_chats": sorted(self.blocked_chats)}
+
+    def delay_for(self, method):
+        with self.lock:
+            ms = self.method_latency_ms.get(method.lower(), self.latency_ms)
+            return ms / 1000.0 + self.hang_s
+
+    def take_server_error(self):
+        with self.lock:
+            if self.server_errors and self.server_errors[0] > 0:
+                count, status = self.server_errors
+                self.server_errors = [count - 1, status] if count > 1 else None
+                return status
+        return None
+
+    def take_flood(self, method):
+        """retry_after if this call is flooded (consuming one of a counted flood), else None."""
+        with self.lock:
+            f = self.flood
+            if not f or (self.flood_methods and method.lower() not in self.flood_methods):
+                return None
+            if f["until"] is not None and time.time() >= f["until"]:
+                self.flood = None
+                return None
+            if f["count"] is not None:
+                if f["count"] <= 0:
+                    self.flood = None
+                    return None
+                f["count"] -= 1
+            return f["retry_after"]
+
+
+# ---------------------------------------------------------------- Bot API methods
+def chat_of(state, params):
+    """(key, chat object) for params["chat_id"]; raises the errors Telegram gives."""
+    raw = params.get("chat_id")
+    if raw is None or raw == "":
+        raise bad_request("chat_id is empty")
+    s = str(raw).strip() if not isinstance(raw, bool) else ""
+    if re.fullmatch(r"-?\d+", s) and int(s) != 0:
+        cid = int(s)
+        key = str(cid)
+        if cid > 0:
+            chat = {"id": cid, "first_name": "Sandbox User", "type": "private"}
+        else:
+            kind = "supergroup" if key.startswith("-100") else "group"
+            chat = {"id": cid, "title": f"Sandbox {kind}", "type": kind}
+    elif re.fullmatch(r"@[A-Za-z0-9_]+", s):
+        key = s
+        cid = -(1000000000000 + zlib.crc32(s[1:].lower().encode()) % 1000000000)
+        chat = {"id": cid, "title": s[1:], "username": s[1:], "type": "channel"}
+    else:
+        raise bad_request("chat not found")
+    with state.lock:
+        unknown = s in state.unknown_chats or key in state.unknown_chats
+        blocked = s in state.blocked_chats or key in state.blocked_chats
+    if unknown:
+        raise bad_request("chat not found")
+    if blocked:
+        raise ApiError(403, "Forbidden: bot was blocked by the user")
+    return key, chat
+
+
+def as_bool(v):
+    return v is True or (isinstance(v, (str, int)) and str(v).lower() in ("true", "1"))
+
+
+def as_message_id(v):
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v):
+        return int(v)
+    return None
+
+
+def m_get_me(state, params, bot_id):
+    return {"id": bot_id, "is_bot": True, "first_name": BOT_NAME, "username": BOT_USERNAME,
+            "can_join_groups": True, "can_read_all_group_messages": False,
+            "supports_inline_queries": False}
+
+
+def m_send_message(state, params, bot_id):
+    if params.get("chat_id") in (None, ""):
+        raise bad_request("chat_id is empty")
+    raw_text = params.get("text")
+    if raw_text is None or raw_text == "":
+        raise bad_request("message text is empty")
+    raw_text = str(raw_text)
+    parse_mode = params.get("parse_mode") or None
+    text = raw_text
+    if parse_mode is not None:
+        mode = str(parse_mode).lower()
+        if mode == "html":
+            try:
+                text = parse_html(raw_text)
+            except ValueError as e:
+                raise bad_request(f"can't parse entities: {e}")
+        elif mode not in ("markdown", "markdownv2"):
+            raise bad_request("unsupported parse_mode")
+    key, chat = chat_of(state, params)
+    text = text.strip(" \t\r\n")
+    if not text:
+        raise bad_request("message text is empty")
+    if len(text.encode("utf-16-le", "surrogatepass")) // 2 > MAX_TEXT:
+        raise bad_request("message is too long")
+    protect = as_bool(params.get("protect_content"))
+    now = time.time()
+    with state.lock:
+        mid = state.next_id[key]
+        state.next_id[key] = mid + 1
+        state.messages[(key, mid)] = {
+            "chat_id": key, "message_id": mid, "text": text, "raw_text": raw_text,
+            "parse_mode": parse_mode, "protect_content": protect,
+            "sent_at": now, "deleted_at": None}
+    result = {"message_id": mid,
+              "from": {"id": bot_id, "is_bot": True, "first_name": BOT_NAME,
+                       "username": BOT_USERNAME},
+              "chat": chat, "date": int(now), "text": text}
+    if protect:
+        result["has_protected_content"] = True
+    return result
+
+
+def delete_one(state, key, mid, now):
+    """Delete under the lock: None if done, else the error description."""
+    msg = state.messages.get((key, mid))
+    if msg is None or msg["deleted_at"] is not None:
+        return "message to delete not found"
+    if now - msg["sent_at"] > MAX_DELETE_AGE:
+        return "message can't be deleted for everyone"
+    msg["deleted_at"] = now
+    return None
+
+
+def m_delete_message(state, params, bot_id):
+    if params.get("chat_id") in (None, ""):
+        raise bad_request("chat_id is empty")
+    mid = as_message_id(params.get("message_id"))
+    if mid is None:
+        raise bad_request("message identifier is not specified")
+    key, _ = chat_of(state, params)
+    with state.lock:
+        err = delete_one(state, key, mid, time.time())
+    if err:
+        raise bad_request(err)
+    return True
+
+
+def m_delete_messages(state, params, bot_id):
+    if params.get("chat_id") in (None, ""):
+        raise bad_request("chat_id is empty")
+    ids = params.get("message_ids")
+    if isinstance(ids, str) and ids.strip():
+        try:
+            ids = json.loads(ids)
+        except ValueError:
+            raise bad_request("can't parse message_ids JSON array")
+    if not ids:
+        raise bad_request("message_ids must be non-empty")
+    if not isinstance(ids, list) or any(as_message_id(v) is None for v in ids):
+        raise bad_request("message_ids must be an array of integers")
+    if len(ids) > 100:
+        raise bad_request("too many message identifiers specified")
+    key, _ = chat_of(state, params)
+    now = time.time()
+    with state.lock:
+        deleted = sum(delete_one(state, key, as_message_id(v), now) is None for v in ids)
+    if not deleted:
+        raise bad_request("message to delete not found")
+    return True
+
+
+# Telegram's method names are case-insensitive
+METHODS = {"getme": m_get_me, "sendmessage": m_send_message,
+           "deletemessage": m_delete_message, "deletemessages": m_delete_messages}
+
+
+# ---------------------------------------------------------------- HTTP
+def api_error(code, description, retry_after=None):
+    body = {"ok": False, "error_code": code, "description": description}
+    if retry_after is not None:
+        body["parameters"] = {"retry_after": retry_after}
+    return code, body
+
+
+NOT_FOUND = api_error(404, "Not Found")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def version_string(self):
+        return "fakebot/1.0"
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            sys.stderr.write("fakebot: %s %s\n" % (self.address_string(), fmt % args))
+
+    def do_GET(self):
+        try:
+            self.dispatch()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    do_POST = do_GET
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():  # trailers
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def parse_params(self, query, body):
+        """Query-string parameters, overridden by those of the body. Raises ApiError."""
+        params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        ctype = self.headers.get("Content-Type", "").lower()
+        if not body:
+            return params
+        if "json" in ctype or (not ctype and body.lstrip()[:1] == b"{"):
+            try:
+                obj = json.loads(body)
+            except ValueError:
+                obj = None
+            if not isinstance(obj, dict):
+                raise bad_request("can't parse JSON object")
+            params.update(obj)
+        elif ctype.startswith("multipart/form-data"):
+            msg = email.parser.BytesParser().parsebytes(
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
+            for part in msg.get_payload() if msg.is_multipart() else []:
+                name = part.get_param("name", header="content-disposition")
+                if name:
+                    params[name] = part.get_payload(decode=True).decode("utf-8", "replace")
+        else:
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            params.update({k: v[0] for k, v in form.items()})
+        return params
+
+    def send_json(self, status, obj):
+        data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def dispatch(self):
+        url = urlsplit(self.path)
+        body = self.read_body()
+        if url.path.startswith("/_control/"):
+            return self.control(url.path[len("/_control/"):], url.query, body)
+        m = re.fullmatch(r"/bot([^/]*)/?(.*)", url.path)
+        if not m:
+            return self.send_json(*NOT_FOUND)
+        self.bot_call(m.group(1), m.group(2), url.query, body)
+
+    def bot_call(self, token, method, query, body):
+        state = self.server.state
+        entry = {"method": method, "at": time.time(), "answered_at": None, "status": None,
+                 "params": {}}
+        try:
+            entry["params"] = self.parse_params(query, body)
+            parse_error = None
+        except ApiError as e:
+            parse_error = e
+        with state.lock:
+            state.requests.append(entry)
+            down = time.time() < state.down_until
+        if down:  # unreachable: no answer at all
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            with state.lock:
+                entry["answered_at"] = time.time()
+            return
+        delay = state.delay_for(method)
+        if delay > 0:
+            time.sleep(delay)
+        status, answer = self.answer(token, method, entry["params"], parse_error)
+        sent = False
+        try:
+            self.send_json(status, answer)
+            sent = True
+        finally:
+            with state.lock:
+                entry["answered_at"] = time.time()
+                entry["status"] = status if sent else None
+
+    def answer(self, token, method, params, parse_error):
+        state, server = self.server.state, self.server
+        error_status = state.take_server_error()
+        if error_status is not None:
+            return api_error(error_status, SERVER_ERRORS.get(error_status, "Server Error"))
+        tm = TOKEN_RE.fullmatch(token)
+        if not tm:
+            return api_error(401, "Unauthorized: invalid token specified")
+        if server.token is not None and token != server.token:
+            return api_error(401, "Unauthorized")
+        if method.lower() not in METHODS:
+            return NOT_FOUND
+        retry_after = state.take_flood(method)
+        if retry_after is not None:
+            return api_error(429, f"Too Many Requests: retry after {retry_after}", retry_after)
+        if parse_error is not None:
+            return api_error(parse_error.code, parse_error.description)
+        try:
+            return 200, {"ok": True,
+                         "result": METHODS[method.lower()](state, params, int(tm.group(1)))}
+        except ApiError as e:
+            return api_error(e.code, e.description)
+
+    def control(self, what, query, body):
+        state = self.server.state
+        q = {k: v[0] for k, v in parse_qs(query).items()}
+        post, req = self.command == "POST", {}
+        if post and what in ("config", "backdate"):
+            try:
+                req = json.loads(body) if body.strip() else {}
+            except ValueError:
+                return self.send_json(400, {"ok": False, "description": "body is not JSON"})
+        if what == "health":
+            return self.send_json(200, {"ok": True})
+        if what == "config" and post:
+            err = state.configure(req)
+            return self.send_json(400 if err else 200,
+                                  {"ok": False, "description": err} if err else {"ok": True})
+        if what == "config":
+            return self.send_json(200, state.snapshot())
+        if what == "messages":
+            with state.lock:
+                msgs = [dict(m) for m in state.messages.values()
+                        if "chat_id" not in q or m["chat_id"] == q["chat_id"]]
+            return self.send_json(200, {"messages": msgs})
+        if what == "requests":
+            with state.lock:
+                reqs = [dict(r) for r in state.requests
+                        if "method" not in q or r["method"].lower() == q["method"].lower()]
+            return self.send_json(200, {"requests": reqs})
+        if what == "backdate" and post and isinstance(req, dict):
+            try:
+                seconds = float(req.get("seconds", 0))
+            except (TypeError, ValueError):
+                return self.send_json(400, {"ok": False, "description": "bad seconds"})
+            key = (str(req.get("chat_id")), as_message_id(req.get("message_id")))
+            with state.lock:
+                msg = state.messages.get(key)
+                if msg is not None:
+                    msg["sent_at"] -= seconds
+                    sent_at = msg["sent_at"]
+            if msg is None:
+                return self.send_json(404, {"ok": False, "description": "no such message"})
+            return self.send_json(200, {"ok": True, "sent_at": sent_at})
+        return self.send_json(404, {"ok": False, "description": "unknown control endpoint"})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False     # do not wait for hung handlers on exit
+    request_queue_size = 1024  # the default 5 makes bursts of connections stall for 1 s
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Telegram Bot API emulator (see the docstring).")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port-file")
+    ap.add_argument("--token")
+    ap.add_argument("--latency-ms", type=float, default=0)
+    ap.add_argument("--config", default="{}", help="JSON, as POST /_control/config")
+    ap.add_argument("--max-log", type=int, default=100000)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    try:
+        config = json.loads(args.config)
+    except ValueError as e:
+        ap.error(f"--config: {e}")
+    if isinstance(config, dict) and args.latency_ms and "latency_ms" not in config:
+        config["latency_ms"] = args.latency_ms
+    if args.token is not None and not TOKEN_RE.fullmatch(args.token):
+        ap.error("--token must look like <digits>:<letters, digits, _ or ->")
+
+    if ":" in args.host:
+        Server.address_family = socket.AF_INET6
+    try:
+        server = Server((args.host, args.port), Handler)
+    except OSError as e:
+        sys.exit(f"fakebot: cannot bind {args.host}:{args.port}: {e}")
+    server.state = State(config, args.max_log)
+    server.token, server.verbose = args.token, args.verbose
+    port = server.server_address[1]
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if args.port_file:
+        with open(args.port_file + ".tmp", "w") as f:
+            f.write(str(port))
+        os.replace(args.port_file + ".tmp", args.port_file)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    try:
+        print(f"fakebot listening on http://{host}:{port}", flush=True)
+    except OSError:  # nobody reads stdout: fine
+        pass
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

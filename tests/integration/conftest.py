@@ -1,0 +1,274 @@
+"""Integration harness: real lighttpd + otp-fcgi + otp-deleter against the Bot API emulator.
+
+Every gateway runs in its own directory under /dev/shm (tmpfs, like production), on free
+loopback ports, and is torn down with its processes and files after the test.
+"""
+import calendar
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("OTP_BUILD_DIR", ROOT / "build")).resolve()
+PYTHON = "/usr/bin/python3"
+TOKEN_SECRET = "TESTtoken-SECRET_abcdefghijklmnopqrstuv"
+TOKEN = "123456789:" + TOKEN_SECRET
+# sanitizer builds run slower: deadlines are widened, never dropped
+SLOW = 3.0 if "asan" in str(BUILD) else 1.0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what, interval=0.02):
+    """Polls predicate until it returns a true value or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=10):
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.text = body.decode("utf-8", "replace")
+        try:
+            self.json = json.loads(body)
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.text[:300]}>"
+
+
+class FakeBot:
+    """The Bot API emulator (tests/fakebot/fakebot.py) as a subprocess."""
+
+    def __init__(self, workdir, latency_ms=0):
+        port_file = Path(workdir) / "fakebot.port"
+        self.log = open(Path(workdir) / "fakebot.log", "wb")
+        self.proc = subprocess.Popen(
+            [PYTHON, str(ROOT / "tests/fakebot/fakebot.py"), "--port", "0",
+             "--port-file", str(port_file), "--latency-ms", str(latency_ms)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: port_file.exists() or self.proc.poll() is not None, 10,
+                   "the emulator's port file")
+        assert self.proc.poll() is None, "the emulator exited at start"
+        self.port = int(port_file.read_text())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _call(self, method, path, payload=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        body = json.dumps(payload).encode() if payload is not None else None
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = json.loads(resp.read())
+        conn.close()
+        return data
+
+    def config(self, **settings):
+        assert self._call("POST", "/_control/config", settings)["ok"]
+
+    def messages(self, chat_id=None):
+        q = f"?chat_id={chat_id}" if chat_id is not None else ""
+        return self._call("GET", "/_control/messages" + q)["messages"]
+
+    def requests(self, method=None):
+        q = f"?method={method}" if method else ""
+        return self._call("GET", "/_control/requests" + q)["requests"]
+
+    def backdate(self, chat_id, message_id, seconds):
+        self._call("POST", "/_control/backdate",
+                   {"chat_id": str(chat_id), "message_id": message_id, "seconds": seconds})
+
+    def bot_call(self, method, params):
+        return self._call("POST", f"/bot{TOKEN}/{method}", params)
+
+    def stop(self):
+        stop_process(self.proc)
+        self.log.close()
+
+
+class Gateway:
+    """lighttpd (spawning otp-fcgi) and otp-deleter with one database."""
+
+    def __init__(self, workdir, bot, env=None):
+        self.dir = Path(workdir)
+        self.bot = bot
+        self.port = free_port()
+        self.db_path = str(self.dir / "pending.db")
+        (self.dir / "run").mkdir()
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"),
+            "OTP_RUN_DIR": str(self.dir / "run"),
+            "OTP_WWW_DIR": str(ROOT / "www"),
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_BASE": bot.url,
+            "TELEGRAM_TIMEOUT_SECONDS": "2",
+            "OTP_DB_PATH": self.db_path,
+            "LOG_LEVEL": "DEBUG",
+            "RATE_LIMIT_PER_IP": "1000",
+            "RATE_LIMIT_PER_USER": "1000",
+            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+        }
+        self.env.update(env or {})
+        self.lighttpd = None
+        self.deleter = None
+        self.logs = {}
+
+    def start(self, deleter=True):
+        self.start_lighttpd()
+        if deleter:
+            self.start_deleter()
+            wait_until(lambda: self.get("/health").status == 200, 10 * SLOW,
+                       "a healthy gateway")
+
+    def _spawn(self, name, argv):
+        log = open(self.dir / f"{name}.log", "ab")
+        self.logs[name] = self.dir / f"{name}.log"
+        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=log,
+                                start_new_session=True)
+        log.close()
+        return proc
+
+    def start_lighttpd(self):
+        self.lighttpd = self._spawn("lighttpd", ["lighttpd", "-D", "-f", str(ROOT / "lighttpd.conf")])
+
+        def up():
+            assert self.lighttpd.poll() is None, self.log_text()
+            try:
+                return self.get("/").status == 200
+            except OSError:
+                return False
+        wait_until(up, 10 * SLOW, "lighttpd to answer")
+
+    def start_deleter(self, *args):
+        self.deleter = self._spawn("deleter", [str(BUILD / "otp-deleter"), *args])
+
+    def stop_deleter(self, sig=signal.SIGTERM):
+        stop_process(self.deleter, sig)
+
+    def request(self, method, path, body=None, headers=None, source=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+                                          source_address=(source, 0) if source else None)
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        result = Response(resp.status, resp.headers, resp.read())
+        conn.close()
+        return result
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def send_otp(self, payload, source=None, content_type="application/json"):
+        return self.request("POST", "/send-otp", body=payload,
+                            headers={"Content-Type": content_type}, source=source)
+
+    def db_rows(self, sql="SELECT chat_id, message_id, delete_at_ms, attempts FROM pending_deletions"):
+        con = sqlite3.connect(self.db_path, timeout=10)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def log_text(self):
+        return "".join(p.read_text(errors="replace") for p in self.logs.values() if p.exists())
+
+    def log_lines(self):
+        """Every JSON log line of every program (lighttpd's own lines are not JSON)."""
+        out = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def stop(self):
+        stop_process(self.lighttpd)
+        stop_process(self.deleter)
+        text = self.log_text()
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            assert marker not in text, f"sanitizer report in the logs:\n{text[-4000:]}"
+
+
+@pytest.fixture
+def workdir():
+    d = tempfile.mkdtemp(prefix="otp-test-", dir="/dev/shm")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def bot(workdir):
+    b = FakeBot(workdir)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def make_gateway(workdir, bot):
+    """make_gateway(env={...}, deleter=True) starts a gateway; all are stopped afterwards."""
+    started = []
+
+    def make(env=None, deleter=True):
+        sub = Path(workdir) / f"gw{len(started)}"
+        sub.mkdir()
+        gw = Gateway(sub, bot, env)
+        started.append(gw)  # before start(): a failed start is cleaned up too
+        gw.start(deleter)
+        return gw
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def gateway(make_gateway):
+    return make_gateway()
+
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def parse_iso(s):
+    assert ISO.match(s), s
+    return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))

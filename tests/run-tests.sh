@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# tests/run-tests.sh — runs every suite against the programs in BUILD and ends with one line,
+# "N passed, M failed", counting every test of every suite.
+#   tests/run-tests.sh BUILD               unit tests (cmocka) and integration tests (pytest)
+#   tests/run-tests.sh --unit-only BUILD   unit tests only
+#   tests/run-tests.sh --valgrind BUILD    unit tests under valgrind (any error fails the test)
+set -uo pipefail
+
+mode=all
+case ${1:-} in --unit-only) mode=unit; shift ;; --valgrind) mode=valgrind; shift ;; esac
+build=$(cd "${1:?usage: run-tests.sh [--unit-only|--valgrind] BUILD}" && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
+passed=0
+failed=0
+
+run_unit() {
+	local t out rc p f
+	for t in "$build"/tests/test_*; do
+		[ -x "$t" ] || continue
+		if [ "$mode" = valgrind ]; then
+			out=$(valgrind -q --error-exitcode=99 --leak-check=full \
+				--errors-for-leak-kinds=definite "$t" 2>&1)
+		else
+			out=$("$t" 2>&1)
+		fi
+		rc=$?
+		printf '%s\n' "$out"
+		p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+		f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+		passed=$((passed + ${p:-0}))
+		failed=$((failed + ${f:-0}))
+		if [ "$rc" -ne 0 ] && [ -z "$f" ]; then
+			echo "FAILED: $(basename "$t") exited $rc" >&2
+			failed=$((failed + 1))
+		fi
+	done
+}
+
+run_integration() {
+	local xml="$build/integration-results.xml" counts
+	OTP_BUILD_DIR=$build /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfE \
+		--junitxml="$xml" "$root/tests/integration"
+	counts=$(/usr/bin/python3 - "$xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print("0 1"); sys.exit()
+suites = [root] if root.tag == "testsuite" else list(root)
+t = sum(int(s.get("tests", 0)) for s in suites)
+bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+skip = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - bad - skip, bad if t > 0 else 1)
+PY
+)
+	passed=$((passed + ${counts% *}))
+	failed=$((failed + ${counts#* }))
+}
+
+run_unit
+[ "$mode" = all ] && run_integration
+echo
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,582 @@
+/* test_cfg.c — lib/cfg.h: .env lines, and cfg_load() under a controlled environment. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "cfg.h"
+#include "store.h"
+
+/* fcgi/api_*.c reference it; fcgi/main.c (which defines it) is not linked into tests. */
+struct store *worker_store(struct worker *w)
+{
+	char err[256];
+
+	if (w->store == NULL)
+		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
+	return w->store;
+}
+
+/* Every name lib/cfg.c reads. */
+static const char *const SETTINGS[] = {
+	"DEFAULT_EXPIRE_SECONDS", "DELETER_CONCURRENCY", "DELETER_HEARTBEAT_STALE_SECONDS",
+	"DELETER_POLL_MS", "HOST", "LOG_LEVEL", "MAX_EXPIRE_SECONDS", "MESSAGE_TEMPLATE",
+	"MIN_EXPIRE_SECONDS", "OTP_DB_PATH", "OTP_ENV_FILE", "OTP_FCGI_THREADS", "OTP_SANDBOX",
+	"PORT", "RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER", "RATE_LIMIT_WINDOW_HOURS",
+	"RATE_LIMIT_WINDOW_SECONDS", "RUNTIME_DIRECTORY", "TELEGRAM_API_BASE",
+	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_TIMEOUT_SECONDS",
+};
+
+#define GOOD_TOKEN "123456:ABCdef_ghi-JKL"
+
+struct fixture {
+	char dir[64];
+	char db_path[128];
+	struct cfg cfg;
+	char err[512];
+};
+
+static void clear_settings(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof SETTINGS / sizeof SETTINGS[0]; i++)
+		unsetenv(SETTINGS[i]);
+}
+
+static void remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[512];
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+		unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof f->dir, "/tmp/otp-cfg-test-XXXXXX");
+	if (mkdtemp(f->dir) == NULL) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->db_path, sizeof f->db_path, "%s/pending.db", f->dir);
+	clear_settings();
+	setenv("OTP_DB_PATH", f->db_path, 1);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	cfg_free(&f->cfg);
+	clear_settings();
+	remove_dir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Writes content to dir/name; returns the path in a static buffer. */
+static const char *write_file(const struct fixture *f, const char *name, const char *content)
+{
+	static char path[256];
+	FILE *fp;
+
+	snprintf(path, sizeof path, "%s/%s", f->dir, name);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	assert_int_equal(fputs(content, fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+	return path;
+}
+
+static void load_ok(struct fixture *f)
+{
+	int rc = cfg_load(&f->cfg, f->err, sizeof f->err);
+
+	if (rc != 0)
+		print_error("cfg_load: %s\n", f->err);
+	assert_int_equal(rc, 0);
+}
+
+/* Expects cfg_load to fail with `name` in err; the cfg is left with nothing to free. */
+static void load_fails_naming(struct fixture *f, const char *name)
+{
+	int rc = cfg_load(&f->cfg, f->err, sizeof f->err);
+
+	assert_int_equal(rc, -1);
+	if (strstr(f->err, name) == NULL)
+		print_error("err \"%s\" does not name %s\n", f->err, name);
+	assert_non_null(strstr(f->err, name));
+	assert_null(f->cfg.bot_token);
+	assert_null(f->cfg.message_template);
+	assert_null(f->cfg.db_path);
+}
+
+/* ---- cfg_parse_env_line ----------------------------------------------------------------- */
+
+struct parsed {
+	int rc;
+	char key[64];
+	char value[128];
+	char err[128];
+};
+
+static struct parsed parse_line(const char *line)
+{
+	struct parsed p;
+
+	memset(&p, 0, sizeof p);
+	p.rc = cfg_parse_env_line(line, p.key, sizeof p.key, p.value, sizeof p.value, p.err,
+				  sizeof p.err);
+	return p;
+}
+
+static void expect_pair(const char *line, const char *key, const char *value)
+{
+	struct parsed p = parse_line(line);
+
+	if (p.rc != 1)
+		print_error("line [%s]: rc %d err %s\n", line, p.rc, p.err);
+	assert_int_equal(p.rc, 1);
+	assert_string_equal(p.key, key);
+	assert_string_equal(p.value, value);
+}
+
+static void expect_skipped(const char *line)
+{
+	struct parsed p = parse_line(line);
+
+	assert_int_equal(p.rc, 0);
+}
+
+static void expect_line_error(const char *line)
+{
+	struct parsed p = parse_line(line);
+
+	if (p.rc != -1)
+		print_error("line [%s] gave rc %d key [%s] value [%s]\n", line, p.rc, p.key,
+			    p.value);
+	assert_int_equal(p.rc, -1);
+	assert_true(p.err[0] != '\0');
+}
+
+static void env_line_key_value(void **state)
+{
+	(void)state;
+	expect_pair("PORT=8080", "PORT", "8080");
+	expect_pair("PORT=8080\n", "PORT", "8080");
+	expect_pair("PORT=8080\r\n", "PORT", "8080");
+	expect_pair("_A1=x", "_A1", "x");
+}
+
+static void env_line_surrounding_spaces_are_trimmed_inner_kept(void **state)
+{
+	(void)state;
+	expect_pair("   HOST=0.0.0.0   \n", "HOST", "0.0.0.0");
+	expect_pair("\tMESSAGE_TEMPLATE=Your code {otp} here\n", "MESSAGE_TEMPLATE",
+		    "Your code {otp} here");
+}
+
+static void env_line_empty_value(void **state)
+{
+	(void)state;
+	expect_pair("LOG_LEVEL=", "LOG_LEVEL", "");
+	expect_pair("LOG_LEVEL=\n", "LOG_LEVEL", "");
+}
+
+static void env_line_comments_and_blank_lines_are_skipped(void **state)
+{
+	(void)state;
+	expect_skipped("# a comment");
+	expect_skipped("   # an indented comment\n");
+	expect_skipped("#PORT=1");
+	expect_skipped("");
+	expect_skipped("\n");
+	expect_skipped("   \t \r\n");
+}
+
+static void env_line_export_prefix(void **state)
+{
+	(void)state;
+	expect_pair("export PORT=9000", "PORT", "9000");
+	expect_pair("  export KEY=V\n", "KEY", "V");
+}
+
+static void env_line_double_quotes_keep_hash_and_spaces(void **state)
+{
+	(void)state;
+	expect_pair("KEY=\"a # b\"", "KEY", "a # b");
+	expect_pair("KEY=\"  padded  \"\n", "KEY", "  padded  ");
+	expect_pair("KEY=\"it's\"", "KEY", "it's");
+	expect_pair("KEY=\"\"", "KEY", "");
+}
+
+static void env_line_single_quotes_keep_hash(void **state)
+{
+	(void)state;
+	expect_pair("KEY='x #y'", "KEY", "x #y");
+	expect_pair("KEY='say \"hi\"'\n", "KEY", "say \"hi\"");
+}
+
+static void env_line_quoted_value_may_have_a_trailing_comment(void **state)
+{
+	(void)state;
+	expect_pair("KEY=\"v\" # comment", "KEY", "v");
+	expect_pair("KEY='v'   \n", "KEY", "v");
+}
+
+static void env_line_unquoted_inline_comment_is_dropped(void **state)
+{
+	(void)state;
+	expect_pair("PORT=8080 # the port", "PORT", "8080");
+	expect_pair("PORT=8080\t#tab\n", "PORT", "8080");
+	/* a '#' not preceded by a space is part of the value */
+	expect_pair("KEY=abc#def", "KEY", "abc#def");
+}
+
+static void env_line_without_equals_is_an_error(void **state)
+{
+	(void)state;
+	expect_line_error("PORT");
+	expect_line_error("PORT 8080");
+	expect_line_error("=8080");
+	expect_line_error("1PORT=8080");
+	expect_line_error("MY-KEY=1");
+}
+
+static void env_line_unterminated_quote_is_an_error(void **state)
+{
+	(void)state;
+	expect_line_error("KEY=\"abc");
+	expect_line_error("KEY='abc\n");
+	expect_line_error("KEY=\"");
+}
+
+static void env_line_text_after_closing_quote_is_an_error(void **state)
+{
+	(void)state;
+	expect_line_error("KEY=\"abc\"def");
+	expect_line_error("KEY='a' b");
+}
+
+static void env_line_too_long_for_the_buffers_is_an_error(void **state)
+{
+	char key[4], value[4], err[64];
+
+	(void)state;
+	assert_int_equal(cfg_parse_env_line("K=abcdef", key, sizeof key, value, sizeof value, err,
+					    sizeof err), -1);
+	assert_int_equal(cfg_parse_env_line("LONGKEY=a", key, sizeof key, value, sizeof value, err,
+					    sizeof err), -1);
+	assert_int_equal(cfg_parse_env_line("KEY=abc", key, sizeof key, value, sizeof value, err,
+					    sizeof err), 1);
+	assert_string_equal(value, "abc");
+}
+
+/* ---- cfg_load --------------------------------------------------------------------------- */
+
+static void defaults(void **state)
+{
+	struct fixture *f = *state;
+	const struct cfg *c = &f->cfg;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	load_ok(f);
+	assert_string_equal(c->bot_token, GOOD_TOKEN);
+	assert_string_equal(c->api_base, "https://api.telegram.org");
+	assert_int_equal(c->sandbox, 0);
+	assert_int_equal(c->default_expire_s, 30);
+	assert_int_equal(c->min_expire_s, 5);
+	assert_int_equal(c->max_expire_s, 60);
+	assert_int_equal(c->rate_limit_per_user, 5);
+	assert_int_equal(c->rate_limit_window_hours, 1);
+	assert_int_equal(c->rate_limit_window_s, 3600);
+	assert_int_equal(c->rate_limit_per_ip, 10);
+	assert_int_equal(c->port, 55155);
+	assert_int_equal(c->log_level, LOG_INFO);
+	assert_non_null(c->message_template);
+	assert_non_null(strstr(c->message_template, "{otp}"));
+	assert_non_null(strstr(c->message_template, "{sec}"));
+	assert_string_equal(c->db_path, f->db_path);
+	assert_non_null(c->host);
+	assert_true(c->telegram_timeout_ms > 0);
+}
+
+static void missing_token_without_sandbox_fails(void **state)
+{
+	struct fixture *f = *state;
+
+	load_fails_naming(f, "TELEGRAM_BOT_TOKEN");
+}
+
+static void malformed_token_is_rejected_without_echoing_it(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const bad[] = {
+		"SECRETVALUE42", "abc:SECRETVALUE42", "123456:SECRET VALUE42", ":SECRETVALUE42",
+		"123456:",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		setenv("TELEGRAM_BOT_TOKEN", bad[i], 1);
+		load_fails_naming(f, "TELEGRAM_BOT_TOKEN");
+		assert_null(strstr(f->err, "SECRET"));
+	}
+}
+
+static void port_not_a_number_is_named(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("PORT", "abc", 1);
+	load_fails_naming(f, "PORT");
+	setenv("PORT", "80x", 1);
+	load_fails_naming(f, "PORT");
+	setenv("PORT", "70000", 1);
+	load_fails_naming(f, "PORT");
+	setenv("PORT", "8080", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.port, 8080);
+}
+
+static void min_above_max_is_rejected(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("MIN_EXPIRE_SECONDS", "50", 1);
+	setenv("MAX_EXPIRE_SECONDS", "10", 1);
+	load_fails_naming(f, "MIN_EXPIRE_SECONDS");
+	assert_non_null(strstr(f->err, "MAX_EXPIRE_SECONDS"));
+}
+
+static void default_expire_outside_min_max_is_rejected(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("DEFAULT_EXPIRE_SECONDS", "100", 1);
+	load_fails_naming(f, "DEFAULT_EXPIRE_SECONDS");
+	setenv("DEFAULT_EXPIRE_SECONDS", "4", 1);
+	load_fails_naming(f, "DEFAULT_EXPIRE_SECONDS");
+	setenv("DEFAULT_EXPIRE_SECONDS", "60", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.default_expire_s, 60);
+}
+
+static void window_seconds_overrides_hours(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("RATE_LIMIT_WINDOW_HOURS", "2", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.rate_limit_window_s, 7200);
+	assert_int_equal(f->cfg.rate_limit_window_hours, 2);
+	cfg_free(&f->cfg);
+
+	setenv("RATE_LIMIT_WINDOW_SECONDS", "90", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.rate_limit_window_s, 90);
+	assert_int_equal(f->cfg.rate_limit_window_hours, 2);
+}
+
+static void sandbox_without_api_base_names_it(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("OTP_SANDBOX", "1", 1);
+	load_fails_naming(f, "TELEGRAM_API_BASE");
+}
+
+static void sandbox_with_api_base_needs_no_token(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("OTP_SANDBOX", "1", 1);
+	setenv("TELEGRAM_API_BASE", "http://127.0.0.1:8081//", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.sandbox, 1);
+	assert_string_equal(f->cfg.api_base, "http://127.0.0.1:8081");
+	assert_non_null(f->cfg.bot_token);
+}
+
+static void token_file_is_read_and_trimmed(void **state)
+{
+	struct fixture *f = *state;
+	const char *path = write_file(f, "token", "987654:FromFile_xyz\n\n");
+
+	setenv("TELEGRAM_BOT_TOKEN_FILE", path, 1);
+	load_ok(f);
+	assert_string_equal(f->cfg.bot_token, "987654:FromFile_xyz");
+}
+
+static void env_file_values_are_used(void **state)
+{
+	struct fixture *f = *state;
+	const char *path = write_file(f, "otp.env",
+				      "# settings\n"
+				      "export TELEGRAM_BOT_TOKEN=\"" GOOD_TOKEN "\"\n"
+				      "\n"
+				      "PORT=8181 # inline\n"
+				      "RATE_LIMIT_PER_USER='9'\n"
+				      "LOG_LEVEL=debug\n");
+
+	setenv("OTP_ENV_FILE", path, 1);
+	load_ok(f);
+	assert_string_equal(f->cfg.bot_token, GOOD_TOKEN);
+	assert_int_equal(f->cfg.port, 8181);
+	assert_int_equal(f->cfg.rate_limit_per_user, 9);
+	assert_int_equal(f->cfg.log_level, LOG_DEBUG);
+}
+
+static void environment_wins_over_the_env_file(void **state)
+{
+	struct fixture *f = *state;
+	const char *path = write_file(f, "otp.env",
+				      "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\n"
+				      "PORT=2222\n"
+				      "RATE_LIMIT_PER_IP=3\n");
+
+	setenv("OTP_ENV_FILE", path, 1);
+	setenv("PORT", "1111", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.port, 1111);
+	assert_int_equal(f->cfg.rate_limit_per_ip, 3);
+}
+
+static void env_file_bad_line_is_reported_as_file_colon_line(void **state)
+{
+	struct fixture *f = *state;
+	char expect[300];
+	const char *path = write_file(f, "bad.env",
+				      "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\n"
+				      "# fine\n"
+				      "this line is wrong\n");
+
+	snprintf(expect, sizeof expect, "%s:3", path);
+	setenv("OTP_ENV_FILE", path, 1);
+	load_fails_naming(f, expect);
+}
+
+static void env_file_missing_is_an_error(void **state)
+{
+	struct fixture *f = *state;
+	char path[200];
+
+	snprintf(path, sizeof path, "%s/does-not-exist.env", f->dir);
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("OTP_ENV_FILE", path, 1);
+	load_fails_naming(f, "does-not-exist.env");
+}
+
+static void template_backslash_n_becomes_a_newline(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("MESSAGE_TEMPLATE", "Code: <b>{otp}</b>\\nExpires in {sec}s\\n", 1);
+	load_ok(f);
+	assert_string_equal(f->cfg.message_template, "Code: <b>{otp}</b>\nExpires in {sec}s\n");
+}
+
+static void template_without_otp_is_rejected(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("MESSAGE_TEMPLATE", "Your code expires in {sec} seconds", 1);
+	load_fails_naming(f, "MESSAGE_TEMPLATE");
+}
+
+static void log_level_is_parsed_and_checked(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("LOG_LEVEL", "warning", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.log_level, LOG_WARNING);
+	cfg_free(&f->cfg);
+	setenv("LOG_LEVEL", "verbose", 1);
+	load_fails_naming(f, "LOG_LEVEL");
+}
+
+static void cfg_free_wipes_and_is_safe_twice(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	load_ok(f);
+	cfg_free(&f->cfg);
+	assert_null(f->cfg.bot_token);
+	assert_null(f->cfg.db_path);
+	cfg_free(&f->cfg);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(env_line_key_value),
+		cmocka_unit_test(env_line_surrounding_spaces_are_trimmed_inner_kept),
+		cmocka_unit_test(env_line_empty_value),
+		cmocka_unit_test(env_line_comments_and_blank_lines_are_skipped),
+		cmocka_unit_test(env_line_export_prefix),
+		cmocka_unit_test(env_line_double_quotes_keep_hash_and_spaces),
+		cmocka_unit_test(env_line_single_quotes_keep_hash),
+		cmocka_unit_test(env_line_quoted_value_may_have_a_trailing_comment),
+		cmocka_unit_test(env_line_unquoted_inline_comment_is_dropped),
+		cmocka_unit_test(env_line_without_equals_is_an_error),
+		cmocka_unit_test(env_line_unterminated_quote_is_an_error),
+		cmocka_unit_test(env_line_text_after_closing_quote_is_an_error),
+		cmocka_unit_test(env_line_too_long_for_the_buffers_is_an_error),
+		T(defaults),
+		T(missing_token_without_sandbox_fails),
+		T(malformed_token_is_rejected_without_echoing_it),
+		T(port_not_a_number_is_named),
+		T(min_above_max_is_rejected),
+		T(default_expire_outside_min_max_is_rejected),
+		T(window_seconds_overrides_hours),
+		T(sandbox_without_api_base_names_it),
+		T(sandbox_with_api_base_needs_no_token),
+		T(token_file_is_read_and_trimmed),
+		T(env_file_values_are_used),
+		T(environment_wins_over_the_env_file),
+		T(env_file_bad_line_is_reported_as_file_colon_line),
+		T(env_file_missing_is_an_error),
+		T(template_backslash_n_becomes_a_newline),
+		T(template_without_otp_is_rejected),
+		T(log_level_is_parsed_and_checked),
+		T(cfg_free_wipes_and_is_safe_twice),
+	};
+#undef T
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,531 @@
+/* test_store.c — lib/store.h against a real SQLite file in a fresh temporary directory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "store.h"
+
+/* fcgi/api_*.c reference it; fcgi/main.c (which defines it) is not linked into tests. */
+struct store *worker_store(struct worker *w)
+{
+	char err[256];
+
+	if (w->store == NULL)
+		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
+	return w->store;
+}
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct store *s;
+};
+
+static void remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[512];
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+		unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	char err[256] = "";
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof f->dir, "/tmp/otp-store-test-XXXXXX");
+	if (mkdtemp(f->dir) == NULL) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->path, sizeof f->path, "%s/pending.db", f->dir);
+	f->s = store_open(f->path, err, sizeof err);
+	if (f->s == NULL) {
+		print_error("store_open: %s\n", err);
+		remove_dir(f->dir);
+		free(f);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	store_close(f->s);
+	remove_dir(f->dir);
+	free(f);
+	return 0;
+}
+
+static struct store *open_second(const struct fixture *f)
+{
+	char err[256] = "";
+	struct store *s2 = store_open(f->path, err, sizeof err);
+
+	if (s2 == NULL)
+		print_error("second store_open: %s\n", err);
+	assert_non_null(s2);
+	return s2;
+}
+
+/* ---- opening ---------------------------------------------------------------------------- */
+
+static void open_creates_the_schema_and_a_second_open_works(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s2;
+	struct stat st;
+	int64_t t = -1;
+
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(store_pending_count(f->s), 0);
+	assert_int_equal(store_pending_next(f->s, &t), 0);
+	assert_int_equal(store_heartbeat_get(f->s, "otp-deleter", &t), 0);
+
+	s2 = open_second(f);
+	assert_int_equal(store_pending_count(s2), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 1, 5000), 0);
+	assert_int_equal(store_pending_count(s2), 1);
+	store_close(s2);
+}
+
+static void open_in_a_missing_directory_fails_with_a_message(void **state)
+{
+	struct fixture *f = *state;
+	char path[256], err[256] = "";
+
+	snprintf(path, sizeof path, "%s/no-such-dir/pending.db", f->dir);
+	assert_null(store_open(path, err, sizeof err));
+	assert_true(err[0] != '\0');
+	assert_non_null(strstr(err, "no-such-dir"));
+}
+
+/* ---- pending deletions ------------------------------------------------------------------ */
+
+static void pending_add_then_due_returns_the_row_at_its_time(void **state)
+{
+	struct fixture *f = *state;
+	struct pending p[4];
+
+	memset(p, 0, sizeof p);
+	assert_int_equal(store_pending_add(f->s, "-1001234567890", 77, 10000), 0);
+	assert_int_equal(store_pending_due(f->s, 9999, p, 4), 0);
+	assert_int_equal(store_pending_due(f->s, 10000, p, 4), 1);
+	assert_true(p[0].id > 0);
+	assert_string_equal(p[0].chat_id, "-1001234567890");
+	assert_int_equal(p[0].message_id, 77);
+	assert_int_equal(p[0].delete_at_ms, 10000);
+	assert_int_equal(p[0].next_try_ms, 10000);
+	assert_int_equal(p[0].attempts, 0);
+}
+
+static void pending_next_is_empty_then_the_earliest_try(void **state)
+{
+	struct fixture *f = *state;
+	int64_t next = -1;
+
+	assert_int_equal(store_pending_next(f->s, &next), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 3000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 2, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 3, 2000), 0);
+	assert_int_equal(store_pending_next(f->s, &next), 1);
+	assert_int_equal(next, 1000);
+}
+
+static void pending_count_and_remove(void **state)
+{
+	struct fixture *f = *state;
+	struct pending p[4];
+
+	assert_int_equal(store_pending_add(f->s, "@channel_one", 10, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "42", 11, 2000), 0);
+	assert_int_equal(store_pending_count(f->s), 2);
+	assert_int_equal(store_pending_due(f->s, 1000, p, 4), 1);
+	assert_int_equal(p[0].message_id, 10);
+	assert_int_equal(store_pending_remove(f->s, p[0].id), 0);
+	assert_int_equal(store_pending_count(f->s), 1);
+	assert_int_equal(store_pending_due(f->s, 5000, p, 4), 1);
+	assert_string_equal(p[0].chat_id, "42");
+	assert_int_equal(p[0].message_id, 11);
+	assert_int_equal(store_pending_remove(f->s, p[0].id), 0);
+	assert_int_equal(store_pending_count(f->s), 0);
+}
+
+static void pending_retry_increments_attempts_and_moves_the_next_try(void **state)
+{
+	struct fixture *f = *state;
+	struct pending p[2];
+	int64_t next = 0, id;
+
+	assert_int_equal(store_pending_add(f->s, "5", 9, 1000), 0);
+	assert_int_equal(store_pending_due(f->s, 1000, p, 2), 1);
+	id = p[0].id;
+	assert_int_equal(store_pending_retry(f->s, id, 5000), 0);
+	assert_int_equal(store_pending_due(f->s, 4999, p, 2), 0);
+	assert_int_equal(store_pending_next(f->s, &next), 1);
+	assert_int_equal(next, 5000);
+	assert_int_equal(store_pending_due(f->s, 5000, p, 2), 1);
+	assert_int_equal(p[0].id, id);
+	assert_int_equal(p[0].attempts, 1);
+	assert_int_equal(p[0].next_try_ms, 5000);
+	assert_int_equal(p[0].delete_at_ms, 1000);
+	assert_int_equal(store_pending_retry(f->s, id, 9000), 0);
+	assert_int_equal(store_pending_due(f->s, 9000, p, 2), 1);
+	assert_int_equal(p[0].attempts, 2);
+	assert_int_equal(p[0].next_try_ms, 9000);
+	assert_int_equal(store_pending_count(f->s), 1);
+}
+
+static void pending_retry_is_never_earlier_than_delete_at(void **state)
+{
+	struct fixture *f = *state;
+	struct pending p[2];
+	int64_t next = 0;
+
+	assert_int_equal(store_pending_add(f->s, "5", 9, 10000), 0);
+	assert_int_equal(store_pending_due(f->s, 10000, p, 2), 1);
+	assert_int_equal(store_pending_retry(f->s, p[0].id, 500), 0);
+	assert_int_equal(store_pending_next(f->s, &next), 1);
+	assert_int_equal(next, 10000);
+	assert_int_equal(store_pending_due(f->s, 9999, p, 2), 0);
+	assert_int_equal(store_pending_due(f->s, 10000, p, 2), 1);
+	assert_int_equal(p[0].attempts, 1);
+	assert_int_equal(p[0].next_try_ms, 10000);
+}
+
+static void pending_due_is_earliest_first_and_respects_the_limit(void **state)
+{
+	struct fixture *f = *state;
+	static const int64_t at[] = { 5000, 1000, 4000, 2000, 3000 };
+	struct pending p[8];
+	size_t i;
+
+	for (i = 0; i < sizeof at / sizeof at[0]; i++)
+		assert_int_equal(store_pending_add(f->s, "7", (long long)i + 100, at[i]), 0);
+	assert_int_equal(store_pending_due(f->s, 10000, p, 3), 3);
+	assert_int_equal(p[0].delete_at_ms, 1000);
+	assert_int_equal(p[1].delete_at_ms, 2000);
+	assert_int_equal(p[2].delete_at_ms, 3000);
+	assert_int_equal(p[0].message_id, 101);
+	assert_int_equal(store_pending_due(f->s, 10000, p, 8), 5);
+	for (i = 1; i < 5; i++)
+		assert_true(p[i - 1].next_try_ms <= p[i].next_try_ms);
+	assert_int_equal(p[4].delete_at_ms, 5000);
+	/* only what is due */
+	assert_int_equal(store_pending_due(f->s, 3500, p, 8), 3);
+}
+
+/* ---- rate limits ------------------------------------------------------------------------ */
+
+static void rate_take_refuses_at_the_limit_with_retry_after_from_the_oldest(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_rate_rule rule = { "chat", "42", 3, 60000 };
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 1000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.nslots, 1);
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 2000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 3000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 4000, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+	assert_int_equal(v.nslots, 0);
+	assert_int_equal(v.retry_after_ms, 1000 + 60000 - 4000);
+
+	/* another subject in the same scope is not affected */
+	{
+		const struct store_rate_rule other = { "chat", "43", 3, 60000 };
+
+		assert_int_equal(store_rate_take(f->s, &other, 1, 4000, &v), 0);
+		assert_int_equal(v.refused_rule, -1);
+	}
+}
+
+static void rate_events_leave_the_window(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_rate_rule rule = { "chat", "42", 3, 60000 };
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 1000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 2000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 3000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+
+	/* one millisecond before the oldest leaves */
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 60999, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+	assert_int_equal(v.retry_after_ms, 1);
+
+	/* the event of t=1000 has left: a slot is free */
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 61000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.nslots, 1);
+
+	/* full again (2000, 3000, 61000): the next slot frees when 2000 leaves */
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 61000, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+	assert_int_equal(v.retry_after_ms, 2000 + 60000 - 61000);
+
+	/* long after: all gone, the whole limit is available */
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 500000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 500000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 500000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, &rule, 1, 500000, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+}
+
+static void rate_multiple_rules_take_one_slot_each(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_rate_rule rules[2] = {
+		{ "chat", "a", 5, 3600000 },
+		{ "ip", "10.0.0.1", 2, 60000 },
+	};
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, rules, 2, 1000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.nslots, 2);
+	assert_true(v.slot_ids[0] != v.slot_ids[1]);
+}
+
+static void rate_first_full_rule_is_reported_and_no_slot_is_taken(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_rate_rule ip_only = { "ip", "10.0.0.1", 1, 60000 };
+	const struct store_rate_rule chat_b_first[2] = {
+		{ "chat", "b", 1, 3600000 },
+		{ "ip", "10.0.0.1", 1, 60000 },
+	};
+	const struct store_rate_rule chat_b_only = { "chat", "b", 1, 3600000 };
+	const struct store_rate_rule both_full[2] = {
+		{ "chat", "c", 1, 3600000 },
+		{ "ip", "10.0.0.1", 1, 60000 },
+	};
+	const struct store_rate_rule chat_c_only = { "chat", "c", 1, 3600000 };
+	struct store_rate_verdict v;
+
+	/* fill the IP rule */
+	assert_int_equal(store_rate_take(f->s, &ip_only, 1, 1000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+
+	/* chat "b" has room, the IP has not: rule 1 reported, nothing taken */
+	assert_int_equal(store_rate_take(f->s, chat_b_first, 2, 2000, &v), 0);
+	assert_int_equal(v.refused_rule, 1);
+	assert_int_equal(v.nslots, 0);
+	assert_int_equal(v.retry_after_ms, 1000 + 60000 - 2000);
+	/* chat "b" still has its single slot */
+	assert_int_equal(store_rate_take(f->s, &chat_b_only, 1, 2000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+
+	/* both full: the first in array order is reported */
+	assert_int_equal(store_rate_take(f->s, &chat_c_only, 1, 3000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, both_full, 2, 4000, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+	assert_int_equal(v.retry_after_ms, 3000 + 3600000 - 4000);
+}
+
+static void rate_release_gives_the_slots_back(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_rate_rule rules[2] = {
+		{ "chat", "r", 1, 3600000 },
+		{ "ip", "10.0.0.9", 1, 60000 },
+	};
+	struct store_rate_verdict v, refused;
+
+	assert_int_equal(store_rate_take(f->s, rules, 2, 1000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.nslots, 2);
+	assert_int_equal(store_rate_take(f->s, rules, 2, 1001, &refused), 0);
+	assert_int_equal(refused.refused_rule, 0);
+	/* releasing a refused verdict (no slots) is a no-op */
+	assert_int_equal(store_rate_release(f->s, &refused), 0);
+
+	assert_int_equal(store_rate_release(f->s, &v), 0);
+	assert_int_equal(store_rate_take(f->s, rules, 2, 1002, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.nslots, 2);
+}
+
+static void rate_prune_drops_old_events_of_one_scope(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_rate_rule chat = { "chat", "p", 100, 100000000 };
+	const struct store_rate_rule chat2 = { "chat", "p", 2, 100000000 };
+	const struct store_rate_rule ip = { "ip", "p", 1, 100000000 };
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, &chat, 1, 1000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &chat, 1, 2000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &chat, 1, 3000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &ip, 1, 1000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+
+	assert_int_equal(store_rate_prune(f->s, "chat", 2500), 2);
+	assert_int_equal(store_rate_prune(f->s, "chat", 2500), 0);
+	/* one chat event left (3000): a limit of 2 has one slot free, then none */
+	assert_int_equal(store_rate_take(f->s, &chat2, 1, 4000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, &chat2, 1, 4000, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+	assert_int_equal(v.retry_after_ms, 3000 + 100000000 - 4000);
+	/* the ip scope was not touched */
+	assert_int_equal(store_rate_take(f->s, &ip, 1, 4000, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+}
+
+static void rate_take_with_too_many_rules_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct store_rate_rule rules[STORE_RATE_RULES_MAX + 1];
+	struct store_rate_verdict v;
+	int i;
+
+	for (i = 0; i <= STORE_RATE_RULES_MAX; i++)
+		rules[i] = (struct store_rate_rule){ "chat", "x", 1, 1000 };
+	assert_int_equal(store_rate_take(f->s, rules, STORE_RATE_RULES_MAX + 1, 1000, &v), -1);
+	assert_true(store_strerror(f->s)[0] != '\0');
+}
+
+/* ---- heartbeats ------------------------------------------------------------------------- */
+
+static void heartbeat_absent_is_zero_then_set_and_get(void **state)
+{
+	struct fixture *f = *state;
+	int64_t beat = -1;
+
+	assert_int_equal(store_heartbeat_get(f->s, "otp-deleter", &beat), 0);
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 123456789), 0);
+	assert_int_equal(store_heartbeat_get(f->s, "otp-deleter", &beat), 1);
+	assert_int_equal(beat, 123456789);
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 223456789), 0);
+	assert_int_equal(store_heartbeat_get(f->s, "otp-deleter", &beat), 1);
+	assert_int_equal(beat, 223456789);
+	assert_int_equal(store_heartbeat_get(f->s, "otp-fcgi", &beat), 0);
+}
+
+static void heartbeat_is_seen_by_another_handle(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s2 = open_second(f);
+	int64_t beat = 0;
+
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 42424242), 0);
+	assert_int_equal(store_heartbeat_get(s2, "otp-deleter", &beat), 1);
+	assert_int_equal(beat, 42424242);
+	store_close(s2);
+}
+
+/* ---- the file going away ---------------------------------------------------------------- */
+
+static void unlinked_file_is_reopened_on_the_next_call(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s2;
+	struct pending p[4];
+	struct stat st;
+	int n, i, found = 0;
+
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_int_equal(unlink(f->path), 0);
+	assert_int_equal(store_pending_add(f->s, "2", 2, 2000), 0);
+	assert_int_equal(stat(f->path, &st), 0);
+
+	s2 = open_second(f);
+	n = store_pending_due(s2, 10000, p, 4);
+	for (i = 0; i < n; i++)
+		if (strcmp(p[i].chat_id, "2") == 0 && p[i].message_id == 2)
+			found = 1;
+	assert_true(found);
+	/* the row written before the unlink went with the old file */
+	assert_int_equal(n, 1);
+	assert_int_equal(store_pending_count(f->s), 1);
+	store_close(s2);
+}
+
+static void unlinked_file_with_its_wal_is_reopened_empty(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s2;
+	struct pending p[4];
+	char aux[160];
+
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_int_equal(unlink(f->path), 0);
+	snprintf(aux, sizeof aux, "%s-wal", f->path);
+	unlink(aux);
+	snprintf(aux, sizeof aux, "%s-shm", f->path);
+	unlink(aux);
+	assert_int_equal(store_pending_count(f->s), 0);
+	assert_int_equal(store_pending_add(f->s, "2", 2, 2000), 0);
+
+	s2 = open_second(f);
+	assert_int_equal(store_pending_due(s2, 10000, p, 4), 1);
+	assert_string_equal(p[0].chat_id, "2");
+	assert_int_equal(p[0].message_id, 2);
+	store_close(s2);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(open_creates_the_schema_and_a_second_open_works),
+		T(open_in_a_missing_directory_fails_with_a_message),
+		T(pending_add_then_due_returns_the_row_at_its_time),
+		T(pending_next_is_empty_then_the_earliest_try),
+		T(pending_count_and_remove),
+		T(pending_retry_increments_attempts_and_moves_the_next_try),
+		T(pending_retry_is_never_earlier_than_delete_at),
+		T(pending_due_is_earliest_first_and_respects_the_limit),
+		T(rate_take_refuses_at_the_limit_with_retry_after_from_the_oldest),
+		T(rate_events_leave_the_window),
+		T(rate_multiple_rules_take_one_slot_each),
+		T(rate_first_full_rule_is_reported_and_no_slot_is_taken),
+		T(rate_release_gives_the_slots_back),
+		T(rate_prune_drops_old_events_of_one_scope),
+		T(rate_take_with_too_many_rules_fails),
+		T(heartbeat_absent_is_zero_then_set_and_get),
+		T(heartbeat_is_seen_by_another_handle),
+		T(unlinked_file_is_reopened_on_the_next_call),
+		T(unlinked_file_with_its_wal_is_reopened_empty),
+	};
+#undef T
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
