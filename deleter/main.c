@@ -26,7 +26,7 @@
 #define PROGRAM "otp-deleter"
 #define HEARTBEAT_EVERY_MS 1000
 #define PRUNE_EVERY_MS 10000
-#define REAP_BATCH 100
+#define REAP_BATCH 500
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reopen_requested;
@@ -143,12 +143,40 @@ static void prune_rate_events(struct store *s, const struct cfg *cfg, int64_t no
 		log_msg(LOG_WARNING, "pruning rate-limit events: %s", store_strerror(s));
 }
 
-static int run(const struct cfg *cfg, const struct options *o, struct store *s, struct tg *tg)
-{
-	struct reap_stats stats = { 0, 0, 0 };
-	int64_t started = clock_now_ms(), now, last_beat = 0, last_prune = 0, pause_until = 0;
-	unsigned int seed = (unsigned int)(started ^ getpid());
+struct beat {
+	struct store *store;
+	int64_t last_ms;
+};
 
+/* Beats at most once a second; called between passes and while deletions run. */
+static void beat(void *ctx)
+{
+	struct beat *b = ctx;
+	int64_t now = clock_now_ms();
+
+	if (now - b->last_ms < HEARTBEAT_EVERY_MS)
+		return;
+	if (store_heartbeat_set(b->store, PROGRAM, now) != 0)
+		log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(b->store));
+	else
+		b->last_ms = now;
+}
+
+static int run(const struct cfg *cfg, const struct options *o, struct store *s,
+	       struct tg_batch *batch)
+{
+	struct beat hb = { s, 0 };
+	struct reaper r;
+	int64_t started = clock_now_ms(), now, last_prune = 0;
+	int n;
+
+	memset(&r, 0, sizeof r);
+	r.store = s;
+	r.batch = batch;
+	r.stop = &stop_requested;
+	r.tick = beat;
+	r.tick_ctx = &hb;
+	r.seed = (unsigned int)(started ^ getpid());
 	while (!stop_requested) {
 		now = clock_now_ms();
 		if (o->run_for_s > 0 && now - started >= o->run_for_s * 1000)
@@ -157,25 +185,20 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s, 
 			reopen_requested = 0;
 			open_log(o->log_file);
 		}
-		if (now - last_beat >= HEARTBEAT_EVERY_MS) {
-			if (store_heartbeat_set(s, PROGRAM, now) != 0)
-				log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(s));
-			else
-				last_beat = now;
-		}
+		beat(&hb);
 		if (now - last_prune >= PRUNE_EVERY_MS) {
 			prune_rate_events(s, cfg, now);
 			last_prune = now;
 		}
-		if (now >= pause_until &&
-		    reap_pass(s, tg, now, REAP_BATCH, &pause_until, &stats, &seed) == REAP_BATCH)
+		n = reap_pass(&r, now, REAP_BATCH);
+		if (n == REAP_BATCH)
 			continue; /* more may be due at once */
-		clock_sleep_ms(sleep_for(s, clock_now_ms(), pause_until, cfg->deleter_poll_ms));
+		clock_sleep_ms(sleep_for(s, clock_now_ms(), r.pause_until_ms, cfg->deleter_poll_ms));
 	}
 	log_json(LOG_INFO, "otp-deleter stopping",
-		 json_pack("{s:I, s:I, s:I}", "deleted", (json_int_t)stats.deleted,
-			   "failed_permanently", (json_int_t)stats.failed_permanently, "retried",
-			   (json_int_t)stats.retried));
+		 json_pack("{s:I, s:I, s:I}", "deleted", (json_int_t)r.stats.deleted,
+			   "failed_permanently", (json_int_t)r.stats.failed_permanently, "retried",
+			   (json_int_t)r.stats.retried));
 	return 0;
 }
 
@@ -185,6 +208,7 @@ int main(int argc, char **argv)
 	struct options opt;
 	struct store *s = NULL;
 	struct tg *tg = NULL;
+	struct tg_batch *batch = NULL;
 	char err[512];
 	int lock_fd = -1, rc = 1;
 
@@ -226,15 +250,19 @@ int main(int argc, char **argv)
 		log_msg(LOG_WARNING, "the database %s is not on tmpfs: its rows reach the disk",
 			cfg.db_path);
 	tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
-	if (tg == NULL) {
+	if (tg != NULL)
+		batch = tg_batch_new(tg, cfg.deleter_concurrency);
+	if (batch == NULL) {
 		log_msg(LOG_ERROR, "cannot create the Bot API client");
 		goto out;
 	}
 	log_json(LOG_INFO, "otp-deleter started",
-		 json_pack("{s:s, s:s, s:i}", "database", cfg.db_path, "mode",
-			   cfg.sandbox ? "sandbox" : "live", "poll_ms", cfg.deleter_poll_ms));
-	rc = run(&cfg, &opt, s, tg);
+		 json_pack("{s:s, s:s, s:i, s:i}", "database", cfg.db_path, "mode",
+			   cfg.sandbox ? "sandbox" : "live", "poll_ms", cfg.deleter_poll_ms,
+			   "concurrency", cfg.deleter_concurrency));
+	rc = run(&cfg, &opt, s, batch);
 out:
+	tg_batch_free(batch);
 	tg_free(tg);
 	store_close(s);
 	if (lock_fd >= 0)

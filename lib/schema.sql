@@ -46,3 +46,10 @@ SELECT program, pid,
        strftime('%Y-%m-%dT%H:%M:%fZ', beat_ms / 1000.0, 'unixepoch') AS beat_at,
        round((julianday('now') - 2440587.5) * 86400.0 - beat_ms / 1000.0, 1) AS age_seconds
 FROM heartbeats;
+
+-- Telegram's flood control: after a 429, no process calls the Bot API before until_ms.
+CREATE TABLE IF NOT EXISTS telegram_pause (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    until_ms INTEGER NOT NULL,
+    set_by   TEXT    NOT NULL                -- the program that got the 429
+);

@@ -35,6 +35,8 @@ enum stmt_id {
 	ST_PENDING_RETRY,
 	ST_HEARTBEAT_SET,
 	ST_HEARTBEAT_GET,
+	ST_PAUSE_EXTEND,
+	ST_PAUSE_GET,
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
@@ -63,6 +65,10 @@ static const char *const stmt_sql[ST_COUNT_] = {
 	[ST_HEARTBEAT_SET] = "INSERT INTO heartbeats (program, pid, beat_ms) VALUES (?1, ?2, ?3) "
 			     "ON CONFLICT (program) DO UPDATE SET pid = ?2, beat_ms = ?3",
 	[ST_HEARTBEAT_GET] = "SELECT beat_ms FROM heartbeats WHERE program = ?1",
+	[ST_PAUSE_EXTEND] = "INSERT INTO telegram_pause (id, until_ms, set_by) VALUES (1, ?1, ?2) "
+			    "ON CONFLICT (id) DO UPDATE SET until_ms = ?1, set_by = ?2 "
+			    "WHERE until_ms < ?1",
+	[ST_PAUSE_GET] = "SELECT until_ms FROM telegram_pause WHERE id = 1",
 	/* IMMEDIATE: a deferred transaction that later writes fails with SQLITE_BUSY under load */
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
@@ -525,6 +531,54 @@ int store_pending_remove(struct store *s, int64_t id)
 	}
 	sqlite3_bind_int64(st, 1, id);
 	return write_one(s, st, "remove pending deletion");
+}
+
+int store_pending_remove_many(struct store *s, const int64_t *ids, int n)
+{
+	sqlite3_stmt *st;
+	int i;
+
+	if (n == 0)
+		return 0;
+	if (begin(s) != 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if ((st = stmt(s, ST_PENDING_REMOVE)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 1, ids[i]);
+		if (step_done(s, st, "remove pending deletion") != 0)
+			goto fail;
+	}
+	if (commit(s) != 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return -1;
+}
+
+int store_pause_extend(struct store *s, int64_t until_ms, const char *program)
+{
+	sqlite3_stmt *st;
+
+	if (begin(s) != 0)
+		return -1;
+	if ((st = stmt(s, ST_PAUSE_EXTEND)) == NULL) {
+		rollback(s);
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, until_ms);
+	sqlite3_bind_text(st, 2, program, -1, SQLITE_STATIC);
+	return write_one(s, st, "record Telegram's pause");
+}
+
+int store_pause_get(struct store *s, int64_t *until_ms)
+{
+	sqlite3_stmt *st;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_PAUSE_GET)) == NULL)
+		return -1;
+	return step_int64(s, st, until_ms, "read Telegram's pause");
 }
 
 int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms)

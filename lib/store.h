@@ -93,6 +93,15 @@ int store_pending_remove(struct store *s, int64_t id);
 /* Records a failed attempt: attempts + 1, next try at next_try_ms. */
 int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms);
 
+/* Removes several rows in one transaction. */
+int store_pending_remove_many(struct store *s, const int64_t *ids, int n);
+
+/* Telegram asked us to wait (429 retry_after): no Bot API call before until_ms, in any process.
+ * Extends, never shortens, the current pause. */
+int store_pause_extend(struct store *s, int64_t until_ms, const char *program);
+/* Returns 1 with *until_ms set when a pause was ever recorded, 0 if not, -1 on error. */
+int store_pause_get(struct store *s, int64_t *until_ms);
+
 /* The heartbeat of a program (e.g. "otp-deleter"). */
 int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms);
 /* Returns 1 with *beat_ms set, 0 if that program never beat, -1 on error. */

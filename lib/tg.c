@@ -171,37 +171,29 @@ static void describe_curl_error(const struct tg *tg, CURLcode rc, const char *er
 	secmem_wipe(msg, sizeof msg);
 }
 
-static enum tg_status call(struct tg *tg, const char *method, const char *body,
-			   struct tg_result *res)
+/* Points a handle at one POST of body to method. The handle keeps pointers to rb and errbuf. */
+static void prepare(const struct tg *tg, CURL *easy, const char *url, const char *body,
+		    struct reply_buf *rb, char *errbuf)
 {
-	struct reply_buf *rb = NULL;
-	char errbuf[CURL_ERROR_SIZE] = "";
-	char *url = NULL;
-	CURLcode rc;
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, tg->headers);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, rb);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, tg->timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, tg->timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for timeouts */
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "otp-gateway/1.0");
+}
 
-	memset(res, 0, sizeof *res);
-	rb = calloc(1, sizeof *rb);
-	if (rb == NULL || asprintf(&url, "%s%s", tg->url_prefix, method) < 0) {
-		url = NULL;
-		res->status = TG_UNREACHABLE;
-		snprintf(res->description, sizeof res->description, "out of memory");
-		goto out;
-	}
-	curl_easy_setopt(tg->curl, CURLOPT_URL, url);
-	curl_easy_setopt(tg->curl, CURLOPT_POST, 1L);
-	curl_easy_setopt(tg->curl, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(tg->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	curl_easy_setopt(tg->curl, CURLOPT_HTTPHEADER, tg->headers);
-	curl_easy_setopt(tg->curl, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(tg->curl, CURLOPT_WRITEDATA, rb);
-	curl_easy_setopt(tg->curl, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(tg->curl, CURLOPT_TIMEOUT_MS, tg->timeout_ms);
-	curl_easy_setopt(tg->curl, CURLOPT_CONNECTTIMEOUT_MS, tg->timeout_ms);
-	curl_easy_setopt(tg->curl, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for timeouts */
-	curl_easy_setopt(tg->curl, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(tg->curl, CURLOPT_USERAGENT, "otp-gateway/1.0");
-
-	rc = curl_easy_perform(tg->curl);
+/* Turns a finished transfer into res, then drops the handle's pointers to our buffers. */
+static void conclude(const struct tg *tg, CURL *easy, CURLcode rc, struct reply_buf *rb,
+		     const char *errbuf, struct tg_result *res)
+{
 	if (rc == CURLE_OPERATION_TIMEDOUT) {
 		res->status = TG_TIMEOUT;
 		describe_curl_error(tg, rc, errbuf, res);
@@ -213,18 +205,37 @@ static enum tg_status call(struct tg *tg, const char *method, const char *body,
 		snprintf(res->description, sizeof res->description, "reply larger than %d bytes",
 			 REPLY_MAX);
 	} else {
-		curl_easy_getinfo(tg->curl, CURLINFO_RESPONSE_CODE, &res->http_status);
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res->http_status);
 		tg_parse_reply(res->http_status, rb->data, rb->len, res);
 	}
-	/* the handle keeps pointers to our buffers: drop them before they go */
-	curl_easy_setopt(tg->curl, CURLOPT_POSTFIELDS, NULL);
-	curl_easy_setopt(tg->curl, CURLOPT_ERRORBUFFER, NULL);
-	curl_easy_setopt(tg->curl, CURLOPT_WRITEDATA, NULL);
-	curl_easy_setopt(tg->curl, CURLOPT_URL, "");
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, NULL);
+	curl_easy_setopt(easy, CURLOPT_URL, "");
+	secmem_wipe(rb->data, rb->len); /* sendMessage's reply echoes the text */
+	rb->len = 0;
+	rb->overflow = 0;
+}
+
+static enum tg_status call(struct tg *tg, const char *method, const char *body,
+			   struct tg_result *res)
+{
+	struct reply_buf *rb = NULL;
+	char errbuf[CURL_ERROR_SIZE] = "";
+	char *url = NULL;
+
+	memset(res, 0, sizeof *res);
+	rb = calloc(1, sizeof *rb);
+	if (rb == NULL || asprintf(&url, "%s%s", tg->url_prefix, method) < 0) {
+		url = NULL;
+		res->status = TG_UNREACHABLE;
+		snprintf(res->description, sizeof res->description, "out of memory");
+		goto out;
+	}
+	prepare(tg, tg->curl, url, body, rb, errbuf);
+	conclude(tg, tg->curl, curl_easy_perform(tg->curl), rb, errbuf, res);
 out:
 	secmem_free_str(url);
-	if (rb != NULL)
-		secmem_wipe(rb->data, rb->len); /* sendMessage's reply echoes the text */
 	free(rb);
 	secmem_wipe(errbuf, sizeof errbuf);
 	return res->status;
@@ -315,4 +326,182 @@ enum tg_status tg_delete_message(struct tg *tg, const char *chat_id, long long m
 	}
 	snprintf(body + len, sizeof body - len, ",\"message_id\":%lld}", message_id);
 	return call(tg, "deleteMessage", body, res);
+}
+
+/* One queued or running call of a batch. */
+struct xfer {
+	char *url;         /* secret: holds the token */
+	char *body;
+	void *tag;
+	CURL *easy;        /* while running */
+	struct reply_buf *rb;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+struct tg_batch {
+	struct tg *tg;
+	CURLM *multi;
+	int max_parallel;
+	struct xfer *queue;    /* calls not yet reported, in order */
+	int nqueued, cap;
+	CURL **idle;           /* easy handles ready for reuse */
+	int nidle;
+};
+
+struct tg_batch *tg_batch_new(struct tg *tg, int max_parallel)
+{
+	struct tg_batch *b = calloc(1, sizeof *b);
+	int i;
+
+	if (b == NULL)
+		return NULL;
+	b->tg = tg;
+	b->max_parallel = max_parallel;
+	b->multi = curl_multi_init();
+	b->idle = calloc((size_t)max_parallel, sizeof *b->idle);
+	if (b->multi == NULL || b->idle == NULL)
+		goto fail;
+	curl_multi_setopt(b->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)max_parallel);
+	curl_multi_setopt(b->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)max_parallel);
+	for (i = 0; i < max_parallel; i++) {
+		b->idle[i] = curl_easy_init();
+		if (b->idle[i] == NULL)
+			goto fail;
+		b->nidle++;
+	}
+	return b;
+fail:
+	tg_batch_free(b);
+	return NULL;
+}
+
+static void xfer_clear(struct xfer *x)
+{
+	secmem_free_str(x->url);
+	free(x->body);
+	free(x->rb);
+	memset(x, 0, sizeof *x);
+}
+
+void tg_batch_free(struct tg_batch *b)
+{
+	int i;
+
+	if (b == NULL)
+		return;
+	for (i = 0; i < b->nqueued; i++)
+		xfer_clear(&b->queue[i]);
+	free(b->queue);
+	for (i = 0; i < b->nidle; i++)
+		curl_easy_cleanup(b->idle[i]);
+	free(b->idle);
+	if (b->multi != NULL)
+		curl_multi_cleanup(b->multi);
+	free(b);
+}
+
+int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long *ids, int n,
+			void *tag)
+{
+	char body[256 + 21 * TG_DELETE_MESSAGES_MAX];
+	size_t len = 0;
+	struct xfer *x;
+	int i;
+
+	if (n < 1 || n > TG_DELETE_MESSAGES_MAX)
+		return -1;
+	if (append(body, sizeof body, &len, "{\"chat_id\":") != 0 ||
+	    tg_json_quote(body, sizeof body - 32, &len, chat_id) != 0)
+		return -1;
+	if (n == 1) {
+		len += (size_t)snprintf(body + len, sizeof body - len, ",\"message_id\":%lld}", ids[0]);
+	} else {
+		len += (size_t)snprintf(body + len, sizeof body - len, ",\"message_ids\":[");
+		for (i = 0; i < n; i++)
+			len += (size_t)snprintf(body + len, sizeof body - len, "%s%lld",
+						i > 0 ? "," : "", ids[i]);
+		len += (size_t)snprintf(body + len, sizeof body - len, "]}");
+	}
+	if (b->nqueued == b->cap) {
+		int cap = b->cap > 0 ? b->cap * 2 : 64;
+		struct xfer *q = realloc(b->queue, (size_t)cap * sizeof *q);
+
+		if (q == NULL)
+			return -1;
+		b->queue = q;
+		b->cap = cap;
+	}
+	x = &b->queue[b->nqueued];
+	memset(x, 0, sizeof *x);
+	x->tag = tag;
+	x->body = strdup(body);
+	if (x->body == NULL || asprintf(&x->url, "%s%s", b->tg->url_prefix,
+					n == 1 ? "deleteMessage" : "deleteMessages") < 0) {
+		x->url = NULL;
+		xfer_clear(x);
+		return -1;
+	}
+	b->nqueued++;
+	return 0;
+}
+
+/* Starts queued call i on an idle handle. Returns 0, or -1 when it cannot start. */
+static int start(struct tg_batch *b, struct xfer *x)
+{
+	x->rb = calloc(1, sizeof *x->rb);
+	if (x->rb == NULL || b->nidle == 0)
+		return -1;
+	x->easy = b->idle[--b->nidle];
+	prepare(b->tg, x->easy, x->url, x->body, x->rb, x->errbuf);
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+	if (curl_multi_add_handle(b->multi, x->easy) != CURLM_OK) {
+		b->idle[b->nidle++] = x->easy;
+		x->easy = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tick, void *ctx,
+		 const volatile sig_atomic_t *stop)
+{
+	int next = 0, running = 0, reported = 0, halt = 0, still, msgs;
+	struct tg_result res;
+	CURLMsg *m;
+
+	for (;;) {
+		while (!halt && !*stop && next < b->nqueued && running < b->max_parallel) {
+			if (start(b, &b->queue[next]) != 0)
+				break;
+			next++;
+			running++;
+		}
+		if (running == 0)
+			break;
+		curl_multi_perform(b->multi, &still);
+		while ((m = curl_multi_info_read(b->multi, &msgs)) != NULL) {
+			struct xfer *x = NULL;
+
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+			memset(&res, 0, sizeof res);
+			conclude(b->tg, x->easy, m->data.result, x->rb, x->errbuf, &res);
+			curl_multi_remove_handle(b->multi, x->easy);
+			b->idle[b->nidle++] = x->easy;
+			x->easy = NULL;
+			running--;
+			reported++;
+			if (done(ctx, x->tag, &res) != 0)
+				halt = 1;
+		}
+		if (tick != NULL)
+			tick(ctx);
+		if (running > 0)
+			curl_multi_poll(b->multi, NULL, 0, 100, NULL);
+	}
+	for (next = 0; next < b->nqueued; next++)
+		xfer_clear(&b->queue[next]);
+	b->nqueued = 0;
+	return reported;
 }

@@ -4,6 +4,7 @@
 #ifndef OTP_TG_H
 #define OTP_TG_H
 
+#include <signal.h>
 #include <stddef.h>
 
 /* What came of one Bot API call. Callers decide per method what each means for them. */
@@ -44,6 +45,34 @@ enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *h
 /* deleteMessage. */
 enum tg_status tg_delete_message(struct tg *tg, const char *chat_id, long long message_id,
 				 struct tg_result *res);
+
+/* Concurrent calls over one pool of kept-alive connections (curl's multi interface), for
+ * otp-deleter: a real Bot API call takes 100-500 ms, so deletions one at a time fall behind. */
+struct tg_batch;
+
+#define TG_DELETE_MESSAGES_MAX 100
+
+/* Called for each finished call with the tag it was queued with. Returning nonzero starts no
+ * further queued call (e.g. after a 429); the calls under way still finish. */
+typedef int (*tg_batch_done_fn)(void *ctx, void *tag, const struct tg_result *res);
+/* Called with the same ctx at least every 100 ms while calls run (heartbeats). */
+typedef void (*tg_batch_tick_fn)(void *ctx);
+
+/* A batch that runs up to max_parallel calls at once with tg's address, token and timeout.
+ * tg must outlive it. NULL when out of memory. */
+struct tg_batch *tg_batch_new(struct tg *tg, int max_parallel);
+void tg_batch_free(struct tg_batch *b);
+
+/* Queues the deletion of ids[0..n) in chat_id: deleteMessage for one id, deleteMessages for
+ * 2..TG_DELETE_MESSAGES_MAX. Returns 0, or -1 (n out of range, no memory). */
+int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long *ids, int n,
+			void *tag);
+
+/* Runs the queued calls and reports each to done(). Stops starting new calls once *stop is
+ * nonzero or done() asks; calls never started are dropped unreported, and the queue is empty on
+ * return. Returns the number of calls reported. */
+int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tick, void *ctx,
+		 const volatile sig_atomic_t *stop);
 
 /* Reads a Bot API reply (status and body) into res. Exposed for unit tests. */
 void tg_parse_reply(long http_status, const char *body, size_t len, struct tg_result *res);
