@@ -18,6 +18,7 @@
 #include "cfg.h"
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "reap.h"
 #include "secmem.h"
 #include "store.h"
@@ -160,6 +161,8 @@ static void beat(void *ctx)
 		log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(b->store));
 	else
 		b->last_ms = now;
+	if (metrics_flush(b->store) != 0)
+		log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(b->store));
 }
 
 static int run(const struct cfg *cfg, const struct options *o, struct store *s,
@@ -191,6 +194,8 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 			last_prune = now;
 		}
 		n = reap_pass(&r, now, REAP_BATCH);
+		if (n > 0 && metrics_flush(s) != 0)
+			log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(s));
 		if (n == REAP_BATCH)
 			continue; /* more may be due at once */
 		clock_sleep_ms(sleep_for(s, clock_now_ms(), r.pause_until_ms, cfg->deleter_poll_ms));

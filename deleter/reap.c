@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 
 #define PROGRAM "otp-deleter"
@@ -89,16 +90,21 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 							       : "message already gone",
 				p, res, now);
 			r->stats.deleted++;
+			metrics_count("otp_deleted_total", "", 1);
+			metrics_observe("otp_delete_lag_seconds", "",
+					(double)(now - p->delete_at_ms) / 1000.0);
 			ps->done_ids[ps->ndone++] = p->id;
 			break;
 		case REAP_PERMANENT:
 			log_row(LOG_ERROR, "message cannot be deleted: row removed", p, res, now);
 			r->stats.failed_permanently++;
+			metrics_count("otp_delete_failed_total", "", 1);
 			ps->done_ids[ps->ndone++] = p->id;
 			break;
 		case REAP_RETRY:
 			log_row(LOG_WARNING, "deletion failed: will retry", p, res, now);
 			r->stats.retried++;
+			metrics_count("otp_delete_retried_total", "", 1);
 			next = res->status == TG_RETRY_AFTER
 				       ? now + (int64_t)res->retry_after_s * 1000
 				       : now + reap_backoff_ms(p->attempts + 1, &r->seed);

@@ -13,6 +13,9 @@ void api_health(struct worker *w, const struct request *req, struct response *re
 /* POST /send-otp: 200, 422, 429, 500, 502, 503, 504 (see README.md). */
 void api_send_otp(struct worker *w, const struct request *req, struct response *resp);
 
+/* GET /metrics: the Prometheus text of the whole pool's metrics. 200, or 500. */
+void api_metrics(struct worker *w, const struct request *req, struct response *resp);
+
 /* Whether otp-deleter's heartbeat is fresh. Returns 1 fresh, 0 stale or missing (with *age_ms
  * set, or -1 when it never beat), -1 on a store error. */
 int api_deleter_alive(struct worker *w, int64_t *age_ms);

@@ -13,10 +13,31 @@
 #include "clock.h"
 #include "log.h"
 #include "message.h"
+#include "metrics.h"
 #include "secmem.h"
 #include "store.h"
 #include "tg.h"
 #include "validate.h"
+
+/* otp_failed_total{reason}: why a request did not end in a sent message. */
+static void count_failure(const char *reason)
+{
+	char labels[64];
+
+	snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
+	metrics_count("otp_failed_total", labels, 1);
+}
+
+static const char *failure_reason(enum tg_status st)
+{
+	switch (st) {
+	case TG_RETRY_AFTER: return "telegram_rate_limited";
+	case TG_TIMEOUT: return "telegram_timeout";
+	case TG_UNREACHABLE: return "telegram_unreachable";
+	case TG_SERVER_ERROR: return "telegram_unavailable";
+	default: return "telegram_refused";
+	}
+}
 
 static void answer_validation(struct response *resp, json_t *detail)
 {
@@ -119,6 +140,7 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 	if (text == NULL || message_render(cfg->message_template, r->otp, r->expire_seconds, text,
 					   MESSAGE_MAX) != 0) {
 		store_rate_release(s, v);
+		count_failure("internal");
 		http_respond_failure(resp, 500, "The message could not be rendered");
 		goto out;
 	}
@@ -132,6 +154,7 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 			 json_pack("{s:s, s:s, s:i, s:s}", "chat_id", resp->chat_id_masked,
 				   "result", tg_status_name(res.status), "telegram_error_code",
 				   res.error_code, "error", res.description));
+		count_failure(failure_reason(res.status));
 		answer_telegram_failure(&res, resp);
 		goto out;
 	}
@@ -139,11 +162,13 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 			      confirmed_ms + (int64_t)r->expire_seconds * 1000) != 0) {
 		log_msg(LOG_ERROR, "recording a pending deletion: %s", store_strerror(s));
 		undo_send(w, r->chat_id, res.message_id, resp);
+		count_failure("store_error");
 		goto out;
 	}
 	log_json(LOG_INFO, "OTP sent successfully",
 		 json_pack("{s:s, s:I, s:i}", "chat_id", resp->chat_id_masked, "message_id",
 			   (json_int_t)res.message_id, "expire_seconds", r->expire_seconds));
+	metrics_count("otp_sent_total", "", 1);
 	answer_sent(r, confirmed_ms, res.message_id, resp);
 out:
 	if (text != NULL)
@@ -166,12 +191,14 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 
 	if (validate_send_otp(req->body, req->body_len, &lim, &r, &detail) != 0) {
 		answer_validation(resp, detail);
+		count_failure("validation_error");
 		return;
 	}
 	log_mask_chat_id(r.chat_id, resp->chat_id_masked);
 
 	alive = api_deleter_alive(w, &age_ms);
 	if (alive != 1 || (s = worker_store(w)) == NULL) {
+		count_failure(alive < 0 ? "store_error" : "deleter_down");
 		if (alive < 0)
 			http_respond_failure(resp, 500, "The database is unavailable");
 		else {
@@ -190,6 +217,7 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 							    cfg->rate_limit_per_ip, 60 * 1000 };
 	if (store_rate_take(s, rules, nrules, clock_now_ms(), &v) != 0) {
 		log_msg(LOG_ERROR, "taking a rate-limit slot: %s", store_strerror(s));
+		count_failure("store_error");
 		http_respond_failure(resp, 500, "The database is unavailable");
 		goto out;
 	}
@@ -197,6 +225,8 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 		log_json(LOG_INFO, "rate limit exceeded",
 			 json_pack("{s:s, s:s}", "chat_id", resp->chat_id_masked, "limit",
 				   rules[v.refused_rule].scope));
+		metrics_count("rate_limit_exceeded_total", "", 1);
+		count_failure("rate_limited");
 		answer_rate_limited(cfg, v.refused_rule, v.retry_after_ms, resp);
 		goto out;
 	}

@@ -75,6 +75,12 @@ void fcgi_io_write_response(FCGX_Request *fr, const struct response *resp)
 {
 	char *body = NULL;
 
+	if (resp->text != NULL) {
+		FCGX_FPrintF(fr->out, "Status: %d %s\r\nContent-Type: %s\r\n\r\n", resp->status,
+			     http_reason(resp->status), resp->content_type);
+		FCGX_PutStr(resp->text, (int)strlen(resp->text), fr->out);
+		return;
+	}
 	if (resp->body != NULL)
 		body = json_dumps(resp->body, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	FCGX_FPrintF(fr->out, "Status: %d %s\r\nContent-Type: application/json\r\n", resp->status,

@@ -1,6 +1,7 @@
 /* http.c — response helpers. See http.h. */
 #include "http.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 void http_respond(struct response *resp, int status, json_t *body)
@@ -20,10 +21,20 @@ void http_respond_failure(struct response *resp, int status, const char *detail)
 	http_respond(resp, status, json_pack("{s:b, s:s}", "success", 0, "detail", detail));
 }
 
+void http_respond_text(struct response *resp, int status, const char *content_type, char *text)
+{
+	http_response_clear(resp);
+	resp->status = status;
+	resp->content_type = content_type;
+	resp->text = text;
+}
+
 void http_response_clear(struct response *resp)
 {
 	json_decref(resp->body);
 	resp->body = NULL;
+	free(resp->text);
+	resp->text = NULL;
 }
 
 const char *http_reason(int status)

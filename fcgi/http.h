@@ -26,6 +26,8 @@ struct request {
 struct response {
 	int status;
 	json_t *body;              /* owned; serialised compactly */
+	char *text;                /* owned; a non-JSON body (with content_type), when body is NULL */
+	const char *content_type;  /* for text; JSON otherwise */
 	const char *allow;         /* Allow header for 405 */
 	long retry_after_s;        /* Retry-After header when > 0 */
 	char chat_id_masked[40];   /* for the access log, when the request named a chat */
@@ -42,6 +44,9 @@ void http_respond_failure(struct response *resp, int status, const char *detail)
 
 /* The reason phrase for a status ("Unprocessable Entity"). */
 const char *http_reason(int status);
+
+/* Sets status and a non-JSON body (taking ownership of text, a malloc'd string). */
+void http_respond_text(struct response *resp, int status, const char *content_type, char *text);
 
 /* Frees the body. */
 void http_response_clear(struct response *resp);

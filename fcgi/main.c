@@ -20,12 +20,14 @@
 #include "clock.h"
 #include "fcgi_io.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
 #include "secmem.h"
 #include "store.h"
 #include "tg.h"
 
 #define SHUTDOWN_GRACE_MS 6000
+#define METRICS_FLUSH_MS 250
 
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int in_flight;
@@ -42,11 +44,19 @@ struct store *worker_store(struct worker *w)
 	return w->store;
 }
 
-static void log_access(const struct request *req, const struct response *resp, int64_t start_ms)
+/* One log line and the request metrics for every request. */
+static void account(const struct request *req, const struct response *resp, int64_t start_ms)
 {
+	int64_t took_ms = clock_now_ms() - start_ms;
+	const char *path = router_metric_path(req->path);
+	char labels[96];
 	json_t *f = json_pack("{s:s, s:s, s:i, s:f}", "method", req->method, "path", req->path,
-			      "status", resp->status,
-			      "duration_ms", (double)(clock_now_ms() - start_ms));
+			      "status", resp->status, "duration_ms", (double)took_ms);
+
+	snprintf(labels, sizeof labels, "path=\"%s\",status=\"%d\"", path, resp->status);
+	metrics_count("http_requests_total", labels, 1);
+	if (strcmp(path, "/send-otp") == 0)
+		metrics_observe("otp_send_duration_seconds", "", (double)took_ms / 1000.0);
 
 	if (resp->chat_id_masked[0] != '\0')
 		json_object_set_new(f, "chat_id", json_string(resp->chat_id_masked));
@@ -65,7 +75,7 @@ static void serve(struct worker *w, FCGX_Request *fr, struct request_buf *buf)
 	if (resp.status == 0)
 		http_respond_detail(&resp, 500, "Internal Server Error");
 	fcgi_io_write_response(fr, &resp);
-	log_access(&req, &resp, start);
+	account(&req, &resp, start);
 	http_response_clear(&resp);
 	secmem_wipe(buf->body, req.body_len); /* the body held the OTP */
 }
@@ -95,6 +105,26 @@ static void *worker_main(void *arg)
 	}
 	FCGX_Free(&fr, 0);
 	free(buf);
+	return NULL;
+}
+
+/* Moves this process's metric counts into the store every METRICS_FLUSH_MS, so that /metrics
+ * answered by any process shows them. Runs for the life of the process. */
+static void *metrics_flusher(void *arg)
+{
+	const struct cfg *cfg = arg;
+	struct store *s = NULL;
+	char err[256];
+
+	for (;;) {
+		clock_sleep_ms(METRICS_FLUSH_MS);
+		if (s == NULL && (s = store_open(cfg->db_path, err, sizeof err)) == NULL) {
+			log_msg(LOG_ERROR, "metrics: opening the database: %s", err);
+			continue;
+		}
+		if (metrics_flush(s) != 0)
+			log_msg(LOG_WARNING, "metrics: flushing: %s", store_strerror(s));
+	}
 	return NULL;
 }
 
@@ -212,6 +242,11 @@ int main(int argc, char **argv)
 		}
 		pthread_detach(tid);
 	}
+	if (pthread_create(&tid, NULL, metrics_flusher, &cfg) != 0) {
+		log_msg(LOG_ERROR, "starting the metrics thread failed");
+		goto out;
+	}
+	pthread_detach(tid);
 	log_json(LOG_INFO, "otp-fcgi started",
 		 json_pack("{s:i, s:s, s:s}", "threads", cfg.fcgi_threads, "mode",
 			   cfg.sandbox ? "sandbox" : "live", "database", cfg.db_path));

@@ -18,6 +18,7 @@ static const struct route routes[] = {
 	{ "/", "GET", 0, api_root },
 	{ "/send-otp", "POST", 1, api_send_otp },
 	{ "/health", "GET", 0, api_health },
+	{ "/metrics", "GET", 0, api_metrics },
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])
@@ -56,6 +57,16 @@ static void answer_server_error(const struct request *req, struct response *resp
 		http_respond_detail(resp, req->redirect_status, http_reason(req->redirect_status));
 		break;
 	}
+}
+
+const char *router_metric_path(const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < NROUTES; i++)
+		if (strcmp(routes[i].path, path) == 0)
+			return routes[i].path;
+	return "other";
 }
 
 void router_dispatch(struct worker *w, const struct request *req, struct response *resp)

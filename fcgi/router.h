@@ -6,6 +6,9 @@
 #include "app.h"
 #include "http.h"
 
+/* The path as a metric label: a route's path, or "other" (bounded label values). */
+const char *router_metric_path(const char *path);
+
 /* Answers req into resp by the route table. */
 void router_dispatch(struct worker *w, const struct request *req, struct response *resp);
 

@@ -53,3 +53,12 @@ CREATE TABLE IF NOT EXISTS telegram_pause (
     until_ms INTEGER NOT NULL,
     set_by   TEXT    NOT NULL                -- the program that got the 429
 );
+
+-- /metrics: every process adds its counts here, so the totals are the whole pool's.
+-- Histograms are stored as their Prometheus series (_bucket with le, _sum, _count).
+CREATE TABLE IF NOT EXISTS metrics (
+    name   TEXT NOT NULL,
+    labels TEXT NOT NULL,                    -- Prometheus label text: path="/send-otp",status="200"
+    value  REAL NOT NULL,
+    PRIMARY KEY (name, labels)
+) WITHOUT ROWID;

@@ -37,6 +37,8 @@ enum stmt_id {
 	ST_HEARTBEAT_GET,
 	ST_PAUSE_EXTEND,
 	ST_PAUSE_GET,
+	ST_METRIC_ADD,
+	ST_METRIC_READ,
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
@@ -69,6 +71,9 @@ static const char *const stmt_sql[ST_COUNT_] = {
 			    "ON CONFLICT (id) DO UPDATE SET until_ms = ?1, set_by = ?2 "
 			    "WHERE until_ms < ?1",
 	[ST_PAUSE_GET] = "SELECT until_ms FROM telegram_pause WHERE id = 1",
+	[ST_METRIC_ADD] = "INSERT INTO metrics (name, labels, value) VALUES (?1, ?2, ?3) "
+			  "ON CONFLICT (name, labels) DO UPDATE SET value = value + ?3",
+	[ST_METRIC_READ] = "SELECT name, labels, value FROM metrics",
 	/* IMMEDIATE: a deferred transaction that later writes fails with SQLITE_BUSY under load */
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
@@ -579,6 +584,53 @@ int store_pause_get(struct store *s, int64_t *until_ms)
 	if (ensure_current(s) != 0 || (st = stmt(s, ST_PAUSE_GET)) == NULL)
 		return -1;
 	return step_int64(s, st, until_ms, "read Telegram's pause");
+}
+
+int store_metrics_add(struct store *s, const struct store_metric *d, int n)
+{
+	sqlite3_stmt *st;
+	int i;
+
+	if (begin(s) != 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if ((st = stmt(s, ST_METRIC_ADD)) == NULL)
+			goto fail;
+		sqlite3_bind_text(st, 1, d[i].name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, d[i].labels, -1, SQLITE_STATIC);
+		sqlite3_bind_double(st, 3, d[i].value);
+		if (step_done(s, st, "add to metrics") != 0)
+			goto fail;
+	}
+	if (commit(s) != 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return -1;
+}
+
+int store_metrics_read(struct store *s, void (*fn)(void *ctx, const struct store_metric *m),
+		       void *ctx)
+{
+	struct store_metric m;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_METRIC_READ)) == NULL)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		m.name = (const char *)sqlite3_column_text(st, 0);
+		m.labels = (const char *)sqlite3_column_text(st, 1);
+		m.value = sqlite3_column_double(st, 2);
+		fn(ctx, &m);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		set_db_err(s, "read metrics");
+		return -1;
+	}
+	return 0;
 }
 
 int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms)

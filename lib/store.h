@@ -102,6 +102,20 @@ int store_pause_extend(struct store *s, int64_t until_ms, const char *program);
 /* Returns 1 with *until_ms set when a pause was ever recorded, 0 if not, -1 on error. */
 int store_pause_get(struct store *s, int64_t *until_ms);
 
+/* One series' delta (store_metrics_add) or total (store_metrics_read). */
+struct store_metric {
+	const char *name;
+	const char *labels;
+	double value;
+};
+
+/* Adds each delta to its series' stored total, in one transaction. */
+int store_metrics_add(struct store *s, const struct store_metric *deltas, int n);
+
+/* Calls fn for every stored series; the strings live until fn returns. Returns 0 or -1. */
+int store_metrics_read(struct store *s, void (*fn)(void *ctx, const struct store_metric *m),
+		       void *ctx);
+
 /* The heartbeat of a program (e.g. "otp-deleter"). */
 int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms);
 /* Returns 1 with *beat_ms set, 0 if that program never beat, -1 on error. */

@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "metrics.h"
 #include "secmem.h"
 
 #define REPLY_MAX (64 * 1024)
@@ -190,10 +191,26 @@ static void prepare(const struct tg *tg, CURL *easy, const char *url, const char
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "otp-gateway/1.0");
 }
 
+/* telegram_api_duration_seconds{method}: the method is the URL's last path segment. */
+static void observe_duration(CURL *easy)
+{
+	char labels[64];
+	const char *url = NULL, *method;
+	double secs = 0;
+
+	if (curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || url == NULL)
+		return;
+	method = strrchr(url, '/');
+	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &secs);
+	snprintf(labels, sizeof labels, "method=\"%.40s\"", method != NULL ? method + 1 : "?");
+	metrics_observe("telegram_api_duration_seconds", labels, secs);
+}
+
 /* Turns a finished transfer into res, then drops the handle's pointers to our buffers. */
 static void conclude(const struct tg *tg, CURL *easy, CURLcode rc, struct reply_buf *rb,
 		     const char *errbuf, struct tg_result *res)
 {
+	observe_duration(easy);
 	if (rc == CURLE_OPERATION_TIMEDOUT) {
 		res->status = TG_TIMEOUT;
 		describe_curl_error(tg, rc, errbuf, res);

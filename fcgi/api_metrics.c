@@ -1,0 +1,79 @@
+/* api_metrics.c — GET /metrics: Prometheus text, totals of every otp-fcgi and otp-deleter
+ * process (each flushes its counts into the store; see lib/metrics.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+struct rows {
+	struct metric_row *v;
+	size_t n, cap;
+	int oom;
+};
+
+/* Copies one stored series (its strings live only during the callback). */
+static void collect(void *ctx, const struct store_metric *m)
+{
+	struct rows *r = ctx;
+	struct metric_row *row;
+
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 128;
+		struct metric_row *v = realloc(r->v, cap * sizeof *v);
+
+		if (v == NULL) {
+			r->oom = 1;
+			return;
+		}
+		r->v = v;
+		r->cap = cap;
+	}
+	row = &r->v[r->n];
+	row->name = strdup(m->name);
+	row->labels = strdup(m->labels);
+	row->value = m->value;
+	if (row->name == NULL || row->labels == NULL) {
+		free((char *)row->name);
+		free((char *)row->labels);
+		r->oom = 1;
+		return;
+	}
+	r->n++;
+}
+
+void api_metrics(struct worker *w, const struct request *req, struct response *resp)
+{
+	struct store *s = worker_store(w);
+	struct rows rows = { NULL, 0, 0, 0 };
+	struct metric_row pending = { "otp_pending_deletions", "", 0 };
+	long long npending;
+	char *text;
+	size_t i;
+
+	(void)req;
+	if (s == NULL)
+		goto fail;
+	/* this process's latest counts first, so a client that just sent sees itself counted */
+	if (metrics_flush(s) != 0 || store_metrics_read(s, collect, &rows) != 0 || rows.oom ||
+	    (npending = store_pending_count(s)) < 0) {
+		log_msg(LOG_ERROR, "reading metrics: %s", store_strerror(s));
+		goto fail;
+	}
+	pending.value = (double)npending;
+	text = metrics_render(rows.v, rows.n, &pending, 1);
+	if (text == NULL)
+		goto fail;
+	http_respond_text(resp, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+	goto out;
+fail:
+	http_respond_detail(resp, 500, "Metrics are unavailable");
+out:
+	for (i = 0; i < rows.n; i++) {
+		free((char *)rows.v[i].name);
+		free((char *)rows.v[i].labels);
+	}
+	free(rows.v);
+}
