@@ -26,14 +26,15 @@ UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
 
-.PHONY: all test unit integration check asan valgrind run bench deps clean help
+.PHONY: all test unit integration check asan tsan valgrind run bench deps clean help
 all: $(PROGRAMS)
 
 help:
 	@echo "make            build $(PROGRAMS)"
 	@echo "make run        run lighttpd + otp-fcgi + otp-deleter (sandbox mode without a token)"
 	@echo "make test       build and run every test suite"
-	@echo "make check      the same suites under ASan/UBSan, and the unit tests under valgrind"
+	@echo "make check      the suites under ASan/UBSan, the unit tests under valgrind, the"
+	@echo "                concurrent tests under TSan"
 	@echo "make deps       install the Debian packages (as root)"
 
 $(BUILD)/gen/schema.inc: lib/schema.sql | deps
@@ -64,9 +65,15 @@ unit: $(UNIT_BIN)
 	tests/run-tests.sh --unit-only $(BUILD)
 
 # Sanitizers: a build of its own, then the same suites against it; valgrind runs the unit tests.
-check: asan valgrind
+check: asan valgrind tsan
 asan:
 	$(MAKE) BUILD=build/asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" CFLAGS="-O1 -g" test
+# ThreadSanitizer: otp-fcgi's threads under the concurrent tests.
+tsan:
+	$(MAKE) BUILD=build/tsan EXTRA_CFLAGS="-fsanitize=thread" CFLAGS="-O1 -g" all
+	OTP_BUILD_DIR=build/tsan /usr/bin/python3 -m pytest -p no:cacheprovider -q \
+		tests/integration/test_concurrency.py tests/integration/test_rate_limits.py
+
 valgrind: $(UNIT_BIN)
 	tests/run-tests.sh --valgrind $(BUILD)
 

@@ -127,6 +127,38 @@ static void answer_sent(const struct send_otp_request *r, int64_t confirmed_ms,
 			       "chat_id", r->chat_id));
 }
 
+/* Waits (at most TELEGRAM_SEND_WAIT_MS) until Telegram may be called: no flood-control pause
+ * is on (a 429 any process got) and the bot's send budget, shared by every process, has a slot
+ * in the current second. Returns 0 when a slot was taken, 1 when the wait would be too long
+ * (*retry_after_ms set), -1 on a store error. */
+static int wait_for_send_slot(const struct cfg *cfg, struct store *s, int64_t *retry_after_ms)
+{
+	const struct store_rate_rule budget = { "send", "bot", cfg->max_sends_per_second, 1000 };
+	int64_t deadline = clock_now_ms() + cfg->send_wait_ms, now, until, wait;
+	struct store_rate_verdict v;
+
+	for (;;) {
+		now = clock_now_ms();
+		until = 0;
+		if (store_pause_get(s, &until) < 0)
+			return -1;
+		if (until > now) {
+			wait = until - now;
+		} else {
+			if (store_rate_take(s, &budget, 1, now, &v) != 0)
+				return -1;
+			if (v.refused_rule < 0)
+				return 0;
+			wait = v.retry_after_ms;
+		}
+		if (now + wait > deadline) {
+			*retry_after_ms = wait;
+			return 1;
+		}
+		clock_sleep_ms(wait);
+	}
+}
+
 /* Sends r and answers; the rate-limit slots in v are given back if nothing reached Telegram. */
 static void send_and_record(struct worker *w, struct store *s, const struct send_otp_request *r,
 			    const struct store_rate_verdict *v, struct response *resp)
@@ -134,7 +166,7 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 	const struct cfg *cfg = w->app->cfg;
 	char *text = NULL;
 	struct tg_result res;
-	int64_t confirmed_ms;
+	int64_t confirmed_ms, wait_ms = 0;
 
 	text = malloc(MESSAGE_MAX);
 	if (text == NULL || message_render(cfg->message_template, r->otp, r->expire_seconds, text,
@@ -144,8 +176,27 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 		http_respond_failure(resp, 500, "The message could not be rendered");
 		goto out;
 	}
+	switch (wait_for_send_slot(cfg, s, &wait_ms)) {
+	case 0:
+		break;
+	case 1:
+		store_rate_release(s, v);
+		count_failure("send_budget");
+		resp->retry_after_s = (long)((wait_ms + 999) / 1000);
+		http_respond_failure(resp, 503, "Telegram's sending limit is reached; retry shortly");
+		goto out;
+	default:
+		log_msg(LOG_ERROR, "taking a send slot: %s", store_strerror(s));
+		store_rate_release(s, v);
+		count_failure("store_error");
+		http_respond_failure(resp, 500, "The database is unavailable");
+		goto out;
+	}
 	tg_send_message(w->tg, r->chat_id, text, &res);
 	confirmed_ms = clock_now_ms();
+	if (res.status == TG_RETRY_AFTER &&
+	    store_pause_extend(s, confirmed_ms + (int64_t)res.retry_after_s * 1000, "otp-fcgi") != 0)
+		log_msg(LOG_ERROR, "recording Telegram's pause: %s", store_strerror(s));
 	if (res.status != TG_OK) {
 		/* 503s are ours and do not count; nothing was delivered when unreachable */
 		if (res.status == TG_RETRY_AFTER || res.status == TG_UNREACHABLE)

@@ -267,6 +267,9 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 	    get_int("RATE_LIMIT_PER_IP", 10, 0, 1000000, &cfg->rate_limit_per_ip, err, errlen) ||
 	    get_int("PORT", 55155, 1, 65535, &cfg->port, err, errlen) ||
 	    get_int("TELEGRAM_TIMEOUT_SECONDS", 5, 1, 120, &timeout_s, err, errlen) ||
+	    get_int("TELEGRAM_MAX_SENDS_PER_SECOND", 30, 1, 10000, &cfg->max_sends_per_second, err,
+		    errlen) ||
+	    get_int("TELEGRAM_SEND_WAIT_MS", 2000, 0, 30000, &cfg->send_wait_ms, err, errlen) ||
 	    get_int("OTP_FCGI_THREADS", 16, 1, 1024, &cfg->fcgi_threads, err, errlen) ||
 	    get_int("DELETER_HEARTBEAT_STALE_SECONDS", 10, 2, 3600, &cfg->heartbeat_stale_s, err,
 		    errlen) ||

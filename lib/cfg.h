@@ -15,6 +15,8 @@ struct cfg {
 	char *api_base;           /* TELEGRAM_API_BASE, without a trailing slash */
 	int sandbox;              /* OTP_SANDBOX=1: talking to the bundled emulator */
 	int telegram_timeout_ms;  /* TELEGRAM_TIMEOUT_SECONDS */
+	int max_sends_per_second; /* TELEGRAM_MAX_SENDS_PER_SECOND: the bot's send budget, all processes */
+	int send_wait_ms;         /* TELEGRAM_SEND_WAIT_MS: how long a send waits for budget or a pause */
 
 	int default_expire_s, min_expire_s, max_expire_s;
 	int rate_limit_per_user;  /* per rate_limit_window_s, per chat_id */

@@ -25,7 +25,7 @@ PYTHON = "/usr/bin/python3"
 TOKEN_SECRET = "TESTtoken-SECRET_abcdefghijklmnopqrstuv"
 TOKEN = "123456789:" + TOKEN_SECRET
 # sanitizer builds run slower: deadlines are widened, never dropped
-SLOW = 3.0 if "asan" in str(BUILD) else 1.0
+SLOW = 3.0 if ("asan" in str(BUILD) or "tsan" in str(BUILD)) else 1.0
 
 
 def free_port():
@@ -226,7 +226,7 @@ class Gateway:
         stop_process(self.lighttpd)
         stop_process(self.deleter)
         text = self.log_text()
-        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        for marker in ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:"):
             assert marker not in text, f"sanitizer report in the logs:\n{text[-4000:]}"
 
 
