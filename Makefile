@@ -35,6 +35,7 @@ help:
 	@echo "make test       build and run every test suite"
 	@echo "make check      the suites under ASan/UBSan, the unit tests under valgrind, the"
 	@echo "                concurrent tests under TSan"
+	@echo "make bench      print throughput, latency, deletion lag and memory figures"
 	@echo "make deps       install the Debian packages (as root)"
 
 $(BUILD)/gen/schema.inc: lib/schema.sql | deps
@@ -76,6 +77,10 @@ tsan:
 
 valgrind: $(UNIT_BIN)
 	tests/run-tests.sh --valgrind $(BUILD)
+
+# Figures, not tests: throughput and latency at real Bot API latency, deletion lag, memory.
+bench: deps $(PROGRAMS)
+	/usr/bin/python3 tests/bench/bench.py
 
 run: deps $(PROGRAMS)
 	conf/run.sh $(BUILD)

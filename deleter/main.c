@@ -144,62 +144,65 @@ static void prune_rate_events(struct store *s, const struct cfg *cfg, int64_t no
 		log_msg(LOG_WARNING, "pruning rate-limit events: %s", store_strerror(s));
 }
 
-struct beat {
+/* What the daemon does besides deleting, between passes and while calls run. */
+struct housekeeping {
+	const struct cfg *cfg;
+	const struct options *opt;
 	struct store *store;
-	int64_t last_ms;
+	int64_t started_ms, last_beat_ms, last_prune_ms;
 };
 
-/* Beats at most once a second; called between passes and while deletions run. */
-static void beat(void *ctx)
+static void housekeep(void *ctx)
 {
-	struct beat *b = ctx;
+	struct housekeeping *h = ctx;
 	int64_t now = clock_now_ms();
 
-	if (now - b->last_ms < HEARTBEAT_EVERY_MS)
-		return;
-	if (store_heartbeat_set(b->store, PROGRAM, now) != 0)
-		log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(b->store));
-	else
-		b->last_ms = now;
-	if (metrics_flush(b->store) != 0)
-		log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(b->store));
+	if (h->opt->run_for_s > 0 && now - h->started_ms >= h->opt->run_for_s * 1000)
+		stop_requested = 1;
+	if (reopen_requested) {
+		reopen_requested = 0;
+		open_log(h->opt->log_file);
+	}
+	if (now - h->last_beat_ms >= HEARTBEAT_EVERY_MS) {
+		if (store_heartbeat_set(h->store, PROGRAM, now) != 0)
+			log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(h->store));
+		else
+			h->last_beat_ms = now;
+		if (metrics_flush(h->store) != 0)
+			log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(h->store));
+	}
+	if (now - h->last_prune_ms >= PRUNE_EVERY_MS) {
+		prune_rate_events(h->store, h->cfg, now);
+		h->last_prune_ms = now;
+	}
 }
 
 static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 	       struct tg_batch *batch)
 {
-	struct beat hb = { s, 0 };
+	struct housekeeping h = { cfg, o, s, clock_now_ms(), 0, 0 };
 	struct reaper r;
-	int64_t started = clock_now_ms(), now, last_prune = 0;
 	int n;
 
 	memset(&r, 0, sizeof r);
 	r.store = s;
 	r.batch = batch;
 	r.stop = &stop_requested;
-	r.tick = beat;
-	r.tick_ctx = &hb;
-	r.seed = (unsigned int)(started ^ getpid());
-	while (!stop_requested) {
-		now = clock_now_ms();
-		if (o->run_for_s > 0 && now - started >= o->run_for_s * 1000)
+	r.tick = housekeep;
+	r.tick_ctx = &h;
+	r.seed = (unsigned int)(h.started_ms ^ getpid());
+	for (;;) {
+		housekeep(&h);
+		if (stop_requested)
 			break;
-		if (reopen_requested) {
-			reopen_requested = 0;
-			open_log(o->log_file);
-		}
-		beat(&hb);
-		if (now - last_prune >= PRUNE_EVERY_MS) {
-			prune_rate_events(s, cfg, now);
-			last_prune = now;
-		}
-		n = reap_pass(&r, now, REAP_BATCH);
+		n = reap_pass(&r, clock_now_ms(), REAP_BATCH);
 		if (n > 0 && metrics_flush(s) != 0)
 			log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(s));
-		if (n == REAP_BATCH)
+		if (n >= REAP_BATCH)
 			continue; /* more may be due at once */
 		clock_sleep_ms(sleep_for(s, clock_now_ms(), r.pause_until_ms, cfg->deleter_poll_ms));
 	}
+	metrics_flush(s);
 	log_json(LOG_INFO, "otp-deleter stopping",
 		 json_pack("{s:I, s:I, s:I}", "deleted", (json_int_t)r.stats.deleted,
 			   "failed_permanently", (json_int_t)r.stats.failed_permanently, "retried",

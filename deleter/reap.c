@@ -11,18 +11,23 @@
 
 #define PROGRAM "otp-deleter"
 
-/* One Bot API call: rows[first .. first+n) share a chat. */
+/* One Bot API call's rows: they share a chat. The tag of the call. */
 struct group {
-	int first, n;
+	int n;
+	struct pending rows[];
 };
 
+/* A pass: calls under way and rows queued meanwhile, until none is left. */
 struct pass {
 	struct reaper *r;
-	struct pending *rows;
-	int64_t *done_ids;
-	int ndone;
-	int failed;           /* a store write failed */
+	int64_t *inflight;    /* ids of the rows of queued and running calls */
+	int ninflight, cap;
+	int64_t last_fetch_ms;
+	int fetched;
+	int failed;           /* a store read or write failed */
 };
+
+#define FETCH_EVERY_MS 50
 
 enum reap_outcome reap_classify(const struct tg_result *res)
 {
@@ -70,20 +75,43 @@ static void log_row(enum log_level level, const char *message, const struct pend
 	log_json(level, message, f);
 }
 
-/* Applies one call's result to each row it covered. Rows to remove are collected and removed
- * together after the pass; retries are written at once. */
+static void forget_inflight(struct pass *ps, int64_t id)
+{
+	int i;
+
+	for (i = 0; i < ps->ninflight; i++) {
+		if (ps->inflight[i] == id) {
+			ps->inflight[i] = ps->inflight[--ps->ninflight];
+			return;
+		}
+	}
+}
+
+static int is_inflight(const struct pass *ps, int64_t id)
+{
+	int i;
+
+	for (i = 0; i < ps->ninflight; i++)
+		if (ps->inflight[i] == id)
+			return 1;
+	return 0;
+}
+
+/* Applies one call's result to each row it covered: removes the rows that are done (deleted,
+ * already gone, or never deletable), reschedules the others. */
 static int settle(void *ctx, void *tag, const struct tg_result *res)
 {
 	struct pass *ps = ctx;
 	struct reaper *r = ps->r;
-	const struct group *g = tag;
+	struct group *g = tag;
 	enum reap_outcome outcome = reap_classify(res);
-	int64_t now = clock_now_ms(), next;
-	int i;
+	int64_t now = clock_now_ms(), next, done_ids[TG_DELETE_MESSAGES_MAX];
+	int i, ndone = 0;
 
-	for (i = g->first; i < g->first + g->n; i++) {
-		const struct pending *p = &ps->rows[i];
+	for (i = 0; i < g->n; i++) {
+		const struct pending *p = &g->rows[i];
 
+		forget_inflight(ps, p->id);
 		switch (outcome) {
 		case REAP_DONE:
 			log_row(LOG_INFO, res->status == TG_OK ? "message deleted"
@@ -93,13 +121,13 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 			metrics_count("otp_deleted_total", "", 1);
 			metrics_observe("otp_delete_lag_seconds", "",
 					(double)(now - p->delete_at_ms) / 1000.0);
-			ps->done_ids[ps->ndone++] = p->id;
+			done_ids[ndone++] = p->id;
 			break;
 		case REAP_PERMANENT:
 			log_row(LOG_ERROR, "message cannot be deleted: row removed", p, res, now);
 			r->stats.failed_permanently++;
 			metrics_count("otp_delete_failed_total", "", 1);
-			ps->done_ids[ps->ndone++] = p->id;
+			done_ids[ndone++] = p->id;
 			break;
 		case REAP_RETRY:
 			log_row(LOG_WARNING, "deletion failed: will retry", p, res, now);
@@ -113,6 +141,9 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 			break;
 		}
 	}
+	free(g);
+	if (store_pending_remove_many(r->store, done_ids, ndone) != 0)
+		ps->failed = 1;
 	if (res->status == TG_RETRY_AFTER) {
 		next = now + (int64_t)res->retry_after_s * 1000;
 		if (next > r->pause_until_ms)
@@ -122,14 +153,6 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 		return 1; /* Telegram asked everyone to wait: start nothing more */
 	}
 	return 0;
-}
-
-static void tick(void *ctx)
-{
-	struct pass *ps = ctx;
-
-	if (ps->r->tick != NULL)
-		ps->r->tick(ps->r->tick_ctx);
 }
 
 static int by_chat(const void *a, const void *b)
@@ -142,22 +165,72 @@ static int by_chat(const void *a, const void *b)
 	return x->next_try_ms < y->next_try_ms ? -1 : x->next_try_ms > y->next_try_ms;
 }
 
-/* Groups rows (sorted by chat) into calls of at most TG_DELETE_MESSAGES_MAX ids per chat. */
-static int group_rows(const struct pending *rows, int n, struct group *groups)
+/* Queues one call for rows[0..n) (one chat). Returns 0 or -1. */
+static int queue_group(struct pass *ps, const struct pending *rows, int n)
 {
-	int i, ng = 0;
+	struct group *g = malloc(sizeof *g + (size_t)n * sizeof g->rows[0]);
+	long long ids[TG_DELETE_MESSAGES_MAX] = { 0 };
+	int i;
 
-	for (i = 0; i < n; i++) {
-		if (ng > 0 && strcmp(rows[groups[ng - 1].first].chat_id, rows[i].chat_id) == 0 &&
-		    groups[ng - 1].n < TG_DELETE_MESSAGES_MAX) {
-			groups[ng - 1].n++;
-			continue;
-		}
-		groups[ng].first = i;
-		groups[ng].n = 1;
-		ng++;
+	if (g == NULL)
+		return -1;
+	g->n = n;
+	memcpy(g->rows, rows, (size_t)n * sizeof *rows);
+	for (i = 0; i < n; i++)
+		ids[i] = rows[i].message_id;
+	if (tg_batch_add_delete(ps->r->batch, rows[0].chat_id, ids, n, g) != 0) {
+		free(g);
+		return -1;
 	}
-	return ng;
+	for (i = 0; i < n; i++)
+		ps->inflight[ps->ninflight++] = rows[i].id;
+	return 0;
+}
+
+/* Reads the rows due at now that no call covers yet and queues their calls, at most max rows,
+ * grouped by chat (TG_DELETE_MESSAGES_MAX per call). Returns the number queued, or -1. */
+static int queue_due(struct pass *ps, int64_t now, int max)
+{
+	struct pending *rows = NULL;
+	int n, i, fresh = 0, first, rc = -1;
+
+	ps->last_fetch_ms = now;
+	rows = malloc((size_t)(max + ps->ninflight) * sizeof *rows);
+	if (rows == NULL)
+		goto out;
+	n = store_pending_due(ps->r->store, now, rows, max + ps->ninflight);
+	if (n < 0) {
+		log_msg(LOG_ERROR, "reading due deletions: %s", store_strerror(ps->r->store));
+		goto out;
+	}
+	for (i = 0; i < n && fresh < max; i++)
+		if (!is_inflight(ps, rows[i].id))
+			rows[fresh++] = rows[i];
+	if (ps->ninflight + fresh > ps->cap) {
+		int cap = (ps->ninflight + fresh) * 2;
+		int64_t *v = realloc(ps->inflight, (size_t)cap * sizeof *v);
+
+		if (v == NULL)
+			goto out;
+		ps->inflight = v;
+		ps->cap = cap;
+	}
+	qsort(rows, (size_t)fresh, sizeof *rows, by_chat);
+	for (first = 0, i = 1; i <= fresh; i++) {
+		if (i < fresh && strcmp(rows[i].chat_id, rows[first].chat_id) == 0 &&
+		    i - first < TG_DELETE_MESSAGES_MAX)
+			continue;
+		if (queue_group(ps, &rows[first], i - first) != 0) {
+			log_msg(LOG_ERROR, "reap: cannot queue a deletion (out of memory)");
+			goto out;
+		}
+		first = i;
+	}
+	ps->fetched += fresh;
+	rc = fresh;
+out:
+	free(rows);
+	return rc;
 }
 
 /* Raises our pause to one another process recorded. */
@@ -169,54 +242,40 @@ static void adopt_shared_pause(struct reaper *r)
 		r->pause_until_ms = until;
 }
 
+/* While calls run: the caller's housekeeping, then the rows that fell due meanwhile. */
+static void tick(void *ctx)
+{
+	struct pass *ps = ctx;
+	struct reaper *r = ps->r;
+	int64_t now;
+
+	if (r->tick != NULL)
+		r->tick(r->tick_ctx);
+	now = clock_now_ms();
+	if (*r->stop || now < r->pause_until_ms || now - ps->last_fetch_ms < FETCH_EVERY_MS)
+		return;
+	adopt_shared_pause(r);
+	if (now >= r->pause_until_ms && queue_due(ps, now, REAP_BATCH_MAX) < 0)
+		ps->failed = 1;
+}
+
 int reap_pass(struct reaper *r, int64_t now_ms, int max)
 {
-	struct pending *rows = NULL;
-	struct group *groups = NULL;
-	long long ids[TG_DELETE_MESSAGES_MAX];
 	struct pass ps;
-	int n, ng, g, i, rc = -1;
 
 	adopt_shared_pause(r);
 	if (now_ms < r->pause_until_ms)
 		return 0;
 	if (max > REAP_BATCH_MAX)
 		max = REAP_BATCH_MAX;
-	rows = malloc((size_t)max * sizeof *rows);
-	groups = malloc((size_t)max * sizeof *groups);
 	memset(&ps, 0, sizeof ps);
-	ps.done_ids = malloc((size_t)max * sizeof *ps.done_ids);
-	if (rows == NULL || groups == NULL || ps.done_ids == NULL) {
-		log_msg(LOG_ERROR, "reap: out of memory");
-		goto out;
-	}
-	n = store_pending_due(r->store, now_ms, rows, max);
-	if (n < 0) {
-		log_msg(LOG_ERROR, "reading due deletions: %s", store_strerror(r->store));
-		goto out;
-	}
-	qsort(rows, (size_t)n, sizeof *rows, by_chat);
-	ng = group_rows(rows, n, groups);
-	for (g = 0; g < ng; g++) {
-		for (i = 0; i < groups[g].n; i++)
-			ids[i] = rows[groups[g].first + i].message_id;
-		if (tg_batch_add_delete(r->batch, rows[groups[g].first].chat_id, ids, groups[g].n,
-					&groups[g]) != 0) {
-			log_msg(LOG_ERROR, "reap: cannot queue a deletion (out of memory)");
-			break;
-		}
-	}
 	ps.r = r;
-	ps.rows = rows;
-	tg_batch_run(r->batch, settle, tick, &ps, r->stop);
-	if (store_pending_remove_many(r->store, ps.done_ids, ps.ndone) != 0 || ps.failed) {
+	if (queue_due(&ps, now_ms, max) > 0)
+		tg_batch_run(r->batch, settle, tick, &ps, r->stop);
+	free(ps.inflight);
+	if (ps.failed) {
 		log_msg(LOG_ERROR, "updating deletion rows: %s", store_strerror(r->store));
-		goto out;
+		return -1;
 	}
-	rc = n;
-out:
-	free(ps.done_ids);
-	free(groups);
-	free(rows);
-	return rc;
+	return ps.fetched;
 }

@@ -347,6 +347,7 @@ enum tg_status tg_delete_message(struct tg *tg, const char *chat_id, long long m
 
 /* One queued or running call of a batch. */
 struct xfer {
+	struct xfer *next; /* in the queue */
 	char *url;         /* secret: holds the token */
 	char *body;
 	void *tag;
@@ -359,9 +360,9 @@ struct tg_batch {
 	struct tg *tg;
 	CURLM *multi;
 	int max_parallel;
-	struct xfer *queue;    /* calls not yet reported, in order */
-	int nqueued, cap;
-	CURL **idle;           /* easy handles ready for reuse */
+	struct xfer *head, *tail; /* queued, not yet started, in order */
+	int running;
+	CURL **idle;              /* easy handles ready for reuse */
 	int nidle;
 };
 
@@ -392,12 +393,24 @@ fail:
 	return NULL;
 }
 
-static void xfer_clear(struct xfer *x)
+static void xfer_free(struct xfer *x)
 {
 	secmem_free_str(x->url);
 	free(x->body);
 	free(x->rb);
-	memset(x, 0, sizeof *x);
+	free(x);
+}
+
+/* Drops every queued call (they were never started). */
+static void drop_queue(struct tg_batch *b)
+{
+	struct xfer *x;
+
+	while ((x = b->head) != NULL) {
+		b->head = x->next;
+		xfer_free(x);
+	}
+	b->tail = NULL;
 }
 
 void tg_batch_free(struct tg_batch *b)
@@ -406,9 +419,7 @@ void tg_batch_free(struct tg_batch *b)
 
 	if (b == NULL)
 		return;
-	for (i = 0; i < b->nqueued; i++)
-		xfer_clear(&b->queue[i]);
-	free(b->queue);
+	drop_queue(b);
 	for (i = 0; i < b->nidle; i++)
 		curl_easy_cleanup(b->idle[i]);
 	free(b->idle);
@@ -439,34 +450,33 @@ int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long
 						i > 0 ? "," : "", ids[i]);
 		len += (size_t)snprintf(body + len, sizeof body - len, "]}");
 	}
-	if (b->nqueued == b->cap) {
-		int cap = b->cap > 0 ? b->cap * 2 : 64;
-		struct xfer *q = realloc(b->queue, (size_t)cap * sizeof *q);
-
-		if (q == NULL)
-			return -1;
-		b->queue = q;
-		b->cap = cap;
-	}
-	x = &b->queue[b->nqueued];
-	memset(x, 0, sizeof *x);
+	x = calloc(1, sizeof *x);
+	if (x == NULL)
+		return -1;
 	x->tag = tag;
 	x->body = strdup(body);
 	if (x->body == NULL || asprintf(&x->url, "%s%s", b->tg->url_prefix,
 					n == 1 ? "deleteMessage" : "deleteMessages") < 0) {
 		x->url = NULL;
-		xfer_clear(x);
+		xfer_free(x);
 		return -1;
 	}
-	b->nqueued++;
+	if (b->tail != NULL)
+		b->tail->next = x;
+	else
+		b->head = x;
+	b->tail = x;
 	return 0;
 }
 
-/* Starts queued call i on an idle handle. Returns 0, or -1 when it cannot start. */
-static int start(struct tg_batch *b, struct xfer *x)
+/* Starts the first queued call on an idle handle. Returns 0, or -1 when it cannot start. */
+static int start_next(struct tg_batch *b)
 {
-	x->rb = calloc(1, sizeof *x->rb);
-	if (x->rb == NULL || b->nidle == 0)
+	struct xfer *x = b->head;
+
+	if (x->rb == NULL && (x->rb = calloc(1, sizeof *x->rb)) == NULL)
+		return -1;
+	if (b->nidle == 0)
 		return -1;
 	x->easy = b->idle[--b->nidle];
 	prepare(b->tg, x->easy, x->url, x->body, x->rb, x->errbuf);
@@ -476,49 +486,61 @@ static int start(struct tg_batch *b, struct xfer *x)
 		x->easy = NULL;
 		return -1;
 	}
+	b->head = x->next;
+	if (b->head == NULL)
+		b->tail = NULL;
+	b->running++;
 	return 0;
+}
+
+/* Reports every finished call. Returns nonzero when done() asked to start nothing more. */
+static int reap_finished(struct tg_batch *b, tg_batch_done_fn done, void *ctx)
+{
+	struct tg_result res;
+	CURLMsg *m;
+	int msgs, halt = 0;
+
+	while ((m = curl_multi_info_read(b->multi, &msgs)) != NULL) {
+		struct xfer *x = NULL;
+		CURL *easy = m->easy_handle;
+		CURLcode rc = m->data.result;
+
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+		memset(&res, 0, sizeof res);
+		conclude(b->tg, easy, rc, x->rb, x->errbuf, &res);
+		curl_multi_remove_handle(b->multi, easy);
+		b->idle[b->nidle++] = easy;
+		b->running--;
+		if (done(ctx, x->tag, &res) != 0)
+			halt = 1;
+		xfer_free(x);
+	}
+	return halt;
 }
 
 int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tick, void *ctx,
 		 const volatile sig_atomic_t *stop)
 {
-	int next = 0, running = 0, reported = 0, halt = 0, still, msgs;
-	struct tg_result res;
-	CURLMsg *m;
+	int reported = 0, halt = 0, still;
 
 	for (;;) {
-		while (!halt && !*stop && next < b->nqueued && running < b->max_parallel) {
-			if (start(b, &b->queue[next]) != 0)
+		while (!halt && !*stop && b->head != NULL && b->running < b->max_parallel)
+			if (start_next(b) != 0)
 				break;
-			next++;
-			running++;
-		}
-		if (running == 0)
+		if (b->running == 0)
 			break;
 		curl_multi_perform(b->multi, &still);
-		while ((m = curl_multi_info_read(b->multi, &msgs)) != NULL) {
-			struct xfer *x = NULL;
-
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-			memset(&res, 0, sizeof res);
-			conclude(b->tg, x->easy, m->data.result, x->rb, x->errbuf, &res);
-			curl_multi_remove_handle(b->multi, x->easy);
-			b->idle[b->nidle++] = x->easy;
-			x->easy = NULL;
-			running--;
-			reported++;
-			if (done(ctx, x->tag, &res) != 0)
-				halt = 1;
-		}
+		still = b->running;
+		if (reap_finished(b, done, ctx) != 0)
+			halt = 1;
+		reported += still - b->running;
 		if (tick != NULL)
-			tick(ctx);
-		if (running > 0)
-			curl_multi_poll(b->multi, NULL, 0, 100, NULL);
+			tick(ctx); /* may queue more calls */
+		if (b->running > 0)
+			curl_multi_poll(b->multi, NULL, 0, 50, NULL);
 	}
-	for (next = 0; next < b->nqueued; next++)
-		xfer_clear(&b->queue[next]);
-	b->nqueued = 0;
+	drop_queue(b);
 	return reported;
 }

@@ -55,7 +55,8 @@ struct tg_batch;
 /* Called for each finished call with the tag it was queued with. Returning nonzero starts no
  * further queued call (e.g. after a 429); the calls under way still finish. */
 typedef int (*tg_batch_done_fn)(void *ctx, void *tag, const struct tg_result *res);
-/* Called with the same ctx at least every 100 ms while calls run (heartbeats). */
+/* Called with the same ctx at least every 50 ms while calls run (heartbeats, and queueing more
+ * calls with tg_batch_add_delete: the batch then runs them too). */
 typedef void (*tg_batch_tick_fn)(void *ctx);
 
 /* A batch that runs up to max_parallel calls at once with tg's address, token and timeout.
@@ -68,9 +69,10 @@ void tg_batch_free(struct tg_batch *b);
 int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long *ids, int n,
 			void *tag);
 
-/* Runs the queued calls and reports each to done(). Stops starting new calls once *stop is
- * nonzero or done() asks; calls never started are dropped unreported, and the queue is empty on
- * return. Returns the number of calls reported. */
+/* Runs the queued calls, and those queued meanwhile, and reports each to done(). Returns once
+ * no call is running and none is queued, or *stop is nonzero or done() asked and every call
+ * under way has finished; calls never started are then dropped unreported. Returns the number
+ * of calls reported. */
 int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tick, void *ctx,
 		 const volatile sig_atomic_t *stop);
 
