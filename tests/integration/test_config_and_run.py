@@ -119,3 +119,46 @@ def test_make_run_sandbox_serves_the_readme_example_and_stops_cleanly(workdir):
         proc.wait(timeout=20)
         log.close()
     wait_until(lambda: not processes_with_marker(marker), 10, "every started process to exit")
+
+
+def test_docker_entrypoint_runs_the_stack_and_stops_on_sigterm(workdir, bot):
+    """The Dockerfile's entrypoint and health check, run here as the image would run them."""
+    port = free_port()
+    marker = "OTP_TEST_MARKER=" + uuid.uuid4().hex
+    env = {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "PORT": str(port),
+           "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": bot.url,
+           "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"), "OTP_DELETER_BIN": str(BUILD / "otp-deleter"),
+           "OTP_LIGHTTPD_CONF": str(ROOT / "lighttpd.conf"), "OTP_WWW_DIR": str(ROOT / "www"),
+           "OTP_RUN_DIR": f"{workdir}/run", marker.split("=")[0]: marker.split("=")[1]}
+    log = open(Path(workdir) / "entrypoint.log", "wb")
+    proc = subprocess.Popen([str(ROOT / "conf/docker-entrypoint.sh")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        gw = Gateway.__new__(Gateway)
+        gw.port = port
+
+        def healthy():
+            try:
+                return gw.get("/health").status == 200
+            except OSError:
+                return False
+        wait_until(healthy, 15 * SLOW, "the entrypoint's stack")
+        assert gw.send_otp({"chat_id": "61", "otp": "1234"}).status == 200
+        assert Path(f"{workdir}/run/pending.db").exists(), "the database defaults into OTP_RUN_DIR"
+        dockerfile = (ROOT / "Dockerfile").read_text()
+        check = re.search(r'HEALTHCHECK .*CMD \["bash", "-c", "(.*)"\]', dockerfile).group(1)
+        check = check.encode().decode("unicode_escape")
+        p = subprocess.run(["bash", "-c", check], env={"PORT": str(port)}, timeout=10)
+        assert p.returncode == 0, "the image's health check fails against a healthy stack"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        log.close()
+    wait_until(lambda: not processes_with_marker(marker), 10, "every started process to exit")
+
+
+def test_dockerfile_copies_files_that_exist():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for src in re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, re.M):
+        if src != ".":
+            assert (ROOT / src).exists(), src
