@@ -58,6 +58,9 @@ void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct requ
 	req->path = request_path(fr, path, sizeof path);
 	req->content_type = param(fr, "CONTENT_TYPE");
 	req->remote_addr = param(fr, "REMOTE_ADDR");
+	req->api_key = param(fr, "HTTP_X_API_KEY");
+	if (req->api_key[0] == '\0' && strncmp(param(fr, "HTTP_AUTHORIZATION"), "Bearer ", 7) == 0)
+		req->api_key = param(fr, "HTTP_AUTHORIZATION") + 7;
 	req->redirect_status = (int)strtol(param(fr, "REDIRECT_STATUS"), NULL, 10);
 	parse_content_length(FCGX_GetParam("CONTENT_LENGTH", fr->envp), req);
 	req->body = buf->body;

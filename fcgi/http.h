@@ -15,6 +15,7 @@ struct request {
 	const char *path;          /* without the query string */
 	const char *content_type;  /* NULL or "" when absent */
 	const char *remote_addr;   /* the client's address, "" when unknown */
+	const char *api_key;       /* X-API-Key, or the token of "Authorization: Bearer", or "" */
 	long long content_length;  /* -1 when absent or empty */
 	int content_length_bad;    /* CONTENT_LENGTH present but not a number */
 	int redirect_status;       /* the web server's error status when it hands us its error page */

@@ -11,14 +11,15 @@ struct route {
 	const char *path;
 	const char *method;
 	int takes_json;      /* a JSON body: length and content type are checked before the handler */
+	int needs_key;       /* API_KEY, when configured, is required */
 	handler_fn handler;
 };
 
 static const struct route routes[] = {
-	{ "/", "GET", 0, api_root },
-	{ "/send-otp", "POST", 1, api_send_otp },
-	{ "/health", "GET", 0, api_health },
-	{ "/metrics", "GET", 0, api_metrics },
+	{ "/", "GET", 0, 0, api_root },
+	{ "/send-otp", "POST", 1, 1, api_send_otp },
+	{ "/health", "GET", 0, 0, api_health },
+	{ "/metrics", "GET", 0, 0, api_metrics },
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])
@@ -37,6 +38,17 @@ static int is_json_type(const char *ct)
 		return 1;
 	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
 	       strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+/* Compares in time that depends on the lengths only, not on where the strings differ. */
+static int same_secret(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i;
+	unsigned char diff = la != lb;
+
+	for (i = 0; i < la; i++)
+		diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+	return lb > 0 && diff == 0;
 }
 
 /* The web server hands us its own errors (lighttpd's server.error-handler), so that every
@@ -92,6 +104,11 @@ void router_dispatch(struct worker *w, const struct request *req, struct respons
 	if (strcmp(r->method, req->method) != 0) {
 		resp->allow = r->method;
 		http_respond_detail(resp, 405, "Method Not Allowed");
+		return;
+	}
+	if (r->needs_key && w->app->cfg->api_key != NULL &&
+	    !same_secret(req->api_key != NULL ? req->api_key : "", w->app->cfg->api_key)) {
+		http_respond_detail(resp, 401, "Missing or invalid API key (X-API-Key header)");
 		return;
 	}
 	if (r->takes_json) {

@@ -310,6 +310,9 @@ int cfg_load(struct cfg *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR (got \"%.20s\")", v);
 		goto fail;
 	}
+	v = env("API_KEY");
+	if (v != NULL && dup_str(v, &cfg->api_key, err, errlen) != 0)
+		goto fail;
 	v = env("HOST");
 	if (dup_str(v != NULL ? v : "127.0.0.1", &cfg->host, err, errlen) != 0)
 		goto fail;
@@ -322,6 +325,7 @@ fail:
 void cfg_free(struct cfg *cfg)
 {
 	secmem_free_str(cfg->bot_token);
+	secmem_free_str(cfg->api_key);
 	free(cfg->api_base);
 	free(cfg->host);
 	free(cfg->message_template);

@@ -12,6 +12,7 @@
 
 struct cfg {
 	char *bot_token;          /* secret: never logged; wiped by cfg_free() */
+	char *api_key;            /* API_KEY: when set, POST /send-otp needs it; secret; or NULL */
 	char *api_base;           /* TELEGRAM_API_BASE, without a trailing slash */
 	int sandbox;              /* OTP_SANDBOX=1: talking to the bundled emulator */
 	int telegram_timeout_ms;  /* TELEGRAM_TIMEOUT_SECONDS */

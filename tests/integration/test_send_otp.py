@@ -193,3 +193,25 @@ def test_token_and_otp_never_reach_the_logs(make_gateway, bot):
     assert "555000111" not in text, "chat ids are masked"
     assert "******111" in text
     assert gw.log_lines(), "every line otp-fcgi writes is JSON"
+
+
+def test_api_key_when_configured_is_checked_after_the_method_and_before_the_body(make_gateway, bot):
+    gw = make_gateway(env={"API_KEY": "s3cret-key-0123456789"})
+    body = {"chat_id": "70", "otp": "1234"}
+    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
+                    {"X-API-Key": "s3cret-key-012345678"}):
+        r = gw.request("POST", "/send-otp", body=body,
+                       headers={"Content-Type": "application/json", **headers})
+        assert r.status == 401, (headers, r)
+        assert r.json == {"detail": "Missing or invalid API key (X-API-Key header)"}
+    assert gw.request("GET", "/send-otp").status == 405, "405 comes before 401"
+    r = gw.request("POST", "/send-otp", body="x" * 5000, headers={"Content-Type": "text/plain"})
+    assert r.status == 401, "401 comes before 413 and 415"
+    assert bot.requests() == []
+    for headers in ({"X-API-Key": "s3cret-key-0123456789"},
+                    {"Authorization": "Bearer s3cret-key-0123456789"}):
+        r = gw.request("POST", "/send-otp", body=body,
+                       headers={"Content-Type": "application/json", **headers})
+        assert r.status == 200, r
+    assert gw.get("/health").status == 200, "health needs no key"
+    assert "s3cret-key" not in gw.log_text()
