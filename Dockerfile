@@ -24,7 +24,8 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       lighttpd libfcgi0ldbl libjansson4 libcurl4 libsqlite3-0 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --no-create-home --shell /usr/sbin/nologin otp \
+ && groupadd --system --gid 999 otp \
+ && useradd --system --uid 999 --gid 999 --no-create-home --shell /usr/sbin/nologin otp \
  && install -d -o otp -g otp -m 0750 /run/otp-gateway
 COPY --from=build /out/otp-fcgi /out/otp-deleter /usr/local/bin/
 COPY --from=build /src/www /usr/share/otp-gateway/www

@@ -162,3 +162,11 @@ def test_dockerfile_copies_files_that_exist():
     for src in re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, re.M):
         if src != ".":
             assert (ROOT / src).exists(), src
+
+
+def test_shipped_env_example_is_a_valid_configuration(workdir):
+    env = {"PATH": os.environ["PATH"], "OTP_ENV_FILE": str(ROOT / "conf/.env.example"),
+           "OTP_DB_PATH": f"{workdir}/db"}
+    p = run_program("otp-fcgi", env, "--check-config")
+    assert p.returncode == 0, p.stderr
+    assert "live mode" in p.stdout
