@@ -324,6 +324,31 @@ static void rollback(struct store *s)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+/* Runs the one-parameter statement id for each of ids[0..n) in one transaction. */
+static int delete_ids(struct store *s, enum stmt_id id, const int64_t *ids, int n, const char *what)
+{
+	sqlite3_stmt *st;
+	int i;
+
+	if (n == 0)
+		return 0;
+	if (begin(s) != 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if ((st = stmt(s, id)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 1, ids[i]);
+		if (step_done(s, st, what) != 0)
+			goto fail;
+	}
+	if (commit(s) != 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return -1;
+}
+
 /* Prunes one rule's expired events and tells whether it has a free slot; if not, when one frees. */
 static int rate_check(struct store *s, const struct store_rate_rule *r, int64_t now_ms,
 		      int *full, int64_t *retry_after_ms)
@@ -407,26 +432,7 @@ fail:
 
 int store_rate_release(struct store *s, const struct store_rate_verdict *v)
 {
-	sqlite3_stmt *st;
-	int i;
-
-	if (v->nslots == 0)
-		return 0;
-	if (begin(s) != 0)
-		return -1;
-	for (i = 0; i < v->nslots; i++) {
-		if ((st = stmt(s, ST_RATE_DELETE)) == NULL)
-			goto fail;
-		sqlite3_bind_int64(st, 1, v->slot_ids[i]);
-		if (step_done(s, st, "release rate slot") != 0)
-			goto fail;
-	}
-	if (commit(s) != 0)
-		goto fail;
-	return 0;
-fail:
-	rollback(s);
-	return -1;
+	return delete_ids(s, ST_RATE_DELETE, v->slot_ids, v->nslots, "release rate slot");
 }
 
 int store_rate_prune(struct store *s, const char *scope, int64_t before_ms)
@@ -457,17 +463,26 @@ static int write_one(struct store *s, sqlite3_stmt *st, const char *what)
 	return 0;
 }
 
+/* Begins a write transaction and hands back statement id ready for binding; NULL (rolled back)
+ * on failure. Finish with write_one(). */
+static sqlite3_stmt *begin_write(struct store *s, enum stmt_id id)
+{
+	sqlite3_stmt *st;
+
+	if (begin(s) != 0)
+		return NULL;
+	if ((st = stmt(s, id)) == NULL)
+		rollback(s);
+	return st;
+}
+
 int store_pending_add(struct store *s, const char *chat_id, long long message_id,
 		      int64_t delete_at_ms)
 {
 	sqlite3_stmt *st;
 
-	if (begin(s) != 0)
+	if ((st = begin_write(s, ST_PENDING_ADD)) == NULL)
 		return -1;
-	if ((st = stmt(s, ST_PENDING_ADD)) == NULL) {
-		rollback(s);
-		return -1;
-	}
 	sqlite3_bind_text(st, 1, chat_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, message_id);
 	sqlite3_bind_int64(st, 3, delete_at_ms);
@@ -526,52 +541,20 @@ long long store_pending_count(struct store *s)
 
 int store_pending_remove(struct store *s, int64_t id)
 {
-	sqlite3_stmt *st;
-
-	if (begin(s) != 0)
-		return -1;
-	if ((st = stmt(s, ST_PENDING_REMOVE)) == NULL) {
-		rollback(s);
-		return -1;
-	}
-	sqlite3_bind_int64(st, 1, id);
-	return write_one(s, st, "remove pending deletion");
+	return store_pending_remove_many(s, &id, 1);
 }
 
 int store_pending_remove_many(struct store *s, const int64_t *ids, int n)
 {
-	sqlite3_stmt *st;
-	int i;
-
-	if (n == 0)
-		return 0;
-	if (begin(s) != 0)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if ((st = stmt(s, ST_PENDING_REMOVE)) == NULL)
-			goto fail;
-		sqlite3_bind_int64(st, 1, ids[i]);
-		if (step_done(s, st, "remove pending deletion") != 0)
-			goto fail;
-	}
-	if (commit(s) != 0)
-		goto fail;
-	return 0;
-fail:
-	rollback(s);
-	return -1;
+	return delete_ids(s, ST_PENDING_REMOVE, ids, n, "remove pending deletion");
 }
 
 int store_pause_extend(struct store *s, int64_t until_ms, const char *program)
 {
 	sqlite3_stmt *st;
 
-	if (begin(s) != 0)
+	if ((st = begin_write(s, ST_PAUSE_EXTEND)) == NULL)
 		return -1;
-	if ((st = stmt(s, ST_PAUSE_EXTEND)) == NULL) {
-		rollback(s);
-		return -1;
-	}
 	sqlite3_bind_int64(st, 1, until_ms);
 	sqlite3_bind_text(st, 2, program, -1, SQLITE_STATIC);
 	return write_one(s, st, "record Telegram's pause");
@@ -637,12 +620,8 @@ int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms)
 {
 	sqlite3_stmt *st;
 
-	if (begin(s) != 0)
+	if ((st = begin_write(s, ST_PENDING_RETRY)) == NULL)
 		return -1;
-	if ((st = stmt(s, ST_PENDING_RETRY)) == NULL) {
-		rollback(s);
-		return -1;
-	}
 	sqlite3_bind_int64(st, 1, id);
 	sqlite3_bind_int64(st, 2, next_try_ms);
 	return write_one(s, st, "record retry");
@@ -652,12 +631,8 @@ int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms)
 {
 	sqlite3_stmt *st;
 
-	if (begin(s) != 0)
+	if ((st = begin_write(s, ST_HEARTBEAT_SET)) == NULL)
 		return -1;
-	if ((st = stmt(s, ST_HEARTBEAT_SET)) == NULL) {
-		rollback(s);
-		return -1;
-	}
 	sqlite3_bind_text(st, 1, program, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, (int)getpid());
 	sqlite3_bind_int64(st, 3, now_ms);
