@@ -26,7 +26,7 @@ UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
 
-.PHONY: all test unit integration check asan tsan valgrind run bench deps clean help
+.PHONY: all test unit integration check asan tsan valgrind run bench deps docs-assets clean help
 all: $(PROGRAMS)
 
 help:
@@ -59,7 +59,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) -Ifcgi -Ideleter -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
 # Every suite, one summary line at the end ("N passed, M failed").
-test: deps $(PROGRAMS) $(UNIT_BIN)
+test: deps docs-assets $(PROGRAMS) $(UNIT_BIN)
 	tests/run-tests.sh $(BUILD)
 
 unit: $(UNIT_BIN)
@@ -83,12 +83,17 @@ bench: deps $(PROGRAMS)
 	/usr/bin/python3 tests/bench/bench.py
 
 run: deps $(PROGRAMS)
+	@www/build-assets.sh || echo "run: the API docs' assets could not be built: /docs will be empty" >&2
 	conf/run.sh $(BUILD)
 
 deps:
 	@.ci/install-deps
 
+# The API docs' assets (www/vendor/) and the docs tests' tools, from www/package-lock.json.
+docs-assets: deps
+	www/build-assets.sh
+
 clean:
-	rm -rf build
+	rm -rf build www/vendor www/node_modules
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

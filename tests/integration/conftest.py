@@ -156,8 +156,7 @@ class Gateway:
         self.start_lighttpd()
         if deleter:
             self.start_deleter()
-            wait_until(lambda: self.get("/health").status == 200, 10 * SLOW,
-                       "a healthy gateway")
+            wait_until(self.healthy, 10 * SLOW, "a healthy gateway")
 
     def _spawn(self, name, argv):
         log = open(self.dir / f"{name}.log", "ab")
@@ -199,6 +198,13 @@ class Gateway:
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
+
+    def healthy(self):
+        """True when /health answers 200; False while nothing listens yet."""
+        try:
+            return self.get("/health").status == 200
+        except OSError:
+            return False
 
     def send_otp(self, payload, source=None, content_type="application/json"):
         return self.request("POST", "/send-otp", body=payload,

@@ -99,7 +99,7 @@ def test_make_run_sandbox_serves_the_readme_example_and_stops_cleanly(workdir):
         gw = Gateway.__new__(Gateway)
         gw.port = port
 
-        wait_until(lambda: gw.get("/health").status == 200, 10 * SLOW, "health")
+        wait_until(gw.healthy, 10 * SLOW, "health")
         assert gw.get("/health").json["mode"] == "sandbox"
         # the README's curl example, with a 5 s expiry to keep the test short
         p = subprocess.run(["curl", "-sS", "-X", "POST", f"http://localhost:{port}/send-otp",
@@ -137,12 +137,7 @@ def test_docker_entrypoint_runs_the_stack_and_stops_on_sigterm(workdir, bot):
         gw = Gateway.__new__(Gateway)
         gw.port = port
 
-        def healthy():
-            try:
-                return gw.get("/health").status == 200
-            except OSError:
-                return False
-        wait_until(healthy, 15 * SLOW, "the entrypoint's stack")
+        wait_until(gw.healthy, 15 * SLOW, "the entrypoint's stack")
         assert gw.send_otp({"chat_id": "61", "otp": "1234"}).status == 200
         assert Path(f"{workdir}/run/pending.db").exists(), "the database defaults into OTP_RUN_DIR"
         dockerfile = (ROOT / "Dockerfile").read_text()
