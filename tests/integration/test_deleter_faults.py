@@ -117,3 +117,20 @@ def test_permanent_failures_are_counted(make_gateway, bot):
         text = gw.get("/metrics").text
         return "otp_delete_failed_total 1" in text and "otp_deleted_total 1" in text
     wait_until(counted, 5, "the counters")
+
+
+def test_sighup_reopens_the_log_file(make_gateway, bot):
+    gw = make_gateway(deleter=False)
+    log = gw.dir / "deleter-file.log"
+    gw.start_deleter("--log-file", str(log))
+    wait_until(gw.healthy, 10 * SLOW, "the deleter's heartbeat")
+    wait_until(lambda: log.exists() and "otp-deleter started" in log.read_text(), 5, "the first log")
+    rotated = gw.dir / "deleter-file.log.1"
+    log.rename(rotated)  # as logrotate does
+    gw.deleter.send_signal(signal.SIGHUP)
+    r = gw.send_otp({"chat_id": "4242", "otp": "1234", "expire_seconds": 5})
+    assert r.status == 200
+    wait_until(lambda: log.exists() and "message deleted" in log.read_text(), 10 * SLOW,
+               "deletion lines in the reopened log")
+    assert "message deleted" not in rotated.read_text()
+    assert gw.deleter.poll() is None, "SIGHUP does not stop the deleter"
