@@ -28,6 +28,8 @@
 #define HEARTBEAT_EVERY_MS 1000
 #define PRUNE_EVERY_MS 10000
 #define REAP_BATCH 500
+#define STORE_ERROR_BACKOFF_MS 1000
+#define LOCK_WAIT_MS 15000
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reopen_requested;
@@ -81,10 +83,12 @@ static int open_log(const char *path)
 	return 0;
 }
 
-/* One deleter per database: a second would delete the same rows twice. Returns the lock's fd,
- * -2 when another instance holds it, -1 on error. */
-static int take_lock(const char *db_path)
+/* One deleter per database: a second would delete the same rows twice. Waits up to wait_ms
+ * for the lock (under cron, the previous run is still finishing when the next starts).
+ * Returns the lock's fd, -2 when another instance holds it, -1 on error. */
+static int take_lock(const char *db_path, int64_t wait_ms)
 {
+	int64_t deadline = clock_now_ms() + wait_ms;
 	char path[PATH_MAX];
 	int fd;
 
@@ -95,9 +99,14 @@ static int take_lock(const char *db_path)
 		log_msg(LOG_ERROR, "cannot open lock file %s: %s", path, strerror(errno));
 		return -1;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		close(fd);
-		return errno == EWOULDBLOCK ? -2 : -1;
+	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int busy = errno == EWOULDBLOCK;
+
+		if (!busy || clock_now_ms() >= deadline || stop_requested) {
+			close(fd);
+			return busy ? -2 : -1;
+		}
+		clock_sleep_ms(50);
 	}
 	return fd;
 }
@@ -196,6 +205,10 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 		if (stop_requested)
 			break;
 		n = reap_pass(&r, clock_now_ms(), REAP_BATCH);
+		if (n < 0) { /* the database failed us: do not hammer it, nor Telegram */
+			clock_sleep_ms(STORE_ERROR_BACKOFF_MS);
+			continue;
+		}
 		if (n > 0 && metrics_flush(s) != 0)
 			log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(s));
 		if (n >= REAP_BATCH)
@@ -238,7 +251,7 @@ int main(int argc, char **argv)
 	}
 	log_init(PROGRAM, cfg.log_level);
 	install_signals();
-	lock_fd = take_lock(cfg.db_path);
+	lock_fd = take_lock(cfg.db_path, opt.run_for_s > 0 ? LOCK_WAIT_MS : 0);
 	if (lock_fd == -2) {
 		log_msg(opt.run_for_s > 0 ? LOG_DEBUG : LOG_ERROR,
 			"another otp-deleter is running for %s", cfg.db_path);

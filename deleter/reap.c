@@ -29,6 +29,8 @@ struct pass {
 
 #define FETCH_EVERY_MS 50
 
+static int queue_group(struct pass *ps, const struct pending *rows, int n);
+
 enum reap_outcome reap_classify(const struct tg_result *res)
 {
 	switch (res->status) {
@@ -104,10 +106,28 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 	struct pass *ps = ctx;
 	struct reaper *r = ps->r;
 	struct group *g = tag;
-	enum reap_outcome outcome = reap_classify(res);
+	enum reap_outcome outcome;
 	int64_t now = clock_now_ms(), next, done_ids[TG_DELETE_MESSAGES_MAX];
 	int i, ndone = 0;
 
+	if (res == NULL) { /* never started (a 429 or SIGTERM stopped the batch): still due */
+		for (i = 0; i < g->n; i++)
+			forget_inflight(ps, g->rows[i].id);
+		free(g);
+		return 0;
+	}
+	outcome = reap_classify(res);
+	if (outcome == REAP_PERMANENT && g->n > 1) {
+		/* one refusal of deleteMessages may be about one of its messages: before giving
+		 * any of them up, ask about each alone */
+		for (i = 0; i < g->n; i++) {
+			forget_inflight(ps, g->rows[i].id);
+			if (queue_group(ps, &g->rows[i], 1) != 0)
+				ps->failed = 1;
+		}
+		free(g);
+		return 0;
+	}
 	for (i = 0; i < g->n; i++) {
 		const struct pending *p = &g->rows[i];
 
@@ -252,7 +272,10 @@ static void tick(void *ctx)
 	if (r->tick != NULL)
 		r->tick(r->tick_ctx);
 	now = clock_now_ms();
-	if (*r->stop || now < r->pause_until_ms || now - ps->last_fetch_ms < FETCH_EVERY_MS)
+	/* after a failed row update, fetch nothing more: the rows concerned are due again and
+	 * would be sent again at once; the caller backs off instead */
+	if (*r->stop || ps->failed || now < r->pause_until_ms ||
+	    now - ps->last_fetch_ms < FETCH_EVERY_MS)
 		return;
 	adopt_shared_pause(r);
 	if (now >= r->pause_until_ms && queue_due(ps, now, REAP_BATCH_MAX) < 0)

@@ -401,13 +401,15 @@ static void xfer_free(struct xfer *x)
 	free(x);
 }
 
-/* Drops every queued call (they were never started). */
-static void drop_queue(struct tg_batch *b)
+/* Drops every queued call (they were never started), telling done() when one is given. */
+static void drop_queue(struct tg_batch *b, tg_batch_done_fn done, void *ctx)
 {
 	struct xfer *x;
 
 	while ((x = b->head) != NULL) {
 		b->head = x->next;
+		if (done != NULL)
+			done(ctx, x->tag, NULL);
 		xfer_free(x);
 	}
 	b->tail = NULL;
@@ -419,7 +421,7 @@ void tg_batch_free(struct tg_batch *b)
 
 	if (b == NULL)
 		return;
-	drop_queue(b);
+	drop_queue(b, NULL, NULL);
 	for (i = 0; i < b->nidle; i++)
 		curl_easy_cleanup(b->idle[i]);
 	free(b->idle);
@@ -541,6 +543,6 @@ int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tic
 		if (b->running > 0)
 			curl_multi_poll(b->multi, NULL, 0, 50, NULL);
 	}
-	drop_queue(b);
+	drop_queue(b, done, ctx);
 	return reported;
 }

@@ -53,7 +53,9 @@ struct tg_batch;
 #define TG_DELETE_MESSAGES_MAX 100
 
 /* Called for each finished call with the tag it was queued with. Returning nonzero starts no
- * further queued call (e.g. after a 429); the calls under way still finish. */
+ * further queued call (e.g. after a 429); the calls under way still finish. Calls dropped
+ * without being started are reported with res == NULL (so the caller can free their tags); the
+ * return value is then ignored. */
 typedef int (*tg_batch_done_fn)(void *ctx, void *tag, const struct tg_result *res);
 /* Called with the same ctx at least every 50 ms while calls run (heartbeats, and queueing more
  * calls with tg_batch_add_delete: the batch then runs them too). */
@@ -71,8 +73,8 @@ int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long
 
 /* Runs the queued calls, and those queued meanwhile, and reports each to done(). Returns once
  * no call is running and none is queued, or *stop is nonzero or done() asked and every call
- * under way has finished; calls never started are then dropped unreported. Returns the number
- * of calls reported. */
+ * under way has finished; calls never started are then dropped (reported with res == NULL).
+ * Returns the number of calls that ran. */
 int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tick, void *ctx,
 		 const volatile sig_atomic_t *stop);
 

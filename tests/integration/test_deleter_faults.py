@@ -134,3 +134,25 @@ def test_sighup_reopens_the_log_file(make_gateway, bot):
                "deletion lines in the reopened log")
     assert "message deleted" not in rotated.read_text()
     assert gw.deleter.poll() is None, "SIGHUP does not stop the deleter"
+
+
+def test_cron_style_runs_hand_over_without_a_gap(make_gateway, bot):
+    """--run-for under cron: the next run waits for the previous one's lock, not exits."""
+    gw = make_gateway(deleter=False, env={"DELETER_HEARTBEAT_STALE_SECONDS": "2"})
+    first = gw._spawn("deleter-a", [str(BUILD / "otp-deleter"), "--run-for", "2"])
+    wait_until(gw.healthy, 5 * SLOW, "the first run's heartbeat")
+    second = gw._spawn("deleter-b", [str(BUILD / "otp-deleter"), "--run-for", "4"])
+    try:
+        assert first.wait(timeout=10) == 0
+        # longer than the stale threshold: only the second run can keep the heartbeat fresh
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert gw.get("/health").status == 200, "the heartbeat went stale at the handover"
+            time.sleep(0.2)
+        assert second.poll() is None, "the next run gave up instead of taking over"
+        assert second.wait(timeout=10) == 0
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
