@@ -23,8 +23,11 @@ server=$!
 
 stop() {
 	trap - TERM INT
-	kill -TERM "$server" "$deleter" 2>/dev/null || true
+	# lighttpd first and gracefully (SIGINT): requests under way finish, so every message
+	# Telegram delivered is recorded for deletion before the container goes
+	kill -INT "$server" 2>/dev/null || true
 	wait "$server" 2>/dev/null || true
+	kill -TERM "$deleter" 2>/dev/null || true
 	wait "$deleter" 2>/dev/null || true
 	exit 0
 }

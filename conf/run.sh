@@ -18,6 +18,7 @@ load_env_file() {
 		line=${line#export }
 		key=${line%%=*}
 		value=${line#*=}
+		value=${value%$'\r'}
 		if ! [[ $key =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || [ "$key" = "$line" ]; then
 			echo "run: $1: not KEY=VALUE: $line" >&2
 			exit 1
@@ -25,7 +26,7 @@ load_env_file() {
 		case $value in
 		\"*) value=${value#\"}; value=${value%%\"*} ;;
 		\'*) value=${value#\'}; value=${value%%\'*} ;;
-		*) value=${value%%[[:space:]]#*} ;;
+		*) value=${value%%[[:space:]]#*}; value=${value%"${value##*[![:space:]]}"} ;;
 		esac
 		[ -n "${!key+x}" ] || export "$key=$value"
 	done <"$1"
@@ -36,8 +37,15 @@ export HOST=${HOST:-127.0.0.1} PORT=${PORT:-55155}
 
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/otp-gateway-run.XXXXXX")
 pids=()
+server=
 cleanup() {
 	trap - INT TERM EXIT
+	# lighttpd first and gracefully (SIGINT): requests under way finish, so every message
+	# Telegram delivered is recorded for deletion; then the deleter and the emulator
+	if [ -n "$server" ]; then
+		kill -INT "$server" 2>/dev/null || true
+		wait "$server" 2>/dev/null || true
+	fi
 	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 	rm -rf "$run_dir"
@@ -70,7 +78,7 @@ export OTP_FCGI_BIN=$build/otp-fcgi OTP_RUN_DIR=$run_dir OTP_WWW_DIR=$root/www
 "$build/otp-deleter" &
 pids+=($!)
 lighttpd -D -f "$root/lighttpd.conf" &
-pids+=($!)
+server=$!
 echo "otp-gateway listening on http://$HOST:$PORT/ (Ctrl-C stops it)" >&2
-wait -n "${pids[@]}" || true
+wait -n "${pids[@]}" "$server" || true
 echo "run: a process exited; stopping the rest" >&2

@@ -5,6 +5,7 @@
  * (a write) before the send; after Telegram confirms, the pending row is written; if that write
  * fails, the message is deleted at once and the client gets 500. The one window that cannot be
  * closed: Telegram delivered but its answer was lost (504): the message id is then unknown. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ static const char *failure_reason(enum tg_status st)
 	case TG_RETRY_AFTER: return "telegram_rate_limited";
 	case TG_TIMEOUT: return "telegram_timeout";
 	case TG_UNREACHABLE: return "telegram_unreachable";
+	case TG_NO_ANSWER: return "telegram_no_answer";
 	case TG_SERVER_ERROR: return "telegram_unavailable";
 	default: return "telegram_refused";
 	}
@@ -82,8 +84,15 @@ static void answer_telegram_failure(const struct tg_result *res, struct response
 	case TG_UNREACHABLE:
 		http_respond_failure(resp, 504, "Telegram is unreachable");
 		break;
+	case TG_NO_ANSWER:
+		http_respond_failure(resp, 504, "Telegram closed the connection without answering");
+		break;
 	default: /* refused, not found, server error */
 		body = json_pack("{s:b, s:s}", "success", 0, "detail", res->description);
+		if (body == NULL) { /* a description jansson refuses (not UTF-8) */
+			http_respond_failure(resp, 502, "Telegram refused the message");
+			break;
+		}
 		if (res->error_code != 0)
 			json_object_set_new(body, "telegram_error_code",
 					    json_integer(res->error_code));
@@ -176,6 +185,13 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 		http_respond_failure(resp, 500, "The message could not be rendered");
 		goto out;
 	}
+	if (atomic_load(&w->app->stopping)) {
+		store_rate_release(s, v);
+		count_failure("shutting_down");
+		resp->retry_after_s = 1;
+		http_respond_failure(resp, 503, "The gateway is restarting; retry in a moment");
+		goto out;
+	}
 	switch (wait_for_send_slot(cfg, s, &wait_ms)) {
 	case 0:
 		break;
@@ -238,7 +254,9 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	struct store *s;
 	json_t *detail;
 	int64_t age_ms;
+	char subject[CHAT_ID_MAX];
 	int nrules = 1, alive;
+	size_t i;
 
 	if (validate_send_otp(req->body, req->body_len, &lim, &r, &detail) != 0) {
 		answer_validation(resp, detail);
@@ -261,7 +279,12 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 		goto out;
 	}
 
-	rules[0] = (struct store_rate_rule){ "chat", r.chat_id, cfg->rate_limit_per_user,
+	/* @usernames are case-insensitive: "@Name" and "@name" are one chat to the limit */
+	for (i = 0; r.chat_id[i] != '\0'; i++)
+		subject[i] = r.chat_id[0] == '@' ? (char)tolower((unsigned char)r.chat_id[i])
+						 : r.chat_id[i];
+	subject[i] = '\0';
+	rules[0] = (struct store_rate_rule){ "chat", subject, cfg->rate_limit_per_user,
 					     (int64_t)cfg->rate_limit_window_s * 1000 };
 	if (cfg->rate_limit_per_ip > 0 && req->remote_addr[0] != '\0')
 		rules[nrules++] = (struct store_rate_rule){ "ip", req->remote_addr,

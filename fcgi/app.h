@@ -3,6 +3,8 @@
 #ifndef OTP_APP_H
 #define OTP_APP_H
 
+#include <stdatomic.h>
+
 #include "cfg.h"
 #include "http.h"
 
@@ -11,6 +13,7 @@ struct tg;
 
 struct app {
 	const struct cfg *cfg;
+	atomic_int stopping;  /* set on SIGTERM: requests not yet sent are answered 503 */
 };
 
 /* One per thread: nothing in it is shared, so nothing in it is locked. */

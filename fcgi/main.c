@@ -5,6 +5,7 @@
  * Signals are blocked in every thread and taken by the main thread with sigwait(): on SIGTERM or
  * SIGINT it waits (bounded) for requests in flight, then exits 0. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,7 +27,6 @@
 #include "store.h"
 #include "tg.h"
 
-#define SHUTDOWN_GRACE_MS 6000
 #define METRICS_FLUSH_MS 250
 
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -49,9 +49,14 @@ static void account(const struct request *req, const struct response *resp, int6
 {
 	int64_t took_ms = clock_now_ms() - start_ms;
 	const char *path = router_metric_path(req->path);
-	char labels[96];
-	json_t *f = json_pack("{s:s, s:s, s:i, s:f}", "method", req->method, "path", req->path,
-			      "status", resp->status, "duration_ms", (double)took_ms);
+	char labels[96], method[16], shown[256];
+	json_t *f;
+
+	/* the client chose these bytes: keep the line valid JSON and short */
+	log_printable(req->method, method, sizeof method);
+	log_printable(req->path, shown, sizeof shown);
+	f = json_pack("{s:s, s:s, s:i, s:f}", "method", method, "path", shown, "status",
+		      resp->status, "duration_ms", (double)took_ms);
 
 	snprintf(labels, sizeof labels, "path=\"%s\",status=\"%d\"", path, resp->status);
 	metrics_count("http_requests_total", labels, 1);
@@ -96,8 +101,18 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&accept_lock);
 		rc = FCGX_Accept_r(&fr);
 		pthread_mutex_unlock(&accept_lock);
-		if (rc < 0)
+		if (rc < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			       errno == ENOMEM || errno == EINTR)) {
+			clock_sleep_ms(100); /* out of descriptors or memory for now: try again */
+			continue;
+		}
+		if (rc < 0) {
+			/* the listening socket is gone: a process without workers must not linger,
+			 * or the web server keeps routing requests to it */
+			log_msg(LOG_ERROR, "accepting FastCGI connections failed (%d): exiting", rc);
+			kill(getpid(), SIGTERM);
 			break;
+		}
 		atomic_fetch_add(&in_flight, 1);
 		serve(w, &fr, buf);
 		FCGX_Finish_r(&fr);
@@ -153,9 +168,13 @@ static void usage(FILE *f)
 }
 
 /* Waits for SIGTERM/SIGINT (SIGHUP is ignored: lighttpd's error log is its to reopen), then for
- * requests in flight, at most SHUTDOWN_GRACE_MS. */
-static void wait_for_stop(void)
+ * requests in flight: as long as the longest request can take, so that a message Telegram
+ * delivered is always recorded for deletion before the process exits. */
+static void wait_for_stop(struct app *app)
 {
+	const struct cfg *cfg = app->cfg;
+	int64_t grace = cfg->send_wait_ms + cfg->telegram_timeout_ms + 2 * STORE_BUSY_TIMEOUT_MS +
+			1000;
 	sigset_t set;
 	int sig = 0;
 	int64_t deadline;
@@ -169,7 +188,8 @@ static void wait_for_stop(void)
 			return;
 	} while (sig == SIGHUP);
 	log_msg(LOG_INFO, "stopping on signal %d", sig);
-	deadline = clock_now_ms() + SHUTDOWN_GRACE_MS;
+	atomic_store(&app->stopping, 1);
+	deadline = clock_now_ms() + grace;
 	while (atomic_load(&in_flight) > 0 && clock_now_ms() < deadline)
 		clock_sleep_ms(10);
 }
@@ -230,6 +250,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
 
 	app.cfg = &cfg;
+	atomic_init(&app.stopping, 0);
 	workers = calloc((size_t)cfg.fcgi_threads, sizeof *workers);
 	if (workers == NULL)
 		goto out;
@@ -238,19 +259,21 @@ int main(int argc, char **argv)
 		workers[i].tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
 		if (workers[i].tg == NULL || pthread_create(&tid, NULL, worker_main, &workers[i]) != 0) {
 			log_msg(LOG_ERROR, "starting worker thread %d failed", i);
-			goto out;
+			if (i == 0)
+				goto out;
+			_exit(1); /* running threads use cfg and workers: free nothing under them */
 		}
 		pthread_detach(tid);
 	}
 	if (pthread_create(&tid, NULL, metrics_flusher, &cfg) != 0) {
 		log_msg(LOG_ERROR, "starting the metrics thread failed");
-		goto out;
+		_exit(1);
 	}
 	pthread_detach(tid);
 	log_json(LOG_INFO, "otp-fcgi started",
 		 json_pack("{s:i, s:s, s:s}", "threads", cfg.fcgi_threads, "mode",
 			   cfg.sandbox ? "sandbox" : "live", "database", cfg.db_path));
-	wait_for_stop();
+	wait_for_stop(&app);
 	rc = 0;
 	/* workers may still sit in accept or in a request past the grace period: exit without
 	 * tearing down what they use */

@@ -38,13 +38,15 @@ static int all_digits(const char *s)
 	return 1;
 }
 
-/* "-?digits" within int64 */
+/* "-?digits" within int64, without leading zeros (Telegram has no chat "0123", and "0123" must
+ * not count as a chat apart from "123") */
 static int is_numeric_chat_id(const char *s)
 {
+	const char *digits = s[0] == '-' ? s + 1 : s;
 	char *end;
 	long long v;
 
-	if (!all_digits(s[0] == '-' ? s + 1 : s))
+	if (!all_digits(digits) || digits[0] == '0')
 		return 0;
 	errno = 0;
 	v = strtoll(s, &end, 10);
@@ -168,6 +170,7 @@ int validate_send_otp(const char *body, size_t len, const struct send_otp_limits
 	memset(out, 0, sizeof *out);
 	out->expire_seconds = lim->default_expire_s;
 	root = json_loadb(body, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+	secmem_wipe(&jerr, sizeof jerr); /* its text quotes the input near the error: the OTP */
 	if (root == NULL) {
 		add_error(errors, NULL, "json_invalid", "JSON decode error");
 		goto out;

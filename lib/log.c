@@ -108,6 +108,17 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	log_json(level, buf, NULL);
 }
 
+void log_printable(const char *in, char *out, size_t cap)
+{
+	size_t i;
+
+	if (cap == 0)
+		return;
+	for (i = 0; in[i] != '\0' && i + 1 < cap; i++)
+		out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
+	out[i] = '\0';
+}
+
 void log_mask_chat_id(const char *chat_id, char out[LOG_MASKED_LEN])
 {
 	size_t len = strnlen(chat_id, LOG_MASKED_LEN - 1);

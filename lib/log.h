@@ -30,6 +30,9 @@ void log_json(enum log_level level, const char *message, json_t *fields);
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Copies untrusted bytes for a log line: printable ASCII kept, anything else '?', cut to fit. */
+void log_printable(const char *in, char *out, size_t cap);
+
 /* Room for a masked chat id (chat ids are at most 33 bytes). */
 #define LOG_MASKED_LEN 40
 

@@ -2,6 +2,7 @@
 #define _DEFAULT_SOURCE
 #include "secmem.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,49 @@ static void wiping_free(void *ptr)
 	memcpy(&n, p, sizeof n);
 	explicit_bzero(p, n + HEADER);
 	free(p);
+}
+
+void *secmem_malloc(size_t n)
+{
+	return malloc(n);
+}
+
+void secmem_free(void *p)
+{
+	if (p == NULL)
+		return;
+	explicit_bzero(p, malloc_usable_size(p));
+	free(p);
+}
+
+void *secmem_realloc(void *p, size_t n)
+{
+	size_t old;
+	void *q;
+
+	if (p == NULL)
+		return malloc(n);
+	if (n == 0) {
+		secmem_free(p);
+		return NULL;
+	}
+	q = malloc(n);
+	if (q == NULL)
+		return NULL;
+	old = malloc_usable_size(p);
+	memcpy(q, p, old < n ? old : n);
+	secmem_free(p);
+	return q;
+}
+
+void *secmem_calloc(size_t nmemb, size_t size)
+{
+	return calloc(nmemb, size);
+}
+
+char *secmem_strdup(const char *s)
+{
+	return strdup(s);
 }
 
 void secmem_install_json_allocator(void)

@@ -14,6 +14,15 @@ void secmem_free_str(char *s);
  * their strings into blocks of its own; call once at start, before any other jansson call. */
 void secmem_install_json_allocator(void);
 
+/* A malloc family whose free wipes the block first (its usable size), for libraries that take
+ * allocators: libcurl keeps the token-bearing URL, the request body (the OTP) and Telegram's
+ * echo of it in buffers of its own. realloc moves the data and wipes the old block. */
+void *secmem_malloc(size_t n);
+void secmem_free(void *p);
+void *secmem_realloc(void *p, size_t n);
+void *secmem_calloc(size_t nmemb, size_t size);
+char *secmem_strdup(const char *s);
+
 /* Frees a string that jansson allocated (json_dumps): it must go back to jansson's allocator,
  * whichever is installed, not to free(). NULL is allowed. */
 void secmem_json_free(char *s);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "tg.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,8 @@
 #include "secmem.h"
 
 #define REPLY_MAX (64 * 1024)
-#define REQUEST_MAX 16384
+/* the rendered text is at most ~3 KiB (MESSAGE_TEMPLATE's limit); JSON-escaped, 6 times that */
+#define REQUEST_MAX 32768
 
 struct tg {
 	CURL *curl;
@@ -37,6 +39,7 @@ static const char *const status_names[] = {
 	[TG_SERVER_ERROR] = "server_error",
 	[TG_TIMEOUT] = "timeout",
 	[TG_UNREACHABLE] = "unreachable",
+	[TG_NO_ANSWER] = "no_answer",
 };
 
 const char *tg_status_name(enum tg_status st)
@@ -46,7 +49,10 @@ const char *tg_status_name(enum tg_status st)
 
 int tg_global_init(void)
 {
-	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+	/* curl's own copies of the URL (the token), the body (the OTP) and the reply are wiped
+	 * when it frees them */
+	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, secmem_malloc, secmem_free, secmem_realloc,
+				    secmem_strdup, secmem_calloc) == CURLE_OK ? 0 : -1;
 }
 
 void tg_global_cleanup(void)
@@ -139,6 +145,26 @@ static int append(char *buf, size_t cap, size_t *len, const char *s)
 	return 0;
 }
 
+/* Appends formatted text at *len within cap. Returns 0, or -1 when it does not fit. */
+static int appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*len >= cap)
+		return -1;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= cap - *len)
+		return -1;
+	*len += (size_t)n;
+	return 0;
+}
+
 static size_t collect(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	struct reply_buf *rb = userdata;
@@ -210,12 +236,15 @@ static void observe_duration(CURL *easy)
 static void conclude(const struct tg *tg, CURL *easy, CURLcode rc, struct reply_buf *rb,
 		     const char *errbuf, struct tg_result *res)
 {
+	long sent = 0;
+
 	observe_duration(easy);
-	if (rc == CURLE_OPERATION_TIMEDOUT) {
-		res->status = TG_TIMEOUT;
-		describe_curl_error(tg, rc, errbuf, res);
-	} else if (rc != CURLE_OK) {
-		res->status = TG_UNREACHABLE;
+	if (rc != CURLE_OK) {
+		/* whether any of the request went out decides whether it may have taken effect */
+		curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &sent);
+		res->status = sent == 0			     ? TG_UNREACHABLE
+			      : rc == CURLE_OPERATION_TIMEDOUT ? TG_TIMEOUT
+							       : TG_NO_ANSWER;
 		describe_curl_error(tg, rc, errbuf, res);
 	} else if (rb->overflow) {
 		res->status = TG_SERVER_ERROR;
@@ -258,6 +287,21 @@ out:
 	return res->status;
 }
 
+/* A long description cut to fit may end inside a UTF-8 sequence: drop that partial character,
+ * or the JSON built from it would be refused. */
+static void trim_partial_utf8(char *s)
+{
+	size_t n = strlen(s), i = n, need;
+
+	while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+		i--; /* continuation bytes */
+	if (i == 0 || ((unsigned char)s[i - 1] & 0x80) == 0)
+		return;
+	need = ((unsigned char)s[i - 1] & 0xE0) == 0xC0 ? 2 : ((unsigned char)s[i - 1] & 0xF0) == 0xE0 ? 3 : 4;
+	if (n - (i - 1) < need)
+		s[i - 1] = '\0';
+}
+
 void tg_parse_reply(long http_status, const char *body, size_t len, struct tg_result *res)
 {
 	json_t *root = NULL, *ok, *v;
@@ -265,6 +309,7 @@ void tg_parse_reply(long http_status, const char *body, size_t len, struct tg_re
 
 	res->http_status = http_status;
 	root = json_loadb(body, len, 0, &jerr);
+	secmem_wipe(&jerr, sizeof jerr); /* it may quote the reply, which echoes the OTP */
 	ok = json_object_get(root, "ok");
 	if (!json_is_boolean(ok)) {
 		res->status = TG_SERVER_ERROR;
@@ -284,6 +329,7 @@ void tg_parse_reply(long http_status, const char *body, size_t len, struct tg_re
 	v = json_object_get(root, "description");
 	snprintf(res->description, sizeof res->description, "%s",
 		 json_is_string(v) ? json_string_value(v) : "no description");
+	trim_partial_utf8(res->description);
 	if (res->error_code == 429) {
 		v = json_object_get(json_object_get(root, "parameters"), "retry_after");
 		res->status = TG_RETRY_AFTER;
@@ -335,13 +381,12 @@ enum tg_status tg_delete_message(struct tg *tg, const char *chat_id, long long m
 
 	if (append(body, sizeof body, &len, "{\"chat_id\":") != 0 ||
 	    tg_json_quote(body, sizeof body, &len, chat_id) != 0 ||
-	    len + 40 >= sizeof body) {
+	    appendf(body, sizeof body, &len, ",\"message_id\":%lld}", message_id) != 0) {
 		memset(res, 0, sizeof *res);
 		res->status = TG_REFUSED;
 		snprintf(res->description, sizeof res->description, "chat id too long");
 		return TG_REFUSED;
 	}
-	snprintf(body + len, sizeof body - len, ",\"message_id\":%lld}", message_id);
 	return call(tg, "deleteMessage", body, res);
 }
 
@@ -441,16 +486,19 @@ int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long
 	if (n < 1 || n > TG_DELETE_MESSAGES_MAX)
 		return -1;
 	if (append(body, sizeof body, &len, "{\"chat_id\":") != 0 ||
-	    tg_json_quote(body, sizeof body - 32, &len, chat_id) != 0)
+	    tg_json_quote(body, sizeof body, &len, chat_id) != 0)
 		return -1;
 	if (n == 1) {
-		len += (size_t)snprintf(body + len, sizeof body - len, ",\"message_id\":%lld}", ids[0]);
+		if (appendf(body, sizeof body, &len, ",\"message_id\":%lld}", ids[0]) != 0)
+			return -1;
 	} else {
-		len += (size_t)snprintf(body + len, sizeof body - len, ",\"message_ids\":[");
+		if (appendf(body, sizeof body, &len, ",\"message_ids\":[") != 0)
+			return -1;
 		for (i = 0; i < n; i++)
-			len += (size_t)snprintf(body + len, sizeof body - len, "%s%lld",
-						i > 0 ? "," : "", ids[i]);
-		len += (size_t)snprintf(body + len, sizeof body - len, "]}");
+			if (appendf(body, sizeof body, &len, "%s%lld", i > 0 ? "," : "", ids[i]) != 0)
+				return -1;
+		if (appendf(body, sizeof body, &len, "]}") != 0)
+			return -1;
 	}
 	x = calloc(1, sizeof *x);
 	if (x == NULL)

@@ -15,7 +15,8 @@ enum tg_status {
 	TG_RETRY_AFTER,  /* 429 flood control: wait retry_after_s seconds */
 	TG_SERVER_ERROR, /* 5xx, or a reply that is not the Bot API's JSON */
 	TG_TIMEOUT,      /* no complete answer in time: the call may or may not have taken effect */
-	TG_UNREACHABLE,  /* could not connect (refused, DNS, TLS) */
+	TG_UNREACHABLE,  /* nothing was sent: could not connect (refused, DNS, TLS) */
+	TG_NO_ANSWER,    /* the connection broke after the request went out: it may have taken effect */
 };
 
 struct tg_result {
@@ -81,7 +82,8 @@ int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tic
 /* Reads a Bot API reply (status and body) into res. Exposed for unit tests. */
 void tg_parse_reply(long http_status, const char *body, size_t len, struct tg_result *res);
 
-/* "ok", "not_found", "refused", "retry_after", "server_error", "timeout", "unreachable". */
+/* "ok", "not_found", "refused", "retry_after", "server_error", "timeout", "unreachable",
+ * "no_answer". */
 const char *tg_status_name(enum tg_status st);
 
 /* Appends s as a JSON string literal (with quotes) to buf at *len, within cap.

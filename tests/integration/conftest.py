@@ -232,8 +232,9 @@ class Gateway:
         stop_process(self.lighttpd)
         stop_process(self.deleter)
         text = self.log_text()
-        for marker in ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:"):
-            assert marker not in text, f"sanitizer report in the logs:\n{text[-4000:]}"
+        for marker in ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:",
+                       "unknown config-key"):
+            assert marker not in text, f"{marker!r} in the logs:\n{text[-4000:]}"
 
 
 @pytest.fixture

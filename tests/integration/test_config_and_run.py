@@ -165,3 +165,41 @@ def test_shipped_env_example_is_a_valid_configuration(workdir):
     p = run_program("otp-fcgi", env, "--check-config")
     assert p.returncode == 0, p.stderr
     assert "live mode" in p.stdout
+
+
+def test_sigterm_lets_a_send_under_way_finish_and_be_recorded(workdir, bot):
+    """Stopping the stack never leaves a delivered code without its pending row."""
+    import sqlite3
+    import threading
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "PORT": str(port),
+           "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": bot.url,
+           "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"), "OTP_DELETER_BIN": str(BUILD / "otp-deleter"),
+           "OTP_LIGHTTPD_CONF": str(ROOT / "lighttpd.conf"), "OTP_WWW_DIR": str(ROOT / "www"),
+           "OTP_RUN_DIR": f"{workdir}/run"}
+    log = open(Path(workdir) / "entrypoint.log", "wb")
+    proc = subprocess.Popen([str(ROOT / "conf/docker-entrypoint.sh")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        gw = Gateway.__new__(Gateway)
+        gw.port = port
+        wait_until(gw.healthy, 15 * SLOW, "the stack")
+        bot.config(method_latency_ms={"sendMessage": 1500})
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            r=gw.send_otp({"chat_id": "62", "otp": "1234"})))
+        t.start()
+        wait_until(lambda: bot.requests("sendMessage"), 5 * SLOW, "the send to reach Telegram")
+        proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        assert result["r"].status == 200, result["r"]
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    con = sqlite3.connect(f"{workdir}/run/pending.db")
+    rows = con.execute("SELECT chat_id, message_id FROM pending_deletions").fetchall()
+    con.close()
+    assert rows == [("62", result["r"].json["message_id"])], "the delivered code is recorded"

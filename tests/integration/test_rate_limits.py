@@ -67,3 +67,9 @@ def test_per_ip_limit_counts_per_client_address(make_gateway, bot):
     assert r.json == {"detail": "Rate limit exceeded. Maximum 3 requests per minute from this IP address"}
     assert 1 <= int(r.headers["Retry-After"]) <= 60
     assert gw.send_otp({"chat_id": "904", "otp": "1234"}, source="127.0.0.6").status == 200
+
+
+def test_channel_usernames_are_one_chat_whatever_their_case(make_gateway, bot):
+    gw = make_gateway(env={"RATE_LIMIT_PER_USER": "1"})
+    assert gw.send_otp({"chat_id": "@My_Channel", "otp": "1234"}).status == 200
+    assert gw.send_otp({"chat_id": "@my_channel", "otp": "1234"}).status == 429

@@ -79,6 +79,7 @@ VALIDATION_CASES = [
     ('{"chat_id": "12x", "otp": "1234"}', [err("chat_id", "value_error", CHAT_MSG)]),
     ('{"chat_id": "@abc", "otp": "1234"}', [err("chat_id", "value_error", CHAT_MSG)]),
     ('{"chat_id": "9223372036854775808", "otp": "1234"}', [err("chat_id", "value_error", CHAT_MSG)]),
+    ('{"chat_id": "0123", "otp": "1234"}', [err("chat_id", "value_error", CHAT_MSG)]),
     ('{"chat_id": true, "otp": "1234"}', [err("chat_id", "string_type", "Input should be a valid string")]),
     ('{"otp": "1234"}', [err("chat_id", "missing", "Field required")]),
     ('{}', [err("chat_id", "missing", "Field required"), err("otp", "missing", "Field required")]),

@@ -44,12 +44,24 @@ def test_telegram_5xx_is_502(gateway, bot):
     assert_nothing_stored(gateway)
 
 
-def test_unreachable_telegram_is_504(gateway, bot):
-    bot.config(down_s=30)
-    r = gateway.send_otp({"chat_id": "79", "otp": "1234"})
+def test_unreachable_telegram_is_504_and_does_not_count(make_gateway, bot):
+    from conftest import free_port
+    gw = make_gateway(env={"TELEGRAM_API_BASE": f"http://127.0.0.1:{free_port()}"})
+    r = gw.send_otp({"chat_id": "79", "otp": "1234"})
     assert r.status == 504, r
     assert r.json == {"success": False, "detail": "Telegram is unreachable"}
+    assert_nothing_stored(gw)
+    assert gw.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'chat'") == [(0,)], \
+        "nothing reached Telegram"
+
+
+def test_connection_closed_without_answer_is_504_and_counts(gateway, bot):
+    bot.config(down_s=30)  # accepts, reads, closes: the message may have been delivered
+    r = gateway.send_otp({"chat_id": "79", "otp": "1234"})
+    assert r.status == 504, r
+    assert r.json == {"success": False, "detail": "Telegram closed the connection without answering"}
     assert_nothing_stored(gateway)
+    assert gateway.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'chat'") == [(1,)]
 
 
 def test_slow_telegram_is_cut_at_the_timeout_with_504(make_gateway, bot):

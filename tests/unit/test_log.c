@@ -308,10 +308,22 @@ static void log_json_works_with_the_wiping_json_allocator(void **state)
 	assert_non_null(strstr(buf, "\"second line\""));
 }
 
+static void printable_replaces_control_and_non_ascii_bytes_and_cuts(void **state)
+{
+	char out[8];
+
+	(void)state;
+	log_printable("/a\x01" "b\xff" "c", out, sizeof out);
+	assert_string_equal(out, "/a?b?c");
+	log_printable("/0123456789", out, sizeof out);
+	assert_string_equal(out, "/012345");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, pipe_setup, pipe_teardown)
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(printable_replaces_control_and_non_ascii_bytes_and_cuts),
 		cmocka_unit_test(mask_numeric_id_keeps_last_three),
 		cmocka_unit_test(mask_channel_id_keeps_minus_100_and_last_three),
 		cmocka_unit_test(mask_negative_group_id_keeps_minus_and_last_three),

@@ -325,6 +325,28 @@ static void closed_port_is_unreachable_and_the_token_stays_secret(void **state)
 	tg_free(tg);
 }
 
+static void long_multibyte_description_is_cut_on_a_character_boundary(void **state)
+{
+	char body[1024];
+	struct tg_result res;
+	json_t *j;
+	size_t n = 0;
+	int k;
+
+	(void)state;
+	n += (size_t)snprintf(body, sizeof body, "{\"ok\":false,\"error_code\":400,\"description\":\"");
+	for (k = 0; k < 200; k++)
+		n += (size_t)snprintf(body + n, sizeof body - n, "\xc3\xa9"); /* é */
+	snprintf(body + n, sizeof body - n, "\"}");
+	memset(&res, 0, sizeof res);
+	tg_parse_reply(400, body, strlen(body), &res);
+	assert_int_equal(res.status, TG_REFUSED);
+	assert_true(strlen(res.description) % 2 == 0);
+	j = json_string(res.description); /* NULL if not valid UTF-8 */
+	assert_non_null(j);
+	json_decref(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -346,6 +368,7 @@ int main(void)
 		cmocka_unit_test(quote_overflow_returns_minus_one_and_keeps_len),
 		cmocka_unit_test(quote_exact_fit),
 		cmocka_unit_test(status_names),
+		cmocka_unit_test(long_multibyte_description_is_cut_on_a_character_boundary),
 		cmocka_unit_test(closed_port_is_unreachable_and_the_token_stays_secret),
 	};
 
