@@ -56,7 +56,7 @@ $(BUILD)/otp-deleter: $(BUILD)/obj/deleter/main.o $(DELETER_OBJ) $(LIB_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Ifcgi -Ideleter -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -Ifcgi -Ideleter -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(TEST_LIBS)
 
 # Every suite, one summary line at the end ("N passed, M failed").
 test: deps docs-assets $(PROGRAMS) $(UNIT_BIN)
@@ -96,4 +96,4 @@ docs-assets: deps
 clean:
 	rm -rf build www/vendor www/node_modules
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/tests -name "*.d" 2>/dev/null)

@@ -32,18 +32,6 @@
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int in_flight;
 
-struct store *worker_store(struct worker *w)
-{
-	char err[256];
-
-	if (w->store == NULL) {
-		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
-		if (w->store == NULL)
-			log_msg(LOG_ERROR, "opening the database: %s", err);
-	}
-	return w->store;
-}
-
 /* One log line and the request metrics for every request. */
 static void account(const struct request *req, const struct response *resp, int64_t start_ms)
 {

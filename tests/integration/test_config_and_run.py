@@ -121,15 +121,21 @@ def test_make_run_sandbox_serves_the_readme_example_and_stops_cleanly(workdir):
     wait_until(lambda: not processes_with_marker(marker), 10, "every started process to exit")
 
 
+def entrypoint_env(workdir, bot, port):
+    """The environment the Dockerfile sets, pointed at this build and a scratch directory."""
+    return {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "PORT": str(port),
+            "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": bot.url,
+            "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"), "OTP_DELETER_BIN": str(BUILD / "otp-deleter"),
+            "OTP_LIGHTTPD_CONF": str(ROOT / "lighttpd.conf"), "OTP_WWW_DIR": str(ROOT / "www"),
+            "OTP_RUN_DIR": f"{workdir}/run"}
+
+
 def test_docker_entrypoint_runs_the_stack_and_stops_on_sigterm(workdir, bot):
     """The Dockerfile's entrypoint and health check, run here as the image would run them."""
     port = free_port()
     marker = "OTP_TEST_MARKER=" + uuid.uuid4().hex
-    env = {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "PORT": str(port),
-           "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": bot.url,
-           "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"), "OTP_DELETER_BIN": str(BUILD / "otp-deleter"),
-           "OTP_LIGHTTPD_CONF": str(ROOT / "lighttpd.conf"), "OTP_WWW_DIR": str(ROOT / "www"),
-           "OTP_RUN_DIR": f"{workdir}/run", marker.split("=")[0]: marker.split("=")[1]}
+    env = entrypoint_env(workdir, bot, port)
+    env[marker.split("=")[0]] = marker.split("=")[1]
     log = open(Path(workdir) / "entrypoint.log", "wb")
     proc = subprocess.Popen([str(ROOT / "conf/docker-entrypoint.sh")], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -172,11 +178,7 @@ def test_sigterm_lets_a_send_under_way_finish_and_be_recorded(workdir, bot):
     import sqlite3
     import threading
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "HOST": "127.0.0.1", "PORT": str(port),
-           "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": bot.url,
-           "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"), "OTP_DELETER_BIN": str(BUILD / "otp-deleter"),
-           "OTP_LIGHTTPD_CONF": str(ROOT / "lighttpd.conf"), "OTP_WWW_DIR": str(ROOT / "www"),
-           "OTP_RUN_DIR": f"{workdir}/run"}
+    env = entrypoint_env(workdir, bot, port)
     log = open(Path(workdir) / "entrypoint.log", "wb")
     proc = subprocess.Popen([str(ROOT / "conf/docker-entrypoint.sh")], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -14,16 +14,7 @@
 #include "app.h"
 #include "cfg.h"
 #include "store.h"
-
-/* fcgi/api_*.c reference it; fcgi/main.c (which defines it) is not linked into tests. */
-struct store *worker_store(struct worker *w)
-{
-	char err[256];
-
-	if (w->store == NULL)
-		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
-	return w->store;
-}
+#include "tmpdir.h"
 
 /* Every name lib/cfg.c reads. */
 static const char *const SETTINGS[] = {
@@ -52,23 +43,6 @@ static void clear_settings(void)
 		unsetenv(SETTINGS[i]);
 }
 
-static void remove_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[512];
-
-	if (d == NULL)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
-}
 
 static int setup(void **state)
 {

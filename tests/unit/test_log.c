@@ -19,16 +19,6 @@
 #include "secmem.h"
 #include "store.h"
 
-/* fcgi/api_*.c reference it; fcgi/main.c (which defines it) is not linked into tests. */
-struct store *worker_store(struct worker *w)
-{
-	char err[256];
-
-	if (w->store == NULL)
-		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
-	return w->store;
-}
-
 /* ---- log_mask_chat_id ------------------------------------------------------------------- */
 
 static void expect_mask(const char *chat_id, const char *masked)

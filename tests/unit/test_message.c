@@ -11,16 +11,6 @@
 #include "message.h"
 #include "store.h"
 
-/* fcgi/api_*.c reference it; fcgi/main.c (which defines it) is not linked into tests. */
-struct store *worker_store(struct worker *w)
-{
-	char err[256];
-
-	if (w->store == NULL)
-		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
-	return w->store;
-}
-
 static void default_like_template_gets_otp_and_seconds(void **state)
 {
 	char out[MESSAGE_MAX];

@@ -12,16 +12,6 @@
 #include "store.h"
 #include "tg.h"
 
-/* fcgi/api_*.c reference it; fcgi/main.c (which defines it) is not linked into tests. */
-struct store *worker_store(struct worker *w)
-{
-	char err[256];
-
-	if (w->store == NULL)
-		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
-	return w->store;
-}
-
 static enum reap_outcome classify(enum tg_status st, int error_code)
 {
 	struct tg_result res;

@@ -18,16 +18,6 @@
 #include "store.h"
 #include "tg.h"
 
-/* fcgi/api_*.c reference it; fcgi/main.c (which defines it) is not linked into tests. */
-struct store *worker_store(struct worker *w)
-{
-	char err[256];
-
-	if (w->store == NULL)
-		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
-	return w->store;
-}
-
 #define SECRET_TOKEN "123456:SECRETTOKENabc"
 #define TOKEN_SECRET_PART "SECRETTOKENabc"
 

@@ -14,16 +14,6 @@
 #include "store.h"
 #include "validate.h"
 
-/* fcgi/api_*.c reference it; fcgi/main.c (which defines it) is not linked into tests. */
-struct store *worker_store(struct worker *w)
-{
-	char err[256];
-
-	if (w->store == NULL)
-		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
-	return w->store;
-}
-
 static const struct send_otp_limits LIM = { .min_expire_s = 5, .max_expire_s = 60,
 					    .default_expire_s = 30 };
 

@@ -1,0 +1,16 @@
+/* worker.c — a worker thread's own connections, opened when first needed. See app.h. */
+#include "app.h"
+#include "log.h"
+#include "store.h"
+
+struct store *worker_store(struct worker *w)
+{
+	char err[256];
+
+	if (w->store == NULL) {
+		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
+		if (w->store == NULL)
+			log_msg(LOG_ERROR, "opening the database: %s", err);
+	}
+	return w->store;
+}
