@@ -26,7 +26,7 @@ UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
 
-.PHONY: all test unit integration check asan tsan valgrind run bench deps docs-assets clean help
+.PHONY: all test unit integration check asan tsan valgrind fuzz fuzz-targets run bench deps docs-assets clean help
 all: $(PROGRAMS)
 
 help:
@@ -34,7 +34,7 @@ help:
 	@echo "make run        run lighttpd + otp-fcgi + otp-deleter (sandbox mode without a token)"
 	@echo "make test       build and run every test suite"
 	@echo "make check      the suites under ASan/UBSan, the unit tests under valgrind, the"
-	@echo "                concurrent tests under TSan"
+	@echo "                concurrent tests under TSan, and the fuzzers (make fuzz)"
 	@echo "make bench      print throughput, latency, deletion lag and memory figures"
 	@echo "make deps       install the Debian packages (as root)"
 
@@ -66,9 +66,32 @@ unit: $(UNIT_BIN)
 	tests/run-tests.sh --unit-only $(BUILD)
 
 # Sanitizers: a build of its own, then the same suites against it; valgrind runs the unit tests.
-check: asan valgrind tsan
+check: asan valgrind tsan fuzz
 asan:
 	$(MAKE) BUILD=build/asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" CFLAGS="-O1 -g" test
+# libFuzzer (clang): the parsers that take untrusted bytes, FUZZ_SECONDS each. New inputs go to
+# build/fuzz/corpus/, never into the seeds under tests/fuzz/seeds/.
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_SECONDS ?= 20
+fuzz:
+	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="-O1 -g" \
+		EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined" fuzz-targets
+	set -e; for t in $(notdir $(basename $(FUZZ_SRC))); do \
+		mkdir -p build/fuzz/corpus/$$t; \
+		echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		build/fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=build/fuzz/ \
+			build/fuzz/corpus/$$t tests/fuzz/seeds/$$t > build/fuzz/$$t.log 2>&1 \
+			|| { tail -n 40 build/fuzz/$$t.log; exit 1; }; \
+		grep -E "^stat::number_of_executed_units" build/fuzz/$$t.log; \
+	done
+
+fuzz-targets: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ifcgi -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
 # ThreadSanitizer: otp-fcgi's threads under the concurrent tests.
 tsan:
 	$(MAKE) BUILD=build/tsan EXTRA_CFLAGS="-fsanitize=thread" CFLAGS="-O1 -g" all
