@@ -204,6 +204,15 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/* block the stop signals before anything else: lighttpd may signal a child that is still
+	 * starting, and a SIGTERM caught then (libfcgi installs a handler of its own) would be
+	 * lost to sigwait(), leaving a process that never stops. Blocked, it waits for sigwait().
+	 * The mask is inherited by every thread. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	secmem_install_json_allocator();
 	log_init("otp-fcgi", LOG_INFO);
 	if (cfg_load(&cfg, err, sizeof err) != 0) {
@@ -231,11 +240,6 @@ int main(int argc, char **argv)
 		goto out;
 
 	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
 
 	app.cfg = &cfg;
 	atomic_init(&app.stopping, 0);

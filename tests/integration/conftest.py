@@ -228,9 +228,29 @@ class Gateway:
                 out.append(json.loads(line))
         return out
 
+    def children_left(self):
+        """otp-fcgi processes of this gateway still alive (lighttpd puts each child in a
+        process group of its own, so they are found by the run directory in their environment)."""
+        marker = f"OTP_RUN_DIR={self.dir / 'run'}".encode()
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if " Z " in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:3]:
+                    continue  # a zombie waits for its reaper, it runs nothing
+                if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    found.append(int(pid))
+            except OSError:
+                pass
+        return found
+
     def stop(self):
         stop_process(self.lighttpd)
         stop_process(self.deleter)
+        try:
+            wait_until(lambda: not self.children_left(), 10 * SLOW, "otp-fcgi to exit with lighttpd")
+        finally:
+            for pid in self.children_left():
+                os.kill(pid, signal.SIGKILL)
         text = self.log_text()
         for marker in ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:",
                        "unknown config-key"):
