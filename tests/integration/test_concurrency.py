@@ -36,9 +36,10 @@ def test_sixty_concurrent_clients_at_300_ms_latency_within_the_send_budget(make_
     assert elapsed < bound, f"60 OTPs took {elapsed:.2f} s (bound {bound:.2f} s)"
     arrivals = [r["at"] for r in bot.requests("sendMessage")]
     assert len(arrivals) == 60
-    # slots are counted when taken; a request reaches the emulator a few ms later (far more under
-    # a sanitizer), so windows a little under a second absorb that jitter
-    assert max_in_any_window(arrivals, 1.0 - 0.02 * SLOW ** 2) <= 30
+    # The budget holds where slots are taken; a send reaches the emulator some ms later, and that
+    # delay varies with scheduling and fresh connections (20+ ms seen on a loaded machine, far
+    # more under a sanitizer). Windows 50 ms short of a second absorb that jitter.
+    assert max_in_any_window(arrivals, 1.0 - 0.05 * SLOW ** 2) <= 30
 
 
 def test_telegram_429_pauses_every_process(make_gateway, bot):
