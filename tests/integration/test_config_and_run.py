@@ -130,19 +130,24 @@ def entrypoint_env(workdir, bot, port):
             "OTP_RUN_DIR": f"{workdir}/run"}
 
 
+def start_entrypoint(workdir, env):
+    """Starts conf/docker-entrypoint.sh; returns the process, its log file and a client."""
+    log = open(Path(workdir) / "entrypoint.log", "wb")
+    proc = subprocess.Popen([str(ROOT / "conf/docker-entrypoint.sh")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    gw = Gateway.__new__(Gateway)  # a client only: the entrypoint owns the processes
+    gw.port = int(env["PORT"])
+    return proc, log, gw
+
+
 def test_docker_entrypoint_runs_the_stack_and_stops_on_sigterm(workdir, bot):
     """The Dockerfile's entrypoint and health check, run here as the image would run them."""
     port = free_port()
     marker = "OTP_TEST_MARKER=" + uuid.uuid4().hex
     env = entrypoint_env(workdir, bot, port)
     env[marker.split("=")[0]] = marker.split("=")[1]
-    log = open(Path(workdir) / "entrypoint.log", "wb")
-    proc = subprocess.Popen([str(ROOT / "conf/docker-entrypoint.sh")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc, log, gw = start_entrypoint(workdir, env)
     try:
-        gw = Gateway.__new__(Gateway)
-        gw.port = port
-
         wait_until(gw.healthy, 15 * SLOW, "the entrypoint's stack")
         assert gw.send_otp({"chat_id": "61", "otp": "1234"}).status == 200
         assert Path(f"{workdir}/run/pending.db").exists(), "the database defaults into OTP_RUN_DIR"
@@ -178,13 +183,8 @@ def test_sigterm_lets_a_send_under_way_finish_and_be_recorded(workdir, bot):
     import sqlite3
     import threading
     port = free_port()
-    env = entrypoint_env(workdir, bot, port)
-    log = open(Path(workdir) / "entrypoint.log", "wb")
-    proc = subprocess.Popen([str(ROOT / "conf/docker-entrypoint.sh")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc, log, gw = start_entrypoint(workdir, entrypoint_env(workdir, bot, port))
     try:
-        gw = Gateway.__new__(Gateway)
-        gw.port = port
         wait_until(gw.healthy, 15 * SLOW, "the stack")
         bot.config(method_latency_ms={"sendMessage": 1500})
         result = {}
