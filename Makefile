@@ -35,7 +35,7 @@ help:
 	@echo "make test       build and run every test suite"
 	@echo "make check      the suites under ASan/UBSan, the unit tests under valgrind, the"
 	@echo "                concurrent tests under TSan, and the fuzzers (make fuzz)"
-	@echo "make bench      print throughput, latency, deletion lag and memory figures"
+	@echo "make bench      throughput, latency, deletion lag, memory, beside the original (BENCH_QUICK=1)"
 	@echo "make deps       install the Debian packages (as root)"
 
 $(BUILD)/gen/schema.inc: lib/schema.sql | deps
@@ -103,9 +103,11 @@ tsan:
 valgrind: $(UNIT_BIN)
 	tests/run-tests.sh --valgrind $(BUILD)
 
-# Figures, not tests: throughput and latency at real Bot API latency, deletion lag, memory.
+# Figures, not tests: ours beside the original (ORIGINAL_DIR, default ../shared/original; empty
+# leaves it out) on the same fake Bot API (nginx) and load. BENCH_QUICK=1: a short run.
 bench: deps $(PROGRAMS)
-	/usr/bin/python3 tests/bench/bench.py
+	tests/bench/install-deps
+	OTP_BUILD_DIR=$(BUILD) /usr/bin/python3 tests/bench/bench.py
 
 run: deps $(PROGRAMS)
 	@www/build-assets.sh || echo "run: the API docs' assets could not be built: /docs will be empty" >&2

@@ -1,54 +1,85 @@
 #!/usr/bin/python3
-"""make bench — figures, not tests: what the gateway does at real Bot API latency.
+"""make bench — figures, not tests: otp-gateway beside the original FastAPI service, on the same
+fake Bot API (nginx, tests/bench/nginx_bot.py) and the same load.
 
-1. Deletion lag: a sustained 30 sends/s for 60 s (BENCH_SECONDS) with the emulator answering in
-   300 ms; the lag of each confirmed deletion after its delete_at (from otp-deleter's log), and
-   the deleter's peak RSS.
-2. Throughput: wrk at c=16 and c=64 against POST /send-otp with the emulator answering in 100 ms
-   and in 300 ms, default configuration (2 processes x 16 threads, 30 sends/s budget): OTPs/s,
-   p50/p99, answers other than 200, and the memory of the whole stack.
+Scenarios (every request for a distinct chat):
+ 1. Zero Bot API latency, closed loop (wrk, c=1 and c=64), the limits raised out of the way as
+    a backend caller would raise them (RATE_LIMIT_PER_IP=1000000,
+    TELEGRAM_MAX_SENDS_PER_SECOND=10000; the original: OTP_PER_IP_LIMIT=1000000000/minute);
+    ours again with RATE_LIMIT_PER_IP=0 (what the per-address limit costs per request).
+ 2. 300 ms Bot API latency, TELEGRAM_PAID_BROADCAST=1, open loop at 1,000 sends/s
+    (tests/bench/openloop.py), expire_seconds 5: answers, p50/p99 counted from when each
+    request was due, sends and deletions seen by the fake, deletion lag, the stack's peak RSS.
+ 3. The default configuration (30 sends/s) at 300 ms latency, open loop at 30 sends/s.
 
-The original FastAPI service cannot be started here (PyPI is unreachable), so it is not run side
-by side; its README claims ~100 OTPs/s and <200 ms locally.
+Deletion lag is measured at the fake Bot API, as Telegram would see it: when the deletion call
+arrived, minus (when the send was answered + expire_seconds).
+
+Environment:
+  BENCH_QUICK=1      short runs (wrk 3 s, open loops 15 s): a couple of minutes in all
+  BENCH_SMOKE=1      tiny runs, only to show the harness works (the test suite runs it)
+  BENCH_WRK_SECONDS, BENCH_OPEN_SECONDS   override the durations (10 and 60 s in a full run)
+  BENCH_BROADCAST_RATE   scenario 2's rate (default 1000 sends/s)
+  BENCH_ONLY=zero,broadcast,default       run only these scenarios
+  ORIGINAL_DIR       the original's directory (with run.sh; default ../shared/original beside the
+                     project); empty or "none" leaves the original out
+  ORIGINAL_WORKERS   uvicorn workers for the original in scenarios 2 and 3 (default 2)
 """
-import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from conftest import FakeBot, Gateway  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import nginx_bot  # noqa: E402
+import openloop  # noqa: E402
 
-SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
-WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
+ROOT = HERE.parents[1]
+BUILD = Path(os.environ.get("OTP_BUILD_DIR", ROOT / "build")).resolve()
+PYTHON = "/usr/bin/python3"
+TOKEN = "123456789:BENCHtoken-abcdefghijklmnopqrstuvwxyz0"
+SMOKE = os.environ.get("BENCH_SMOKE", "") not in ("", "0")
+QUICK = SMOKE or os.environ.get("BENCH_QUICK", "") not in ("", "0")
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", 1 if SMOKE else 3 if QUICK else 10))
+OPEN_SECONDS = int(os.environ.get("BENCH_OPEN_SECONDS", 1 if SMOKE else 15 if QUICK else 60))
+BROADCAST_RATE = int(os.environ.get("BENCH_BROADCAST_RATE", 100 if SMOKE else 1000))
+CLIENT_TIMEOUT = 10  # seconds an open-loop client waits for its answer, as a caller would
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "zero,broadcast,default").split(",")))
+EXPIRE = 5
+LATENCY_MS = 300
+# after the load, wait for the deletions: at most expire_seconds plus this, and never more than
+# this without a new deletion (a stack that falls behind is not waited for: its figures say so)
+DRAIN_SECONDS = 8 if SMOKE else 30
+RAISED = {"RATE_LIMIT_PER_IP": "1000000", "TELEGRAM_MAX_SENDS_PER_SECOND": "10000"}
+ORIGINAL_RAISED = {"OTP_PER_IP_LIMIT": "1000000000/minute"}
+ORIGINAL_MODULES = ("fastapi", "uvicorn", "httpx", "pydantic", "prometheus_client", "dotenv")
+ORIGINAL_PACKAGES = ("python3-fastapi python3-uvicorn python3-httpx python3-pydantic "
+                     "python3-prometheus-client python3-dotenv python3-uvloop python3-httptools "
+                     "python3-limits")
 
 
-def rss_kib(pid, field="VmRSS"):
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def children(pid):
-    out = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                if open(f"/proc/{p}/stat").read().split(")")[1].split()[1] == str(pid):
-                    out.append(int(p))
-            except OSError:
-                pass
-    return out
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def percentile(values, q):
@@ -56,128 +87,427 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def start(workdir, latency_ms, env=None):
-    bot = FakeBot(workdir)
-    bot.config(method_latency_ms={"sendMessage": latency_ms, "deleteMessage": latency_ms,
-                                  "deleteMessages": latency_ms})
-    sub = Path(workdir) / "gw"
-    sub.mkdir()
-    base = {"RATE_LIMIT_PER_USER": "1000000", "RATE_LIMIT_PER_IP": "0", "LOG_LEVEL": "INFO",
-            "TELEGRAM_TIMEOUT_SECONDS": "5"}
-    base.update(env or {})
-    gw = Gateway(sub, bot, base)
-    gw.start()
-    return bot, gw
+def proc_table():
+    """pid -> parent pid, for every process."""
+    table = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            table[int(p)] = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return table
 
 
-def deletion_lag():
-    workdir = tempfile.mkdtemp(dir="/dev/shm", prefix="otp-bench-")
-    bot, gw = start(workdir, 300)
+def with_descendants(roots):
+    table = proc_table()
+    found, todo = set(), [r for r in roots if r in table]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(c for c, parent in table.items() if parent == pid)
+    return found
+
+
+def rss_kib(pid):
     try:
-        peak = [0]
-        stop = threading.Event()
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
-        def watch():
-            while not stop.is_set():
-                peak[0] = max(peak[0], rss_kib(gw.deleter.pid, "VmHWM"))
-                time.sleep(0.5)
-        threading.Thread(target=watch, daemon=True).start()
 
-        sent, failed, took, lock = [0], [0], [], threading.Lock()
+class PeakRss:
+    """Samples the summed RSS of a stack's processes (and their children) every 0.25 s."""
 
-        def one(i):
-            t = time.monotonic()
-            r = gw.send_otp({"chat_id": str(1_000_000 + i), "otp": "123456", "expire_seconds": 5})
-            with lock:
-                took.append(time.monotonic() - t)
-                if r.status == 200:
-                    sent[0] += 1
-                else:
-                    failed[0] += 1
+    def __init__(self, stack):
+        self.stack, self.peak_kib, self.nproc = stack, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-        t0 = time.monotonic()
-        threads = []
-        for i in range(30 * SECONDS):  # open loop: one send every 1/30 s
-            delay = t0 + i / 30 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            th = threading.Thread(target=one, args=(i,))
-            th.start()
-            threads.append(th)
-        for th in threads:
-            th.join()
-        deadline = time.monotonic() + 30
-        while gw.db_rows("SELECT count(*) FROM pending_deletions")[0][0] and time.monotonic() < deadline:
-            time.sleep(0.5)
-        stop.set()
-        lags = [l["lag_seconds"] for l in gw.log_lines() if l.get("message") == "message deleted"]
-        print(f"sustained 30 sends/s for {SECONDS} s, Bot API latency 300 ms:")
-        print(f"  sent {sent[0]}, refused {failed[0]}, deleted {len(lags)}")
-        print(f"  POST /send-otp p50 {percentile(took, .5) * 1000:.0f} ms  "
-              f"p99 {percentile(took, .99) * 1000:.0f} ms  max {max(took) * 1000:.0f} ms")
-        print(f"  lag p50 {percentile(lags, .5):.3f} s  p99 {percentile(lags, .99):.3f} s  "
-              f"max {max(lags, default=float('nan')):.3f} s")
-        print(f"  otp-deleter peak RSS {peak[0] / 1024:.1f} MiB")
-    finally:
-        gw.stop()
-        bot.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    def _run(self):
+        while not self._stop.is_set():
+            pids = with_descendants(self.stack.root_pids())
+            total = sum(rss_kib(p) for p in pids)
+            if total > self.peak_kib:
+                self.peak_kib, self.nproc = total, len(pids)
+            self._stop.wait(0.25)
 
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib / 1024
+
+
+def http_ok(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def stop_group(proc, sig=signal.SIGTERM, timeout=15):
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class Ours:
+    """lighttpd (lighttpd.conf, spawning otp-fcgi) and otp-deleter, as `make run` starts them,
+    with the given settings on top of the defaults (no .env is read)."""
+
+    def __init__(self, workdir, bot, settings, label):
+        self.label = label
+        self.dir = Path(workdir) / f"ours-{free_port()}"
+        (self.dir / "run").mkdir(parents=True)
+        self.port = free_port()
+        self.env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    "HOST": "127.0.0.1", "PORT": str(self.port),
+                    "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"), "OTP_RUN_DIR": str(self.dir / "run"),
+                    "OTP_WWW_DIR": str(ROOT / "www"), "TELEGRAM_BOT_TOKEN": TOKEN,
+                    "TELEGRAM_API_BASE": bot.url, "OTP_DB_PATH": str(self.dir / "pending.db")}
+        self.env.update(settings)
+        self.procs = []
+        try:
+            self._spawn("lighttpd", ["lighttpd", "-D", "-f", str(ROOT / "lighttpd.conf")])
+            self._spawn("deleter", [str(BUILD / "otp-deleter")])
+            wait_until(lambda: self._alive() and http_ok(self.port, "/health"), 30,
+                       f"{label} to answer /health")
+        except Exception:
+            self.stop()
+            raise
+
+    def _spawn(self, name, argv):
+        with open(self.dir / f"{name}.log", "ab") as log:
+            self.procs.append(subprocess.Popen(argv, env=self.env, stdout=log, stderr=log,
+                                               start_new_session=True))
+
+    def _alive(self):
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{self.label}: {p.args[0]} exited at start:\n{self.log_tail()}")
+        return True
+
+    def log_tail(self):
+        return "".join(p.read_text(errors="replace")[-2000:] for p in self.dir.glob("*.log"))
+
+    def root_pids(self):
+        return [p.pid for p in self.procs if p.poll() is None]
+
+    def _leftovers(self):
+        """otp-fcgi processes of this stack still running (lighttpd gives each child a process
+        group of its own: found by the run directory in their environment)."""
+        marker = f"OTP_RUN_DIR={self.dir / 'run'}".encode()
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+                if stat.split()[0] != "Z" and \
+                        marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    found.append(int(pid))
+            except OSError:
+                pass
+        return found
+
+    def stop(self):
+        for p in self.procs:
+            stop_group(p)
+        deadline = time.monotonic() + 10
+        while self._leftovers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in self._leftovers():
+            os.kill(pid, signal.SIGKILL)
+
+
+class Original:
+    """The original FastAPI service: ORIGINAL_DIR/run.sh PORT WORKERS (uvicorn)."""
+
+    def __init__(self, workdir, bot, settings, label, directory, workers):
+        self.label = label
+        self.port = free_port()
+        self.logfile = Path(workdir) / f"original-{self.port}.log"
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+               "HOME": str(workdir), "PYTHONDONTWRITEBYTECODE": "1",
+               "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": bot.url + "/bot"}
+        env.update(settings)
+        with open(self.logfile, "ab") as log:
+            self.proc = subprocess.Popen([str(Path(directory) / "run.sh"), str(self.port),
+                                          str(workers)], env=env, cwd=workdir, stdout=log,
+                                         stderr=log, start_new_session=True)
+        try:
+            def up():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{label} exited at start:\n{self.log_tail()}")
+                return http_ok(self.port, "/health")
+            wait_until(up, 60, f"{label} to answer /health")
+        except Exception:
+            self.stop()
+            raise
+
+    def log_tail(self):
+        return self.logfile.read_text(errors="replace")[-2000:]
+
+    def root_pids(self):
+        return [self.proc.pid] if self.proc.poll() is None else []
+
+    def stop(self):
+        stop_group(self.proc)
+
+
+def find_original():
+    """(directory, None) or (None, why the original is left out)."""
+    if "ORIGINAL_DIR" in os.environ:
+        d = os.environ["ORIGINAL_DIR"]
+        if d in ("", "none"):
+            return None, "ORIGINAL_DIR is empty"
+        candidates = [Path(d)]
+    else:
+        candidates = [ROOT.parent / "shared" / "original"]
+        try:  # a git worktree: ../shared beside the main checkout
+            common = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--path-format=absolute",
+                                     "--git-common-dir"], capture_output=True, text=True)
+            if common.returncode == 0:
+                candidates.append(Path(common.stdout.strip()).parent.parent / "shared" / "original")
+        except OSError:
+            pass
+    for d in candidates:
+        if (d / "run.sh").exists():
+            break
+    else:
+        return None, f"no run.sh in {' or '.join(str(c) for c in candidates)} (set ORIGINAL_DIR)"
+    check = subprocess.run([PYTHON, "-c", "import " + ", ".join(ORIGINAL_MODULES)],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        return None, (f"its Python packages are missing ({check.stderr.strip().splitlines()[-1]}); "
+                      f"as root, tests/bench/install-deps installs them: {ORIGINAL_PACKAGES}")
+    return d.resolve(), None
+
+
+# --- scenario 1: zero latency, closed loop (wrk) ------------------------------------------
 
 WRK_LUA = """
-counter = 0
-request = function()
+local counter = 0
+function setup(thread)
+  nthreads = (nthreads or 0) + 1
+  thread:set("tid", nthreads)
+end
+function request()
   counter = counter + 1
-  local body = '{"chat_id": "' .. (2000000 + counter) .. '", "otp": "123456", "expire_seconds": 60}'
+  local body = '{"chat_id": "' .. (%d + tid * 10000000 + counter) .. '", "otp": "123456", "expire_seconds": 60}'
   return wrk.format("POST", "/send-otp", {["Content-Type"] = "application/json"}, body)
 end
 """
 
 
-def stack_rss_mib(gw):
-    pids = [gw.lighttpd.pid, gw.deleter.pid] + children(gw.lighttpd.pid)
-    return sum(rss_kib(p) for p in pids) / 1024, len(pids)
+def wrk_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text or "")
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[m.group(2)]
 
 
-def wrk_run(latency_ms, conns):
-    workdir = tempfile.mkdtemp(dir="/dev/shm", prefix="otp-bench-")
-    bot, gw = start(workdir, latency_ms)
+def wrk(stack, conns, workdir, base):
+    script = Path(workdir) / f"post-{base}.lua"
+    script.write_text(WRK_LUA % base)
+    p = subprocess.run(["wrk", f"-t{min(2, conns)}", f"-c{conns}", f"-d{WRK_SECONDS}s", "--latency",
+                        "-s", str(script), f"http://127.0.0.1:{stack.port}/"],
+                       capture_output=True, text=True, timeout=WRK_SECONDS + 120)
+    out = p.stdout
+    total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    if p.returncode != 0 or not total:
+        raise RuntimeError(f"wrk failed ({p.returncode}): {out}{p.stderr}")
+    secs = float(total.group(2)) * {"ms": 0.001, "s": 1, "m": 60}.get(total.group(3), 1)
+    n = int(total.group(1))
+    bad = int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"ok_per_s": (n - bad) / secs, "answers": n, "non200": bad,
+            "errors": sum(map(int, errors.groups())) if errors else 0,
+            "p50": wrk_ms((re.search(r"50%\s+(\S+)", out) or [0, ""])[1]),
+            "p99": wrk_ms((re.search(r"99%\s+(\S+)", out) or [0, ""])[1])}
+
+
+def scenario_zero(workdir, original):
+    print(f"\n1. Zero Bot API latency, wrk {WRK_SECONDS} s per run, distinct chats, limits raised "
+          "(RATE_LIMIT_PER_IP=1000000, TELEGRAM_MAX_SENDS_PER_SECOND=10000;\n"
+          "   the original: OTP_PER_IP_LIMIT=1000000000/minute). req/s counts 200 answers.")
+    systems = [("otp-gateway", lambda bot: Ours(workdir, bot, RAISED, "otp-gateway")),
+               ("otp-gateway, RATE_LIMIT_PER_IP=0",
+                lambda bot: Ours(workdir, bot, dict(RAISED, RATE_LIMIT_PER_IP="0"), "ours"))]
+    if original:
+        for w in (1, 2):
+            label = f"original, {w} worker{'s' if w > 1 else ''}"
+            systems.append((label, lambda bot, w=w, label=label: Original(
+                workdir, bot, ORIGINAL_RAISED, label, original, w)))
+    print(f"   {'system':<34}{'c=1 req/s':>10}{'c=1 p99':>10}{'c=64 req/s':>12}"
+          f"{'c=64 p50':>10}{'c=64 p99':>10}  other answers / socket errors")
+    bot = nginx_bot.NginxBot(workdir, 0)
+    rows = {}
     try:
-        script = Path(workdir) / "post.lua"
-        script.write_text(WRK_LUA)
-        p = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{WRK_SECONDS}s", "--latency",
-                            "-s", str(script), f"http://127.0.0.1:{gw.port}/"],
-                           capture_output=True, text=True, timeout=WRK_SECONDS + 60)
-        out = p.stdout
-        sends = [r for r in bot.requests("sendMessage") if r["status"] == 200]
-        p50 = re.search(r"50%\s+(\S+)", out)
-        p99 = re.search(r"99%\s+(\S+)", out)
-        total = re.search(r"(\d+) requests in", out)
-        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        mem, nproc = stack_rss_mib(gw)
-        print(f"  latency {latency_ms:3d} ms  c={conns:<3d} OTPs/s {len(sends) / WRK_SECONDS:6.1f}  "
-              f"answers {total.group(1) if total else '?':>6} (non-200: {non2xx.group(1) if non2xx else 0})  "
-              f"p50 {p50.group(1) if p50 else '?'}  p99 {p99.group(1) if p99 else '?'}  "
-              f"stack RSS {mem:.1f} MiB in {nproc} processes")
+        for n, (label, make) in enumerate(systems):
+            stack = make(bot)
+            try:
+                one = wrk(stack, 1, workdir, 100_000_000 + n * 1_000_000_000)
+                many = wrk(stack, 64, workdir, 150_000_000 + n * 1_000_000_000)
+            finally:
+                stack.stop()
+            rows[label] = (one, many)
+            print(f"   {label:<34}{one['ok_per_s']:>10.0f}{one['p99']:>8.1f}ms"
+                  f"{many['ok_per_s']:>12.0f}{many['p50']:>8.1f}ms{many['p99']:>8.1f}ms  "
+                  f"{one['non200'] + many['non200']} / {one['errors'] + many['errors']}",
+                  flush=True)
     finally:
-        gw.stop()
         bot.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    ours, off = rows["otp-gateway"][1], rows["otp-gateway, RATE_LIMIT_PER_IP=0"][1]
+    print(f"   cost per request with RATE_LIMIT_PER_IP=1000000 vs 0 (c=64): "
+          f"{(off['ok_per_s'] / ours['ok_per_s'] - 1) * 100:+.0f} %")
+    for label in ("original, 2 workers", "original, 1 worker"):
+        if label in rows:
+            theirs = rows[label]
+            print(f"   otp-gateway / {label}: c=1 {ratio(rows['otp-gateway'][0], theirs[0])}, "
+                  f"c=64 {ratio(ours, theirs[1])} (req/s)")
+
+
+def ratio(a, b):
+    return f"{a['ok_per_s'] / b['ok_per_s']:.2f}x" if b["ok_per_s"] else "n/a (no 200 answers)"
+
+
+# --- scenarios 2 and 3: 300 ms latency, open loop -----------------------------------------
+
+def match_deletions(calls):
+    """(sends, deleted, lags): the confirmed sends by (chat, message_id), those a deletion call
+    named, and each one's lag (the call's arrival - (send's answer + expire_seconds))."""
+    sends = {(str(c["body"].get("chat_id")), c["message_id"]): c for c in calls
+             if c["method"] == "sendMessage" and c["status"] == 200}
+    deleted, lags = set(), []
+    for c in calls:
+        if c["method"] not in ("deleteMessage", "deleteMessages") or c["status"] != 200:
+            continue
+        ids = c["body"].get("message_ids", [c["body"].get("message_id")])
+        if isinstance(ids, str):  # form-encoded: a JSON array in a string
+            ids = re.findall(r"\d+", ids)
+        for mid in ids:
+            key = (str(c["body"].get("chat_id")), int(mid) if mid is not None else None)
+            if key in sends and key not in deleted:
+                deleted.add(key)
+                lags.append(c["at"] - (sends[key]["done"] + EXPIRE))
+    return sends, deleted, lags
+
+
+def open_loop(stack, bot, rate, base):
+    """Runs the open loop against stack, then waits for the deletions; returns the figures."""
+    rss = PeakRss(stack)
+    try:
+        res = openloop.run("127.0.0.1", stack.port, rate, OPEN_SECONDS, lambda i: (
+            b'{"chat_id": "%d", "otp": "123456", "expire_seconds": %d}' % (base + i, EXPIRE)),
+            timeout=CLIENT_TIMEOUT)
+        started = last_progress = time.monotonic()
+        seen = 0
+        while True:
+            sends, deleted, lags = match_deletions(bot.calls())
+            now = time.monotonic()
+            if len(deleted) > seen:
+                seen, last_progress = len(deleted), now
+            if len(deleted) >= len(sends) or now - last_progress > DRAIN_SECONDS or \
+                    now - started > EXPIRE + DRAIN_SECONDS:
+                break
+            time.sleep(0.5)
+    finally:
+        peak = rss.stop()
+    return {"asked": int(rate * OPEN_SECONDS), "statuses": res.statuses,
+            "ok": res.statuses.get(200, 0), "p50": percentile(res.latencies, .5) * 1000,
+            "p99": percentile(res.latencies, .99) * 1000,
+            "all_p99": percentile(res.all_latencies, .99) * 1000,
+            "sent": len(sends), "deleted": len(deleted), "lag_p50": percentile(lags, .5),
+            "lag_p99": percentile(lags, .99), "lag_max": max(lags, default=float("nan")),
+            "rss": peak, "nproc": rss.nproc, "late": res.max_late * 1000,
+            "in_flight": res.max_in_flight}
+
+
+def print_open(label, r):
+    other = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items(), key=str) if k != 200)
+    print(f"   {label:<22}{r['asked']:>7}{r['ok']:>7}{r['sent']:>7}{r['p50']:>8.0f}ms{r['p99']:>8.0f}ms"
+          f"{r['deleted']:>9}{r['lag_p50']:>8.2f}s{r['lag_p99']:>8.2f}s{r['rss']:>8.1f} MiB"
+          f"  {other or '-'}", flush=True)
+
+
+def scenario_open(workdir, original, title, rate, settings, base):
+    print(f"\n{title}\n   open loop at {rate} sends/s for {OPEN_SECONDS} s, Bot API latency "
+          f"{LATENCY_MS} ms, expire_seconds {EXPIRE}; p50/p99 of 200 answers from when each was "
+          f"due\n   (clients give up after {CLIENT_TIMEOUT} s); sent/deleted as the fake Bot API saw them; lag = deletion call's arrival - "
+          "(send's answer + expire); RSS = peak of the whole stack")
+    print(f"   {'system':<22}{'asked':>7}{'200s':>7}{'sent':>7}{'p50':>10}{'p99':>10}"
+          f"{'deleted':>9}{'lag p50':>9}{'lag p99':>9}{'RSS':>12}  other answers")
+    systems = [("otp-gateway", lambda bot: Ours(workdir, bot, settings, "otp-gateway"))]
+    workers = int(os.environ.get("ORIGINAL_WORKERS", "2"))
+    if original:
+        label = f"original, {workers} worker{'s' if workers > 1 else ''}"
+        systems.append((label, lambda bot: Original(workdir, bot, ORIGINAL_RAISED, label,
+                                                    original, workers)))
+    results = {}
+    for n, (label, make) in enumerate(systems):
+        bot = nginx_bot.NginxBot(workdir, LATENCY_MS)
+        try:
+            stack = make(bot)
+            try:
+                results[label] = open_loop(stack, bot, rate, base + n * 100_000_000)
+            finally:
+                stack.stop()
+        finally:
+            bot.stop()
+        print_open(label, results[label])
+    ours = results["otp-gateway"]
+    print(f"   (generator: at most {ours['late']:.0f} ms late, {ours['in_flight']} requests in "
+          f"flight; stack RSS over {ours['nproc']} processes)")
+    for label, theirs in results.items():
+        if label != "otp-gateway":
+            print(f"   otp-gateway / {label}: sent {ours['sent']} vs {theirs['sent']}, "
+                  f"p99 {ours['p99']:.0f} vs {theirs['p99']:.0f} ms, "
+                  f"RSS {ours['rss']:.1f} vs {theirs['rss']:.1f} MiB")
+    return results
 
 
 def main():
-    if "--lag-only" not in sys.argv:
-        if shutil.which("wrk") is None:
-            print("wrk is not installed (Debian package wrk): throughput skipped")
-        else:
-            print(f"throughput, wrk {WRK_SECONDS} s per run, default configuration "
-                  "(non-200 answers past the 30 sends/s budget are 503s):")
-            for latency in (100, 300):
-                for conns in (16, 64):
-                    wrk_run(latency, conns)
-    if "--wrk-only" not in sys.argv:
-        deletion_lag()
+    why = nginx_bot.missing()
+    if why:
+        print(f"bench: {why}: nothing to measure", file=sys.stderr)
+        return 1
+    if shutil.which("wrk") is None and "zero" in ONLY:
+        print("bench: wrk is not installed (Debian package wrk)", file=sys.stderr)
+        return 1
+    original, why_not = find_original()
+    print(f"make bench, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+          f"{'smoke' if SMOKE else 'quick' if QUICK else 'full'} run; load generator, fake Bot API "
+          "and services share the machine")
+    print(f"original: {original}" if original else f"original: skipped: {why_not}")
+    workdir = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                               prefix="otp-bench-")
+    try:
+        if "zero" in ONLY:
+            scenario_zero(workdir, original)
+        if "broadcast" in ONLY:
+            scenario_open(workdir, original, "2. Paid broadcast: TELEGRAM_PAID_BROADCAST=1, "
+                          "RATE_LIMIT_PER_IP=1000000", BROADCAST_RATE,
+                          {"TELEGRAM_PAID_BROADCAST": "1", "RATE_LIMIT_PER_IP": "1000000"},
+                          3_000_000_000)
+        if "default" in ONLY:
+            scenario_open(workdir, original, "3. Default configuration (30 sends/s budget), "
+                          "RATE_LIMIT_PER_IP=1000000", 30, {"RATE_LIMIT_PER_IP": "1000000"},
+                          4_000_000_000)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
