@@ -27,6 +27,7 @@ Environment:
 """
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -66,6 +67,11 @@ ORIGINAL_MODULES = ("fastapi", "uvicorn", "httpx", "pydantic", "prometheus_clien
 ORIGINAL_PACKAGES = ("python3-fastapi python3-uvicorn python3-httpx python3-pydantic "
                      "python3-prometheus-client python3-dotenv python3-uvloop python3-httptools "
                      "python3-limits")
+
+
+def load():
+    """The machine's load: other work on it skews every figure."""
+    return "load average %.1f %.1f %.1f" % os.getloadavg()
 
 
 def free_port():
@@ -339,8 +345,9 @@ def wrk(stack, conns, workdir, base):
 
 def scenario_zero(workdir, original):
     print(f"\n1. Zero Bot API latency, wrk {WRK_SECONDS} s per run, distinct chats, limits raised "
-          "(RATE_LIMIT_PER_IP=1000000, TELEGRAM_MAX_SENDS_PER_SECOND=10000;\n"
-          "   the original: OTP_PER_IP_LIMIT=1000000000/minute). req/s counts 200 answers.")
+          f"({load()})\n"
+          "   (RATE_LIMIT_PER_IP=1000000, TELEGRAM_MAX_SENDS_PER_SECOND=10000; the original: "
+          "OTP_PER_IP_LIMIT=1000000000/minute);\n   req/s counts 200 answers")
     systems = [("otp-gateway", lambda bot: Ours(workdir, bot, RAISED, "otp-gateway")),
                ("otp-gateway, RATE_LIMIT_PER_IP=0",
                 lambda bot: Ours(workdir, bot, dict(RAISED, RATE_LIMIT_PER_IP="0"), "ours"))]
@@ -404,13 +411,28 @@ def match_deletions(calls):
     return sends, deleted, lags
 
 
+def max_in_flight(rate):
+    """As many connections as clients waiting CLIENT_TIMEOUT at this rate, within our file limit:
+    a stack that falls behind gets every request, as from independent callers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = int(rate * CLIENT_TIMEOUT) + 100
+    if soft < want + 200 and (hard == resource.RLIM_INFINITY or hard > soft):
+        soft = want + 200 if hard == resource.RLIM_INFINITY else min(hard, want + 200)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return min(want, soft - 200)
+
+
+def fmt(value, spec, unit=""):
+    return format(value, spec) + unit if value == value else format("-", spec.split(".")[0]) + " " * len(unit)
+
+
 def open_loop(stack, bot, rate, base):
     """Runs the open loop against stack, then waits for the deletions; returns the figures."""
     rss = PeakRss(stack)
     try:
         res = openloop.run("127.0.0.1", stack.port, rate, OPEN_SECONDS, lambda i: (
             b'{"chat_id": "%d", "otp": "123456", "expire_seconds": %d}' % (base + i, EXPIRE)),
-            timeout=CLIENT_TIMEOUT)
+            timeout=CLIENT_TIMEOUT, max_in_flight=max_in_flight(rate))
         started = last_progress = time.monotonic()
         seen = 0
         while True:
@@ -436,16 +458,34 @@ def open_loop(stack, bot, rate, base):
 
 def print_open(label, r):
     other = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items(), key=str) if k != 200)
-    print(f"   {label:<22}{r['asked']:>7}{r['ok']:>7}{r['sent']:>7}{r['p50']:>8.0f}ms{r['p99']:>8.0f}ms"
-          f"{r['deleted']:>9}{r['lag_p50']:>8.2f}s{r['lag_p99']:>8.2f}s{r['rss']:>8.1f} MiB"
-          f"  {other or '-'}", flush=True)
+    print(f"   {label:<22}{r['asked']:>7}{r['ok']:>7}{r['sent']:>7}{fmt(r['p50'], '>8.0f', 'ms')}"
+          f"{fmt(r['p99'], '>8.0f', 'ms')}{r['deleted']:>9}{fmt(r['lag_p50'], '>8.2f', 's')}"
+          f"{fmt(r['lag_p99'], '>8.2f', 's')}{r['rss']:>8.1f} MiB  {other or '-'}", flush=True)
+
+
+def calibrate(workdir, rate):
+    """The generator straight at the fake's sendMessage: neither should be the bottleneck."""
+    seconds = min(OPEN_SECONDS, 10)
+    bot = nginx_bot.NginxBot(workdir, LATENCY_MS)
+    try:
+        res = openloop.run("127.0.0.1", bot.port, rate, seconds, lambda i: (
+            b'{"chat_id": "%d", "text": "calibration"}' % i), timeout=CLIENT_TIMEOUT,
+            path=f"/bot{TOKEN}/sendMessage")
+    finally:
+        bot.stop()
+    other = ", ".join(f"{k}: {v}" for k, v in sorted(res.statuses.items(), key=str) if k != 200)
+    print(f"   {'(fake Bot API alone)':<22}{int(rate * seconds):>7}{res.statuses.get(200, 0):>7}"
+          f"{'':>7}{fmt(percentile(res.latencies, .5) * 1000, '>8.0f', 'ms')}"
+          f"{fmt(percentile(res.latencies, .99) * 1000, '>8.0f', 'ms')}  the generator straight at the fake "
+          f"for {seconds} s: this load's floor  {other}", flush=True)
 
 
 def scenario_open(workdir, original, title, rate, settings, base):
-    print(f"\n{title}\n   open loop at {rate} sends/s for {OPEN_SECONDS} s, Bot API latency "
-          f"{LATENCY_MS} ms, expire_seconds {EXPIRE}; p50/p99 of 200 answers from when each was "
-          f"due\n   (clients give up after {CLIENT_TIMEOUT} s); sent/deleted as the fake Bot API saw them; lag = deletion call's arrival - "
-          "(send's answer + expire); RSS = peak of the whole stack")
+    print(f"\n{title} ({load()})\n   open loop at {rate} sends/s for {OPEN_SECONDS} s, Bot API latency "
+          f"{LATENCY_MS} ms, expire_seconds {EXPIRE}; p50/p99 of 200 answers from when each\n"
+          f"   was due (clients give up after {CLIENT_TIMEOUT} s); sent/deleted as the fake Bot API "
+          "saw them; lag = deletion call's\n   arrival - (send's answer + expire); RSS = peak of "
+          "the whole stack")
     print(f"   {'system':<22}{'asked':>7}{'200s':>7}{'sent':>7}{'p50':>10}{'p99':>10}"
           f"{'deleted':>9}{'lag p50':>9}{'lag p99':>9}{'RSS':>12}  other answers")
     systems = [("otp-gateway", lambda bot: Ours(workdir, bot, settings, "otp-gateway"))]
@@ -454,6 +494,7 @@ def scenario_open(workdir, original, title, rate, settings, base):
         label = f"original, {workers} worker{'s' if workers > 1 else ''}"
         systems.append((label, lambda bot: Original(workdir, bot, ORIGINAL_RAISED, label,
                                                     original, workers)))
+    calibrate(workdir, rate)
     results = {}
     for n, (label, make) in enumerate(systems):
         bot = nginx_bot.NginxBot(workdir, LATENCY_MS)
@@ -488,7 +529,7 @@ def main():
     original, why_not = find_original()
     print(f"make bench, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
           f"{'smoke' if SMOKE else 'quick' if QUICK else 'full'} run; load generator, fake Bot API "
-          "and services share the machine")
+          f"and services share the machine; {load()}")
     print(f"original: {original}" if original else f"original: skipped: {why_not}")
     workdir = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None,
                                prefix="otp-bench-")

@@ -1,4 +1,4 @@
-"""An open-loop load generator for POST /send-otp (wrk2 is not in Debian; wrk is closed-loop).
+"""An open-loop load generator for POST /send-otp (or any path) (wrk2 is not in Debian; wrk is closed-loop).
 
 Request i is due at start + i/rate whatever happened to the earlier ones: a slow server gets
 more requests in flight, not fewer requests (no coordinated omission). Each request goes out on
@@ -54,7 +54,7 @@ async def _read_response(reader):
     return status, close
 
 
-async def _run(host, port, rate, seconds, body_for, timeout, max_in_flight):
+async def _run(host, port, path, rate, seconds, body_for, timeout, max_in_flight):
     res = Result()
     idle = []
     in_flight = 0
@@ -67,7 +67,7 @@ async def _run(host, port, rate, seconds, body_for, timeout, max_in_flight):
         conn = None
         try:
             body = body_for(i)
-            req = (f"POST /send-otp HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            req = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                    ).encode() + body
             try:
@@ -128,10 +128,10 @@ def _close(conn):
             pass
 
 
-def run(host, port, rate, seconds, body_for, timeout=10.0, max_in_flight=4000):
-    """Sends rate*seconds requests, request i due at i/rate; body_for(i) gives its body (bytes).
-    Returns a Result once every request is answered or timed out."""
-    coro = _run(host, port, rate, seconds, body_for, timeout, max_in_flight)
+def run(host, port, rate, seconds, body_for, timeout=10.0, max_in_flight=4000, path="/send-otp"):
+    """POSTs rate*seconds requests to path, request i due at i/rate; body_for(i) gives its body
+    (bytes). Returns a Result once every request is answered or timed out."""
+    coro = _run(host, port, path, rate, seconds, body_for, timeout, max_in_flight)
     if uvloop is not None:
         loop = uvloop.new_event_loop()
         try:
