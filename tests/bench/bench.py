@@ -60,7 +60,7 @@ EXPIRE = 5
 LATENCY_MS = 300
 # after the load, wait for the deletions: at most expire_seconds plus this, and never more than
 # this without a new deletion (a stack that falls behind is not waited for: its figures say so)
-DRAIN_SECONDS = 8 if SMOKE else 30
+DRAIN_SECONDS = 8 if SMOKE else 15 if QUICK else 30
 RAISED = {"RATE_LIMIT_PER_IP": "1000000", "TELEGRAM_MAX_SENDS_PER_SECOND": "10000"}
 ORIGINAL_RAISED = {"OTP_PER_IP_LIMIT": "1000000000/minute"}
 ORIGINAL_MODULES = ("fastapi", "uvicorn", "httpx", "pydantic", "prometheus_client", "dotenv")

@@ -37,7 +37,7 @@ def missing():
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         return f"nginx is not installed (Debian packages: {PACKAGES})"
     if not Path(ECHO_MODULE).exists():
-        return f"nginx's echo module is not installed (Debian package libnginx-mod-http-echo)"
+        return "nginx's echo module is not installed (Debian package libnginx-mod-http-echo)"
     return None
 
 
