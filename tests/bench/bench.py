@@ -136,8 +136,11 @@ class PeakRss:
 
     def _run(self):
         while not self._stop.is_set():
-            pids = with_descendants(self.stack.root_pids())
-            total = sum(rss_kib(p) for p in pids)
+            try:
+                pids = with_descendants(self.stack.root_pids())
+                total = sum(rss_kib(p) for p in pids)
+            except OSError:  # e.g. out of file descriptors for a moment: skip this sample
+                total = 0
             if total > self.peak_kib:
                 self.peak_kib, self.nproc = total, len(pids)
             self._stop.wait(0.25)
@@ -412,14 +415,19 @@ def match_deletions(calls):
 
 
 def max_in_flight(rate):
-    """As many connections as clients waiting CLIENT_TIMEOUT at this rate, within our file limit:
-    a stack that falls behind gets every request, as from independent callers."""
+    """As many connections as clients waiting CLIENT_TIMEOUT at this rate (a stack that falls
+    behind still gets every request, as from independent callers), within our file limit, which
+    is raised when it can be."""
+    want = int(rate * (CLIENT_TIMEOUT + 2)) + 100  # + the generator's own lag under load
+    need = 2 * want + 1000  # in flight and idle sockets, and room for the rest of us
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = int(rate * CLIENT_TIMEOUT) + 100
-    if soft < want + 200 and (hard == resource.RLIM_INFINITY or hard > soft):
-        soft = want + 200 if hard == resource.RLIM_INFINITY else min(hard, want + 200)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return min(want, soft - 200)
+    if soft < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(need, hard)))
+        except (ValueError, OSError):  # not root: as far as the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return min(want, (soft - 1000) // 2)
 
 
 def fmt(value, spec, unit=""):

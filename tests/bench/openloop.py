@@ -60,6 +60,15 @@ async def _run(host, port, path, rate, seconds, body_for, timeout, max_in_flight
     in_flight = 0
     tasks = set()
 
+    def reusable():
+        """An idle connection the server has not closed, or None."""
+        while idle:
+            conn = idle.pop()
+            if not conn[0].at_eof():
+                return conn
+            _close(conn)
+        return None
+
     async def one(i, due):
         nonlocal in_flight
         in_flight += 1
@@ -72,9 +81,20 @@ async def _run(host, port, path, rate, seconds, body_for, timeout, max_in_flight
                    ).encode() + body
             try:
                 async with asyncio.timeout(timeout):  # Python 3.11 (Debian 12)
-                    conn = idle.pop() if idle else await asyncio.open_connection(host, port)
-                    conn[1].write(req)
-                    status, close = await _read_response(conn[0])
+                    conn = reusable()
+                    if conn is not None:
+                        try:  # the server may have closed it meanwhile: then once more, afresh
+                            conn[1].write(req)
+                            status, close = await _read_response(conn[0])
+                        except (ConnectionError, asyncio.IncompleteReadError) as e:
+                            if isinstance(e, asyncio.IncompleteReadError) and e.partial:
+                                raise
+                            _close(conn)
+                            conn = None
+                    if conn is None:
+                        conn = await asyncio.open_connection(host, port)
+                        conn[1].write(req)
+                        status, close = await _read_response(conn[0])
             except (asyncio.TimeoutError, TimeoutError):
                 res.count("timeout")
                 _close(conn)
@@ -104,7 +124,7 @@ async def _run(host, port, path, rate, seconds, body_for, timeout, max_in_flight
         while i < total and start + i / rate <= now:
             due = start + i / rate
             res.max_late = max(res.max_late, now - due)
-            if in_flight >= max_in_flight:
+            if in_flight >= max_in_flight:  # at most as many sockets: idle ones are reused first
                 res.count("not sent")
             else:
                 t = loop.create_task(one(i, due))
