@@ -353,7 +353,8 @@ def scenario_zero(workdir, original):
           "OTP_PER_IP_LIMIT=1000000000/minute);\n   req/s counts 200 answers")
     systems = [("otp-gateway", lambda bot: Ours(workdir, bot, RAISED, "otp-gateway")),
                ("otp-gateway, RATE_LIMIT_PER_IP=0",
-                lambda bot: Ours(workdir, bot, dict(RAISED, RATE_LIMIT_PER_IP="0"), "ours"))]
+                lambda bot: Ours(workdir, bot, dict(RAISED, RATE_LIMIT_PER_IP="0"),
+                                "otp-gateway, RATE_LIMIT_PER_IP=0"))]
     if original:
         for w in (1, 2):
             label = f"original, {w} worker{'s' if w > 1 else ''}"
@@ -379,7 +380,7 @@ def scenario_zero(workdir, original):
     finally:
         bot.stop()
     ours, off = rows["otp-gateway"][1], rows["otp-gateway, RATE_LIMIT_PER_IP=0"][1]
-    print(f"   cost per request with RATE_LIMIT_PER_IP=1000000 vs 0 (c=64): "
+    print(f"   cost per request (1 / req/s at c=64) with RATE_LIMIT_PER_IP=1000000 over 0: "
           f"{(off['ok_per_s'] / ours['ok_per_s'] - 1) * 100:+.0f} %")
     for label in ("original, 2 workers", "original, 1 worker"):
         if label in rows:
@@ -521,7 +522,7 @@ def scenario_open(workdir, original, title, rate, settings, base):
     for label, theirs in results.items():
         if label != "otp-gateway":
             print(f"   otp-gateway / {label}: sent {ours['sent']} vs {theirs['sent']}, "
-                  f"p99 {ours['p99']:.0f} vs {theirs['p99']:.0f} ms, "
+                  f"p99 {fmt(ours['p99'], '.0f')} vs {fmt(theirs['p99'], '.0f')} ms, "
                   f"RSS {ours['rss']:.1f} vs {theirs['rss']:.1f} MiB")
     return results
 
