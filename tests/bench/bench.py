@@ -342,8 +342,9 @@ def wrk(stack, conns, workdir, base):
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"ok_per_s": (n - bad) / secs, "answers": n, "non200": bad,
             "errors": sum(map(int, errors.groups())) if errors else 0,
-            "p50": wrk_ms((re.search(r"50%\s+(\S+)", out) or [0, ""])[1]),
-            "p99": wrk_ms((re.search(r"99%\s+(\S+)", out) or [0, ""])[1])}
+            # the latency distribution's lines, not a "+/- Stdev" column such as 78.50%
+            "p50": wrk_ms((re.search(r"^\s+50%\s+(\S+)$", out, re.M) or [0, ""])[1]),
+            "p99": wrk_ms((re.search(r"^\s+99%\s+(\S+)$", out, re.M) or [0, ""])[1])}
 
 
 def scenario_zero(workdir, original):
@@ -373,8 +374,9 @@ def scenario_zero(workdir, original):
             finally:
                 stack.stop()
             rows[label] = (one, many)
-            print(f"   {label:<34}{one['ok_per_s']:>10.0f}{one['p99']:>8.1f}ms"
-                  f"{many['ok_per_s']:>12.0f}{many['p50']:>8.1f}ms{many['p99']:>8.1f}ms  "
+            print(f"   {label:<34}{one['ok_per_s']:>10.0f}{fmt(one['p99'], '>8.1f', 'ms')}"
+                  f"{many['ok_per_s']:>12.0f}{fmt(many['p50'], '>8.1f', 'ms')}"
+                  f"{fmt(many['p99'], '>8.1f', 'ms')}  "
                   f"{one['non200'] + many['non200']} / {one['errors'] + many['errors']}",
                   flush=True)
     finally:
