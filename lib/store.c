@@ -648,3 +648,115 @@ int store_heartbeat_get(struct store *s, const char *program, int64_t *beat_ms)
 	sqlite3_bind_text(st, 1, program, -1, SQLITE_STATIC);
 	return step_int64(s, st, beat_ms, "read heartbeat");
 }
+
+/* --- Revocation (POST /revoke-otp) -------------------------------------------------------------
+ * Self-contained: its statements are prepared per call (a revoke is rare), so the table of
+ * cached statements above stays as it is. */
+
+static const char claim_find_sql[] =
+	"SELECT id, chat_id, message_id, delete_at_ms, next_try_ms, attempts "
+	"FROM pending_deletions WHERE message_id = ?2 AND chat_id = ?1 COLLATE NOCASE "
+	"ORDER BY id LIMIT 1";
+/* next_try_ms >= delete_at_ms holds for every row (otp-deleter's retries keep it): moving
+ * delete_at to now and the next try to the lease's end keeps it */
+static const char claim_take_sql[] =
+	"UPDATE pending_deletions SET delete_at_ms = ?2, next_try_ms = ?3 WHERE id = ?1";
+static const char release_sql[] =
+	"UPDATE pending_deletions SET next_try_ms = max(?2, delete_at_ms) "
+	"WHERE id = ?1 AND next_try_ms > ?2";
+
+static sqlite3_stmt *prepare_once(struct store *s, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		set_db_err(s, "prepare");
+		sqlite3_finalize(st);
+		return NULL;
+	}
+	return st;
+}
+
+int store_pending_claim(struct store *s, const char *chat_id, long long message_id,
+			int64_t lease_ms, struct pending *out)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t now;
+	int rc = -1, step;
+
+	/* a username is ASCII (validated), so NOCASE folds it as Telegram does; digits and '-'
+	 * fold to themselves */
+	if (begin(s) != 0)
+		return -1;
+	now = clock_now_ms(); /* after the lock: a deleter's read before it saw an earlier now */
+	if ((st = prepare_once(s, claim_find_sql)) == NULL)
+		goto out;
+	sqlite3_bind_text(st, 1, chat_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, message_id);
+	step = sqlite3_step(st);
+	if (step == SQLITE_DONE) {
+		rc = STORE_CLAIM_NONE;
+		goto out;
+	}
+	if (step != SQLITE_ROW) {
+		set_db_err(s, "find pending deletion");
+		goto out;
+	}
+	memset(out, 0, sizeof *out);
+	out->id = sqlite3_column_int64(st, 0);
+	snprintf(out->chat_id, sizeof out->chat_id, "%s", (const char *)sqlite3_column_text(st, 1));
+	out->message_id = sqlite3_column_int64(st, 2);
+	out->delete_at_ms = sqlite3_column_int64(st, 3);
+	out->next_try_ms = sqlite3_column_int64(st, 4);
+	out->attempts = sqlite3_column_int(st, 5);
+	sqlite3_finalize(st);
+	st = NULL;
+	if (out->delete_at_ms <= now + STORE_CLAIM_MARGIN_MS) {
+		rc = STORE_CLAIM_DUE;
+		goto out;
+	}
+	if ((st = prepare_once(s, claim_take_sql)) == NULL)
+		goto out;
+	sqlite3_bind_int64(st, 1, out->id);
+	sqlite3_bind_int64(st, 2, now);
+	sqlite3_bind_int64(st, 3, now + lease_ms);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		set_db_err(s, "claim pending deletion");
+		goto out;
+	}
+	out->delete_at_ms = now;
+	out->next_try_ms = now + lease_ms;
+	rc = STORE_CLAIM_TAKEN;
+out:
+	sqlite3_finalize(st);
+	if (rc < 0 || commit(s) != 0) {
+		rollback(s);
+		return -1;
+	}
+	return rc;
+}
+
+int store_pending_release(struct store *s, int64_t id, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = -1;
+
+	if (begin(s) != 0)
+		return -1;
+	if ((st = prepare_once(s, release_sql)) == NULL)
+		goto out;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, now_ms);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		set_db_err(s, "release pending deletion");
+		goto out;
+	}
+	rc = 0;
+out:
+	sqlite3_finalize(st);
+	if (rc != 0 || commit(s) != 0) {
+		rollback(s);
+		return -1;
+	}
+	return 0;
+}

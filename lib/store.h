@@ -121,4 +121,33 @@ int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms);
 /* Returns 1 with *beat_ms set, 0 if that program never beat, -1 on error. */
 int store_heartbeat_get(struct store *s, const char *program, int64_t *beat_ms);
 
+/* --- Revocation (POST /revoke-otp): taking a pending row out of otp-deleter's reach ---------- */
+
+/* What store_pending_claim() found. */
+enum store_claim {
+	STORE_CLAIM_NONE,  /* no pending row for that message in that chat */
+	STORE_CLAIM_DUE,   /* the row is due (or about to be): otp-deleter has it or takes it at once;
+			    * left as it was */
+	STORE_CLAIM_TAKEN, /* the row is the caller's until its lease ends; *out filled */
+};
+
+/* Rows due within this margin are left to otp-deleter: a deleter that read the table just
+ * before our transaction may already be deleting them. */
+#define STORE_CLAIM_MARGIN_MS 1000
+
+/* Finds the pending row of message_id in chat_id (an @username matches whatever its case, as
+ * the rate limit treats it; a numeric id matches its exact text) and, if otp-deleter cannot
+ * have started on it (its delete_at is more than STORE_CLAIM_MARGIN_MS ahead), takes it in one
+ * transaction: delete_at becomes now (the client wants it gone) and the next try now + lease_ms,
+ * so otp-deleter leaves it alone until then and takes it over afterwards if the caller never
+ * comes back (a crash loses nothing). lease_ms 0 hands the row to otp-deleter at once.
+ * "Now" is read inside the transaction. Returns the claim, with *out filled for TAKEN (and for
+ * DUE), or -1. */
+int store_pending_claim(struct store *s, const char *chat_id, long long message_id,
+			int64_t lease_ms, struct pending *out);
+
+/* Gives a claimed row back to otp-deleter, due at now_ms (never earlier than its delete_at).
+ * A row that is gone already is not an error. */
+int store_pending_release(struct store *s, int64_t id, int64_t now_ms);
+
 #endif
