@@ -18,6 +18,7 @@ struct route {
 static const struct route routes[] = {
 	{ "/", "GET", 0, 0, api_root },
 	{ "/send-otp", "POST", 1, 1, api_send_otp },
+	{ "/revoke-otp", "POST", 1, 1, api_revoke_otp },
 	{ "/health", "GET", 0, 0, api_health },
 	{ "/metrics", "GET", 0, 0, api_metrics },
 };
