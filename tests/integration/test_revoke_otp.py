@@ -3,7 +3,10 @@ else is refused without a Bot API call; when Telegram is paused or failing, otp-
 the row over at once (202).
 
 Timings are read at the emulator (when the deletion reached it), as Telegram would see them."""
+import os
+import signal
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -239,6 +242,42 @@ def test_a_row_the_deleter_may_already_have_is_left_to_it(gateway, bot):
     gone = wait_until(lambda: deleted_at(bot, "2014", mid), 3 * SLOW, "the deletion")
     assert gone >= due_ms / 1000.0
     assert len(calls_for(bot, "2014", mid)) == 1
+
+
+def test_otp_fcgi_killed_mid_revoke_leaves_the_row_to_the_deleter_when_the_claim_runs_out(make_gateway, bot):
+    """The claim is a lease: a revoke that dies mid-call loses nothing, and nobody deletes
+    while it may still be under way."""
+    gw = make_gateway(env={"TELEGRAM_TIMEOUT_SECONDS": "1"})
+    a = sent(gw, "2016")
+    # the revoke's call hangs, then fails: the message is still there when its process is gone
+    bot.config(method_latency_ms={"deleteMessage": 3000}, server_errors={"count": 1, "status": 502})
+    answers = []
+    t = threading.Thread(target=lambda: answers.append(
+        _try(revoke, gw, {"chat_id": "2016", "message_id": a["message_id"]})))
+    t.start()
+    [call] = wait_until(lambda: delete_calls(bot), 5 * SLOW, "the revoke's call")
+    for pid in gw.children_left():
+        if pid != gw.deleter.pid:  # otp-fcgi only: otp-deleter shares the run directory
+            os.kill(pid, signal.SIGKILL)
+    t.join(30)
+    assert not (answers and getattr(answers[0], "status", None) == 200), answers
+    bot.config(method_latency_ms={})
+    lease_end = call["at"] + 1 + 10  # TELEGRAM_TIMEOUT_SECONDS + the lease's margin
+    gone = wait_until(lambda: deleted_at(bot, "2016", a["message_id"]), 11 + 5 * SLOW,
+                      "otp-deleter's deletion after the claim ran out", interval=0.1)
+    assert gone >= lease_end - 0.5, f"deleted {lease_end - gone:.2f} s before the claim ran out"
+    assert gone < parse_iso(a["delete_at"]) - 30, "the revoke's instant, not delete_at, counts"
+    # the first call's answer found no one to take it (or its 502 did): only otp-deleter's deleted
+    assert [c["status"] in (None, 502) for c in calls_for(bot, "2016", a["message_id"])] == [True, False]
+    assert calls_for(bot, "2016", a["message_id"])[1]["status"] == 200
+    wait_until(lambda: gw.db_rows() == [], 5, "the row to go")
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except OSError as e:  # the connection died with its otp-fcgi
+        return e
 
 
 def test_revokes_are_counted_and_logged_with_a_masked_chat_id(gateway, bot):
