@@ -538,7 +538,7 @@ static void read_success(enum tg_method method, json_t *root, struct tg_result *
 		}
 		res->status = TG_BAD_REPLY;
 		snprintf(res->description, sizeof res->description,
-			 "the Bot API answered ok without result true");
+			 "Telegram answered ok without result true");
 		return;
 	}
 	v = json_object_get(result, "message_id");
@@ -551,7 +551,7 @@ static void read_success(enum tg_method method, json_t *root, struct tg_result *
 	/* it may have been delivered, but without its id it cannot be deleted: not a success */
 	res->status = TG_BAD_REPLY;
 	snprintf(res->description, sizeof res->description,
-		 "the Bot API answered ok without a valid message_id");
+		 "Telegram answered ok without a valid message_id");
 }
 
 void tg_parse_reply(enum tg_method method, long http_status, const char *body, size_t len,

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (u[i] < 0x20 || u[i] == 0x7F || (u[i] == 0xC2 && u[i + 1] >= 0x80 && u[i + 1] <= 0x9F))
 			abort();
 	for (i = 0; i + 4 <= sizeof SECRET - 1; i++)
-		if (memmem(out, n, SECRET + i, 4) != NULL)
+		if (memmem(out, n, &SECRET[i], 4) != NULL)
 			abort();
 	j = json_string(out);
 	if (j == NULL)

@@ -30,7 +30,7 @@ static void check_description(const char *d, size_t cap)
 		if (u[i] < 0x20 || u[i] == 0x7F || (u[i] == 0xC2 && u[i + 1] >= 0x80 && u[i + 1] <= 0x9F))
 			abort();
 	for (i = 0; i + 4 <= sizeof SECRET - 1; i++)
-		if (memmem(d, n, SECRET + i, 4) != NULL)
+		if (memmem(d, n, &SECRET[i], 4) != NULL)
 			abort();
 	j = json_string(d); /* NULL unless valid UTF-8: it goes into JSON answers and log lines */
 	if (j == NULL)
