@@ -27,11 +27,14 @@ struct tg {
 
 /* One call's exchange with the Bot API: the request body, handed to curl as it asks for it, and
  * the reply. Reading the body ourselves is what lets us see whether the request may have gone
- * out (body_given > 0) and refuse to let curl send it twice. */
+ * out (went_out) and refuse to let curl send it twice. */
 struct exchange {
 	const char *body;  /* not owned */
 	size_t body_len;
-	size_t body_given; /* bytes of body handed to curl */
+	size_t body_given; /* bytes of body handed to curl in the current attempt */
+	int went_out;      /* some of the body was handed to curl, in any attempt */
+	int at_most_once;  /* sendMessage: never a second attempt once the body went out.
+			    * deleteMessage(s) may be repeated: a repeat is answered "not found" */
 	char reply[REPLY_MAX];
 	size_t reply_len;
 	int overflow;
@@ -207,34 +210,43 @@ static size_t give_body(char *buf, size_t size, size_t nitems, void *userdata)
 		n = size * nitems;
 	memcpy(buf, ex->body + ex->body_given, n);
 	ex->body_given += n;
+	if (n > 0)
+		ex->went_out = 1;
 	return n;
 }
 
 /* CURLOPT_SEEKFUNCTION: curl rewinds the body to send the request again on a fresh connection
  * when a kept-alive one died after the request went out (libcurl 7.88, FACTS.md). The Bot API
- * may have acted on the first: refuse, and the call ends in an error (TG_NO_ANSWER). */
+ * may have acted on the first: for a send, refuse, and the call ends in an error
+ * (TG_NO_ANSWER). A deletion is rewound: repeating it is harmless. */
 static int refuse_rewind(void *userdata, curl_off_t offset, int origin)
 {
-	const struct exchange *ex = userdata;
+	struct exchange *ex = userdata;
 
-	return ex->body_given == 0 && offset == 0 && origin == SEEK_SET ? CURL_SEEKFUNC_OK
-									 : CURL_SEEKFUNC_FAIL;
+	if (offset != 0 || origin != SEEK_SET || (ex->at_most_once && ex->went_out))
+		return CURL_SEEKFUNC_FAIL;
+	ex->body_given = 0;
+	return CURL_SEEKFUNC_OK;
 }
 
 /* CURLOPT_PREREQFUNCTION: called before each request curl begins for this call. A second
  * request after any of the body was handed out is the same repeat without a rewind (the case
- * where curl counted nothing as written): refuse it too. A request that died before taking any
- * of the body may be repeated: the Bot API cannot have acted on it. */
+ * where curl counted nothing as written): refuse it too for a send. A request that died before
+ * taking any of the body may be repeated: the Bot API cannot have acted on it. A deletion may
+ * always be repeated, from the start of its body. */
 static int refuse_repeat(void *userdata, char *primary_ip, char *local_ip, int primary_port,
 			 int local_port)
 {
-	const struct exchange *ex = userdata;
+	struct exchange *ex = userdata;
 
 	(void)primary_ip;
 	(void)local_ip;
 	(void)primary_port;
 	(void)local_port;
-	return ex->body_given == 0 ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+	if (ex->at_most_once && ex->went_out)
+		return CURL_PREREQFUNC_ABORT;
+	ex->body_given = 0;
+	return CURL_PREREQFUNC_OK;
 }
 
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one (overlong forms,
@@ -290,16 +302,19 @@ static int is_control(const unsigned char *s, size_t k)
 #define CLEAN_SCAN_MAX 1024
 #define SECRET_PIECE_MIN 4
 
-/* Length of the longest run at s[0..n) that occurs in secret[0..m). */
+/* Length of the longest run at s[0..n) (n > 0) that occurs in secret[0..m). */
 static size_t secret_run(const char *s, size_t n, const char *secret, size_t m)
 {
-	size_t best = 0, i, k;
+	const char *p = secret, *end = secret + m;
+	size_t best = 0, k;
 
-	for (i = 0; i < m; i++) {
-		for (k = 0; k < n && i + k < m && s[k] == secret[i + k]; k++)
+	/* only where secret holds s[0]: most bytes of a text are in no token */
+	while (p < end && (p = memchr(p, s[0], (size_t)(end - p))) != NULL) {
+		for (k = 1; k < n && p + k < end && s[k] == p[k]; k++)
 			;
 		if (k > best)
 			best = k;
+		p++;
 	}
 	return best;
 }
@@ -434,7 +449,7 @@ static void conclude(const struct tg *tg, enum tg_method method, CURL *easy, CUR
 	if (rc != CURLE_OK) {
 		memset(res, 0, sizeof *res);
 		/* once any of the body was handed to curl, the request may have taken effect */
-		res->status = ex->body_given == 0		? TG_UNREACHABLE
+		res->status = !ex->went_out			? TG_UNREACHABLE
 			      : rc == CURLE_OPERATION_TIMEDOUT ? TG_TIMEOUT
 							       : TG_NO_ANSWER;
 		if (rc == CURLE_SEND_FAIL_REWIND || rc == CURLE_ABORTED_BY_CALLBACK)
@@ -482,6 +497,7 @@ static enum tg_status call(struct tg *tg, enum tg_method method, const char *bod
 	}
 	ex->body = body;
 	ex->body_len = strlen(body);
+	ex->at_most_once = method == TG_SEND_MESSAGE;
 	prepare(tg, tg->curl, url, ex, errbuf);
 	conclude(tg, method, tg->curl, curl_easy_perform(tg->curl), ex, errbuf, res);
 out:

@@ -67,7 +67,8 @@ void tg_free(struct tg *tg);
 enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *html_text,
 			       struct tg_result *res);
 
-/* deleteMessage. */
+/* deleteMessage. Unlike a send, libcurl may repeat it on a fresh connection when a kept-alive
+ * one closes after the request went out: a second deletion is answered "not found". */
 enum tg_status tg_delete_message(struct tg *tg, const char *chat_id, long long message_id,
 				 struct tg_result *res);
 

@@ -817,6 +817,24 @@ static void closed_after_the_request_is_no_answer_and_never_repeated(void **stat
 	server_stop(&srv);
 }
 
+/* A deletion may be repeated (a second one is answered "not found"): there curl's repeat on a
+ * fresh connection is welcome, and saves a retry round. */
+static void a_deletion_is_repeated_on_a_fresh_connection(void **state)
+{
+	struct mini_server srv;
+	struct tg_result res;
+	struct tg *tg;
+
+	(void)state;
+	server_start(&srv, "{\"ok\":true,\"result\":true}", 2, 0);
+	tg = client_of(&srv);
+	assert_int_equal(tg_delete_message(tg, "12345", 1, &res), TG_OK);
+	assert_int_equal(tg_delete_message(tg, "12345", 2, &res), TG_OK);
+	assert_int_equal(server_requests(&srv), 3); /* the second twice: closed, then answered */
+	tg_free(tg);
+	server_stop(&srv);
+}
+
 /* A kept-alive connection the server closed while idle is found dead before the request: the
  * request goes over a fresh connection, once. */
 static void idle_connection_closed_by_the_server_is_replaced(void **state)
@@ -918,6 +936,7 @@ int main(void)
 		cmocka_unit_test(closed_port_is_unreachable_and_the_token_stays_secret),
 		cmocka_unit_test(closed_after_the_request_is_no_answer_and_never_repeated),
 		cmocka_unit_test(idle_connection_closed_by_the_server_is_replaced),
+		cmocka_unit_test(a_deletion_is_repeated_on_a_fresh_connection),
 		cmocka_unit_test(a_hostile_description_arrives_clean),
 	};
 
