@@ -323,15 +323,15 @@ void tg_clean_text(char *dst, size_t cap, const char *src, size_t len, const cha
 {
 	char plain[CLEAN_SCAN_MAX + 1], masked[CLEAN_SCAN_MAX + 1];
 	const unsigned char *u = (const unsigned char *)src;
-	const char *secret = NULL;
+	const char *secret = NULL, *colon = token != NULL ? strrchr(token, ':') : NULL;
 	size_t n = 0, m = 0, i, k, run, secret_len = 0, keep;
 	int cut = len > CLEAN_SCAN_MAX;
 
 	if (cap < 4)
 		return;
 	if (token != NULL && token[0] != '\0') {
-		secret = strrchr(token, ':') != NULL && strrchr(token, ':')[1] != '\0'
-				 ? strrchr(token, ':') + 1 : token;
+		/* the bot's id before the ':' is public; what follows is the secret */
+		secret = colon != NULL && colon[1] != '\0' ? colon + 1 : token;
 		secret_len = strlen(secret);
 	}
 	/* characters: invalid bytes and controls replaced, never longer than the input */
