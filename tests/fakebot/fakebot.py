@@ -56,8 +56,9 @@ Control API (JSON, same port):
   POST /_control/backdate  {"chat_id":"123","message_id":1,"seconds":200000}
                                            subtracts seconds from that message's sent_at
   GET  /_control/requests[?method=sendMessage]   {"requests":[{"method","at","answered_at",
-                                           "status","params"}, ...]} in arrival order;
-                                           status is null when the connection was closed
+                                           "status","params","client_port"}, ...]} in arrival
+                                           order; status is null when the connection was
+                                           closed; client_port tells connections apart
 Order of the checks for a Bot API call: down, close_after_read, delay (latency + hang),
 canned_replies, server_errors, token (401), method (404), flood (429), then the method itself.
 """
@@ -633,7 +634,7 @@ class Handler(BaseHTTPRequestHandler):
     def bot_call(self, token, method, query, body):
         state = self.server.state
         entry = {"method": method, "at": time.time(), "answered_at": None, "status": None,
-                 "params": {}}
+                 "params": {}, "client_port": self.client_address[1]}
         try:
             entry["params"] = self.parse_params(query, body)
             parse_error = None

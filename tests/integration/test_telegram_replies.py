@@ -22,6 +22,8 @@ def test_connection_closed_after_the_request_is_never_sent_twice(make_gateway, b
     r = gw.send_otp({"chat_id": "9102", "otp": "5678"})
     calls = send_calls(bot, "9102")
     assert len(calls) == 1, f"the emulator saw {len(calls)} sendMessage calls for one request"
+    # the case that matters: the request went over the first one's kept-alive connection
+    assert calls[0]["client_port"] == send_calls(bot, "9101")[0]["client_port"]
     assert calls[0]["status"] is None, "the emulator closed that call without an answer"
     assert r.status == 504, r
     assert r.json == {"success": False,
