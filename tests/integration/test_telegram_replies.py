@@ -1,6 +1,7 @@
-"""What POST /send-otp makes of a Bot API that misbehaves: a connection closed after the request
-went out (never a second sendMessage), and replies that cannot be believed (no usable message_id,
-a token or control characters in the description, numbers out of range)."""
+"""What POST /send-otp and otp-deleter make of a Bot API that misbehaves: a connection closed after
+the request went out (never a second sendMessage; a deletion may be repeated), and replies that
+cannot be believed (no usable message_id, a token or control characters in the description,
+numbers out of range)."""
 import json
 import time
 
@@ -11,6 +12,43 @@ from conftest import SLOW, TOKEN, TOKEN_SECRET, wait_until
 
 def send_calls(bot, chat_id):
     return [r for r in bot.requests("sendMessage") if str(r["params"].get("chat_id")) == chat_id]
+
+
+def secret_pieces(n):
+    """Every n-byte piece of the token's secret."""
+    return {TOKEN_SECRET[i:i + n] for i in range(len(TOKEN_SECRET) - n + 1)}
+
+
+def assert_no_token(text, piece=8):
+    assert TOKEN not in text and TOKEN_SECRET not in text
+    leaked = [p for p in secret_pieces(piece) if p in text]
+    assert not leaked, f"pieces of the token's secret leaked: {leaked}"
+
+
+def metric(gw, sample):
+    for line in gw.get("/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def failed_count(gw, reason):
+    return metric(gw, f'otp_failed_total{{reason="{reason}"}}')
+
+
+def canned(bot, body, status=200, method="sendMessage", count=1):
+    bot.config(canned_replies={"count": count, "methods": [method], "status": status,
+                               "body": body})
+
+
+def assert_refused_and_nothing_stored(gw, r, chat_id):
+    assert r.json is not None and r.json["success"] is False, r
+    assert gw.db_rows(f"SELECT * FROM pending_deletions WHERE chat_id = '{chat_id}'") == []
+    assert_no_token(r.text, piece=4)
+    assert_no_token(gw.log_text())
+
+
+# ---- a connection closed after the request went out ---------------------------------------
 
 
 def test_connection_closed_after_the_request_is_never_sent_twice(make_gateway, bot):
@@ -46,8 +84,8 @@ def test_a_deletion_closed_after_the_request_is_repeated_at_once(gateway, bot):
     bot.config(close_after_read={"count": 1, "methods": ["deleteMessage"]})
     r = gateway.send_otp({"chat_id": "9104", "otp": "1234", "expire_seconds": 5})
     assert r.status == 200, r
-    [msg] = wait_until(lambda: [m for m in bot.messages("9104") if m["deleted_at"]], 10 * SLOW,
-                       "the second deletion")
+    wait_until(lambda: [m for m in bot.messages("9104") if m["deleted_at"]], 10 * SLOW,
+               "the second deletion")
     calls = [c for c in bot.requests("deleteMessage")
              if str(c["params"].get("chat_id")) == "9104"]
     assert [c["status"] for c in calls] == [None, 200], calls
@@ -58,39 +96,6 @@ def test_a_deletion_closed_after_the_request_is_repeated_at_once(gateway, bot):
 
 
 # ---- replies that cannot be believed ------------------------------------------------------
-
-def secret_pieces(n):
-    """Every n-byte piece of the token's secret."""
-    return {TOKEN_SECRET[i:i + n] for i in range(len(TOKEN_SECRET) - n + 1)}
-
-
-def assert_no_token(text, piece=8):
-    assert TOKEN not in text and TOKEN_SECRET not in text
-    leaked = [p for p in secret_pieces(piece) if p in text]
-    assert not leaked, f"pieces of the token's secret leaked: {leaked}"
-
-
-def metric(gw, sample):
-    for line in gw.get("/metrics").text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
-def failed_count(gw, reason):
-    return metric(gw, f'otp_failed_total{{reason="{reason}"}}')
-
-
-def canned(bot, body, status=200, method="sendMessage", count=1):
-    bot.config(canned_replies={"count": count, "methods": [method], "status": status,
-                               "body": body})
-
-
-def assert_refused_and_nothing_stored(gw, r, chat_id):
-    assert r.json is not None and r.json["success"] is False, r
-    assert gw.db_rows(f"SELECT * FROM pending_deletions WHERE chat_id = '{chat_id}'") == []
-    assert_no_token(r.text, piece=4)
-
 
 SUCCESS_WITHOUT_A_USABLE_ID = [
     ("no_result", '{"ok":true}'),
