@@ -357,7 +357,7 @@ class State:
         """The fault called name if it applies to this call (consuming one of its count)."""
         with self.lock:
             f = getattr(self, name)
-            if not f or (f["methods"] and method.lower() not in f["methods"]):
+            if not f or f["count"] <= 0 or (f["methods"] and method.lower() not in f["methods"]):
                 return None
             f["count"] -= 1
             if f["count"] <= 0:
