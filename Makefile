@@ -90,7 +90,7 @@ fuzz-targets: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ifcgi -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ifcgi -Ideleter -o $@ $(filter %.c %.o,$^) $(LDLIBS)
 
 # ThreadSanitizer: otp-fcgi's threads under the concurrent tests.
 tsan:

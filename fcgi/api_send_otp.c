@@ -37,6 +37,7 @@ static const char *failure_reason(enum tg_status st)
 	case TG_UNREACHABLE: return "telegram_unreachable";
 	case TG_NO_ANSWER: return "telegram_no_answer";
 	case TG_SERVER_ERROR: return "telegram_unavailable";
+	case TG_BAD_REPLY: return "telegram_bad_reply";
 	default: return "telegram_refused";
 	}
 }
@@ -87,7 +88,7 @@ static void answer_telegram_failure(const struct tg_result *res, struct response
 	case TG_NO_ANSWER:
 		http_respond_failure(resp, 504, "Telegram closed the connection without answering");
 		break;
-	default: /* refused, not found, server error */
+	default: /* refused, not found, server error, a reply we cannot use */
 		body = json_pack("{s:b, s:s}", "success", 0, "detail", res->description);
 		if (body == NULL) { /* a description jansson refuses (not UTF-8) */
 			http_respond_failure(resp, 502, "Telegram refused the message");
@@ -217,10 +218,16 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 		/* 503s are ours and do not count; nothing was delivered when unreachable */
 		if (res.status == TG_RETRY_AFTER || res.status == TG_UNREACHABLE)
 			store_rate_release(s, v);
-		log_json(LOG_WARNING, "sendMessage failed",
-			 json_pack("{s:s, s:s, s:i, s:s}", "chat_id", resp->chat_id_masked,
-				   "result", tg_status_name(res.status), "telegram_error_code",
-				   res.error_code, "error", res.description));
+		/* a success without a usable message_id may have delivered a code we cannot
+		 * delete: that one is an error, the others are Telegram's answers */
+		log_json(res.status == TG_BAD_REPLY ? LOG_ERROR : LOG_WARNING,
+			 res.status == TG_BAD_REPLY
+				 ? "sendMessage: unusable reply; a message may be left undeleted"
+				 : "sendMessage failed",
+			 json_pack("{s:s, s:s, s:i, s:i, s:s}", "chat_id", resp->chat_id_masked,
+				   "result", tg_status_name(res.status), "http_status",
+				   (int)res.http_status, "telegram_error_code", res.error_code,
+				   "error", res.description));
 		count_failure(failure_reason(res.status));
 		answer_telegram_failure(&res, resp);
 		goto out;

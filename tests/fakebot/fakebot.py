@@ -37,6 +37,16 @@ Control API (JSON, same port):
       "server_errors": {"count": C, "status": 502}   the next C calls answer 500/502/503
       "down_s": D                          during D seconds close every Bot API connection
                                            without an answer (0 ends it)
+      "close_after_read": {"count": C, "methods": ["sendMessage"]}
+                                           the next C calls (of these methods; all without
+                                           "methods") are read in full, logged, and their
+                                           connection closed without an answer; the call takes
+                                           no effect (null clears)
+      "canned_replies": {"count": C, "methods": [...], "status": S, "body": "..."}
+                                           the next C calls (of these methods) get HTTP status S
+                                           (default 200) and body verbatim (a string: it may be
+                                           any bytes, not only valid JSON) as a JSON reply; the
+                                           call takes no effect (null clears)
       "unknown_chats": ["111"], "blocked_chats": ["222"]   replace the sets
       "reset": true                        empty the messages and the requests log, and go
                                            back to the faults given on the command line
@@ -46,10 +56,11 @@ Control API (JSON, same port):
   POST /_control/backdate  {"chat_id":"123","message_id":1,"seconds":200000}
                                            subtracts seconds from that message's sent_at
   GET  /_control/requests[?method=sendMessage]   {"requests":[{"method","at","answered_at",
-                                           "status","params"}, ...]} in arrival order;
-                                           status is null when the connection was closed
-Order of the checks for a Bot API call: down, delay (latency + hang), server_errors, token
-(401), method (404), flood (429), then the method itself.
+                                           "status","params","client_port"}, ...]} in arrival
+                                           order; status is null when the connection was
+                                           closed; client_port tells connections apart
+Order of the checks for a Bot API call: down, close_after_read, delay (latency + hang),
+canned_replies, server_errors, token (401), method (404), flood (429), then the method itself.
 """
 import argparse
 import collections
@@ -73,7 +84,8 @@ MAX_DELETE_AGE = 48 * 3600
 SERVER_ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
                  504: "Gateway Timeout"}
 CONFIG_KEYS = {"latency_ms", "method_latency_ms", "hang_s", "flood", "flood_methods",
-               "server_errors", "down_s", "unknown_chats", "blocked_chats", "reset"}
+               "server_errors", "down_s", "close_after_read", "canned_replies",
+               "unknown_chats", "blocked_chats", "reset"}
 
 
 class ApiError(Exception):
@@ -246,6 +258,8 @@ class State:
         self.flood, self.flood_methods = None, set()
         self.server_errors = None  # [count, status]
         self.down_until = 0.0
+        self.close_after_read = None  # {"count", "methods"}
+        self.canned_replies = None    # {"count", "methods", "status", "body"}
         self.unknown_chats, self.blocked_chats = set(), set()
 
     def configure(self, cfg):
@@ -292,6 +306,23 @@ class State:
                                   if se else None)
         if "down_s" in cfg:
             self.down_until = now + float(cfg["down_s"]) if cfg["down_s"] else 0.0
+        if "close_after_read" in cfg:
+            c = cfg["close_after_read"]
+            self.close_after_read = ({"count": int(c.get("count", 1)),
+                                      "methods": {str(m).lower() for m in c.get("methods") or []}}
+                                     if c else None)
+        if "canned_replies" in cfg:
+            c = cfg["canned_replies"]
+            if c:
+                body = c.get("body", "")
+                if not isinstance(body, str):
+                    raise TypeError("canned_replies.body must be a string")
+                self.canned_replies = {"count": int(c.get("count", 1)),
+                                       "methods": {str(m).lower() for m in c.get("methods") or []},
+                                       "status": int(c.get("status", 200)),
+                                       "body": body.encode("utf-8", "surrogateescape")}
+            else:
+                self.canned_replies = None
         if "unknown_chats" in cfg:
             self.unknown_chats = {str(c) for c in cfg["unknown_chats"] or []}
         if "blocked_chats" in cfg:
@@ -309,8 +340,29 @@ class State:
                     "server_errors": dict(zip(("count", "status"), self.server_errors))
                     if self.server_errors else None,
                     "down_remaining_s": max(0.0, self.down_until - now),
+                    "close_after_read": self.counted_view(self.close_after_read),
+                    "canned_replies": self.counted_view(self.canned_replies),
                     "unknown_chats": sorted(self.unknown_chats),
                     "blocked_chats": sorted(self.blocked_chats)}
+
+    @staticmethod
+    def counted_view(fault):
+        if not fault:
+            return None
+        view = {k: v for k, v in fault.items() if k != "body"}
+        view["methods"] = sorted(fault["methods"])
+        return view
+
+    def take_counted(self, name, method):
+        """The fault called name if it applies to this call (consuming one of its count)."""
+        with self.lock:
+            f = getattr(self, name)
+            if not f or f["count"] <= 0 or (f["methods"] and method.lower() not in f["methods"]):
+                return None
+            f["count"] -= 1
+            if f["count"] <= 0:
+                setattr(self, name, None)
+            return f
 
     def delay_for(self, method):
         with self.lock:
@@ -559,7 +611,10 @@ class Handler(BaseHTTPRequestHandler):
         return params
 
     def send_json(self, status, obj):
-        data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.send_raw(status, json.dumps(obj, ensure_ascii=False,
+                                         separators=(",", ":")).encode("utf-8"))
+
+    def send_raw(self, status, data):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -579,7 +634,7 @@ class Handler(BaseHTTPRequestHandler):
     def bot_call(self, token, method, query, body):
         state = self.server.state
         entry = {"method": method, "at": time.time(), "answered_at": None, "status": None,
-                 "params": {}}
+                 "params": {}, "client_port": self.client_address[1]}
         try:
             entry["params"] = self.parse_params(query, body)
             parse_error = None
@@ -588,7 +643,7 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append(entry)
             down = time.time() < state.down_until
-        if down:  # unreachable: no answer at all
+        if down or state.take_counted("close_after_read", method):  # no answer at all
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -600,10 +655,17 @@ class Handler(BaseHTTPRequestHandler):
         delay = state.delay_for(method)
         if delay > 0:
             time.sleep(delay)
-        status, answer = self.answer(token, method, entry["params"], parse_error)
+        canned = state.take_counted("canned_replies", method)
+        if canned:
+            status = canned["status"]
+        else:
+            status, answer = self.answer(token, method, entry["params"], parse_error)
         sent = False
         try:
-            self.send_json(status, answer)
+            if canned:
+                self.send_raw(status, canned["body"])
+            else:
+                self.send_json(status, answer)
             sent = True
         finally:
             with state.lock:
