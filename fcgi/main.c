@@ -242,6 +242,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	app.cfg = &cfg;
+	policy_from_cfg(&app.policy, &cfg);
 	atomic_init(&app.stopping, 0);
 	workers = calloc((size_t)cfg.fcgi_threads, sizeof *workers);
 	if (workers == NULL)
@@ -249,6 +250,8 @@ int main(int argc, char **argv)
 	for (i = 0; i < cfg.fcgi_threads; i++) {
 		workers[i].app = &app;
 		workers[i].tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
+		if (workers[i].tg != NULL)
+			tg_set_paid_broadcast(workers[i].tg, cfg.paid_broadcast);
 		if (workers[i].tg == NULL || pthread_create(&tid, NULL, worker_main, &workers[i]) != 0) {
 			log_msg(LOG_ERROR, "starting worker thread %d failed", i);
 			if (i == 0)

@@ -34,6 +34,8 @@ static const struct metric_def defs[] = {
 	{ "otp_delete_retried_total", COUNTER, "Deletion attempts that failed and were rescheduled",
 	  NULL },
 	{ "otp_pending_deletions", GAUGE, "Messages waiting for their deletion", NULL },
+	{ "telegram_pause_seconds", GAUGE,
+	  "Seconds left of Telegram's flood-control pause, by kind of call (send, delete)", NULL },
 	{ "otp_delete_lag_seconds", HISTOGRAM,
 	  "Confirmed deletion time minus the promised delete_at", lag_buckets },
 	{ "http_requests_total", COUNTER, "HTTP requests answered, by path and status", NULL },
