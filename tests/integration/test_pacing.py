@@ -143,3 +143,22 @@ def test_a_huge_delete_retry_after_is_clamped_and_clearing_it_resumes_deletions(
     wait_until(lambda: [m for m in bot.messages("440001") if m["deleted_at"]], 2 * SLOW,
                "the deletion after the pause was cleared")
     assert time.time() - cleared < 2 * SLOW
+
+
+def test_paid_broadcast_asks_telegram_for_it_and_sends_1000_a_second(make_gateway, bot):
+    gw = make_gateway(env={"TELEGRAM_PAID_BROADCAST": "1", "OTP_FCGI_THREADS": "16"})
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda i: gw.send_otp({"chat_id": str(450000 + i), "otp": "1234"}),
+                                range(200)))
+    assert [r.status for r in results] == [200] * 200, [r for r in results if r.status != 200][:3]
+    calls = bot.requests("sendMessage")
+    assert all(c["params"].get("allow_paid_broadcast") is True for c in calls)
+    # at 30/s, 200 sends would need 6.6 s and most would get 503 after the 2 s wait
+    arrivals = sorted(c["at"] for c in calls)
+    assert arrivals[-1] - arrivals[0] < 2.0 * SLOW
+
+
+def test_without_paid_broadcast_sends_do_not_ask_for_it(gateway, bot):
+    assert gateway.send_otp({"chat_id": "460000", "otp": "1234"}).status == 200
+    [call] = bot.requests("sendMessage")
+    assert "allow_paid_broadcast" not in call["params"]
