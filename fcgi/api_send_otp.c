@@ -3,8 +3,8 @@
  * message_id, delete_at) for otp-deleter.
  *
  * The order keeps the promise that no code is sent that nobody will delete: the limits and the
- * turn are taken (one write) before the send; after Telegram confirms, the pending row is written; if that write
- * fails, the message is deleted at once and the client gets 500. The one window that cannot be
+ * turn are taken (one write) before the send; after Telegram confirms, the pending row is
+ * written; if that write fails, the message is deleted at once and the client gets 500. The one window that cannot be
  * closed: Telegram delivered but its answer was lost (504): the message id is then unknown. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +53,8 @@ static void answer_rate_limited(const struct cfg *cfg, enum policy_scope scope, 
 {
 	char detail[160];
 
-	if (scope == POLICY_SCOPE_CHAT && cfg->rate_limit_window_s == cfg->rate_limit_window_hours * 3600)
+	if (scope == POLICY_SCOPE_CHAT &&
+	    cfg->rate_limit_window_s == cfg->rate_limit_window_hours * 3600)
 		snprintf(detail, sizeof detail, "Rate limit exceeded. Maximum %d OTPs per %d hour(s)",
 			 cfg->rate_limit_per_user, cfg->rate_limit_window_hours);
 	else if (scope == POLICY_SCOPE_CHAT)
