@@ -11,6 +11,7 @@ Options
   --latency-ms N         delay before every Bot API answer (default 0)
   --config JSON          initial fault configuration, same keys as POST /_control/config
   --max-log N            keep at most the last N entries in the requests log (default 100000)
+  --sandbox-db PATH      the gateway's database, for GET /_control/sandbox (config sandbox_db)
   --verbose              log every HTTP request to stderr
 On start it prints "fakebot listening on http://HOST:PORT" to stdout; SIGTERM/SIGINT exit 0.
 
@@ -894,6 +895,7 @@ def main():
     ap.add_argument("--latency-ms", type=float, default=0)
     ap.add_argument("--config", default="{}", help="JSON, as POST /_control/config")
     ap.add_argument("--max-log", type=int, default=100000)
+    ap.add_argument("--sandbox-db")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     try:
@@ -902,6 +904,8 @@ def main():
         ap.error(f"--config: {e}")
     if isinstance(config, dict) and args.latency_ms and "latency_ms" not in config:
         config["latency_ms"] = args.latency_ms
+    if isinstance(config, dict) and args.sandbox_db and "sandbox_db" not in config:
+        config["sandbox_db"] = args.sandbox_db
     if args.token is not None and not TOKEN_RE.fullmatch(args.token):
         ap.error("--token must look like <digits>:<letters, digits, _ or ->")
 
