@@ -10,7 +10,9 @@
 'use strict';
 
 (function () {
-	const POLL_WAIT_S = 20;          // how long the emulator may hold a poll open
+	// How long the emulator may hold a poll open when nothing changes (a change answers it at
+	// once). Short: lighttpd's graceful stop (Ctrl-C in make run) waits for requests under way.
+	const POLL_WAIT_S = 3;
 	const RETRY_MS = [500, 1000, 2000, 5000];
 	const ON_TIME_S = 1;             // README: deleted "normally within a second" after delete_at
 	const TICK_MS = 100;
