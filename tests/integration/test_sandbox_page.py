@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BUILD, ROOT, SLOW, TOKEN, TOKEN_SECRET, FakeBot, Gateway, free_port,
-                      parse_iso, wait_until)
+from conftest import (BUILD, ROOT, SLOW, TOKEN, TOKEN_SECRET, Gateway, free_port, parse_iso,
+                      wait_until)
 from test_browser import CHROMIUM, assets, run_spec  # noqa: F401 (assets is a fixture)
 
 SPEC_JS = ROOT / "tests" / "browser" / "sandbox.spec.js"
@@ -256,8 +256,8 @@ def test_make_run_prints_the_sandbox_address_and_its_page_has_delete_at(workdir)
         at = wait_until(delete_at, 5 * SLOW, "delete_at in /sandbox/messages")
         assert int(at) == parse_iso(r.json["delete_at"])
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.send_signal(signal.SIGTERM)  # run.sh stops what it started
+        proc.wait(timeout=30 * SLOW)
     wait_until(lambda: not marked_processes(marker), 10, "every started process to exit")
 
 
