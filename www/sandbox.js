@@ -50,7 +50,7 @@
 	}
 	function seconds(s) {
 		const a = Math.abs(s);
-		return a < 10 ? a.toFixed(2) + ' s' : a < 100 ? a.toFixed(1) + ' s' : Math.round(a) + ' s';
+		return a < 100 ? a.toFixed(1) + ' s' : Math.round(a) + ' s';
 	}
 
 	// ---------------------------------------------------------------- icons (inline SVG)
@@ -409,7 +409,6 @@
 	function renderMessages(chat) {
 		const list = $('message-list');
 		const box = $('messages');
-		const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
 		if (!chat || chat.chat_id !== shownChat) {
 			list.replaceChildren();
 			nodes.clear();
@@ -445,7 +444,7 @@
 			}
 		}
 		tick();
-		if (added && (atBottom || list.children.length <= chat.messages.length))
+		if (added)   // a new message: to the bottom, as a messenger does
 			box.scrollTop = box.scrollHeight;
 	}
 
@@ -463,6 +462,8 @@
 		renderChatList();
 		renderChatHead(chat);
 		renderMessages(chat);
+		// the emulator could not read the gateway's database: no countdowns, and why
+		$('status').textContent = view.error ? 'live · no delete_at' : 'live';
 		$('status').title = view.error ? `delete_at unavailable: ${view.error}` : '';
 	}
 
@@ -502,7 +503,7 @@
 				clockOffsetMs = data.now * 1000 - Date.now();
 				apiKeyRequired(res.headers.get('X-Sandbox-API-Key') === 'required');
 				failures = 0;
-				setStatus('live', 'live');
+				setStatus('live', data.error ? 'live · no delete_at' : 'live');
 				if (data.version !== version) {
 					version = data.version;
 					view = data;
