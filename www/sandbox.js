@@ -328,6 +328,10 @@
 		if (m.delete_at === null)
 			return null;
 		const lag = m.deleted_at - m.delete_at;
+		// POST /revoke-otp moved delete_at to the moment of the revoke
+		if (m.first_delete_at && m.first_delete_at > m.delete_at)
+			return { cls: 'revoked', word: 'revoked',
+				 text: `${lagText(m.first_delete_at - m.deleted_at)} before its delete_at` };
 		if (lag < 0)
 			return { cls: 'early', word: 'early', text: `${lagText(lag)} before delete_at` };
 		return { cls: lag <= ON_TIME_S ? 'on-time' : 'late', word: lag <= ON_TIME_S ? 'on time' : 'late',

@@ -55,10 +55,12 @@ Control API (JSON, same port):
                                            {"version","now","bot","error","chats":[{"chat_id",
                                            "chat","messages":[{"message_id","text","entities",
                                            "protect_content","sent_at","delete_at",
-                                           "deleted_at"}]}]}; text and entities as a Telegram
+                                           "first_delete_at","deleted_at"}]}]}; text and
+                                           entities as a Telegram
                                            client gets them (entity offsets in UTF-16 units);
                                            delete_at from "sandbox_db", null until its row is
-                                           seen. With since, waits up to S seconds (0-25) for a
+                                           seen; first_delete_at: the earlier one, when it
+                                           moved (a revoke), else null. With since, waits up to S seconds (0-25) for a
                                            version after V (long polling). Times: Unix seconds.
 Order of the checks for a Bot API call: down, delay (latency + hang), server_errors, token
 (401), method (404), flood (429), then the method itself.
@@ -327,6 +329,7 @@ class State:
         self.unknown_chats, self.blocked_chats = set(), set()
         self.chats = {}       # chat key -> the chat object sendMessage answered
         self.delete_at = {}   # (chat key, message id) -> the gateway's delete_at (s), once seen
+        self.first_delete_at = {}  # the same, where delete_at moved since (a revoke)
         self.sandbox_db = None
         self.touch()
 
@@ -600,12 +603,13 @@ def chat_matches(row_chat, key):
 
 def learn_delete_at(state, key=None, message_ids=()):
     """Reads the gateway's delete_at from its pending_deletions: for these messages of chat
-    key (before they are deleted: the row goes once we confirm), or else for every fresh one
-    that lacks it. A find moves the version. Returns an error string, or None."""
+    key, again (just before they are deleted: the row goes once we confirm, and a revoke has
+    moved its delete_at to the revoke's moment), or else for every fresh one that lacks it.
+    A change moves the version. Returns an error string, or None."""
     with state.lock:
         db = state.sandbox_db
         if key is not None:
-            wanted = [(key, mid) for mid in message_ids if (key, mid) not in state.delete_at]
+            wanted = [(key, mid) for mid in message_ids]
         else:
             horizon = time.time() - SANDBOX_LOOKUP_FOR_S
             wanted = [k for k, m in state.messages.items() if m["deleted_at"] is None
@@ -628,9 +632,13 @@ def learn_delete_at(state, key=None, message_ids=()):
         for chat, mid, at_ms in rows:
             if mid == k[1] and chat_matches(chat, k[0]) and isinstance(at_ms, int):
                 found[k] = at_ms / 1000.0
-    if found:
-        with state.lock:
-            state.delete_at.update(found)
+    with state.lock:
+        changed = {k: at for k, at in found.items() if state.delete_at.get(k) != at}
+        for k, at in changed.items():
+            if k in state.delete_at:
+                state.first_delete_at.setdefault(k, state.delete_at[k])
+            state.delete_at[k] = at
+        if changed:
             state.touch()
     return None
 
@@ -671,7 +679,9 @@ def view_locked(state, error):
                     text, entities = m["text"], []
             shown.append({"message_id": m["message_id"], "text": text, "entities": entities,
                           "protect_content": m["protect_content"], "sent_at": m["sent_at"],
-                          "delete_at": state.delete_at.get(k), "deleted_at": m["deleted_at"]})
+                          "delete_at": state.delete_at.get(k),
+                          "first_delete_at": state.first_delete_at.get(k),
+                          "deleted_at": m["deleted_at"]})
         out.append({"chat_id": key, "chat": state.chats.get(key, {}), "messages": shown})
     return {"version": state.version, "now": time.time(),
             "bot": {"first_name": BOT_NAME, "username": BOT_USERNAME},

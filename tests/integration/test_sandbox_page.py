@@ -270,3 +270,38 @@ def marked_processes(marker):
         except OSError:
             pass
     return found
+
+
+def test_emulator_reads_delete_at_again_when_deleting_and_keeps_a_revoked_ones_first(bot, workdir):
+    """The emulator reads the row of a message it is asked to delete, since a revoke (POST
+    /revoke-otp) moves its delete_at to the revoke's moment; the page shows both."""
+    import sqlite3
+    db = Path(workdir) / "pending.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE pending_deletions (chat_id TEXT, message_id INTEGER, "
+                "delete_at_ms INTEGER)")
+    con.commit()
+    bot.config(sandbox_db=str(db))
+    mids = [bot.bot_call("sendMessage", {"chat_id": "@Sandbox_Chan", "text": f"m{i}"})
+            ["result"]["message_id"] for i in (1, 2)]
+    due = int(time.time() * 1000) + 60000
+    con.executemany("INSERT INTO pending_deletions VALUES (?, ?, ?)",
+                    [("@sandbox_chan", mid, due) for mid in mids])  # the store keeps any case
+    con.commit()
+    view = FakeBotView(bot)
+    wait_until(lambda: all(m["delete_at"] == due / 1000 for c in view.get()["chats"]
+                           for m in c["messages"]), 5, "delete_at read from the database")
+    # a revoke moves the first one's delete_at to now, then it is deleted
+    revoked = due - 55000
+    con.execute("UPDATE pending_deletions SET delete_at_ms = ? WHERE message_id = ?",
+                (revoked, mids[0]))
+    con.commit()
+    assert bot.bot_call("deleteMessage", {"chat_id": "@Sandbox_Chan", "message_id": mids[0]})["ok"]
+    con.execute("DELETE FROM pending_deletions WHERE message_id = ?", (mids[0],))
+    con.commit()
+    con.close()
+    [chat] = view.get()["chats"]
+    first, second = chat["messages"]
+    assert (first["delete_at"], first["first_delete_at"]) == (revoked / 1000, due / 1000), first
+    assert first["deleted_at"] is not None
+    assert (second["delete_at"], second["first_delete_at"]) == (due / 1000, None), second
