@@ -522,8 +522,19 @@
 
 	// ---------------------------------------------------------------- the form
 	function apiKeyRequired(yes) {
-		if (yes)
+		if (yes && $('api-key-field').hidden) {
 			$('api-key-field').hidden = false;
+			curlExample(true);
+		}
+	}
+
+	function curlExample(withKey) {
+		$('curl-example').textContent =
+			`curl -X POST ${location.origin}/send-otp \\\n` +
+			'  -H "Content-Type: application/json" \\\n' +
+			(withKey ? '  -H "X-API-Key: $API_KEY" \\\n' : '') +
+			'  -d \'{"chat_id": "123456789", "otp": "483920",\n' +
+			'       "expire_seconds": 30}\'';
 	}
 
 	function randomOtp() {
@@ -619,10 +630,7 @@
 			if ((ev.key === 'Enter' || ev.key === ' ') && activate(ev.target))
 				ev.preventDefault();
 		});
-		$('curl-example').textContent =
-			`curl -X POST ${location.origin}/send-otp \\\n` +
-			'  -H "Content-Type: application/json" \\\n' +
-			'  -d \'{"chat_id": "123456789", "otp": "483920", "expire_seconds": 30}\'';
+		curlExample(false);
 		setInterval(tick, TICK_MS);
 		poll();
 	}

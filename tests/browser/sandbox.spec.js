@@ -14,7 +14,8 @@
 // mode and a phone-sized screen. With --api-key, checks the key field instead: shown, a send
 // without the key answered 401, with it 200.
 // Screenshots go to OUTDIR (sandbox-before.png, sandbox-after.png, sandbox-dark.png,
-// sandbox-narrow.png, sandbox-markup.png; sandbox-api-key.png; failure.png when a step fails).
+// sandbox-narrow.png, sandbox-markup.png; sandbox-empty.png, sandbox-api-key.png; failure.png
+// when a step fails).
 // The last line is "# result {JSON}" with what the Python side checks against the emulator.
 'use strict';
 
@@ -165,6 +166,8 @@ async function apiKeyFlow(page, outdir, key, chatId, otp, result) {
 	const field = page.locator('#api-key');
 	await field.waitFor({ state: 'visible' });
 	step('the API key field is shown (API_KEY is set)');
+	check(await page.locator('#empty').isVisible(), 'no chat yet: the page says how to send one');
+	await page.screenshot({ path: path.join(outdir, 'sandbox-empty.png') });
 	await page.locator('#chat-id').fill(chatId);
 	await page.locator('#otp').fill(otp);
 	await page.locator('#expire').fill(String(EXPIRE_SECONDS));
