@@ -31,6 +31,7 @@
 	let clockOffsetMs = 0;      // emulator clock minus ours
 	let selected = null;        // chat_id shown
 	let wanted = null;          // chat_id to show once the emulator's view has it (the form's)
+	let reveal = null;          // key of the form's new message, to bring into view
 	let shownChat = null;       // chat_id whose messages are in the list
 	const nodes = new Map();    // "chat message_id" -> { li, msg } of the chat shown
 
@@ -450,6 +451,12 @@
 		tick();
 		if (added)   // a new message: to the bottom, as a messenger does
 			box.scrollTop = box.scrollHeight;
+		// on a phone the chat is below the form: show the bubble the form just sent
+		if (reveal !== null && nodes.has(reveal)) {
+			if (window.matchMedia('(max-width: 900px)').matches)
+				nodes.get(reveal).li.scrollIntoView({ block: 'center' });
+			reveal = null;
+		}
 	}
 
 	function render() {
@@ -603,6 +610,7 @@
 				}
 				if (answer && answer.chat_id !== undefined) {
 					wanted = String(answer.chat_id);
+					reveal = key(wanted, answer.message_id);
 					render();
 				}
 				$('otp').value = randomOtp();

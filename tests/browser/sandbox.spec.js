@@ -279,7 +279,20 @@ async function main() {
 			await blur(phone);
 			check(await noHorizontalScroll(phone), 'the page is wider than a 390 px screen');
 			await phone.screenshot({ path: path.join(outdir, 'sandbox-narrow.png'), fullPage: true });
-			step('a 390 px wide screen: nothing scrolls sideways');
+			// the chat is below the form there: a send brings its bubble into view
+			const other = chatId + '1';
+			await phone.locator('#chat-id').fill(other);
+			await phone.locator('#expire').fill('60');
+			await phone.locator('#send').click();
+			const sent = await answerShown(phone, 200);
+			const bubble = phone.locator(`li.msg[data-chat-id="${other}"][data-message-id="${sent.message_id}"]`);
+			await bubble.waitFor();
+			await phone.waitForFunction((el) => {
+				const r = el.getBoundingClientRect();
+				return r.top >= 0 && r.bottom <= window.innerHeight;
+			}, await bubble.elementHandle());
+			await phone.screenshot({ path: path.join(outdir, 'sandbox-narrow-sent.png') });
+			step('a 390 px wide screen: nothing scrolls sideways, a sent bubble is brought into view');
 		}
 
 		check(foreign.length === 0, `the page asked for other hosts: ${foreign.join(' ')}`);
