@@ -685,7 +685,6 @@ def view_locked(state, error):
         out.append({"chat_id": key, "chat": state.chats.get(key, {}), "messages": shown})
     return {"version": state.version, "now": time.time(),
             "bot": {"first_name": BOT_NAME, "username": BOT_USERNAME},
-            "delete_at_from": "database" if state.sandbox_db else None,
             "error": error, "chats": out}
 
 
