@@ -55,18 +55,21 @@ trap 'exit 0' INT TERM
 
 if [ -z "${TELEGRAM_BOT_TOKEN:-}${TELEGRAM_BOT_TOKEN_FILE:-}" ]; then
 	export OTP_SANDBOX=1
+	export OTP_DB_PATH=${OTP_DB_PATH:-/dev/shm/otp-gateway-sandbox-$(id -u).db}
+	# the emulator reads the database for the /sandbox page's countdowns (delete_at)
 	"$python" "$root/tests/fakebot/fakebot.py" --port 0 --port-file "$run_dir/fakebot.port" \
-		--latency-ms "${SANDBOX_LATENCY_MS:-150}" >/dev/null &
+		--latency-ms "${SANDBOX_LATENCY_MS:-150}" \
+		--sandbox-db "$OTP_DB_PATH" >/dev/null &
 	pids+=($!)
 	for _ in $(seq 100); do [ -s "$run_dir/fakebot.port" ] && break; sleep 0.05; done
 	[ -s "$run_dir/fakebot.port" ] || { echo "run: the Bot API emulator did not start" >&2; exit 1; }
 	export TELEGRAM_API_BASE="http://127.0.0.1:$(cat "$run_dir/fakebot.port")"
-	export OTP_DB_PATH=${OTP_DB_PATH:-/dev/shm/otp-gateway-sandbox-$(id -u).db}
 	cat >&2 <<MSG
 ==========================================================================================
   SANDBOX MODE: no TELEGRAM_BOT_TOKEN is set, so no message goes to Telegram.
   A Bot API emulator answers at $TELEGRAM_API_BASE
   (see what it received: curl $TELEGRAM_API_BASE/_control/messages).
+  Watch the chats and send a code: http://$HOST:$PORT/sandbox
   Put TELEGRAM_BOT_TOKEN=... in .env to send real messages.
 ==========================================================================================
 MSG
