@@ -328,6 +328,27 @@ def bot(workdir):
     b.stop()
 
 
+def make_install(destdir, prefix="/usr/local"):
+    """`make install` of this build into destdir; returns the Gateway layout of the tree."""
+    p = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", "deps", "-o", str(BUILD / "otp-fcgi"),
+                        "-o", str(BUILD / "otp-deleter"), f"BUILD={BUILD}", f"PREFIX={prefix}",
+                        f"DESTDIR={destdir}", "install"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    tree = Path(f"{destdir}{prefix}")
+    return {"bin": str(tree / "bin"), "share": str(tree / "share/otp-gateway"), "prefix": str(tree)}
+
+
+@pytest.fixture(scope="session")
+def installed_tree():
+    """This build installed with `make install DESTDIR=...` (PREFIX /usr/local), once a run."""
+    d = tempfile.mkdtemp(prefix="otp-destdir-", dir="/dev/shm")
+    os.chmod(d, 0o755)
+    try:
+        yield make_install(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture
 def frontend():
     """The front end make_gateway starts (a module may override this fixture with params)."""
