@@ -138,6 +138,7 @@ install: $(PROGRAMS)
 	chmod 0755 $(DESTDIR)$(SHAREDIR)/conf/*.sh
 	for f in $(wildcard conf/shared-hosting/* conf/shared-hosting/.htaccess); do \
 		install -m 0644 $$f $(DESTDIR)$(SHAREDIR)/$$f; done
+	chmod 0755 $(DESTDIR)$(SHAREDIR)/conf/shared-hosting/otp-gateway.fcgi
 	for f in $(UNITS); do \
 		sed 's|@BINDIR@|$(BINDIR)|g' $$f > $(DESTDIR)$(UNITDIR)/$${f##*/}; \
 		install -m 0644 $$f $(DESTDIR)$(SHAREDIR)/$$f; done
