@@ -349,6 +349,25 @@ def installed_tree():
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def container_image():
+    """The Docker image built with podman from the Dockerfile (tests/integration/container.py)."""
+    import container
+    if SLOW > 1:
+        pytest.skip("the image has a build of its own, not this sanitizer build: make test runs it")
+    reason = container.unavailable()
+    if reason:
+        pytest.skip(reason)
+    return container.build_image()
+
+
+@pytest.fixture(scope="session")
+def container_gateway_factory(container_image):
+    """container_gateway_factory(workdir, bot, env) -> a ContainerGateway, not yet started."""
+    import container
+    return lambda workdir, bot, env=None, **kw: container.ContainerGateway(workdir, bot, env, container_image, **kw)
+
+
 @pytest.fixture
 def frontend():
     """The front end make_gateway starts (a module may override this fixture with params)."""
