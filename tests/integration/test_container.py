@@ -1,11 +1,10 @@
 """The Docker image as built from the Dockerfile (podman, a local Debian 12 base): what the
 black-box suite (test_frontends.py, kind "container") cannot see from outside."""
 import json
-import subprocess
 
 import pytest
 
-from conftest import SLOW, wait_until
+from conftest import SLOW
 import container
 
 

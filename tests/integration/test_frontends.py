@@ -6,16 +6,21 @@ limits shared across the pool of processes, the message deleted on time, /health
 the docs."""
 import http.client
 import json
+import os
+import pwd
+import re
 import shutil
+import signal
+import subprocess
 import tempfile
-import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import (FRONTENDS, SLOW, FakeBot, Gateway, Response, frontend_missing, parse_iso,
-                      wait_until)
+from conftest import (BUILD, FRONTENDS, ROOT, SLOW, WEB_USER, FakeBot, Gateway, Response, free_port,
+                      frontend_missing, parse_iso, wait_until)
 
 API_KEY = "bb-key-0123456789abcdef"
 SUITE_ENV = {"API_KEY": API_KEY, "RATE_LIMIT_PER_USER": "3", "RATE_LIMIT_WINDOW_SECONDS": "600",
@@ -208,3 +213,54 @@ def test_sends_stop_while_the_deleter_is_down(stack):
     finally:
         gw.start_deleter()
         wait_until(gw.healthy, 10 * SLOW, "health after the deleter restarted")
+
+
+@pytest.mark.parametrize("server", [f for f in FRONTENDS if f != "lighttpd"])
+def test_make_run_server_starts_that_front_end_in_sandbox_mode(workdir, server):
+    """`make run SERVER=...` (conf/run.sh): the front end from its shipped config, otp-deleter
+    and, without a token, the emulator; the README's example works; SIGTERM stops everything.
+    (lighttpd, the default, is test_config_and_run.py's.)"""
+    if frontend_missing(server):
+        pytest.skip(frontend_missing(server))
+    port = free_port()
+    marker = uuid.uuid4().hex
+    db_dir = Path(workdir) / "db"
+    db_dir.mkdir()
+    if server == "apache-fcgid" and os.geteuid() == 0:
+        os.chmod(workdir, 0o711)  # run.sh runs the deleter, and Apache otp-fcgi, as www-data
+        os.chown(db_dir, pwd.getpwnam(WEB_USER).pw_uid, pwd.getpwnam(WEB_USER).pw_gid)
+    env = {"PATH": os.environ["PATH"], "PORT": str(port), "SERVER": server, "TELEGRAM_BOT_TOKEN": "",
+           "OTP_DB_PATH": str(db_dir / "sandbox.db"), "SANDBOX_LATENCY_MS": "50",
+           "OTP_TEST_MARKER": marker}
+    log_path = Path(workdir) / "run.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(ROOT / "conf/run.sh"), str(BUILD)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: f"({server}) listening on" in log_path.read_text() or proc.poll() is not None,
+                   15 * SLOW, "make run")
+        assert proc.poll() is None, log_path.read_text()
+        api_base = re.search(r"answers at (http://127\.0\.0\.1:\d+)", log_path.read_text()).group(1)
+        bot = FakeBot.__new__(FakeBot)
+        bot.port = int(api_base.rsplit(":", 1)[1])
+        gw = Gateway.__new__(Gateway)
+        gw.port = port
+        wait_until(gw.healthy, 15 * SLOW, f"health through {server}")
+        assert gw.get("/health").json["mode"] == "sandbox"
+        r = gw.send_otp({"chat_id": "123456789", "otp": "483920", "expire_seconds": 5})
+        assert r.status == 200, (r, log_path.read_text()[-3000:])
+        gone = wait_until(lambda: bot.messages("123456789")[0]["deleted_at"], 10 * SLOW, "the deletion")
+        assert gone >= parse_iso(r.json["delete_at"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    def left():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if f"OTP_TEST_MARKER={marker}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+    wait_until(lambda: not left(), 10, "every process make run started to exit")
