@@ -34,7 +34,7 @@ COPY . .
 # www/vendor/ comes from the docs stage
 RUN rm -rf www/vendor \
  && make -o deps BUILD=/build CFLAGS="-O2 -g0" all \
- && make -o deps BUILD=/build PREFIX=/usr/local DESTDIR=/out install 2>/dev/null
+ && make -o deps BUILD=/build PREFIX=/usr/local DESTDIR=/out install
 
 FROM ${BASE_IMAGE}
 RUN apt-get update \

@@ -8,6 +8,8 @@
 # Environment: HOST PORT (where to listen), OTP_FCGI_BIN, OTP_RUN_DIR (a private directory for
 # sockets, pid files and the rendered configs), OTP_WWW_DIR, and the settings, which otp-fcgi
 # inherits (apache-fcgid: written to OTP_ENV_FILE, which mod_fcgid passes on, unless it is set).
+# Started as root, the web server's workers (and mod_fcgid's otp-fcgi) run as OTP_WEB_USER
+# (www-data), which owns the sockets.
 # SIGTERM or SIGINT stops the web server gracefully (requests under way finish, so a code
 # Telegram delivered is recorded for deletion), then the pool. (A script that starts this one
 # in the background must send SIGTERM: bash ignores SIGINT in background jobs.) When any process
