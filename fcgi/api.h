@@ -13,6 +13,10 @@ void api_health(struct worker *w, const struct request *req, struct response *re
 /* POST /send-otp: 200, 422, 429, 500, 502, 503, 504 (see README.md). */
 void api_send_otp(struct worker *w, const struct request *req, struct response *resp);
 
+/* POST /revoke-otp: 200 deleted now, 202 handed to otp-deleter (Bot API paused, slow or
+ * failing), 404 no such pending message, 422, 500 (see README.md). */
+void api_revoke_otp(struct worker *w, const struct request *req, struct response *resp);
+
 /* GET /metrics: the Prometheus text of the whole pool's metrics. 200, or 500. */
 void api_metrics(struct worker *w, const struct request *req, struct response *resp);
 

@@ -18,6 +18,7 @@ struct route {
 static const struct route routes[] = {
 	{ "/", "GET", 0, 0, api_root },
 	{ "/send-otp", "POST", 1, 1, api_send_otp },
+	{ "/revoke-otp", "POST", 1, 1, api_revoke_otp },
 	{ "/health", "GET", 0, 0, api_health },
 	{ "/metrics", "GET", 0, 0, api_metrics },
 };
@@ -112,7 +113,7 @@ void router_dispatch(struct worker *w, const struct request *req, struct respons
 		return;
 	}
 	if (r->takes_json) {
-		if (req->content_length > HTTP_BODY_MAX) {
+		if (req->content_length > HTTP_BODY_MAX || req->body_too_large) {
 			snprintf(detail, sizeof detail, "Request body larger than %d bytes",
 				 HTTP_BODY_MAX);
 			http_respond_detail(resp, 413, detail);

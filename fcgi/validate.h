@@ -1,4 +1,5 @@
-/* validate.h — the POST /send-otp body: one table of fields, checked before any state is touched.
+/* validate.h — the POST /send-otp and POST /revoke-otp bodies: one table of fields each, checked
+ * before any state is touched.
  *
  * Errors come out as FastAPI/pydantic 2 would write them ({"type","loc","msg"} items), without
  * pydantic's "input": an error never echoes what the client sent (it would echo the OTP). */
@@ -27,5 +28,15 @@ struct send_otp_request {
  * allocator installed, wiped) before return. */
 int validate_send_otp(const char *body, size_t len, const struct send_otp_limits *lim,
 		      struct send_otp_request *out, json_t **detail);
+
+/* POST /revoke-otp: {"chat_id": any form /send-otp accepts, "message_id": a positive integer}. */
+struct revoke_otp_request {
+	char chat_id[CHAT_ID_MAX];        /* normalised as for /send-otp */
+	long long message_id;
+};
+
+/* As validate_send_otp(), for the revoke body. */
+int validate_revoke_otp(const char *body, size_t len, struct revoke_otp_request *out,
+			json_t **detail);
 
 #endif

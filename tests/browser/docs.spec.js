@@ -6,8 +6,8 @@
 //
 // Against a running gateway at BASE_URL (tests/integration/test_browser.py starts one with the
 // Bot API emulator): opens /docs (Swagger UI), finds POST /send-otp, sends CHAT_ID and OTP with
-// "Try it out" and waits for the 200 in the page; opens /redoc (ReDoc) and finds the same
-// operation. Screenshots go to OUTDIR: docs.png, docs-try-it-out.png, redoc.png (failure.png
+// "Try it out" and waits for the 200 in the page, then revokes that message with POST
+// /revoke-otp's "Try it out" (200); opens /redoc (ReDoc) and finds the send operation. Screenshots go to OUTDIR: docs.png, docs-try-it-out.png, redoc.png (failure.png
 // when a step fails). Any request to another host than BASE_URL's is blocked and fails the run:
 // the pages must load nothing from the internet. Exit code 0 when every step passed; one line
 // per step on stdout.
@@ -103,6 +103,23 @@ async function main() {
 		});
 		await page.screenshot({ path: path.join(outdir, 'docs-try-it-out.png'), fullPage: true,
 					clip });
+
+		// "Try it out" on POST /revoke-otp: the message just sent is deleted at once
+		const rop = page.locator('#operations-OTP-revoke_otp');
+		await rop.locator('.opblock-summary-path', { hasText: '/revoke-otp' }).waitFor();
+		await rop.locator('.opblock-summary-control').click();
+		await rop.locator('button.try-out__btn').click();
+		await rop.locator('.body-param textarea').fill(
+			JSON.stringify({ chat_id: chatId, message_id: answer.message_id }, null, 2));
+		await rop.locator('button.execute').click();
+		const rlive = rop.locator('.live-responses-table');
+		await rlive.locator('.response-col_status', { hasText: '200' }).waitFor();
+		const rshown = await rlive.locator('.response-col_description pre').first().innerText();
+		const revoked = JSON.parse(rshown);
+		if (revoked.success !== true || revoked.message_id !== answer.message_id ||
+		    !revoked.deleted_at)
+			throw new Error(`unexpected revoke answer in the page: ${rshown}`);
+		step(`"Try it out" revoked it: 200, deleted_at ${revoked.deleted_at}`);
 
 		// ReDoc: the operation is there too
 		const redoc = await page.goto(`${origin}/redoc`);

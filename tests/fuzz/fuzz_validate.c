@@ -1,5 +1,6 @@
-/* fuzz_validate.c — libFuzzer: any body through validate_send_otp(). It must not crash, must
- * accept only what the contract allows, and its errors must never echo the OTP it was given. */
+/* fuzz_validate.c — libFuzzer: any body through validate_send_otp() and validate_revoke_otp().
+ * They must not crash, must accept only what the contract allows, and the send errors must never
+ * echo the OTP they were given. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,22 @@ static int digits_only(const char *s)
 	return 1;
 }
 
+/* The revoke body: a chat and a positive message id, or a non-empty list of errors. */
+static void check_revoke(const uint8_t *data, size_t size)
+{
+	struct revoke_otp_request out;
+	json_t *detail = NULL;
+
+	if (validate_revoke_otp((const char *)data, size, &out, &detail) == 0) {
+		if (out.message_id < 1 || out.chat_id[0] == '\0' || detail != NULL)
+			abort();
+		return;
+	}
+	if (!json_is_array(detail) || json_array_size(detail) == 0)
+		abort();
+	json_decref(detail);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct send_otp_limits lim = { 5, 60, 30 };
@@ -25,6 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *text;
 	size_t n, i;
 
+	check_revoke(data, size);
 	if (validate_send_otp((const char *)data, size, &lim, &out, &detail) == 0) {
 		n = strlen(out.otp);
 		if (n < 4 || n > 8 || !digits_only(out.otp) || out.expire_seconds < 5 ||

@@ -1,6 +1,7 @@
 """The API docs in a real browser: tests/browser/docs.spec.js drives Debian's headless Chromium
 (playwright-core) through /docs and /redoc of a live gateway, sends an OTP with Swagger UI's
-"Try it out" to the Bot API emulator, and leaves screenshots in BUILD/test-output/browser/."""
+"Try it out" to the Bot API emulator and revokes it the same way, and leaves screenshots in
+BUILD/test-output/browser/."""
 import os
 import shutil
 import signal
@@ -55,6 +56,8 @@ def test_swagger_ui_sends_an_otp_and_redoc_shows_the_operation(gateway, bot, ass
     [msg] = bot.messages(chat_id)
     assert f"Your OTP is: {otp}" in msg["text"]
     assert f"message_id {msg['message_id']}" in out
-    [row] = gateway.db_rows()
-    assert row[:2] == (chat_id, msg["message_id"])
+    # and the page's revoke deleted it at once: before its delete_at, 30 s after the send
+    assert '"Try it out" revoked it: 200' in out
+    assert msg["deleted_at"] is not None and msg["deleted_at"] < msg["sent_at"] + 29
+    assert gateway.db_rows() == []
     print(out)

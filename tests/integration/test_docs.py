@@ -162,13 +162,19 @@ def test_document_describes_the_whole_api():
     assert SPEC["info"]["title"] == "OTP Social Gateway" and SPEC["info"]["version"] == "1.0.0"
     assert SPEC["servers"] == [{"url": "/", "description": "this gateway"}]
     ops = {(p, m) for p, item in SPEC["paths"].items() for m in item}
-    assert ops == {("/send-otp", "post"), ("/", "get"), ("/health", "get"), ("/metrics", "get")}
+    assert ops == {("/send-otp", "post"), ("/revoke-otp", "post"), ("/", "get"), ("/health", "get"),
+                   ("/metrics", "get")}
     statuses = set(SPEC["paths"]["/send-otp"]["post"]["responses"])
     assert statuses == {"200", "401", "405", "413", "415", "422", "429", "500", "502", "503",
                         "504"}
     key = SPEC["components"]["securitySchemes"]["ApiKey"]
     assert key["in"] == "header" and key["name"] == "X-API-Key"
     assert {} in SPEC["paths"]["/send-otp"]["post"]["security"], "a key only when API_KEY is set"
+    revoke = SPEC["paths"]["/revoke-otp"]["post"]
+    assert set(revoke["responses"]) == {"200", "202", "401", "404", "405", "413", "415", "422",
+                                        "500"}
+    assert revoke["security"] == SPEC["paths"]["/send-otp"]["post"]["security"]
+    assert SPEC["components"]["schemas"]["RevokeOtpRequest"]["additionalProperties"] is False
     assert set(SPEC["paths"]["/health"]["get"]["responses"]) == {"200", "405", "503"}
     assert set(SPEC["paths"]["/metrics"]["get"]["responses"]) == {"200", "405", "500"}
     assert list(SPEC["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == [METRICS_TYPE]
@@ -358,3 +364,49 @@ def test_metrics_matches_the_document(gateway):
     r = send(gateway, "/metrics", "{}", method="POST")
     assert r.status == 405, r
     check_answer(r, "/metrics", "GET")
+
+
+def test_revoke_otp_answers_match_their_schemas(make_gateway, bot):
+    gw = make_gateway(env={"API_KEY": "docs-key-0123456789"})
+    key = {"Content-Type": JSON, "X-API-Key": "docs-key-0123456789"}
+    request_schema = SPEC["components"]["schemas"]["RevokeOtpRequest"]
+
+    def revoke(body, headers=key, ctype=None):
+        h = dict(headers, **({"Content-Type": ctype} if ctype else {}))
+        return gw.request("POST", "/revoke-otp", body=body, headers=h)
+
+    sent = []
+    for chat_id in ("123456789", 123456789, "-1001234567890", "@my_channel", "2091"):
+        r = gw.request("POST", "/send-otp", body={"chat_id": chat_id, "otp": "1234"}, headers=key)
+        assert r.status == 200, r
+        sent.append((chat_id, r.json["message_id"]))
+    for chat_id, mid in sent[:4]:
+        body = {"chat_id": chat_id, "message_id": mid}
+        validate(body, request_schema)
+        r = revoke(body)
+        assert r.status == 200, r
+        assert check_answer(r, "/revoke-otp", "POST")["chat_id"] == str(chat_id)
+        r = revoke(body)
+        assert r.status == 404, r
+        check_answer(r, "/revoke-otp", "POST")
+
+    for body in [{}, {"chat_id": "1"}, {"chat_id": "1", "message_id": "42"},
+                 {"chat_id": "1", "message_id": 0}, {"chat_id": "abc", "message_id": 1},
+                 {"chat_id": "1", "message_id": 1, "otp": "1234"}, '{"chat_id": ', "[1]"]:
+        if isinstance(body, dict):
+            with pytest.raises(jsonschema.ValidationError):
+                validate(body, request_schema)
+        r = revoke(body)
+        assert r.status == 422, (body, r)
+        check_answer(r, "/revoke-otp", "POST")
+    for r, status in [(revoke({"chat_id": "1", "message_id": 1}, headers={"Content-Type": JSON}), 401),
+                      (revoke("x" * 5000), 413),
+                      (revoke("{}", ctype="text/plain"), 415),
+                      (gw.get("/revoke-otp"), 405)]:
+        assert r.status == status, r
+        check_answer(r, "/revoke-otp", "POST")
+
+    bot.config(flood={"retry_after": 3, "count": 1}, flood_methods=["deleteMessage"])
+    r = revoke({"chat_id": "2091", "message_id": sent[4][1]})
+    assert r.status == 202, r
+    check_answer(r, "/revoke-otp", "POST")
