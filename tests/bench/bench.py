@@ -24,6 +24,7 @@ Environment:
   ORIGINAL_DIR       the original's directory (with run.sh; default ../shared/original beside the
                      project); empty or "none" leaves the original out
   ORIGINAL_WORKERS   uvicorn workers for the original in scenarios 2 and 3 (default 2)
+  BENCH_FRONTEND     our front end, as conf/serve.sh names it (default lighttpd)
 """
 import os
 import re
@@ -55,6 +56,7 @@ WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", 1 if SMOKE else 3 if QUICK
 OPEN_SECONDS = int(os.environ.get("BENCH_OPEN_SECONDS", 1 if SMOKE else 15 if QUICK else 60))
 BROADCAST_RATE = int(os.environ.get("BENCH_BROADCAST_RATE", 100 if SMOKE else 1000))
 CLIENT_TIMEOUT = 10  # seconds an open-loop client waits for its answer, as a caller would
+FRONTEND = os.environ.get("BENCH_FRONTEND", "lighttpd")  # conf/serve.sh's: lighttpd, nginx, ...
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "zero,broadcast,default").split(",")))
 EXPIRE = 5
 LATENCY_MS = 300
@@ -115,6 +117,13 @@ def with_descendants(roots):
     return found
 
 
+def comm(pid):
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def rss_kib(pid):
     try:
         for line in open(f"/proc/{pid}/status"):
@@ -136,8 +145,9 @@ class PeakRss:
 
     def _run(self):
         while not self._stop.is_set():
-            try:
-                pids = with_descendants(self.stack.root_pids())
+            try:  # the shell scripts that start the stack are not part of it
+                pids = [p for p in with_descendants(self.stack.root_pids())
+                        if comm(p) not in ("bash", "sh")]
                 total = sum(rss_kib(p) for p in pids)
             except OSError:  # e.g. out of file descriptors for a moment: skip this sample
                 total = 0
@@ -173,8 +183,9 @@ def stop_group(proc, sig=signal.SIGTERM, timeout=15):
 
 
 class Ours:
-    """lighttpd (lighttpd.conf, spawning otp-fcgi) and otp-deleter, as `make run` starts them,
-    with the given settings on top of the defaults (no .env is read)."""
+    """The front end (conf/serve.sh FRONTEND: lighttpd spawning otp-fcgi by default) and
+    otp-deleter, as `make run` starts them, with the given settings on top of the defaults (no
+    .env is read)."""
 
     def __init__(self, workdir, bot, settings, label):
         self.label = label
@@ -189,7 +200,11 @@ class Ours:
         self.env.update(settings)
         self.procs = []
         try:
-            self._spawn("lighttpd", ["lighttpd", "-D", "-f", str(ROOT / "lighttpd.conf")])
+            serve = ROOT / "conf/serve.sh"
+            if serve.exists():  # the front end as `make run` starts it
+                self._spawn("frontend", [str(serve), FRONTEND])
+            else:
+                self._spawn("frontend", ["lighttpd", "-D", "-f", str(ROOT / "lighttpd.conf")])
             self._spawn("deleter", [str(BUILD / "otp-deleter")])
             wait_until(lambda: self._alive() and http_ok(self.port, "/health"), 30,
                        f"{label} to answer /health")

@@ -9,8 +9,9 @@ with 1,000 calls/s at 300 ms latency. nginx answers from one worker, each call a
   getMe            {"ok":true,"result":{"id":...,"is_bot":true,...}}
   anything else    404 {"ok":false,"error_code":404,"description":"Not Found"}
 
-message_id is the millisecond of the answer, then the connection number's last three digits and
-the connection's request count's last digit: increasing over time and unique unless one
+message_id is 1, the millisecond of the answer within an 11.6-day cycle (9 digits), the
+connection number's last three digits and the connection's request count's last digit: 14 digits
+(under 2^53, which the gateway requires), increasing within the cycle, and unique unless one
 connection is answered ten times within a millisecond. C is the request's chat_id (JSON or form).
 
 Every call is logged to calls.log: the time it was answered, how long it took, the status, the
@@ -68,7 +69,7 @@ http {
     keepalive_timeout 300s;
     server_tokens off;
 
-    map $msec $ms    { "~^(?<s>\d+)\.(?<f>\d+)$" "$s$f"; }
+    map $msec $ms    { "~^\d*(?<s>\d{6})\.(?<f>\d+)$" "1$s$f"; }
     map $msec $epoch { "~^(?<s>\d+)\." "$s"; }
     map $connection $conn3 { "~(?<d>\d\d\d)$" "$d"; "~^(?<d>\d\d)$" "0$d"; default "00$connection"; }
     map $connection_requests $req1 { "~(?<d>\d)$" "$d"; }

@@ -39,7 +39,7 @@ def test_nginx_fake_answers_like_the_bot_api(workdir):
                          "application/x-www-form-urlencoded")
         assert second["result"]["chat"]["id"] == -7
         ids = [first["result"]["message_id"], second["result"]["message_id"]]
-        assert all(isinstance(i, int) and 0 < i < 2**63 for i in ids) and ids[0] < ids[1]
+        assert all(isinstance(i, int) and 0 < i < 2**53 for i in ids) and ids[0] < ids[1]
         assert post(f"{bot.url}/bot1:x/deleteMessage", b'{"chat_id":"42","message_id":1}') == \
             (200, {"ok": True, "result": True})
         assert post(f"{bot.url}/bot1:x/deleteMessages",
