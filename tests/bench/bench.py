@@ -124,21 +124,32 @@ def comm(pid):
         return ""
 
 
-def rss_kib(pid):
+def mem_kib(pid, path="status", field="VmRSS:"):
     try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
+        for line in open(f"/proc/{pid}/{path}"):
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
 
 
+def rss_kib(pid):
+    return mem_kib(pid)
+
+
+def pss_kib(pid):
+    """RSS with each shared page divided among the processes that map it (libraries, SQLite's
+    shared memory): what the stack really takes; a sum of RSS counts shared pages once per
+    process."""
+    return mem_kib(pid, "smaps_rollup", "Pss:")
+
+
 class PeakRss:
     """Samples the summed RSS of a stack's processes (and their children) every 0.25 s."""
 
     def __init__(self, stack):
-        self.stack, self.peak_kib, self.nproc = stack, 0, 0
+        self.stack, self.peak_kib, self.peak_pss_kib, self.nproc = stack, 0, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -149,10 +160,12 @@ class PeakRss:
                 pids = [p for p in with_descendants(self.stack.root_pids())
                         if comm(p) not in ("bash", "sh")]
                 total = sum(rss_kib(p) for p in pids)
+                pss = sum(pss_kib(p) for p in pids)
             except OSError:  # e.g. out of file descriptors for a moment: skip this sample
-                total = 0
+                total = pss = 0
             if total > self.peak_kib:
                 self.peak_kib, self.nproc = total, len(pids)
+            self.peak_pss_kib = max(self.peak_pss_kib, pss)
             self._stop.wait(0.25)
 
     def stop(self):
@@ -478,7 +491,7 @@ def open_loop(stack, bot, rate, base):
             "all_p99": percentile(res.all_latencies, .99) * 1000,
             "sent": len(sends), "deleted": len(deleted), "lag_p50": percentile(lags, .5),
             "lag_p99": percentile(lags, .99), "lag_max": max(lags, default=float("nan")),
-            "rss": peak, "nproc": rss.nproc, "late": res.max_late * 1000,
+            "rss": peak, "pss": rss.peak_pss_kib / 1024, "nproc": rss.nproc, "late": res.max_late * 1000,
             "in_flight": res.max_in_flight}
 
 
@@ -486,7 +499,8 @@ def print_open(label, r):
     other = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items(), key=str) if k != 200)
     print(f"   {label:<22}{r['asked']:>7}{r['ok']:>7}{r['sent']:>7}{fmt(r['p50'], '>8.0f', 'ms')}"
           f"{fmt(r['p99'], '>8.0f', 'ms')}{r['deleted']:>9}{fmt(r['lag_p50'], '>8.2f', 's')}"
-          f"{fmt(r['lag_p99'], '>8.2f', 's')}{r['rss']:>8.1f} MiB  {other or '-'}", flush=True)
+          f"{fmt(r['lag_p99'], '>8.2f', 's')}{r['rss']:>8.1f} MiB{r['pss']:>7.1f} MiB  {other or '-'}",
+          flush=True)
 
 
 def calibrate(workdir, rate):
@@ -510,10 +524,10 @@ def scenario_open(workdir, original, title, rate, settings, base):
     print(f"\n{title} ({load()})\n   open loop at {rate} sends/s for {OPEN_SECONDS} s, Bot API latency "
           f"{LATENCY_MS} ms, expire_seconds {EXPIRE}; p50/p99 of 200 answers from when each\n"
           f"   was due (clients give up after {CLIENT_TIMEOUT} s); sent/deleted as the fake Bot API "
-          "saw them; lag = deletion call's\n   arrival - (send's answer + expire); RSS = peak of "
-          "the whole stack")
+          "saw them; lag = deletion call's\n   arrival - (send's answer + expire); RSS, PSS = peaks "
+          "of the whole stack's sums (PSS shares shared pages out)")
     print(f"   {'system':<22}{'asked':>7}{'200s':>7}{'sent':>7}{'p50':>10}{'p99':>10}"
-          f"{'deleted':>9}{'lag p50':>9}{'lag p99':>9}{'RSS':>12}  other answers")
+          f"{'deleted':>9}{'lag p50':>9}{'lag p99':>9}{'RSS':>12}{'PSS':>11}  other answers")
     systems = [("otp-gateway", lambda bot: Ours(workdir, bot, settings, "otp-gateway"))]
     workers = int(os.environ.get("ORIGINAL_WORKERS", "2"))
     if original:
@@ -540,7 +554,8 @@ def scenario_open(workdir, original, title, rate, settings, base):
         if label != "otp-gateway":
             print(f"   otp-gateway / {label}: sent {ours['sent']} vs {theirs['sent']}, "
                   f"p99 {fmt(ours['p99'], '.0f')} vs {fmt(theirs['p99'], '.0f')} ms, "
-                  f"RSS {ours['rss']:.1f} vs {theirs['rss']:.1f} MiB")
+                  f"RSS {ours['rss']:.1f} vs {theirs['rss']:.1f} MiB, "
+                  f"PSS {ours['pss']:.1f} vs {theirs['pss']:.1f} MiB")
     return results
 
 
