@@ -9,14 +9,15 @@ Scenarios (every request for a distinct chat):
     ours again with RATE_LIMIT_PER_IP=0 (what the per-address limit costs per request).
  2. 300 ms Bot API latency, TELEGRAM_PAID_BROADCAST=1, open loop at 1,000 sends/s
     (tests/bench/openloop.py), expire_seconds 5: answers, p50/p99 counted from when each
-    request was due, sends and deletions seen by the fake, deletion lag, the stack's peak RSS.
+    request was due, sends and deletions seen by the fake, deletion lag, the stack's peak RSS
+    and PSS.
  3. The default configuration (30 sends/s) at 300 ms latency, open loop at 30 sends/s.
 
 Deletion lag is measured at the fake Bot API, as Telegram would see it: when the deletion call
 arrived, minus (when the send was answered + expire_seconds).
 
 Environment:
-  BENCH_QUICK=1      short runs (wrk 3 s, open loops 15 s): a couple of minutes in all
+  BENCH_QUICK=1      short runs (wrk 3 s, open loops 15 s): about 5 minutes in all (full: 8-10)
   BENCH_SMOKE=1      tiny runs, only to show the harness works (the test suite runs it)
   BENCH_WRK_SECONDS, BENCH_OPEN_SECONDS   override the durations (10 and 60 s in a full run)
   BENCH_BROADCAST_RATE   scenario 2's rate (default 1000 sends/s)
