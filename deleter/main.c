@@ -243,6 +243,15 @@ int main(int argc, char **argv)
 	}
 	secmem_install_json_allocator();
 	log_init(PROGRAM, LOG_INFO);
+	switch (secmem_forbid_core_dumps(err, sizeof err)) {
+	case -1:
+		log_msg(LOG_ERROR, "turning core dumps off: %s", err);
+		return 1;
+	case 1:
+		log_msg(LOG_WARNING, "core dumps allowed (OTP_ALLOW_CORE_DUMPS=1): a core holds the "
+				     "bot token and recent OTPs");
+		break;
+	}
 	if (open_log(opt.log_file) != 0)
 		return 1;
 	if (cfg_load(&cfg, err, sizeof err) != 0) {
