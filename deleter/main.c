@@ -88,7 +88,7 @@ static int open_log(const char *path)
  * Returns the lock's fd, -2 when another instance holds it, -1 on error. */
 static int take_lock(const char *db_path, int64_t wait_ms)
 {
-	int64_t deadline = clock_now_ms() + wait_ms;
+	int64_t deadline = clock_mono_ms() + wait_ms;
 	char path[PATH_MAX];
 	int fd;
 
@@ -102,7 +102,7 @@ static int take_lock(const char *db_path, int64_t wait_ms)
 	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		int busy = errno == EWOULDBLOCK;
 
-		if (!busy || clock_now_ms() >= deadline || stop_requested) {
+		if (!busy || clock_mono_ms() >= deadline || stop_requested) {
 			close(fd);
 			return busy ? -2 : -1;
 		}
@@ -158,13 +158,13 @@ struct housekeeping {
 	const struct cfg *cfg;
 	const struct options *opt;
 	struct store *store;
-	int64_t started_ms, last_beat_ms, last_prune_ms;
+	int64_t started_ms, last_beat_ms, last_prune_ms; /* clock_mono_ms() */
 };
 
 static void housekeep(void *ctx)
 {
 	struct housekeeping *h = ctx;
-	int64_t now = clock_now_ms();
+	int64_t now = clock_mono_ms();
 
 	if (h->opt->run_for_s > 0 && now - h->started_ms >= h->opt->run_for_s * 1000)
 		stop_requested = 1;
@@ -173,7 +173,7 @@ static void housekeep(void *ctx)
 		open_log(h->opt->log_file);
 	}
 	if (now - h->last_beat_ms >= HEARTBEAT_EVERY_MS) {
-		if (store_heartbeat_set(h->store, PROGRAM, now) != 0)
+		if (store_heartbeat_set(h->store, PROGRAM, clock_now_ms()) != 0)
 			log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(h->store));
 		else
 			h->last_beat_ms = now;
@@ -181,7 +181,7 @@ static void housekeep(void *ctx)
 			log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(h->store));
 	}
 	if (now - h->last_prune_ms >= PRUNE_EVERY_MS) {
-		prune_rate_events(h->store, h->cfg, now);
+		prune_rate_events(h->store, h->cfg, clock_now_ms());
 		h->last_prune_ms = now;
 	}
 }
@@ -189,7 +189,8 @@ static void housekeep(void *ctx)
 static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 	       struct tg_batch *batch)
 {
-	struct housekeeping h = { cfg, o, s, clock_now_ms(), 0, 0 };
+	int64_t t0 = clock_mono_ms();
+	struct housekeeping h = { cfg, o, s, t0, t0 - HEARTBEAT_EVERY_MS, t0 - PRUNE_EVERY_MS };
 	struct reaper r;
 	int n;
 
@@ -199,7 +200,7 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 	r.stop = &stop_requested;
 	r.tick = housekeep;
 	r.tick_ctx = &h;
-	r.seed = (unsigned int)(h.started_ms ^ getpid());
+	r.seed = (unsigned int)(clock_now_ms() ^ getpid());
 	for (;;) {
 		housekeep(&h);
 		if (stop_requested)

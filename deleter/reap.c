@@ -22,7 +22,7 @@ struct pass {
 	struct reaper *r;
 	int64_t *inflight;    /* ids of the rows of queued and running calls */
 	int ninflight, cap;
-	int64_t last_fetch_ms;
+	int64_t last_fetch_ms;   /* clock_mono_ms() */
 	int fetched;
 	int failed;           /* a store read or write failed */
 };
@@ -214,7 +214,7 @@ static int queue_due(struct pass *ps, int64_t now, int max)
 	struct pending *rows = NULL;
 	int n, i, fresh = 0, first, rc = -1;
 
-	ps->last_fetch_ms = now;
+	ps->last_fetch_ms = clock_mono_ms();
 	rows = malloc((size_t)(max + ps->ninflight) * sizeof *rows);
 	if (rows == NULL)
 		goto out;
@@ -275,7 +275,7 @@ static void tick(void *ctx)
 	/* after a failed row update, fetch nothing more: the rows concerned are due again and
 	 * would be sent again at once; the caller backs off instead */
 	if (*r->stop || ps->failed || now < r->pause_until_ms ||
-	    now - ps->last_fetch_ms < FETCH_EVERY_MS)
+	    clock_mono_ms() - ps->last_fetch_ms < FETCH_EVERY_MS)
 		return;
 	adopt_shared_pause(r);
 	if (now >= r->pause_until_ms && queue_due(ps, now, REAP_BATCH_MAX) < 0)

@@ -143,7 +143,7 @@ static void answer_sent(const struct send_otp_request *r, int64_t confirmed_ms,
 static int wait_for_send_slot(const struct cfg *cfg, struct store *s, int64_t *retry_after_ms)
 {
 	const struct store_rate_rule budget = { "send", "bot", cfg->max_sends_per_second, 1000 };
-	int64_t deadline = clock_now_ms() + cfg->send_wait_ms, now, until, wait;
+	int64_t deadline = clock_mono_ms() + cfg->send_wait_ms, now, until, wait;
 	struct store_rate_verdict v;
 
 	for (;;) {
@@ -160,7 +160,7 @@ static int wait_for_send_slot(const struct cfg *cfg, struct store *s, int64_t *r
 				return 0;
 			wait = v.retry_after_ms;
 		}
-		if (now + wait > deadline) {
+		if (clock_mono_ms() + wait > deadline) {
 			*retry_after_ms = wait;
 			return 1;
 		}

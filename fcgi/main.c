@@ -35,7 +35,7 @@ static atomic_int in_flight;
 /* One log line and the request metrics for every request. */
 static void account(const struct request *req, const struct response *resp, int64_t start_ms)
 {
-	int64_t took_ms = clock_now_ms() - start_ms;
+	int64_t took_ms = clock_mono_ms() - start_ms;
 	const char *path = router_metric_path(req->path);
 	char labels[96], method[16], shown[256];
 	json_t *f;
@@ -60,7 +60,7 @@ static void serve(struct worker *w, FCGX_Request *fr, struct request_buf *buf)
 {
 	struct request req;
 	struct response resp;
-	int64_t start = clock_now_ms();
+	int64_t start = clock_mono_ms();
 
 	memset(&resp, 0, sizeof resp);
 	fcgi_io_read_request(fr, buf, &req);
@@ -177,8 +177,8 @@ static void wait_for_stop(struct app *app)
 	} while (sig == SIGHUP);
 	log_msg(LOG_INFO, "stopping on signal %d", sig);
 	atomic_store(&app->stopping, 1);
-	deadline = clock_now_ms() + grace;
-	while (atomic_load(&in_flight) > 0 && clock_now_ms() < deadline)
+	deadline = clock_mono_ms() + grace;
+	while (atomic_load(&in_flight) > 0 && clock_mono_ms() < deadline)
 		clock_sleep_ms(10);
 }
 

@@ -414,9 +414,18 @@ int cfg_read_env_file(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	while (fgets(line, sizeof line, f) != NULL) {
-		int r;
+		int r, c;
 
 		lineno++;
+		/* a line that does not fit is an error: read in pieces, its tail would be taken
+		 * for a line of its own and could set any key */
+		if (strchr(line, '\n') == NULL && (c = getc(f)) != EOF) {
+			if (c != '\n') {
+				snprintf(err, errlen, "%s:%d: line longer than %zu bytes", path,
+					 lineno, sizeof line - 1);
+				goto out;
+			}
+		}
 		r = cfg_parse_env_line(line, key, sizeof key, value, sizeof value, why, sizeof why);
 		if (r < 0) {
 			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);

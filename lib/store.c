@@ -116,7 +116,7 @@ const char *store_strerror(const struct store *s)
 static int busy_wait(void *arg, int tries)
 {
 	struct store *s = arg;
-	int64_t now = clock_now_ms();
+	int64_t now = clock_mono_ms();
 	struct timespec ts = { 0, 20000 };
 
 	if (tries == 0)
