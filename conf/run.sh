@@ -61,7 +61,11 @@ if [ -z "${TELEGRAM_BOT_TOKEN:-}${TELEGRAM_BOT_TOKEN_FILE:-}" ]; then
 	for _ in $(seq 100); do [ -s "$run_dir/fakebot.port" ] && break; sleep 0.05; done
 	[ -s "$run_dir/fakebot.port" ] || { echo "run: the Bot API emulator did not start" >&2; exit 1; }
 	export TELEGRAM_API_BASE="http://127.0.0.1:$(cat "$run_dir/fakebot.port")"
-	export OTP_DB_PATH=${OTP_DB_PATH:-/dev/shm/otp-gateway-sandbox-$(id -u).db}
+	if [ -z "${OTP_DB_PATH:-}" ]; then
+		# a directory of our own: the programs refuse one that others may write
+		mkdir -p -m 0700 "/dev/shm/otp-gateway-sandbox-$(id -u)"
+		export OTP_DB_PATH="/dev/shm/otp-gateway-sandbox-$(id -u)/pending.db"
+	fi
 	cat >&2 <<MSG
 ==========================================================================================
   SANDBOX MODE: no TELEGRAM_BOT_TOKEN is set, so no message goes to Telegram.

@@ -94,7 +94,7 @@ static int take_lock(const char *db_path, int64_t wait_ms)
 
 	if (snprintf(path, sizeof path, "%s.deleter.lock", db_path) >= (int)sizeof path)
 		return -1;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		log_msg(LOG_ERROR, "cannot open lock file %s: %s", path, strerror(errno));
 		return -1;
@@ -164,7 +164,7 @@ struct housekeeping {
 static void housekeep(void *ctx)
 {
 	struct housekeeping *h = ctx;
-	int64_t now = clock_mono_ms();
+	int64_t now = clock_mono_ms(), beat;
 
 	if (h->opt->run_for_s > 0 && now - h->started_ms >= h->opt->run_for_s * 1000)
 		stop_requested = 1;
@@ -172,7 +172,9 @@ static void housekeep(void *ctx)
 		reopen_requested = 0;
 		open_log(h->opt->log_file);
 	}
-	if (now - h->last_beat_ms >= HEARTBEAT_EVERY_MS) {
+	/* beat every second, and at once when the stored beat is missing (a new database file) */
+	if (now - h->last_beat_ms >= HEARTBEAT_EVERY_MS ||
+	    store_heartbeat_get(h->store, PROGRAM, &beat) == 0) {
 		if (store_heartbeat_set(h->store, PROGRAM, clock_now_ms()) != 0)
 			log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(h->store));
 		else

@@ -112,7 +112,9 @@ static void *worker_main(void *arg)
 }
 
 /* Moves this process's metric counts into the store every METRICS_FLUSH_MS, so that /metrics
- * answered by any process shows them. Runs for the life of the process. */
+ * answered by any process shows them, and checks that the database file is still the one at
+ * its path (an idle process notices a removed file within a second, and logs it once). Runs
+ * for the life of the process. */
 static void *metrics_flusher(void *arg)
 {
 	const struct cfg *cfg = arg;
@@ -125,7 +127,9 @@ static void *metrics_flusher(void *arg)
 			log_msg(LOG_ERROR, "metrics: opening the database: %s", err);
 			continue;
 		}
-		if (metrics_flush(s) != 0)
+		if (store_check_file(s) < 0)
+			log_msg(LOG_ERROR, "reopening the database: %s", store_strerror(s));
+		else if (metrics_flush(s) != 0)
 			log_msg(LOG_WARNING, "metrics: flushing: %s", store_strerror(s));
 	}
 	return NULL;

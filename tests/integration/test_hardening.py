@@ -5,6 +5,8 @@ import resource
 import signal
 import socket
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,131 @@ def test_core_dumps_are_off_in_both_programs_unless_allowed(workdir, bot, allow)
                 p.kill()
                 p.wait()
         listener.close()
+
+
+# ---- the database's directory and files -------------------------------------------------------
+
+def test_gateway_files_are_private(gateway):
+    r = gateway.send_otp({"chat_id": "4242", "otp": "123456", "expire_seconds": 60})
+    assert r.status == 200, r
+    for suffix in ("", "-wal", "-shm", ".lock", ".deleter.lock"):
+        mode = os.stat(gateway.db_path + suffix).st_mode & 0o777
+        assert mode == 0o600, f"pending.db{suffix} has mode {mode:04o}"
+
+
+@pytest.mark.parametrize("program", ["otp-fcgi", "otp-deleter"])
+def test_a_directory_others_may_write_is_refused_with_one_line(workdir, program):
+    shared = Path(workdir) / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": TOKEN,
+           "TELEGRAM_API_BASE": "http://127.0.0.1:9", "OTP_DB_PATH": f"{shared}/pending.db"}
+    # otp-fcgi checks its database before it looks for a FastCGI socket
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(f"{workdir}/sock")
+    listener.listen(1)
+    try:
+        p = subprocess.run([str(BUILD / program)], env=env, stdin=listener, capture_output=True,
+                           text=True, timeout=20 * SLOW)
+    finally:
+        listener.close()
+    assert p.returncode == 1, p
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert str(shared) in lines[0] and "writable by its group or others" in lines[0], lines[0]
+    assert not (shared / "pending.db").exists()
+
+
+def test_dev_shm_fallback_of_another_user_is_refused(workdir):
+    if not IS_ROOT:
+        pytest.skip("needs root to act as two users")
+    uid = NOBODY
+    fallback = Path(f"/dev/shm/otp-gateway-{uid}")
+    if fallback.exists() or Path("/run/otp-gateway").exists() or os.path.ismount("/run"):
+        pytest.skip(f"{fallback} or /run/otp-gateway exists, or /run may be tmpfs: not ours to change")
+    fallback.mkdir()
+    try:
+        fallback.chmod(0o777)  # root's, open to all: what another user could leave there
+        env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": TOKEN,
+               "TELEGRAM_API_BASE": "http://127.0.0.1:9"}
+        p = subprocess.run([str(BUILD / "otp-fcgi"), "--check-config"], env=env,
+                           capture_output=True, text=True, timeout=20 * SLOW,
+                           user=uid, group=uid, extra_groups=[])
+        assert p.returncode == 1, p
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(fallback) in lines[0] and "refusing" in lines[0], p.stderr
+        assert list(fallback.iterdir()) == []
+    finally:
+        for f in fallback.iterdir():
+            f.unlink()
+        fallback.rmdir()
+
+
+# ---- the database removed while running --------------------------------------------------------
+
+REOPENED = "was removed or replaced while in use"
+
+
+def reopen_lines(gw):
+    return [(l["program"], l["pid"]) for l in gw.log_lines() if REOPENED in l.get("message", "")]
+
+
+def sends_work(gw, chat):
+    r = gw.send_otp({"chat_id": chat, "otp": "1234", "expire_seconds": 5})
+    return r if r.status == 200 else None
+
+
+def recovers_after(gw, bot, remove, chat):
+    """Removes files, then checks that sends and /health come back within a second (SLOW
+    scaled) and that what is sent then is deleted."""
+    bound = 1.0 * SLOW + 0.5  # a second, plus the requests' own time on a loaded machine
+    remove()
+    t0 = time.monotonic()
+    r = wait_until(lambda: sends_work(gw, chat), 10 * SLOW, "a send after the removal")
+    took = time.monotonic() - t0
+    assert took <= bound, f"sends came back {took:.2f} s after the removal (bound {bound:.2f} s)"
+    wait_until(gw.healthy, bound, "/health ok again")
+    mid = r.json["message_id"]
+    wait_until(lambda: any(m["message_id"] == mid and m["deleted_at"] for m in bot.messages(chat)),
+               5 + 5 * SLOW, "the message sent after the reopen to be deleted")
+
+
+def test_removed_database_is_reopened_by_every_process_and_logged_once(make_gateway, bot):
+    gw = make_gateway(env={"DELETER_HEARTBEAT_STALE_SECONDS": "2"})
+    # both otp-fcgi processes hold open handles (concurrent requests spread over them)
+    with ThreadPoolExecutor(8) as pool:
+        assert all(r.status == 200 for r in pool.map(
+            lambda i: gw.send_otp({"chat_id": str(7000 + i), "otp": "1234", "expire_seconds": 60}),
+            range(8)))
+    fcgi_pids = [p for p in gw.children_left()
+                 if Path(f"/proc/{p}/comm").read_text().strip() == "otp-fcgi"]
+    assert len(fcgi_pids) == 2, fcgi_pids
+    assert reopen_lines(gw) == []
+
+    # 1. the database alone: its -wal and -shm stay behind, still in use by every process
+    recovers_after(gw, bot, lambda: os.unlink(gw.db_path), "7100")
+    # every process notices within a second, idle or not, and says so once
+    wait_until(lambda: len(set(reopen_lines(gw))) >= 1 + len(fcgi_pids), 2 * SLOW,
+               "each process's log line")
+    lines = reopen_lines(gw)
+    assert len(lines) == len(set(lines)), f"one line per process, not per thread: {lines}"
+    assert ("otp-deleter", gw.deleter.pid) in lines
+    assert {pid for prog, pid in lines if prog == "otp-fcgi"} == set(fcgi_pids)
+    wait_until(lambda: "otp_database_reopened_total" in gw.get("/metrics").text, 2 * SLOW,
+               "the reopen counted in /metrics")
+
+    # 2. all three files
+    before = len(lines)
+    def remove_all():
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(gw.db_path + suffix)
+            except FileNotFoundError:
+                pass
+    recovers_after(gw, bot, remove_all, "7200")
+    wait_until(lambda: len(reopen_lines(gw)) >= 2 * before, 2 * SLOW, "the second round of lines")
+    lines = reopen_lines(gw)
+    assert len(lines) == 2 * before, lines
+    text = gw.log_text()
+    for marker in ("disk I/O error", "malformed"):
+        assert marker not in text, f"{marker!r} in the logs"
