@@ -4,6 +4,7 @@ import os
 import resource
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -227,3 +228,95 @@ def test_removed_database_is_reopened_by_every_process_and_logged_once(make_gate
     text = gw.log_text()
     for marker in ("disk I/O error", "malformed"):
         assert marker not in text, f"{marker!r} in the logs"
+
+
+# ---- bounded disk ------------------------------------------------------------------------------
+
+WAL_BOUND = 64 * (4096 + 24) + 32 + 64 * 1024  # wal_autocheckpoint pages, header, slack
+
+
+def test_the_wal_stays_small_under_writes(gateway):
+    # each /health writes a heartbeat row: 400 writes would make a 1.6 MB WAL at SQLite's
+    # default checkpoint (1000 pages); ours restarts it every 64 pages
+    for _ in range(400):
+        assert gateway.get("/health").status == 200
+    size = os.path.getsize(gateway.db_path + "-wal")
+    assert size <= WAL_BOUND, f"the WAL is {size} bytes"
+
+
+def test_idle_processes_write_only_the_heartbeat(gateway):
+    time.sleep(1.5)  # past start-up's writes
+    before = os.path.getsize(gateway.db_path + "-wal")
+    time.sleep(5)
+    grew = os.path.getsize(gateway.db_path + "-wal") - before
+    # one heartbeat a second is one WAL frame (a 4 KiB page) a second; metrics with nothing
+    # to add write nothing
+    assert grew <= 7 * (4096 + 24), f"the WAL grew {grew} bytes in 5 s of idling"
+
+
+def mount_tmpfs(path, size):
+    if not IS_ROOT:
+        pytest.skip("mounting a small tmpfs (a disk that fills) needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+
+
+def fill(path):
+    f = open(path, "wb", buffering=0)
+    try:
+        while True:
+            f.write(b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        f.close()
+
+
+def test_full_disk_fails_closed_and_recovers(make_gateway, bot, workdir):
+    disk = Path(workdir) / "disk"
+    disk.mkdir(mode=0o700)
+    mount_tmpfs(disk, "2m")
+    gw = None
+    try:
+        gw = make_gateway(env={"OTP_DB_PATH": f"{disk}/pending.db",
+                               "DELETER_HEARTBEAT_STALE_SECONDS": "2"})
+        gw.db_path = f"{disk}/pending.db"
+        assert gw.send_otp({"chat_id": "600", "otp": "1234", "expire_seconds": 5}).status == 200
+        # a reader's snapshot keeps the WAL from restarting: every write must grow it
+        reader = sqlite3.connect(gw.db_path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM pending_deletions").fetchall()
+        fill(disk / "filler")
+
+        def refused():
+            r = gw.send_otp({"chat_id": "601", "otp": "1234", "expire_seconds": 5})
+            return r if r.status != 200 else None
+        r = wait_until(refused, 10 * SLOW, "a refused send on the full disk")
+        assert r.status in (500, 503), r
+        for _ in range(5):
+            r = gw.send_otp({"chat_id": "602", "otp": "1234", "expire_seconds": 5})
+            assert r.status in (500, 503), r
+        wait_until(lambda: gw.get("/health").status == 503, 5 * SLOW, "/health degraded")
+
+        # space returns
+        reader.close()
+        (disk / "filler").unlink()
+        r = wait_until(lambda: sends_work(gw, "603"), 10 * SLOW, "a send once space returned")
+        wait_until(gw.healthy, 5 * SLOW, "/health ok again")
+
+        # every message Telegram has is deleted, none asked about more than twice
+        def all_gone():
+            return all(m["deleted_at"] for m in bot.messages())
+        wait_until(all_gone, 10 + 10 * SLOW, "every message to be deleted")
+        asked = {}
+        for req in bot.requests("deleteMessage") + bot.requests("deleteMessages"):
+            p = req["params"]
+            for mid in p.get("message_ids") or [p.get("message_id")]:
+                asked[(str(p.get("chat_id")), mid)] = asked.get((str(p.get("chat_id")), mid), 0) + 1
+        assert asked and max(asked.values()) <= 2, asked
+    finally:
+        if gw is not None:
+            gw.stop()
+        subprocess.run(["umount", "-l", str(disk)])
