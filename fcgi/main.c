@@ -159,27 +159,42 @@ static void usage(FILE *f)
 		   "otp-fcgi(8) and README.md.\n");
 }
 
-/* Waits for SIGTERM/SIGINT (SIGHUP is ignored: lighttpd's error log is its to reopen), then for
- * requests in flight: as long as the longest request can take, so that a message Telegram
- * delivered is always recorded for deletion before the process exits. */
+/* Waits for SIGTERM/SIGINT (SIGHUP is ignored: lighttpd's error log is its to reopen), or for
+ * the listening socket's path to vanish (checked every second): a signal can be lost, e.g. one
+ * lighttpd sends between its fork and our exec, and lighttpd removes its sockets as it exits
+ * without waiting for us. Then waits for requests in flight: as long as the longest request can
+ * take, so that a message Telegram delivered is always recorded for deletion before the
+ * process exits. */
 static void wait_for_stop(struct app *app)
 {
 	const struct cfg *cfg = app->cfg;
 	int64_t grace = cfg->send_wait_ms + cfg->telegram_timeout_ms + 2 * STORE_BUSY_TIMEOUT_MS +
 			1000;
+	struct timespec second = { 1, 0 };
 	sigset_t set;
-	int sig = 0;
+	int sig;
 	int64_t deadline;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
-	do {
-		if (sigwait(&set, &sig) != 0)
-			return;
-	} while (sig == SIGHUP);
-	log_msg(LOG_INFO, "stopping on signal %d", sig);
+	for (;;) {
+		sig = sigtimedwait(&set, NULL, &second);
+		if (sig == SIGTERM || sig == SIGINT) {
+			log_msg(LOG_INFO, "stopping on signal %d", sig);
+			break;
+		}
+		if (sig < 0 && errno != EAGAIN && errno != EINTR) {
+			log_msg(LOG_ERROR, "waiting for signals: %s: stopping", strerror(errno));
+			break;
+		}
+		if (fcgi_io_listener_gone()) {
+			log_msg(LOG_INFO, "the listening socket's path is gone (the web server "
+					  "stopped): stopping");
+			break;
+		}
+	}
 	atomic_store(&app->stopping, 1);
 	deadline = clock_mono_ms() + grace;
 	while (atomic_load(&in_flight) > 0 && clock_mono_ms() < deadline)

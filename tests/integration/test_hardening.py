@@ -1,18 +1,20 @@
 """The host around the gateway (issue #14): core dumps, the database's directory and files,
 a database removed or replaced while running, a full disk, shutdown interleavings."""
 import os
+import random
 import resource
 import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, SLOW, TOKEN, wait_until
+from conftest import BUILD, ROOT, SLOW, TOKEN, stop_process, wait_until
 
 NOBODY = 65534
 IS_ROOT = os.geteuid() == 0
@@ -320,3 +322,56 @@ def test_full_disk_fails_closed_and_recovers(make_gateway, bot, workdir):
         if gw is not None:
             gw.stop()
         subprocess.run(["umount", "-l", str(disk)])
+
+
+# ---- shutdown ----------------------------------------------------------------------------------
+
+def fcgi_children(gw):
+    found = []
+    for pid in gw.children_left():
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "otp-fcgi":
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_every_otp_fcgi_exits_with_its_lighttpd_in_any_interleaving(make_gateway, bot):
+    """lighttpd stopped at random moments (while it spawns its children, while they start,
+    while they serve) under load, 30 times: each time every otp-fcgi is gone within a bound."""
+    gw = make_gateway(env={"TELEGRAM_TIMEOUT_SECONDS": "1", "TELEGRAM_SEND_WAIT_MS": "200"},
+                      deleter=True)
+    gw.stop_deleter()  # sends are answered 503 at once: the load is requests, not Telegram
+    stop_load = threading.Event()
+
+    def load():
+        while not stop_load.is_set():
+            try:
+                gw.request("POST", "/send-otp", body={"chat_id": "1", "otp": "1234"},
+                           headers={"Content-Type": "application/json"}, timeout=2)
+            except OSError:
+                time.sleep(0.01)
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    bound = 3.0 * SLOW  # the listening socket is looked at every second; requests end fast
+    rng = random.Random(14)
+    worst = 0.0
+    try:
+        for i in range(30):
+            stop_process(gw.lighttpd)
+            wait_until(lambda: not fcgi_children(gw), 10 * SLOW, "the previous round's otp-fcgi")
+            gw.lighttpd = gw._spawn("lighttpd", ["lighttpd", "-D", "-f", str(ROOT / "lighttpd.conf")])
+            time.sleep(rng.choice([0, 0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3]))
+            gw.lighttpd.send_signal(signal.SIGTERM)
+            gw.lighttpd.wait(10 * SLOW)
+            t0 = time.monotonic()
+            wait_until(lambda: not fcgi_children(gw), bound,
+                       f"otp-fcgi to exit after lighttpd (round {i})")
+            worst = max(worst, time.monotonic() - t0)
+    finally:
+        stop_load.set()
+        for t in threads:
+            t.join()
+    print(f"slowest exit after lighttpd: {worst:.2f} s")
