@@ -466,8 +466,13 @@ struct store *store_open(const char *path, char *err, size_t errlen)
 
 void store_close(struct store *s)
 {
+	struct stat st;
+
 	if (s == NULL)
 		return;
+	/* a last close checkpoints and unlinks PATH-wal by name: only for our own file */
+	if (s->db != NULL && (stat(s->path, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino))
+		close_stale(s);
 	close_db(s);
 	free(s->path);
 	free(s);
