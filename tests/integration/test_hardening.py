@@ -67,7 +67,8 @@ def test_core_dumps_are_off_in_both_programs_unless_allowed(workdir, bot, allow)
         pytest.skip("telling a dumpable process from another needs a second uid: run as root")
     d = private_dir(workdir, "db", NOBODY)
     env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": TOKEN,
-           "TELEGRAM_API_BASE": bot.url, "OTP_DB_PATH": f"{d}/pending.db"}
+           "TELEGRAM_API_BASE": bot.url, "OTP_DB_PATH": f"{d}/pending.db",
+           "ASAN_OPTIONS": "disable_coredump=0"}  # ASan would set the core limit to 0 itself
     if allow:
         env["OTP_ALLOW_CORE_DUMPS"] = allow
     logfile = d.parent / "programs.log"
