@@ -9,8 +9,14 @@
  * lock is waited for with a backoff (up to STORE_BUSY_TIMEOUT_MS). Reads take no transaction. The OTP and the message text are never given to the store.
  *
  * Errors: functions returning int answer 0 (or a count) on success and -1 on failure, with the
- * reason in store_strerror(); the caller reports it once, with its own context. If the file is
- * removed or replaced while open, the next call notices and reopens the path. */
+ * reason in store_strerror(); the caller reports it once, with its own context.
+ *
+ * Files: the directory holding the database must belong to the effective user and be closed to
+ * group and others' writes, or store_open() refuses it. The database, its -wal and -shm and
+ * PATH.lock (held while a handle opens the file) are 0600. If the file is removed or replaced
+ * while open, every call notices (one stat) and reopens the path; the stale -wal/-shm of the old
+ * file are removed first. The first handle of a process to meet a new file logs it (once per
+ * process) and counts it (store_reopens_take). Rows only the old file held are lost. */
 #ifndef OTP_STORE_H
 #define OTP_STORE_H
 
@@ -70,6 +76,14 @@ struct store_rate_verdict {
  * in err on failure. */
 struct store *store_open(const char *path, char *err, size_t errlen);
 void store_close(struct store *s);
+
+/* Checks now that the handle's file is still the one at the path, reopening it if not: for loops
+ * that may go a while without another call. Returns 1 if it reopened, 0 if nothing changed, -1
+ * when reopening failed. */
+int store_check_file(struct store *s);
+
+/* How many times this process found its database removed or replaced since the last call. */
+long store_reopens_take(void);
 
 /* The reason for the last failure on this handle. */
 const char *store_strerror(const struct store *s);
