@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "policy.h"
 #include "reap.h"
 #include "secmem.h"
 #include "store.h"
@@ -146,16 +147,9 @@ static int64_t sleep_for(struct store *s, int64_t now, int64_t pause_until, int 
 	return wait < 1 ? 1 : wait;
 }
 
-static void prune_rate_events(struct store *s, const struct cfg *cfg, int64_t now)
-{
-	if (store_rate_prune(s, "chat", now - (int64_t)cfg->rate_limit_window_s * 1000) < 0 ||
-	    store_rate_prune(s, "ip", now - 60 * 1000) < 0)
-		log_msg(LOG_WARNING, "pruning rate-limit events: %s", store_strerror(s));
-}
-
 /* What the daemon does besides deleting, between passes and while calls run. */
 struct housekeeping {
-	const struct cfg *cfg;
+	const struct policy *policy;
 	const struct options *opt;
 	struct store *store;
 	int64_t started_ms, last_beat_ms, last_prune_ms;
@@ -181,7 +175,9 @@ static void housekeep(void *ctx)
 			log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(h->store));
 	}
 	if (now - h->last_prune_ms >= PRUNE_EVERY_MS) {
-		prune_rate_events(h->store, h->cfg, now);
+		if (policy_prune(h->policy, h->store, now) < 0)
+			log_msg(LOG_WARNING, "pruning rate-limit events: %s",
+				store_strerror(h->store));
 		h->last_prune_ms = now;
 	}
 }
@@ -189,12 +185,15 @@ static void housekeep(void *ctx)
 static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 	       struct tg_batch *batch)
 {
-	struct housekeeping h = { cfg, o, s, clock_now_ms(), 0, 0 };
+	struct policy policy;
+	struct housekeeping h = { &policy, o, s, clock_now_ms(), 0, 0 };
 	struct reaper r;
 	int n;
 
+	policy_from_cfg(&policy, cfg);
 	memset(&r, 0, sizeof r);
 	r.store = s;
+	r.policy = &policy;
 	r.batch = batch;
 	r.stop = &stop_requested;
 	r.tick = housekeep;

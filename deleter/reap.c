@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "policy.h"
 #include "store.h"
 
 #define PROGRAM "otp-deleter"
@@ -107,7 +108,7 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 	struct reaper *r = ps->r;
 	struct group *g = tag;
 	enum reap_outcome outcome;
-	int64_t now = clock_now_ms(), next, done_ids[TG_DELETE_MESSAGES_MAX];
+	int64_t now = clock_now_ms(), next, until, done_ids[TG_DELETE_MESSAGES_MAX];
 	int i, ndone = 0;
 
 	if (res == NULL) { /* never started (a 429 or SIGTERM stopped the batch): still due */
@@ -153,8 +154,10 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 			log_row(LOG_WARNING, "deletion failed: will retry", p, res, now);
 			r->stats.retried++;
 			metrics_count("otp_delete_retried_total", "", 1);
+			/* after a 429 the row stays due: the pause on deletions (in the
+			 * store, where clearing it ends it) decides when it goes */
 			next = res->status == TG_RETRY_AFTER
-				       ? now + (int64_t)res->retry_after_s * 1000
+				       ? now
 				       : now + reap_backoff_ms(p->attempts + 1, &r->seed);
 			if (store_pending_retry(r->store, p->id, next) != 0)
 				ps->failed = 1;
@@ -165,12 +168,13 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 	if (store_pending_remove_many(r->store, done_ids, ndone) != 0)
 		ps->failed = 1;
 	if (res->status == TG_RETRY_AFTER) {
-		next = now + (int64_t)res->retry_after_s * 1000;
-		if (next > r->pause_until_ms)
-			r->pause_until_ms = next;
-		if (store_pause_extend(r->store, next, PROGRAM) != 0)
+		/* retry_after is untrusted: the policy clamps it to TELEGRAM_MAX_PAUSE_SECONDS */
+		if (policy_pause(r->policy, r->store, POLICY_PAUSE_DELETE, res->retry_after_s, now,
+				 PROGRAM, &until) != 0)
 			ps->failed = 1;
-		return 1; /* Telegram asked everyone to wait: start nothing more */
+		if (until > r->pause_until_ms)
+			r->pause_until_ms = until;
+		return 1; /* Telegram asked us to wait with deletions: start none */
 	}
 	return 0;
 }
@@ -253,12 +257,15 @@ out:
 	return rc;
 }
 
-/* Raises our pause to one another process recorded. */
-static void adopt_shared_pause(struct reaper *r)
+/* Telegram's pause on deletions as the store holds it now: one another process recorded
+ * holds us too, and a row cleared or shortened ends ours (no copy outlives it). On a read
+ * failure the last one read stays. */
+static void read_pause(struct reaper *r)
 {
 	int64_t until = 0;
 
-	if (store_pause_get(r->store, &until) == 1 && until > r->pause_until_ms)
+	if (policy_paused_until(r->policy, r->store, POLICY_PAUSE_DELETE, clock_now_ms(),
+				&until) == 0)
 		r->pause_until_ms = until;
 }
 
@@ -277,7 +284,7 @@ static void tick(void *ctx)
 	if (*r->stop || ps->failed || now < r->pause_until_ms ||
 	    now - ps->last_fetch_ms < FETCH_EVERY_MS)
 		return;
-	adopt_shared_pause(r);
+	read_pause(r);
 	if (now >= r->pause_until_ms && queue_due(ps, now, REAP_BATCH_MAX) < 0)
 		ps->failed = 1;
 }
@@ -286,7 +293,7 @@ int reap_pass(struct reaper *r, int64_t now_ms, int max)
 {
 	struct pass ps;
 
-	adopt_shared_pause(r);
+	read_pause(r);
 	if (now_ms < r->pause_until_ms)
 		return 0;
 	if (max > REAP_BATCH_MAX)

@@ -10,6 +10,7 @@
 
 #include "tg.h"
 
+struct policy;
 struct store;
 
 /* What a deletion attempt means for its rows. */
@@ -28,12 +29,14 @@ struct reap_stats {
 /* The deleter's state across passes. The caller fills the first block; the rest is reap's. */
 struct reaper {
 	struct store *store;
+	const struct policy *policy;         /* Telegram's pauses: their bound, where they live */
 	struct tg_batch *batch;
 	const volatile sig_atomic_t *stop;   /* set by SIGTERM: start no new call */
 	void (*tick)(void *ctx);             /* called often while calls run (heartbeat) */
 	void *tick_ctx;
 
-	int64_t pause_until_ms;              /* Telegram's 429: no call before this */
+	int64_t pause_until_ms;              /* Telegram's 429 on deletions: no call before this;
+					      * read from the store before each pass */
 	struct reap_stats stats;
 	unsigned int seed;                   /* backoff jitter */
 };
@@ -46,7 +49,8 @@ enum reap_outcome reap_classify(const struct tg_result *res);
 int64_t reap_backoff_ms(int attempts, unsigned int *seed);
 
 /* Deletes the rows due at now_ms, at most max (≤ REAP_BATCH_MAX) of them, unless Telegram's
- * pause (ours or one another process recorded) is still on. Returns the number of rows fetched,
+ * pause on deletions (ours or one another process recorded) is still on; a pause on sends
+ * never holds deletions. Returns the number of rows fetched,
  * or -1 on a store error (logged). */
 int reap_pass(struct reaper *r, int64_t now_ms, int max);
 

@@ -4,6 +4,7 @@
 #include "api.h"
 #include "clock.h"
 #include "log.h"
+#include "policy.h"
 #include "store.h"
 
 void api_root(struct worker *w, const struct request *req, struct response *resp)
@@ -37,18 +38,30 @@ int api_deleter_alive(struct worker *w, int64_t *age_ms)
 	return *age_ms <= (int64_t)w->app->cfg->heartbeat_stale_s * 1000;
 }
 
+/* Seconds left of Telegram's pause of kind (0 when none), or -1 when it cannot be read. */
+static double pause_left_s(struct worker *w, struct store *s, enum policy_pause_kind kind,
+			   int64_t now)
+{
+	int64_t until = 0;
+
+	if (s == NULL || policy_paused_until(&w->app->policy, s, kind, now, &until) != 0)
+		return -1;
+	return until > now ? (double)(until - now) / 1000.0 : 0;
+}
+
 void api_health(struct worker *w, const struct request *req, struct response *resp)
 {
 	char stamp[CLOCK_ISO_LEN];
 	struct store *s = worker_store(w);
-	const char *db = "ok", *deleter = "ok", *failed = NULL;
-	int64_t age_ms;
+	const char *db = "ok", *deleter = "ok", *sends = "ok", *failed = NULL;
+	int64_t age_ms, now = clock_now_ms();
+	double send_pause, delete_pause;
 	int alive;
 	json_t *body;
 
 	(void)req;
 	/* the database check writes, because sending needs writes */
-	if (s == NULL || store_heartbeat_set(s, "otp-fcgi", clock_now_ms()) != 0) {
+	if (s == NULL || store_heartbeat_set(s, "otp-fcgi", now) != 0) {
 		if (s != NULL)
 			log_msg(LOG_ERROR, "health: database not writable: %s", store_strerror(s));
 		db = "unwritable";
@@ -60,15 +73,33 @@ void api_health(struct worker *w, const struct request *req, struct response *re
 		if (failed == NULL)
 			failed = "deleter";
 	}
-	clock_format_utc(clock_now_ms() / 1000, stamp);
-	body = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "status",
+	/* a pause a send outwaits is normal; one longer than the send wait stops sending */
+	send_pause = pause_left_s(w, s, POLICY_PAUSE_SEND, now);
+	delete_pause = pause_left_s(w, s, POLICY_PAUSE_DELETE, now);
+	if (send_pause * 1000 > (double)w->app->policy.send_wait_ms) {
+		sends = "paused";
+		if (failed == NULL)
+			failed = "telegram_sends";
+	}
+	clock_format_utc(now / 1000, stamp);
+	body = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "status",
 			 failed == NULL ? "ok" : "degraded", "timestamp", stamp, "version",
 			 SERVICE_VERSION, "mode", w->app->cfg->sandbox ? "sandbox" : "live",
-			 "checks", "database", db, "deleter", deleter);
+			 "checks", "database", db, "deleter", deleter, "telegram_sends", sends);
 	if (age_ms >= 0)
 		json_object_set_new(body, "deleter_heartbeat_age_seconds",
 				    json_real((double)age_ms / 1000.0));
+	if (send_pause > 0)
+		json_object_set_new(body, "telegram_send_pause_seconds", json_real(send_pause));
+	if (delete_pause > 0)
+		json_object_set_new(body, "telegram_delete_pause_seconds",
+				    json_real(delete_pause));
 	if (failed != NULL)
 		json_object_set_new(body, "failed_check", json_string(failed));
+	if (sends[0] == 'p')
+		json_object_set_new(body, "detail",
+				    json_string("Telegram's flood control (a 429 on sendMessage) has "
+						"paused sending; POST /send-otp answers 503 until "
+						"the pause ends"));
 	http_respond(resp, failed == NULL ? 200 : 503, body);
 }

@@ -5,7 +5,9 @@
 
 #include "api.h"
 #include "log.h"
+#include "clock.h"
 #include "metrics.h"
+#include "policy.h"
 #include "store.h"
 
 struct rows {
@@ -48,7 +50,12 @@ void api_metrics(struct worker *w, const struct request *req, struct response *r
 {
 	struct store *s = worker_store(w);
 	struct rows rows = { NULL, 0, 0, 0 };
-	struct metric_row pending = { "otp_pending_deletions", "", 0 };
+	struct metric_row gauges[3] = {
+		{ "otp_pending_deletions", "", 0 },
+		{ "telegram_pause_seconds", "kind=\"send\"", 0 },
+		{ "telegram_pause_seconds", "kind=\"delete\"", 0 },
+	};
+	int64_t now = clock_now_ms(), until[2] = { 0, 0 };
 	long long npending;
 	char *text;
 	size_t i;
@@ -58,12 +65,16 @@ void api_metrics(struct worker *w, const struct request *req, struct response *r
 		goto fail;
 	/* this process's latest counts first, so a client that just sent sees itself counted */
 	if (metrics_flush(s) != 0 || store_metrics_read(s, collect, &rows) != 0 || rows.oom ||
-	    (npending = store_pending_count(s)) < 0) {
+	    (npending = store_pending_count(s)) < 0 ||
+	    policy_paused_until(&w->app->policy, s, POLICY_PAUSE_SEND, now, &until[0]) != 0 ||
+	    policy_paused_until(&w->app->policy, s, POLICY_PAUSE_DELETE, now, &until[1]) != 0) {
 		log_msg(LOG_ERROR, "reading metrics: %s", store_strerror(s));
 		goto fail;
 	}
-	pending.value = (double)npending;
-	text = metrics_render(rows.v, rows.n, &pending, 1);
+	gauges[0].value = (double)npending;
+	for (i = 0; i < 2; i++)
+		gauges[i + 1].value = until[i] > now ? (double)(until[i] - now) / 1000.0 : 0;
+	text = metrics_render(rows.v, rows.n, gauges, 3);
 	if (text == NULL)
 		goto fail;
 	http_respond_text(resp, 200, "text/plain; version=0.0.4; charset=utf-8", text);

@@ -27,11 +27,12 @@ static const char *const not_pending =
 	"or already deleted)";
 
 /* The Bot API's flood control for deletions: a pause any process recorded (its 429). */
-static int deletion_paused(struct store *s, int64_t now_ms)
+static int deletion_paused(const struct policy *p, struct store *s, int64_t now_ms)
 {
 	int64_t until = 0;
 
-	return store_pause_get(s, &until) == 1 && until > now_ms;
+	return policy_paused_until(p, s, POLICY_PAUSE_DELETE, now_ms, &until) == 0 &&
+	       until > now_ms;
 }
 
 static void log_revoke(const struct response *resp, long long message_id, const char *result,
@@ -114,7 +115,8 @@ static void delete_claimed(struct worker *w, struct store *s, const struct revok
 		return;
 	}
 	if (res.status == TG_RETRY_AFTER &&
-	    store_pause_extend(s, now + (int64_t)res.retry_after_s * 1000, "otp-fcgi") != 0)
+	    policy_pause(&w->app->policy, s, POLICY_PAUSE_DELETE, res.retry_after_s, now,
+			 "otp-fcgi", NULL) != 0)
 		log_msg(LOG_ERROR, "recording Telegram's pause: %s", store_strerror(s));
 	/* if this fails the row stays claimed until the lease ends, then otp-deleter has it */
 	if (store_pending_release(s, row->id, now) != 0)
@@ -146,7 +148,7 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 		http_respond_failure(resp, 500, "The database is unavailable");
 		return;
 	}
-	if (deletion_paused(s, clock_now_ms())) {
+	if (deletion_paused(&w->app->policy, s, clock_now_ms())) {
 		hand_over(s, &r,
 			  "Telegram asked to wait (flood control); otp-deleter deletes the message "
 			  "as soon as the pause ends",

@@ -1,11 +1,11 @@
-/* api_send_otp.c — POST /send-otp: validate, check the deleter is alive, take rate-limit slots,
- * send with sendMessage, record (chat_id, message_id, delete_at) for otp-deleter.
+/* api_send_otp.c — POST /send-otp: validate, check the deleter is alive, pass the rate limits and
+ * take a turn in the bot's send queue (lib/policy.h), send with sendMessage, record (chat_id,
+ * message_id, delete_at) for otp-deleter.
  *
- * The order keeps the promise that no code is sent that nobody will delete: slots are taken
- * (a write) before the send; after Telegram confirms, the pending row is written; if that write
+ * The order keeps the promise that no code is sent that nobody will delete: the limits and the
+ * turn are taken (one write) before the send; after Telegram confirms, the pending row is written; if that write
  * fails, the message is deleted at once and the client gets 500. The one window that cannot be
  * closed: Telegram delivered but its answer was lost (504): the message id is then unknown. */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +15,7 @@
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
+#include "policy.h"
 #include "secmem.h"
 #include "store.h"
 #include "tg.h"
@@ -47,15 +48,15 @@ static void answer_validation(struct response *resp, json_t *detail)
 }
 
 /* 429 in the original's words; Retry-After in whole seconds, rounded up. */
-static void answer_rate_limited(const struct cfg *cfg, int rule, int64_t retry_ms,
+static void answer_rate_limited(const struct cfg *cfg, enum policy_scope scope, int64_t retry_ms,
 				struct response *resp)
 {
 	char detail[160];
 
-	if (rule == 0 && cfg->rate_limit_window_s == cfg->rate_limit_window_hours * 3600)
+	if (scope == POLICY_SCOPE_CHAT && cfg->rate_limit_window_s == cfg->rate_limit_window_hours * 3600)
 		snprintf(detail, sizeof detail, "Rate limit exceeded. Maximum %d OTPs per %d hour(s)",
 			 cfg->rate_limit_per_user, cfg->rate_limit_window_hours);
-	else if (rule == 0)
+	else if (scope == POLICY_SCOPE_CHAT)
 		snprintf(detail, sizeof detail,
 			 "Rate limit exceeded. Maximum %d OTPs per %d second(s)",
 			 cfg->rate_limit_per_user, cfg->rate_limit_window_s);
@@ -65,6 +66,21 @@ static void answer_rate_limited(const struct cfg *cfg, int rule, int64_t retry_m
 			 cfg->rate_limit_per_ip);
 	resp->retry_after_s = (long)((retry_ms + 999) / 1000);
 	http_respond_detail(resp, 429, detail);
+}
+
+/* 503: no send now. The send queue has no turn within TELEGRAM_SEND_WAIT_MS, or Telegram's
+ * flood control (a 429 any process got on sendMessage) pauses sends for longer. */
+static void answer_busy(enum policy_verdict why, int64_t retry_ms, struct response *resp)
+{
+	resp->retry_after_s = (long)((retry_ms + 999) / 1000);
+	if (why == POLICY_SENDS_PAUSED) {
+		count_failure("telegram_paused");
+		http_respond_failure(resp, 503,
+				     "Telegram's flood control has paused sending; retry later");
+	} else {
+		count_failure("send_budget");
+		http_respond_failure(resp, 503, "Telegram's sending limit is reached; retry shortly");
+	}
 }
 
 static void answer_telegram_failure(const struct tg_result *res, struct response *resp)
@@ -136,87 +152,73 @@ static void answer_sent(const struct send_otp_request *r, int64_t confirmed_ms,
 			       "chat_id", r->chat_id));
 }
 
-/* Waits (at most TELEGRAM_SEND_WAIT_MS) until Telegram may be called: no flood-control pause
- * is on (a 429 any process got) and the bot's send budget, shared by every process, has a slot
- * in the current second. Returns 0 when a slot was taken, 1 when the wait would be too long
- * (*retry_after_ms set), -1 on a store error. */
-static int wait_for_send_slot(const struct cfg *cfg, struct store *s, int64_t *retry_after_ms)
-{
-	const struct store_rate_rule budget = { "send", "bot", cfg->max_sends_per_second, 1000 };
-	int64_t deadline = clock_now_ms() + cfg->send_wait_ms, now, until, wait;
-	struct store_rate_verdict v;
-
-	for (;;) {
-		now = clock_now_ms();
-		until = 0;
-		if (store_pause_get(s, &until) < 0)
-			return -1;
-		if (until > now) {
-			wait = until - now;
-		} else {
-			if (store_rate_take(s, &budget, 1, now, &v) != 0)
-				return -1;
-			if (v.refused_rule < 0)
-				return 0;
-			wait = v.retry_after_ms;
-		}
-		if (now + wait > deadline) {
-			*retry_after_ms = wait;
-			return 1;
-		}
-		clock_sleep_ms(wait);
-	}
-}
-
-/* Sends r and answers; the rate-limit slots in v are given back if nothing reached Telegram. */
+/* Waits for the admitted turn, sends r and answers; what the admission counted is given back if
+ * nothing reached Telegram. */
 static void send_and_record(struct worker *w, struct store *s, const struct send_otp_request *r,
-			    const struct store_rate_verdict *v, struct response *resp)
+			    struct policy_admission *adm, struct response *resp)
 {
 	const struct cfg *cfg = w->app->cfg;
+	const struct policy *pol = &w->app->policy;
 	char *text = NULL;
 	struct tg_result res;
-	int64_t confirmed_ms, wait_ms = 0;
+	int64_t confirmed_ms, until = 0, now;
 
 	text = malloc(MESSAGE_MAX);
 	if (text == NULL || message_render(cfg->message_template, r->otp, r->expire_seconds, text,
 					   MESSAGE_MAX) != 0) {
-		store_rate_release(s, v);
+		policy_release(s, adm);
 		count_failure("internal");
 		http_respond_failure(resp, 500, "The message could not be rendered");
 		goto out;
 	}
+	switch (policy_wait_for_turn(pol, s, adm)) {
+	case 0:
+		break;
+	case 1:
+		policy_release(s, adm);
+		answer_busy(adm->verdict, adm->retry_after_ms, resp);
+		goto out;
+	default:
+		log_msg(LOG_ERROR, "taking a new turn to send: %s", store_strerror(s));
+		policy_release(s, adm);
+		count_failure("store_error");
+		http_respond_failure(resp, 500, "The database is unavailable");
+		goto out;
+	}
 	if (atomic_load(&w->app->stopping)) {
-		store_rate_release(s, v);
+		policy_release(s, adm);
 		count_failure("shutting_down");
 		resp->retry_after_s = 1;
 		http_respond_failure(resp, 503, "The gateway is restarting; retry in a moment");
 		goto out;
 	}
-	switch (wait_for_send_slot(cfg, s, &wait_ms)) {
-	case 0:
-		break;
-	case 1:
-		store_rate_release(s, v);
-		count_failure("send_budget");
-		resp->retry_after_s = (long)((wait_ms + 999) / 1000);
-		http_respond_failure(resp, 503, "Telegram's sending limit is reached; retry shortly");
-		goto out;
-	default:
-		log_msg(LOG_ERROR, "taking a send slot: %s", store_strerror(s));
-		store_rate_release(s, v);
+	/* a 429 another send got while this one waited for its turn holds it too */
+	now = clock_now_ms();
+	if (policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0) {
+		log_msg(LOG_ERROR, "reading Telegram's pause: %s", store_strerror(s));
+		policy_release(s, adm);
 		count_failure("store_error");
 		http_respond_failure(resp, 500, "The database is unavailable");
 		goto out;
 	}
+	if (until > now) {
+		policy_release(s, adm);
+		answer_busy(POLICY_SENDS_PAUSED, until - now, resp);
+		goto out;
+	}
 	tg_send_message(w->tg, r->chat_id, text, &res);
 	confirmed_ms = clock_now_ms();
-	if (res.status == TG_RETRY_AFTER &&
-	    store_pause_extend(s, confirmed_ms + (int64_t)res.retry_after_s * 1000, "otp-fcgi") != 0)
-		log_msg(LOG_ERROR, "recording Telegram's pause: %s", store_strerror(s));
+	if (res.status == TG_RETRY_AFTER) {
+		if (policy_pause(pol, s, POLICY_PAUSE_SEND, res.retry_after_s, confirmed_ms,
+				 "otp-fcgi", &until) != 0)
+			log_msg(LOG_ERROR, "recording Telegram's pause: %s", store_strerror(s));
+		/* clamped: a client is never told to wait longer than any process will */
+		res.retry_after_s = (int)((until - confirmed_ms + 999) / 1000);
+	}
 	if (res.status != TG_OK) {
 		/* 503s are ours and do not count; nothing was delivered when unreachable */
 		if (res.status == TG_RETRY_AFTER || res.status == TG_UNREACHABLE)
-			store_rate_release(s, v);
+			policy_release(s, adm);
 		log_json(LOG_WARNING, "sendMessage failed",
 			 json_pack("{s:s, s:s, s:i, s:s}", "chat_id", resp->chat_id_masked,
 				   "result", tg_status_name(res.status), "telegram_error_code",
@@ -249,14 +251,11 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	const struct send_otp_limits lim = { cfg->min_expire_s, cfg->max_expire_s,
 					     cfg->default_expire_s };
 	struct send_otp_request r;
-	struct store_rate_rule rules[2];
-	struct store_rate_verdict v;
+	struct policy_admission adm;
 	struct store *s;
 	json_t *detail;
 	int64_t age_ms;
-	char subject[CHAT_ID_MAX];
-	int nrules = 1, alive;
-	size_t i;
+	int alive;
 
 	if (validate_send_otp(req->body, req->body_len, &lim, &r, &detail) != 0) {
 		answer_validation(resp, detail);
@@ -279,32 +278,30 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 		goto out;
 	}
 
-	/* @usernames are case-insensitive: "@Name" and "@name" are one chat to the limit */
-	for (i = 0; r.chat_id[i] != '\0'; i++)
-		subject[i] = r.chat_id[0] == '@' ? (char)tolower((unsigned char)r.chat_id[i])
-						 : r.chat_id[i];
-	subject[i] = '\0';
-	rules[0] = (struct store_rate_rule){ "chat", subject, cfg->rate_limit_per_user,
-					     (int64_t)cfg->rate_limit_window_s * 1000 };
-	if (cfg->rate_limit_per_ip > 0 && req->remote_addr[0] != '\0')
-		rules[nrules++] = (struct store_rate_rule){ "ip", req->remote_addr,
-							    cfg->rate_limit_per_ip, 60 * 1000 };
-	if (store_rate_take(s, rules, nrules, clock_now_ms(), &v) != 0) {
+	if (policy_admit(&w->app->policy, s, r.chat_id, req->remote_addr, clock_now_ms(),
+			 &adm) != 0) {
 		log_msg(LOG_ERROR, "taking a rate-limit slot: %s", store_strerror(s));
 		count_failure("store_error");
 		http_respond_failure(resp, 500, "The database is unavailable");
 		goto out;
 	}
-	if (v.refused_rule >= 0) {
+	switch (adm.verdict) {
+	case POLICY_ADMITTED:
+		send_and_record(w, s, &r, &adm, resp);
+		break;
+	case POLICY_RATE_LIMITED:
 		log_json(LOG_INFO, "rate limit exceeded",
 			 json_pack("{s:s, s:s}", "chat_id", resp->chat_id_masked, "limit",
-				   rules[v.refused_rule].scope));
+				   policy_scope_name(adm.scope)));
 		metrics_count("rate_limit_exceeded_total", "", 1);
 		count_failure("rate_limited");
-		answer_rate_limited(cfg, v.refused_rule, v.retry_after_ms, resp);
-		goto out;
+		answer_rate_limited(cfg, adm.scope, adm.retry_after_ms, resp);
+		break;
+	case POLICY_QUEUE_FULL:
+	case POLICY_SENDS_PAUSED:
+		answer_busy(adm.verdict, adm.retry_after_ms, resp);
+		break;
 	}
-	send_and_record(w, s, &r, &v, resp);
 out:
 	secmem_wipe(&r, sizeof r);
 }

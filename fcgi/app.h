@@ -7,12 +7,14 @@
 
 #include "cfg.h"
 #include "http.h"
+#include "policy.h"
 
 struct store;
 struct tg;
 
 struct app {
 	const struct cfg *cfg;
+	struct policy policy; /* the limits, from cfg */
 	atomic_int stopping;  /* set on SIGTERM: requests not yet sent are answered 503 */
 };
 

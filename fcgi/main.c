@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <fcgiapp.h>
@@ -147,6 +148,19 @@ static int check_database(const struct cfg *cfg)
 	return 0;
 }
 
+/* Each worker thread holds a Bot API connection and its own database files (2 descriptors):
+ * 256 threads (paid broadcast) approach the usual soft limit of 1024, so take the hard one. */
+static void raise_open_files_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_msg(LOG_WARNING, "cannot raise the open-file limit: %s", strerror(errno));
+	}
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: otp-fcgi [--check-config | --version | --help]\n"
@@ -240,8 +254,10 @@ int main(int argc, char **argv)
 		goto out;
 
 	signal(SIGPIPE, SIG_IGN);
+	raise_open_files_limit();
 
 	app.cfg = &cfg;
+	policy_from_cfg(&app.policy, &cfg);
 	atomic_init(&app.stopping, 0);
 	workers = calloc((size_t)cfg.fcgi_threads, sizeof *workers);
 	if (workers == NULL)
@@ -249,6 +265,8 @@ int main(int argc, char **argv)
 	for (i = 0; i < cfg.fcgi_threads; i++) {
 		workers[i].app = &app;
 		workers[i].tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
+		if (workers[i].tg != NULL)
+			tg_set_paid_broadcast(workers[i].tg, cfg.paid_broadcast);
 		if (workers[i].tg == NULL || pthread_create(&tid, NULL, worker_main, &workers[i]) != 0) {
 			log_msg(LOG_ERROR, "starting worker thread %d failed", i);
 			if (i == 0)

@@ -253,10 +253,19 @@ static int load_db_path(struct cfg *cfg, char *err, size_t errlen)
 	return dup_str(path, &cfg->db_path, err, errlen);
 }
 
+/* Paid broadcast lifts Telegram's limit to 1,000 messages/s: the budget and the calls in flight
+ * default to what that rate needs at 300 ms of Bot API latency (1000 × 0.3 s = 300 at once:
+ * 2 otp-fcgi processes × 256 threads, and deletions alike). */
+#define PAID_SENDS_PER_SECOND 1000
+#define PAID_FCGI_THREADS 256
+#define PAID_DELETER_CONCURRENCY 384
+
 static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 {
 	int timeout_s, window_s;
 
+	if (get_bool("TELEGRAM_PAID_BROADCAST", &cfg->paid_broadcast, err, errlen) != 0)
+		return -1;
 	if (get_int("MIN_EXPIRE_SECONDS", 5, 1, 86400, &cfg->min_expire_s, err, errlen) ||
 	    get_int("MAX_EXPIRE_SECONDS", 60, 1, 86400, &cfg->max_expire_s, err, errlen) ||
 	    get_int("DEFAULT_EXPIRE_SECONDS", 30, 1, 86400, &cfg->default_expire_s, err, errlen) ||
@@ -267,14 +276,19 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 	    get_int("RATE_LIMIT_PER_IP", 10, 0, 1000000, &cfg->rate_limit_per_ip, err, errlen) ||
 	    get_int("PORT", 55155, 1, 65535, &cfg->port, err, errlen) ||
 	    get_int("TELEGRAM_TIMEOUT_SECONDS", 5, 1, 120, &timeout_s, err, errlen) ||
-	    get_int("TELEGRAM_MAX_SENDS_PER_SECOND", 30, 1, 10000, &cfg->max_sends_per_second, err,
-		    errlen) ||
+	    get_int("TELEGRAM_MAX_SENDS_PER_SECOND",
+		    cfg->paid_broadcast ? PAID_SENDS_PER_SECOND : 30, 1, 10000,
+		    &cfg->max_sends_per_second, err, errlen) ||
 	    get_int("TELEGRAM_SEND_WAIT_MS", 2000, 0, 30000, &cfg->send_wait_ms, err, errlen) ||
-	    get_int("OTP_FCGI_THREADS", 16, 1, 1024, &cfg->fcgi_threads, err, errlen) ||
+	    get_int("TELEGRAM_MAX_PAUSE_SECONDS", 3600, 1, 7 * 86400, &cfg->max_pause_s, err,
+		    errlen) ||
+	    get_int("OTP_FCGI_THREADS", cfg->paid_broadcast ? PAID_FCGI_THREADS : 16, 1, 1024,
+		    &cfg->fcgi_threads, err, errlen) ||
 	    get_int("DELETER_HEARTBEAT_STALE_SECONDS", 10, 2, 3600, &cfg->heartbeat_stale_s, err,
 		    errlen) ||
 	    get_int("DELETER_POLL_MS", 250, 10, 250, &cfg->deleter_poll_ms, err, errlen) ||
-	    get_int("DELETER_CONCURRENCY", 16, 1, 256, &cfg->deleter_concurrency, err, errlen))
+	    get_int("DELETER_CONCURRENCY", cfg->paid_broadcast ? PAID_DELETER_CONCURRENCY : 16, 1,
+		    1024, &cfg->deleter_concurrency, err, errlen))
 		return -1;
 	if (cfg->min_expire_s > cfg->max_expire_s) {
 		snprintf(err, errlen, "MIN_EXPIRE_SECONDS (%d) is above MAX_EXPIRE_SECONDS (%d)",

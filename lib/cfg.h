@@ -18,6 +18,8 @@ struct cfg {
 	int telegram_timeout_ms;  /* TELEGRAM_TIMEOUT_SECONDS */
 	int max_sends_per_second; /* TELEGRAM_MAX_SENDS_PER_SECOND: the bot's send budget, all processes */
 	int send_wait_ms;         /* TELEGRAM_SEND_WAIT_MS: how long a send waits for budget or a pause */
+	int max_pause_s;          /* TELEGRAM_MAX_PAUSE_SECONDS: the longest pause a 429 can impose */
+	int paid_broadcast;       /* TELEGRAM_PAID_BROADCAST=1: allow_paid_broadcast, 1000 sends/s */
 
 	int default_expire_s, min_expire_s, max_expire_s;
 	int rate_limit_per_user;  /* per rate_limit_window_s, per chat_id */

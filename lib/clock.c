@@ -12,6 +12,14 @@ int64_t clock_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t clock_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int clock_format_utc(int64_t sec, char buf[CLOCK_ISO_LEN])
 {
 	time_t t = (time_t)sec;
@@ -33,4 +41,21 @@ int clock_sleep_ms(int64_t ms)
 	ts.tv_sec = ms / 1000;
 	ts.tv_nsec = (long)(ms % 1000) * 1000000;
 	return nanosleep(&ts, NULL) == 0 ? 0 : -1;
+}
+
+void clock_sleep_us(int64_t us)
+{
+	struct timespec at;
+
+	if (us <= 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &at);
+	at.tv_sec += (time_t)(us / 1000000);
+	at.tv_nsec += (long)(us % 1000000) * 1000;
+	if (at.tv_nsec >= 1000000000L) {
+		at.tv_sec++;
+		at.tv_nsec -= 1000000000L;
+	}
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
+		;
 }

@@ -8,6 +8,9 @@
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
 int64_t clock_now_ms(void);
 
+/* Microseconds since the Unix epoch (CLOCK_REALTIME). */
+int64_t clock_now_us(void);
+
 /* Length of "2025-10-28T12:00:00Z" plus its NUL. */
 #define CLOCK_ISO_LEN 21
 
@@ -17,5 +20,9 @@ int clock_format_utc(int64_t sec, char buf[CLOCK_ISO_LEN]);
 
 /* Sleeps for ms milliseconds; returns early (and -1) when a signal interrupts it. */
 int clock_sleep_ms(int64_t ms);
+
+/* Sleeps us microseconds on the monotonic clock (a wall-clock step does not stretch it), to the
+ * end even if a signal interrupts it. */
+void clock_sleep_us(int64_t us);
 
 #endif

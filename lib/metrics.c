@@ -37,6 +37,8 @@ static const struct metric_def defs[] = {
 	  "POST /revoke-otp: messages deleted at once (result=deleted) or handed to otp-deleter "
 	  "(result=scheduled)", NULL },
 	{ "otp_pending_deletions", GAUGE, "Messages waiting for their deletion", NULL },
+	{ "telegram_pause_seconds", GAUGE,
+	  "Seconds left of Telegram's flood-control pause, by kind of call (send, delete)", NULL },
 	{ "otp_delete_lag_seconds", HISTOGRAM,
 	  "Confirmed deletion time minus the promised delete_at", lag_buckets },
 	{ "http_requests_total", COUNTER, "HTTP requests answered, by path and status", NULL },

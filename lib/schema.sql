@@ -1,4 +1,4 @@
--- schema.sql — the database otp-fcgi and otp-deleter share (PRAGMA user_version = 1).
+-- schema.sql — the database otp-fcgi and otp-deleter share (PRAGMA user_version = 2).
 -- Compiled into store.c; README.md documents it for people who inspect it with sqlite3.
 -- Times are milliseconds since the Unix epoch (UTC); the *_readable view shows them as text.
 
@@ -15,14 +15,41 @@ CREATE TABLE IF NOT EXISTS pending_deletions (
 );
 CREATE INDEX IF NOT EXISTS pending_deletions_by_next_try ON pending_deletions (next_try_ms);
 
--- Rolling-window rate limits: one row per counted request, pruned once out of its window.
+-- Rolling-window rate limits: one row per counted request, pruned once out of its window
+-- (each row is deleted once: by the next request of its subject, or by otp-deleter's sweep).
 CREATE TABLE IF NOT EXISTS rate_events (
     id      INTEGER PRIMARY KEY,
     scope   TEXT    NOT NULL,                -- 'chat' or 'ip'
-    subject TEXT    NOT NULL,                -- the chat_id or the client address
+    subject TEXT    NOT NULL,                -- the normalised chat_id or the client address
     at_ms   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rate_events_by_subject ON rate_events (scope, subject, at_ms);
+CREATE INDEX IF NOT EXISTS rate_events_by_time ON rate_events (scope, at_ms);
+
+-- How many rate_events rows each (scope, subject) holds, kept by the triggers below: a limit is
+-- checked by reading one row, never by counting the window.
+CREATE TABLE IF NOT EXISTS rate_counts (
+    scope   TEXT    NOT NULL,
+    subject TEXT    NOT NULL,
+    events  INTEGER NOT NULL,
+    PRIMARY KEY (scope, subject)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS rate_events_counted AFTER INSERT ON rate_events BEGIN
+    INSERT INTO rate_counts (scope, subject, events) VALUES (new.scope, new.subject, 1)
+        ON CONFLICT (scope, subject) DO UPDATE SET events = events + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS rate_events_uncounted AFTER DELETE ON rate_events BEGIN
+    UPDATE rate_counts SET events = events - 1 WHERE scope = old.scope AND subject = old.subject;
+    DELETE FROM rate_counts WHERE scope = old.scope AND subject = old.subject AND events <= 0;
+END;
+
+-- The bot's send queue (generic cell rate algorithm): the instant, in microseconds since the
+-- epoch, from which the next send may go. Each send reserves max(now, next_us) and moves
+-- next_us one spacing (1 / TELEGRAM_MAX_SENDS_PER_SECOND) past it.
+CREATE TABLE IF NOT EXISTS send_queue (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    next_us INTEGER NOT NULL
+);
 
 -- Liveness of the daemons: otp-fcgi refuses to send while otp-deleter's beat is stale.
 CREATE TABLE IF NOT EXISTS heartbeats (
@@ -47,12 +74,21 @@ SELECT program, pid,
        round((julianday('now') - 2440587.5) * 86400.0 - beat_ms / 1000.0, 1) AS age_seconds
 FROM heartbeats;
 
--- Telegram's flood control: after a 429, no process calls the Bot API before until_ms.
-CREATE TABLE IF NOT EXISTS telegram_pause (
-    id       INTEGER PRIMARY KEY CHECK (id = 1),
+-- Telegram's flood control, by kind of call: after a 429 on sendMessage no process sends before
+-- the 'send' row's until_ms; after one on deleteMessage(s) no deletion starts before the
+-- 'delete' row's. Neither holds the other. until_ms is clamped (TELEGRAM_MAX_PAUSE_SECONDS);
+-- deleting or shortening a row ends or shortens the pause for every process.
+CREATE TABLE IF NOT EXISTS telegram_pauses (
+    kind     TEXT    PRIMARY KEY,            -- 'send' or 'delete'
     until_ms INTEGER NOT NULL,
     set_by   TEXT    NOT NULL                -- the program that got the 429
-);
+) WITHOUT ROWID;
+
+CREATE VIEW IF NOT EXISTS telegram_pauses_readable AS
+SELECT kind, strftime('%Y-%m-%dT%H:%M:%fZ', until_ms / 1000.0, 'unixepoch') AS until,
+       round(until_ms / 1000.0 - (julianday('now') - 2440587.5) * 86400.0, 1) AS seconds_left,
+       set_by
+FROM telegram_pauses;
 
 -- /metrics: every process adds its counts here, so the totals are the whole pool's.
 -- Histograms are stored as their Prometheus series (_bucket with le, _sum, _count).

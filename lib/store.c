@@ -3,6 +3,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@ enum stmt_id {
 	ST_RATE_INSERT,
 	ST_RATE_DELETE,
 	ST_RATE_PRUNE_SCOPE,
+	ST_QUEUE_GET,
+	ST_QUEUE_SET,
 	ST_PENDING_ADD,
 	ST_PENDING_DUE,
 	ST_PENDING_NEXT,
@@ -48,12 +51,17 @@ enum stmt_id {
 static const char *const stmt_sql[ST_COUNT_] = {
 	[ST_RATE_PRUNE_SUBJECT] =
 		"DELETE FROM rate_events WHERE scope = ?1 AND subject = ?2 AND at_ms <= ?3",
-	[ST_RATE_COUNT] = "SELECT count(*) FROM rate_events WHERE scope = ?1 AND subject = ?2",
+	/* kept by triggers (schema.sql): one row read, however many events the window holds */
+	[ST_RATE_COUNT] = "SELECT events FROM rate_counts WHERE scope = ?1 AND subject = ?2",
+	/* OFFSET is 0 unless a limit was lowered below what its log already holds */
 	[ST_RATE_NTH_OLDEST] = "SELECT at_ms FROM rate_events WHERE scope = ?1 AND subject = ?2 "
 			       "ORDER BY at_ms LIMIT 1 OFFSET ?3",
 	[ST_RATE_INSERT] = "INSERT INTO rate_events (scope, subject, at_ms) VALUES (?1, ?2, ?3)",
 	[ST_RATE_DELETE] = "DELETE FROM rate_events WHERE id = ?1",
-	[ST_RATE_PRUNE_SCOPE] = "DELETE FROM rate_events WHERE scope = ?1 AND at_ms < ?2",
+	[ST_RATE_PRUNE_SCOPE] = "DELETE FROM rate_events WHERE scope = ?1 AND at_ms <= ?2",
+	[ST_QUEUE_GET] = "SELECT next_us FROM send_queue WHERE id = 1",
+	[ST_QUEUE_SET] = "INSERT INTO send_queue (id, next_us) VALUES (1, ?1) "
+			 "ON CONFLICT (id) DO UPDATE SET next_us = ?1",
 	[ST_PENDING_ADD] = "INSERT INTO pending_deletions (chat_id, message_id, delete_at_ms, "
 			   "next_try_ms, created_at_ms) VALUES (?1, ?2, ?3, ?3, ?4)",
 	[ST_PENDING_DUE] = "SELECT id, chat_id, message_id, delete_at_ms, next_try_ms, attempts "
@@ -67,10 +75,10 @@ static const char *const stmt_sql[ST_COUNT_] = {
 	[ST_HEARTBEAT_SET] = "INSERT INTO heartbeats (program, pid, beat_ms) VALUES (?1, ?2, ?3) "
 			     "ON CONFLICT (program) DO UPDATE SET pid = ?2, beat_ms = ?3",
 	[ST_HEARTBEAT_GET] = "SELECT beat_ms FROM heartbeats WHERE program = ?1",
-	[ST_PAUSE_EXTEND] = "INSERT INTO telegram_pause (id, until_ms, set_by) VALUES (1, ?1, ?2) "
-			    "ON CONFLICT (id) DO UPDATE SET until_ms = ?1, set_by = ?2 "
-			    "WHERE until_ms < ?1",
-	[ST_PAUSE_GET] = "SELECT until_ms FROM telegram_pause WHERE id = 1",
+	[ST_PAUSE_EXTEND] = "INSERT INTO telegram_pauses (kind, until_ms, set_by) VALUES (?1, ?2, ?3) "
+			    "ON CONFLICT (kind) DO UPDATE SET until_ms = ?2, set_by = ?3 "
+			    "WHERE until_ms < ?2",
+	[ST_PAUSE_GET] = "SELECT until_ms FROM telegram_pauses WHERE kind = ?1",
 	[ST_METRIC_ADD] = "INSERT INTO metrics (name, labels, value) VALUES (?1, ?2, ?3) "
 			  "ON CONFLICT (name, labels) DO UPDATE SET value = value + ?3",
 	[ST_METRIC_READ] = "SELECT name, labels, value FROM metrics",
@@ -86,6 +94,7 @@ struct store {
 	dev_t dev;
 	ino_t ino;
 	int64_t busy_since_ms;
+	int writing;          /* holds write_lock: between begin() and commit() or rollback() */
 	sqlite3_stmt *stmts[ST_COUNT_];
 	char err[256];
 };
@@ -111,20 +120,25 @@ const char *store_strerror(const struct store *s)
 	return s->err;
 }
 
-/* Waits for a lock by retrying every few tens of microseconds: sqlite3_busy_timeout() sleeps in
- * whole milliseconds, which triples the tail latency of concurrent writers. */
+/* The threads of one process take turns to write: a thread waits here, asleep, instead of
+ * polling SQLite's lock; only the one holding this mutex can meet another process's lock. */
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Waits for another process's lock with a backoff from 10 µs doubling to 1 ms: short waits
+ * (a writer's transaction takes tens of µs) end soon, long ones do not spin.
+ * sqlite3_busy_timeout() sleeps in whole milliseconds, which triples the tail latency. */
 static int busy_wait(void *arg, int tries)
 {
 	struct store *s = arg;
 	int64_t now = clock_now_ms();
-	struct timespec ts = { 0, 20000 };
+	struct timespec ts = { 0, 1000000 };
 
 	if (tries == 0)
 		s->busy_since_ms = now;
 	if (now - s->busy_since_ms >= STORE_BUSY_TIMEOUT_MS)
 		return 0;
-	if (tries > 200)
-		ts.tv_nsec = 500000; /* a long wait: stop spinning */
+	if (tries < 7)
+		ts.tv_nsec = 10000L << tries;
 	nanosleep(&ts, NULL);
 	return 1;
 }
@@ -159,15 +173,54 @@ static int exec_retrying(struct store *s, const char *sql, const char *what)
 	return 0;
 }
 
+/* From version 1 (run after schema.sql, in the same transaction; a no-op on any other version):
+ * the per-subject counts are computed once from the events, the old budget's 'send' events go
+ * (the send queue replaced them), and the one pause of every kind becomes one pause per kind. */
+static const char migrate_v1_sql[] =
+	"DELETE FROM rate_events WHERE scope = 'send' "
+	"  AND (SELECT user_version FROM pragma_user_version) = 1;"
+	"INSERT INTO rate_counts (scope, subject, events) "
+	"  SELECT scope, subject, count(*) FROM rate_events "
+	"  WHERE (SELECT user_version FROM pragma_user_version) = 1 GROUP BY scope, subject;"
+	"CREATE TABLE IF NOT EXISTS telegram_pause (id INTEGER PRIMARY KEY, "
+	"  until_ms INTEGER NOT NULL, set_by TEXT NOT NULL);"
+	"INSERT OR IGNORE INTO telegram_pauses (kind, until_ms, set_by) "
+	"  SELECT k.kind, p.until_ms, p.set_by FROM telegram_pause p, "
+	"  (SELECT 'send' AS kind UNION ALL SELECT 'delete') k;"
+	"DROP TABLE telegram_pause;";
+
+/* The schema version of the file, or -1. */
+static int schema_version(struct store *s)
+{
+	sqlite3_stmt *st = NULL;
+	int v = -1;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (v < 0)
+		set_db_err(s, "read the schema version");
+	return v;
+}
+
 static int create_schema(struct store *s)
 {
-	char sql[sizeof schema_sql + 128];
+	char sql[sizeof schema_sql + sizeof migrate_v1_sql + 128];
+	int version;
 
 	if (exec_retrying(s, "PRAGMA journal_mode=WAL", "enable WAL") != 0 ||
 	    exec_retrying(s, "PRAGMA synchronous=NORMAL", "set synchronous") != 0)
 		return -1;
-	snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
-		 schema_sql, STORE_SCHEMA_VERSION);
+	if ((version = schema_version(s)) < 0)
+		return -1;
+	if (version > STORE_SCHEMA_VERSION) {
+		set_err(s, "%s has schema version %d, newer than this program's %d", s->path,
+			version, STORE_SCHEMA_VERSION);
+		return -1;
+	}
+	snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; %s %s PRAGMA user_version = %d; COMMIT;",
+		 schema_sql, migrate_v1_sql, STORE_SCHEMA_VERSION);
 	if (exec_retrying(s, sql, "create schema") != 0) {
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
@@ -300,28 +353,47 @@ static int step_int64(struct store *s, sqlite3_stmt *st, int64_t *out, const cha
 	return found;
 }
 
+static void end_write(struct store *s)
+{
+	if (s->writing) {
+		s->writing = 0;
+		pthread_mutex_unlock(&write_lock);
+	}
+}
+
 static int begin(struct store *s)
 {
 	sqlite3_stmt *st;
 
-	if (ensure_current(s) != 0 || (st = stmt(s, ST_BEGIN)) == NULL)
+	if (ensure_current(s) != 0)
 		return -1;
-	return step_done(s, st, "begin transaction");
-}
-
-static int commit(struct store *s)
-{
-	sqlite3_stmt *st = stmt(s, ST_COMMIT);
-
-	if (st == NULL || step_done(s, st, "commit") != 0)
+	pthread_mutex_lock(&write_lock);
+	s->writing = 1;
+	if ((st = stmt(s, ST_BEGIN)) == NULL || step_done(s, st, "begin transaction") != 0) {
+		end_write(s);
 		return -1;
+	}
 	return 0;
 }
 
 static void rollback(struct store *s)
 {
-	if (sqlite3_get_autocommit(s->db) == 0)
+	if (s->db != NULL && sqlite3_get_autocommit(s->db) == 0)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	end_write(s);
+}
+
+/* Commits; on failure rolls back. Either way the write lock is released. */
+static int commit(struct store *s)
+{
+	sqlite3_stmt *st = stmt(s, ST_COMMIT);
+
+	if (st == NULL || step_done(s, st, "commit") != 0) {
+		rollback(s);
+		return -1;
+	}
+	end_write(s);
+	return 0;
 }
 
 /* Runs the one-parameter statement id for each of ids[0..n) in one transaction. */
@@ -349,19 +421,20 @@ fail:
 	return -1;
 }
 
-/* Prunes one rule's expired events and tells whether it has a free slot; if not, when one frees. */
-static int rate_check(struct store *s, const struct store_rate_rule *r, int64_t now_ms,
-		      int *full, int64_t *retry_after_ms)
+/* Prunes one rule's expired events and tells whether it has a free place; if not, the time of
+ * the event whose expiry frees one. */
+static int rate_check(struct store *s, const struct store_rate_rule *r, int *full,
+		      int64_t *freeing_at_ms)
 {
 	sqlite3_stmt *st;
-	int64_t count = 0, oldest = now_ms;
+	int64_t count = 0;
 
 	*full = 0;
 	if ((st = stmt(s, ST_RATE_PRUNE_SUBJECT)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now_ms - r->window_ms);
+	sqlite3_bind_int64(st, 3, r->expired_ms);
 	if (step_done(s, st, "prune rate events") != 0)
 		return -1;
 
@@ -374,23 +447,61 @@ static int rate_check(struct store *s, const struct store_rate_rule *r, int64_t 
 	if (count < r->limit)
 		return 0;
 
-	/* a slot frees when the (count - limit + 1)-th oldest event leaves the window */
+	/* a place frees when the (count - limit + 1)-th oldest event expires */
 	if ((st = stmt(s, ST_RATE_NTH_OLDEST)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, count - r->limit);
-	if (step_int64(s, st, &oldest, "find oldest rate event") < 0)
+	if (step_int64(s, st, freeing_at_ms, "find oldest rate event") < 0)
 		return -1;
 	*full = 1;
-	*retry_after_ms = oldest + r->window_ms - now_ms;
-	if (*retry_after_ms < 1)
-		*retry_after_ms = 1;
 	return 0;
 }
 
+/* The instant the send queue gives a request: the later of now, the queue's next free instant
+ * and the end of the pause that holds the queue. Sets v->slot_us and v->slot_refused; moves the
+ * queue when the slot is taken. */
+static int reserve_slot(struct store *s, const struct store_slot_request *q,
+			struct store_rate_verdict *v)
+{
+	sqlite3_stmt *st;
+	int64_t next = q->now_us, pause_ms = 0, at;
+
+	if ((st = stmt(s, ST_QUEUE_GET)) == NULL || step_int64(s, st, &next, "read send queue") < 0)
+		return -1;
+	/* a queue further ahead than any reservation could have put it was written under a clock
+	 * that has since stepped back: start again from now */
+	if (next > q->latest_us + q->spacing_us)
+		next = q->now_us;
+	at = next > q->now_us ? next : q->now_us;
+	if (q->pause_kind != NULL) {
+		if ((st = stmt(s, ST_PAUSE_GET)) == NULL)
+			return -1;
+		sqlite3_bind_text(st, 1, q->pause_kind, -1, SQLITE_STATIC);
+		if (step_int64(s, st, &pause_ms, "read Telegram's pause") < 0)
+			return -1;
+		if (pause_ms > INT64_MAX / 4000)
+			pause_ms = INT64_MAX / 4000; /* a hand-written row: no overflow below */
+		if (pause_ms * 1000 > at) {
+			at = pause_ms * 1000;
+			v->slot_paused = 1;
+		}
+	}
+	v->slot_us = at;
+	if (at > q->latest_us) {
+		v->slot_refused = 1;
+		return 0;
+	}
+	if ((st = stmt(s, ST_QUEUE_SET)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, at + q->spacing_us);
+	return step_done(s, st, "write send queue");
+}
+
 int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
-		    int64_t now_ms, struct store_rate_verdict *v)
+		    const struct store_slot_request *slot, int64_t now_ms,
+		    struct store_rate_verdict *v)
 {
 	sqlite3_stmt *st;
 	int i, full;
@@ -404,12 +515,18 @@ int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nr
 	if (begin(s) != 0)
 		return -1;
 	for (i = 0; i < nrules; i++) {
-		if (rate_check(s, &rules[i], now_ms, &full, &v->retry_after_ms) != 0)
+		if (rate_check(s, &rules[i], &full, &v->freeing_at_ms) != 0)
 			goto fail;
 		if (full) {
 			v->refused_rule = i;
-			return commit(s) == 0 ? 0 : (rollback(s), -1);
+			return commit(s); /* keeps the pruning */
 		}
+	}
+	if (slot != NULL) {
+		if (reserve_slot(s, slot, v) != 0)
+			goto fail;
+		if (v->slot_refused)
+			return commit(s);
 	}
 	for (i = 0; i < nrules; i++) {
 		if ((st = stmt(s, ST_RATE_INSERT)) == NULL)
@@ -435,22 +552,40 @@ int store_rate_release(struct store *s, const struct store_rate_verdict *v)
 	return delete_ids(s, ST_RATE_DELETE, v->slot_ids, v->nslots, "release rate slot");
 }
 
-int store_rate_prune(struct store *s, const char *scope, int64_t before_ms)
+int store_rate_prune(struct store *s, const char *scope, int64_t expired_ms)
 {
 	sqlite3_stmt *st;
+	int n;
 
 	if (begin(s) != 0)
 		return -1;
 	if ((st = stmt(s, ST_RATE_PRUNE_SCOPE)) == NULL)
 		goto fail;
 	sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, before_ms);
-	if (step_done(s, st, "prune rate events") != 0 || commit(s) != 0)
+	sqlite3_bind_int64(st, 2, expired_ms);
+	if (step_done(s, st, "prune rate events") != 0)
 		goto fail;
-	return sqlite3_changes(s->db);
+	n = sqlite3_changes(s->db);
+	if (commit(s) != 0)
+		return -1;
+	return n;
 fail:
 	rollback(s);
 	return -1;
+}
+
+long long store_rate_count(struct store *s, const char *scope, const char *subject)
+{
+	sqlite3_stmt *st;
+	int64_t n = 0;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_RATE_COUNT)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, subject, -1, SQLITE_STATIC);
+	if (step_int64(s, st, &n, "count rate events") < 0)
+		return -1;
+	return n;
 }
 
 /* Runs one bound write statement in its own IMMEDIATE transaction. */
@@ -549,23 +684,25 @@ int store_pending_remove_many(struct store *s, const int64_t *ids, int n)
 	return delete_ids(s, ST_PENDING_REMOVE, ids, n, "remove pending deletion");
 }
 
-int store_pause_extend(struct store *s, int64_t until_ms, const char *program)
+int store_pause_extend(struct store *s, const char *kind, int64_t until_ms, const char *program)
 {
 	sqlite3_stmt *st;
 
 	if ((st = begin_write(s, ST_PAUSE_EXTEND)) == NULL)
 		return -1;
-	sqlite3_bind_int64(st, 1, until_ms);
-	sqlite3_bind_text(st, 2, program, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, until_ms);
+	sqlite3_bind_text(st, 3, program, -1, SQLITE_STATIC);
 	return write_one(s, st, "record Telegram's pause");
 }
 
-int store_pause_get(struct store *s, int64_t *until_ms)
+int store_pause_get(struct store *s, const char *kind, int64_t *until_ms)
 {
 	sqlite3_stmt *st;
 
 	if (ensure_current(s) != 0 || (st = stmt(s, ST_PAUSE_GET)) == NULL)
 		return -1;
+	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
 	return step_int64(s, st, until_ms, "read Telegram's pause");
 }
 

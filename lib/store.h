@@ -1,10 +1,12 @@
 /* store.h — the shared state of otp-fcgi and otp-deleter: pending deletions, rate-limit events,
- * the deleter's heartbeat. SQLite today; nothing outside store.c speaks SQL, so another backend
+ * the send queue, Telegram's pauses, the deleter's heartbeat. Storage only: what a limit, a
+ * window or a pause means is lib/policy.h's. SQLite today; nothing outside store.c speaks SQL, so another backend
  * (a network store shared by several hosts) can replace it behind this interface.
  *
  * One handle per thread. Several processes may use the same file at once: every write is one
- * short transaction begun with BEGIN IMMEDIATE, and a busy database is waited for (up to
- * STORE_BUSY_TIMEOUT_MS). The OTP and the message text are never given to the store.
+ * short transaction begun with BEGIN IMMEDIATE. The threads of one process queue for writing on
+ * a mutex (so only one of them ever waits for another process's lock), and another process's
+ * lock is waited for with a backoff (up to STORE_BUSY_TIMEOUT_MS). Reads take no transaction. The OTP and the message text are never given to the store.
  *
  * Errors: functions returning int answer 0 (or a count) on success and -1 on failure, with the
  * reason in store_strerror(); the caller reports it once, with its own context. If the file is
@@ -16,7 +18,7 @@
 #include <stdint.h>
 
 #define STORE_BUSY_TIMEOUT_MS 5000
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_CHAT_ID_MAX 48
 
 struct store;
@@ -31,21 +33,36 @@ struct pending {
 	int attempts;                     /* failed attempts so far */
 };
 
-/* One rolling-window limit: at most `limit` events per `window_ms` for (scope, subject). */
+/* One log of events per (scope, subject) that holds at most `limit` of them; events at or before
+ * expired_ms no longer count (the caller turns its window into that instant). */
 struct store_rate_rule {
 	const char *scope;    /* "chat", "ip", … */
 	const char *subject;  /* the chat id, the client address, … */
 	int limit;
-	int64_t window_ms;
+	int64_t expired_ms;
 };
 
 #define STORE_RATE_RULES_MAX 4
 
-/* What store_rate_take() decided. */
+/* A reservation in the shared send queue: the instant max(now_us, the queue's next free instant,
+ * the end of the pause of kind pause_kind), taken only if it is at most latest_us; the queue's
+ * next free instant then moves to that instant + spacing_us. Microseconds since the epoch. */
+struct store_slot_request {
+	int64_t now_us;
+	int64_t spacing_us;
+	int64_t latest_us;
+	const char *pause_kind; /* the pause that holds this queue ("send"), or NULL */
+};
+
+/* What store_rate_take() did. */
 struct store_rate_verdict {
-	int refused_rule;        /* index of the first rule that is full, or -1: slots were taken */
-	int64_t retry_after_ms;  /* when refused: time until that rule has a free slot */
-	int64_t slot_ids[STORE_RATE_RULES_MAX]; /* when taken: for store_rate_release() */
+	int refused_rule;        /* index of the first rule that is full, or -1 */
+	int64_t freeing_at_ms;   /* when refused: the time of the event whose expiry frees a place */
+	int slot_refused;        /* 1: the slot (slot_us) is later than latest_us; nothing taken */
+	int slot_paused;         /* 1: the pause of pause_kind set slot_us (it ends later than the
+				  * queue's next free instant) */
+	int64_t slot_us;         /* the instant reserved (or that would have been) */
+	int64_t slot_ids[STORE_RATE_RULES_MAX]; /* the events taken: for store_rate_release() */
 	int nslots;
 };
 
@@ -60,17 +77,24 @@ const char *store_strerror(const struct store *s);
 /* 1 if the file lives on tmpfs (RAM), 0 if not, -1 if that cannot be told. */
 int store_is_on_tmpfs(const struct store *s);
 
-/* Takes one slot in every rule at now_ms, or none if any rule is full (then refused_rule says
- * which, the first full one in array order). Events older than a rule's window are pruned.
+/* In one write: drops each rule's expired events; unless a rule is full (then refused_rule is the
+ * first full one in array order, with freeing_at_ms) and unless slot (may be NULL) cannot be
+ * reserved in time (then slot_refused), records one event at now_ms in every rule and reserves
+ * the slot. Either everything is taken or nothing. Costs O(1) per call plus O(1) per expired
+ * event, whatever the limits (a per-subject count is kept with the events).
  * Returns 0 (whatever the verdict) or -1. */
 int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
-		    int64_t now_ms, struct store_rate_verdict *verdict);
+		    const struct store_slot_request *slot, int64_t now_ms,
+		    struct store_rate_verdict *verdict);
 
-/* Gives back the slots a verdict took (the request did not go to Telegram after all). */
+/* Gives back the events a verdict took (the request did not go to Telegram after all). */
 int store_rate_release(struct store *s, const struct store_rate_verdict *verdict);
 
-/* Drops events of scope older than before_ms. Returns the number dropped, or -1. */
-int store_rate_prune(struct store *s, const char *scope, int64_t before_ms);
+/* Drops events of scope at or before expired_ms. Returns the number dropped, or -1. */
+int store_rate_prune(struct store *s, const char *scope, int64_t expired_ms);
+
+/* The number of events (scope, subject) holds, expired or not (tests, inspection), or -1. */
+long long store_rate_count(struct store *s, const char *scope, const char *subject);
 
 /* Records that message_id in chat_id is to be deleted at delete_at_ms. */
 int store_pending_add(struct store *s, const char *chat_id, long long message_id,
@@ -96,11 +120,11 @@ int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms);
 /* Removes several rows in one transaction. */
 int store_pending_remove_many(struct store *s, const int64_t *ids, int n);
 
-/* Telegram asked us to wait (429 retry_after): no Bot API call before until_ms, in any process.
- * Extends, never shortens, the current pause. */
-int store_pause_extend(struct store *s, int64_t until_ms, const char *program);
-/* Returns 1 with *until_ms set when a pause was ever recorded, 0 if not, -1 on error. */
-int store_pause_get(struct store *s, int64_t *until_ms);
+/* A pause of one kind of Bot API call ("send", "delete"): no such call before until_ms, in
+ * any process. store_pause_extend() moves it later, never earlier. */
+int store_pause_extend(struct store *s, const char *kind, int64_t until_ms, const char *program);
+/* Returns 1 with *until_ms set when a pause of kind is recorded, 0 if none, -1 on error. */
+int store_pause_get(struct store *s, const char *kind, int64_t *until_ms);
 
 /* One series' delta (store_metrics_add) or total (store_metrics_read). */
 struct store_metric {

@@ -22,6 +22,7 @@ struct tg {
 	char *url_prefix;   /* api_base + "/bot" + token + "/": secret */
 	char *token;        /* to scrub from curl's messages */
 	long timeout_ms;
+	int paid_broadcast;   /* sendMessage with allow_paid_broadcast */
 	struct curl_slist *headers;
 };
 
@@ -81,6 +82,11 @@ struct tg *tg_new(const char *api_base, const char *token, long timeout_ms)
 		return NULL;
 	}
 	return tg;
+}
+
+void tg_set_paid_broadcast(struct tg *tg, int on)
+{
+	tg->paid_broadcast = on;
 }
 
 void tg_free(struct tg *tg)
@@ -357,8 +363,10 @@ enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *h
 	    tg_json_quote(body, REQUEST_MAX, &len, chat_id) != 0 ||
 	    append(body, REQUEST_MAX, &len, ",\"text\":") != 0 ||
 	    tg_json_quote(body, REQUEST_MAX, &len, html_text) != 0 ||
-	    append(body, REQUEST_MAX, &len,
-		   ",\"parse_mode\":\"HTML\",\"protect_content\":true}") != 0) {
+	    append(body, REQUEST_MAX, &len, ",\"parse_mode\":\"HTML\",\"protect_content\":true") != 0 ||
+	    (tg->paid_broadcast &&
+	     append(body, REQUEST_MAX, &len, ",\"allow_paid_broadcast\":true") != 0) ||
+	    append(body, REQUEST_MAX, &len, "}") != 0) {
 		memset(res, 0, sizeof *res);
 		res->status = TG_REFUSED;
 		snprintf(res->description, sizeof res->description, "message too long");

@@ -38,6 +38,10 @@ void tg_global_cleanup(void);
 struct tg *tg_new(const char *api_base, const char *token, long timeout_ms);
 void tg_free(struct tg *tg);
 
+/* From now on sendMessage asks for paid broadcast (allow_paid_broadcast: up to 1,000 messages
+ * per second, each paid in Telegram Stars from the bot's balance). */
+void tg_set_paid_broadcast(struct tg *tg, int on);
+
 /* sendMessage with parse_mode HTML and protect_content. text holds the OTP: every buffer this
  * call fills with it (the request and Telegram's echo of it) is wiped before return. */
 enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *html_text,

@@ -10,7 +10,7 @@ def max_in_any_window(times, window):
     times = sorted(times)
     best, j = 0, 0
     for i, t in enumerate(times):
-        while times[j] <= t - window:
+        while times[j] < t - window:
             j += 1
         best = max(best, i - j + 1)
     return best
@@ -36,10 +36,11 @@ def test_sixty_concurrent_clients_at_300_ms_latency_within_the_send_budget(make_
     assert elapsed < bound, f"60 OTPs took {elapsed:.2f} s (bound {bound:.2f} s)"
     arrivals = [r["at"] for r in bot.requests("sendMessage")]
     assert len(arrivals) == 60
-    # The budget holds where slots are taken; a send reaches the emulator some ms later, and that
-    # delay varies with scheduling and fresh connections (20+ ms seen on a loaded machine, far
-    # more under a sanitizer). Windows 50 ms short of a second absorb that jitter.
-    assert max_in_any_window(arrivals, 1.0 - 0.05 * SLOW ** 2) <= 30
+    # Turns are 1/30 s apart, so any second holds at most 31 arrivals (issue 13: 43 were seen when
+    # slots were taken 30 at a time). A send that wakes late takes a new turn rather than bunch
+    # up; the window is narrowed only under a sanitizer, whose stalls are longer.
+    window = 1.0 if SLOW == 1 else 0.9
+    assert max_in_any_window(arrivals, window) <= 31
 
 
 def test_telegram_429_pauses_every_process(make_gateway, bot):
@@ -66,14 +67,17 @@ def test_telegram_429_pauses_every_process(make_gateway, bot):
 
 
 def test_a_full_budget_delays_then_answers_503_with_retry_after(make_gateway, bot):
-    gw = make_gateway(env={"TELEGRAM_MAX_SENDS_PER_SECOND": "2", "TELEGRAM_SEND_WAIT_MS": "300"})
+    # 2 sends/s: turns 0.5 s apart. With a 0.6 s wait, of 6 concurrent requests the first goes at
+    # once, the second waits its turn (0.5 s), the others' turns (1 s, 1.5 s, ...) are too far.
+    gw = make_gateway(env={"TELEGRAM_MAX_SENDS_PER_SECOND": "2", "TELEGRAM_SEND_WAIT_MS": "600"})
     results = fire(gw, 6, 31000)
     statuses = sorted(r.status for r in results)
-    assert statuses.count(200) >= 2 and statuses.count(503) >= 1, statuses
-    busy = [r for r in results if r.status == 503]
-    for r in busy:
+    assert statuses == [200, 200, 503, 503, 503, 503], statuses
+    for r in (r for r in results if r.status == 503):
         assert r.headers["Retry-After"] == "1" and "sending limit" in r.json["detail"], \
             (r, dict(r.headers))
-    assert len(bot.requests("sendMessage")) == statuses.count(200)
-    assert gw.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'chat'") == [(statuses.count(200),)], \
+    sends = sorted(c["at"] for c in bot.requests("sendMessage"))
+    assert len(sends) == 2
+    assert sends[1] - sends[0] >= 0.5 - 0.02, "the second send waited for its turn"
+    assert gw.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'chat'") == [(2,)], \
         "a 503 does not count against the client's limit"

@@ -174,7 +174,7 @@ def test_root_and_health(gateway):
     r = gateway.get("/health")
     assert r.status == 200, r
     assert '"status":"ok"' in r.text
-    assert r.json["checks"] == {"database": "ok", "deleter": "ok"}
+    assert r.json["checks"] == {"database": "ok", "deleter": "ok", "telegram_sends": "ok"}
     assert r.json["mode"] == "live"
     parse_iso(r.json["timestamp"])
 

@@ -24,6 +24,8 @@ static const char *const SETTINGS[] = {
 	"PORT", "RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER", "RATE_LIMIT_WINDOW_HOURS",
 	"RATE_LIMIT_WINDOW_SECONDS", "RUNTIME_DIRECTORY", "TELEGRAM_API_BASE",
 	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_TIMEOUT_SECONDS",
+	"TELEGRAM_MAX_SENDS_PER_SECOND", "TELEGRAM_SEND_WAIT_MS", "TELEGRAM_MAX_PAUSE_SECONDS",
+	"TELEGRAM_PAID_BROADCAST",
 };
 
 #define GOOD_TOKEN "123456:ABCdef_ghi-JKL"
@@ -298,6 +300,46 @@ static void defaults(void **state)
 	assert_string_equal(c->db_path, f->db_path);
 	assert_non_null(c->host);
 	assert_true(c->telegram_timeout_ms > 0);
+	assert_int_equal(c->max_sends_per_second, 30);
+	assert_int_equal(c->send_wait_ms, 2000);
+	assert_int_equal(c->max_pause_s, 3600);
+	assert_int_equal(c->paid_broadcast, 0);
+	assert_int_equal(c->fcgi_threads, 16);
+	assert_int_equal(c->deleter_concurrency, 16);
+}
+
+static void paid_broadcast_raises_the_budget_and_concurrency_defaults(void **state)
+{
+	struct fixture *f = *state;
+	const struct cfg *c = &f->cfg;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("TELEGRAM_PAID_BROADCAST", "1", 1);
+	load_ok(f);
+	assert_int_equal(c->paid_broadcast, 1);
+	assert_int_equal(c->max_sends_per_second, 1000);
+	/* 1000 sends/s at 300 ms: 300 in flight; 2 processes carry 512 */
+	assert_true(2 * c->fcgi_threads >= 1000 * 3 / 10);
+	assert_true(c->deleter_concurrency >= 1000 * 3 / 10);
+	cfg_free(&f->cfg);
+	/* explicit settings still win */
+	setenv("TELEGRAM_MAX_SENDS_PER_SECOND", "500", 1);
+	setenv("OTP_FCGI_THREADS", "8", 1);
+	load_ok(f);
+	assert_int_equal(c->max_sends_per_second, 500);
+	assert_int_equal(c->fcgi_threads, 8);
+}
+
+static void max_pause_is_a_bounded_setting(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("TELEGRAM_MAX_PAUSE_SECONDS", "0", 1);
+	load_fails_naming(f, "TELEGRAM_MAX_PAUSE_SECONDS");
+	setenv("TELEGRAM_MAX_PAUSE_SECONDS", "60", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.max_pause_s, 60);
 }
 
 static void missing_token_without_sandbox_fails(void **state)
@@ -532,6 +574,8 @@ int main(void)
 		cmocka_unit_test(env_line_text_after_closing_quote_is_an_error),
 		cmocka_unit_test(env_line_too_long_for_the_buffers_is_an_error),
 		T(defaults),
+		T(paid_broadcast_raises_the_budget_and_concurrency_defaults),
+		T(max_pause_is_a_bounded_setting),
 		T(missing_token_without_sandbox_fails),
 		T(malformed_token_is_rejected_without_echoing_it),
 		T(port_not_a_number_is_named),

@@ -215,172 +215,62 @@ static void pending_due_is_earliest_first_and_respects_the_limit(void **state)
 	assert_int_equal(store_pending_due(f->s, 3500, p, 8), 3);
 }
 
-/* ---- rate limits ------------------------------------------------------------------------ */
+/* ---- rate logs (their meaning is tested in test_policy.c) -------------------------------- */
 
-static void rate_take_refuses_at_the_limit_with_retry_after_from_the_oldest(void **state)
+static struct store_rate_rule rule(const char *scope, const char *subject, int limit,
+				   int64_t expired_ms)
+{
+	return (struct store_rate_rule){ scope, subject, limit, expired_ms };
+}
+
+static void rate_take_refuses_at_the_limit_naming_the_oldest_event(void **state)
 {
 	struct fixture *f = *state;
-	const struct store_rate_rule rule = { "chat", "42", 3, 60000 };
+	struct store_rate_rule r = rule("chat", "42", 3, 0);
 	struct store_rate_verdict v;
 
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 1000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 1000, &v), 0);
 	assert_int_equal(v.refused_rule, -1);
 	assert_int_equal(v.nslots, 1);
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 2000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 3000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 2000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 3000, &v), 0);
+	assert_int_equal(store_rate_count(f->s, "chat", "42"), 3);
 
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 4000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 4000, &v), 0);
 	assert_int_equal(v.refused_rule, 0);
 	assert_int_equal(v.nslots, 0);
-	assert_int_equal(v.retry_after_ms, 1000 + 60000 - 4000);
+	assert_int_equal(v.freeing_at_ms, 1000);
+	assert_int_equal(store_rate_count(f->s, "chat", "42"), 3);
 
-	/* another subject in the same scope is not affected */
-	{
-		const struct store_rate_rule other = { "chat", "43", 3, 60000 };
-
-		assert_int_equal(store_rate_take(f->s, &other, 1, 4000, &v), 0);
-		assert_int_equal(v.refused_rule, -1);
-	}
+	/* events at or before expired_ms are dropped, and the count follows */
+	r.expired_ms = 1000;
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 4000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_count(f->s, "chat", "42"), 3);
+	assert_int_equal(store_rate_count(f->s, "chat", "43"), 0);
 }
 
-static void rate_events_leave_the_window(void **state)
+static void rate_release_and_prune_keep_the_counts_exact(void **state)
 {
 	struct fixture *f = *state;
-	const struct store_rate_rule rule = { "chat", "42", 3, 60000 };
+	const struct store_rate_rule rules[2] = { rule("chat", "r", 5, 0), rule("ip", "r", 5, 0) };
 	struct store_rate_verdict v;
 
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 1000, &v), 0);
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 2000, &v), 0);
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 3000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-
-	/* one millisecond before the oldest leaves */
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 60999, &v), 0);
-	assert_int_equal(v.refused_rule, 0);
-	assert_int_equal(v.retry_after_ms, 1);
-
-	/* the event of t=1000 has left: a slot is free */
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 61000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-	assert_int_equal(v.nslots, 1);
-
-	/* full again (2000, 3000, 61000): the next slot frees when 2000 leaves */
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 61000, &v), 0);
-	assert_int_equal(v.refused_rule, 0);
-	assert_int_equal(v.retry_after_ms, 2000 + 60000 - 61000);
-
-	/* long after: all gone, the whole limit is available */
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 500000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 500000, &v), 0);
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 500000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-	assert_int_equal(store_rate_take(f->s, &rule, 1, 500000, &v), 0);
-	assert_int_equal(v.refused_rule, 0);
-}
-
-static void rate_multiple_rules_take_one_slot_each(void **state)
-{
-	struct fixture *f = *state;
-	const struct store_rate_rule rules[2] = {
-		{ "chat", "a", 5, 3600000 },
-		{ "ip", "10.0.0.1", 2, 60000 },
-	};
-	struct store_rate_verdict v;
-
-	assert_int_equal(store_rate_take(f->s, rules, 2, 1000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, rules, 2, NULL, 1000, &v), 0);
 	assert_int_equal(v.nslots, 2);
 	assert_true(v.slot_ids[0] != v.slot_ids[1]);
-}
-
-static void rate_first_full_rule_is_reported_and_no_slot_is_taken(void **state)
-{
-	struct fixture *f = *state;
-	const struct store_rate_rule ip_only = { "ip", "10.0.0.1", 1, 60000 };
-	const struct store_rate_rule chat_b_first[2] = {
-		{ "chat", "b", 1, 3600000 },
-		{ "ip", "10.0.0.1", 1, 60000 },
-	};
-	const struct store_rate_rule chat_b_only = { "chat", "b", 1, 3600000 };
-	const struct store_rate_rule both_full[2] = {
-		{ "chat", "c", 1, 3600000 },
-		{ "ip", "10.0.0.1", 1, 60000 },
-	};
-	const struct store_rate_rule chat_c_only = { "chat", "c", 1, 3600000 };
-	struct store_rate_verdict v;
-
-	/* fill the IP rule */
-	assert_int_equal(store_rate_take(f->s, &ip_only, 1, 1000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-
-	/* chat "b" has room, the IP has not: rule 1 reported, nothing taken */
-	assert_int_equal(store_rate_take(f->s, chat_b_first, 2, 2000, &v), 0);
-	assert_int_equal(v.refused_rule, 1);
-	assert_int_equal(v.nslots, 0);
-	assert_int_equal(v.retry_after_ms, 1000 + 60000 - 2000);
-	/* chat "b" still has its single slot */
-	assert_int_equal(store_rate_take(f->s, &chat_b_only, 1, 2000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-
-	/* both full: the first in array order is reported */
-	assert_int_equal(store_rate_take(f->s, &chat_c_only, 1, 3000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-	assert_int_equal(store_rate_take(f->s, both_full, 2, 4000, &v), 0);
-	assert_int_equal(v.refused_rule, 0);
-	assert_int_equal(v.retry_after_ms, 3000 + 3600000 - 4000);
-}
-
-static void rate_release_gives_the_slots_back(void **state)
-{
-	struct fixture *f = *state;
-	const struct store_rate_rule rules[2] = {
-		{ "chat", "r", 1, 3600000 },
-		{ "ip", "10.0.0.9", 1, 60000 },
-	};
-	struct store_rate_verdict v, refused;
-
-	assert_int_equal(store_rate_take(f->s, rules, 2, 1000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-	assert_int_equal(v.nslots, 2);
-	assert_int_equal(store_rate_take(f->s, rules, 2, 1001, &refused), 0);
-	assert_int_equal(refused.refused_rule, 0);
-	/* releasing a refused verdict (no slots) is a no-op */
-	assert_int_equal(store_rate_release(f->s, &refused), 0);
-
+	assert_int_equal(store_rate_take(f->s, rules, 2, NULL, 2000, &v), 0);
+	assert_int_equal(store_rate_count(f->s, "chat", "r"), 2);
 	assert_int_equal(store_rate_release(f->s, &v), 0);
-	assert_int_equal(store_rate_take(f->s, rules, 2, 1002, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-	assert_int_equal(v.nslots, 2);
-}
-
-static void rate_prune_drops_old_events_of_one_scope(void **state)
-{
-	struct fixture *f = *state;
-	const struct store_rate_rule chat = { "chat", "p", 100, 100000000 };
-	const struct store_rate_rule chat2 = { "chat", "p", 2, 100000000 };
-	const struct store_rate_rule ip = { "ip", "p", 1, 100000000 };
-	struct store_rate_verdict v;
-
-	assert_int_equal(store_rate_take(f->s, &chat, 1, 1000, &v), 0);
-	assert_int_equal(store_rate_take(f->s, &chat, 1, 2000, &v), 0);
-	assert_int_equal(store_rate_take(f->s, &chat, 1, 3000, &v), 0);
-	assert_int_equal(store_rate_take(f->s, &ip, 1, 1000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-
-	assert_int_equal(store_rate_prune(f->s, "chat", 2500), 2);
-	assert_int_equal(store_rate_prune(f->s, "chat", 2500), 0);
-	/* one chat event left (3000): a limit of 2 has one slot free, then none */
-	assert_int_equal(store_rate_take(f->s, &chat2, 1, 4000, &v), 0);
-	assert_int_equal(v.refused_rule, -1);
-	assert_int_equal(store_rate_take(f->s, &chat2, 1, 4000, &v), 0);
-	assert_int_equal(v.refused_rule, 0);
-	assert_int_equal(v.retry_after_ms, 3000 + 100000000 - 4000);
-	/* the ip scope was not touched */
-	assert_int_equal(store_rate_take(f->s, &ip, 1, 4000, &v), 0);
-	assert_int_equal(v.refused_rule, 0);
+	assert_int_equal(store_rate_count(f->s, "chat", "r"), 1);
+	assert_int_equal(store_rate_count(f->s, "ip", "r"), 1);
+	assert_int_equal(store_rate_take(f->s, rules, 2, NULL, 3000, &v), 0);
+	assert_int_equal(store_rate_prune(f->s, "chat", 2999), 1);
+	assert_int_equal(store_rate_prune(f->s, "chat", 2999), 0);
+	assert_int_equal(store_rate_count(f->s, "chat", "r"), 1);
+	assert_int_equal(store_rate_count(f->s, "ip", "r"), 2);
+	assert_int_equal(store_rate_prune(f->s, "ip", 5000), 2);
+	assert_int_equal(store_rate_count(f->s, "ip", "r"), 0);
 }
 
 static void rate_take_with_too_many_rules_fails(void **state)
@@ -391,9 +281,81 @@ static void rate_take_with_too_many_rules_fails(void **state)
 	int i;
 
 	for (i = 0; i <= STORE_RATE_RULES_MAX; i++)
-		rules[i] = (struct store_rate_rule){ "chat", "x", 1, 1000 };
-	assert_int_equal(store_rate_take(f->s, rules, STORE_RATE_RULES_MAX + 1, 1000, &v), -1);
+		rules[i] = rule("chat", "x", 1, 0);
+	assert_int_equal(store_rate_take(f->s, rules, STORE_RATE_RULES_MAX + 1, NULL, 1000, &v), -1);
 	assert_true(store_strerror(f->s)[0] != '\0');
+}
+
+/* ---- the send queue and pauses -------------------------------------------------------- */
+
+static void slots_are_spaced_and_refused_beyond_the_latest(void **state)
+{
+	struct fixture *f = *state;
+	struct store_slot_request q = { 1000000, 100000, 1250000, "send" };
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_refused, 0);
+	assert_int_equal(v.slot_us, 1000000);
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_us, 1100000);
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_us, 1200000);
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_refused, 1);
+	assert_int_equal(v.slot_us, 1300000);
+	/* a refusal takes nothing: the same instant is offered again */
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_us, 1300000);
+	/* later, the queue has emptied: now is the instant */
+	q.now_us = 5000000;
+	q.latest_us = 5250000;
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 5000, &v), 0);
+	assert_int_equal(v.slot_refused, 0);
+	assert_int_equal(v.slot_us, 5000000);
+}
+
+static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **state)
+{
+	struct fixture *f = *state;
+	struct store_rate_rule r = rule("chat", "q", 1, 0);
+	struct store_slot_request q = { 1000000, 100000, 1050000, NULL };
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 1000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.slot_us, 1000000);
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 1000, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+	r.subject = "other";
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_refused, 1); /* 1.1 s is beyond 1.05 s */
+	assert_int_equal(v.nslots, 0);
+	assert_int_equal(store_rate_count(f->s, "chat", "other"), 0);
+}
+
+static void pauses_are_per_kind_and_only_extended(void **state)
+{
+	struct fixture *f = *state;
+	struct store_slot_request q = { 1000000, 1000, 4000000, "send" };
+	struct store_rate_verdict v;
+	int64_t until = 0;
+
+	assert_int_equal(store_pause_get(f->s, "send", &until), 0);
+	assert_int_equal(store_pause_extend(f->s, "send", 3000, "test"), 0);
+	assert_int_equal(store_pause_extend(f->s, "send", 2000, "test"), 0);
+	assert_int_equal(store_pause_get(f->s, "send", &until), 1);
+	assert_int_equal(until, 3000);
+	assert_int_equal(store_pause_get(f->s, "delete", &until), 0);
+	/* the queue holds sends until the pause ends, and says so */
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_us, 3000000);
+	assert_int_equal(v.slot_paused, 1);
+	assert_int_equal(v.slot_refused, 0);
+	q.pause_kind = "delete";
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_us, 3001000);
+	assert_int_equal(v.slot_paused, 0);
 }
 
 /* ---- heartbeats ------------------------------------------------------------------------- */
@@ -487,13 +449,12 @@ int main(void)
 		T(pending_retry_increments_attempts_and_moves_the_next_try),
 		T(pending_retry_is_never_earlier_than_delete_at),
 		T(pending_due_is_earliest_first_and_respects_the_limit),
-		T(rate_take_refuses_at_the_limit_with_retry_after_from_the_oldest),
-		T(rate_events_leave_the_window),
-		T(rate_multiple_rules_take_one_slot_each),
-		T(rate_first_full_rule_is_reported_and_no_slot_is_taken),
-		T(rate_release_gives_the_slots_back),
-		T(rate_prune_drops_old_events_of_one_scope),
+		T(rate_take_refuses_at_the_limit_naming_the_oldest_event),
+		T(rate_release_and_prune_keep_the_counts_exact),
 		T(rate_take_with_too_many_rules_fails),
+		T(slots_are_spaced_and_refused_beyond_the_latest),
+		T(a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event),
+		T(pauses_are_per_kind_and_only_extended),
 		T(heartbeat_absent_is_zero_then_set_and_get),
 		T(heartbeat_is_seen_by_another_handle),
 		T(unlinked_file_is_reopened_on_the_next_call),

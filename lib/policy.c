@@ -1,0 +1,197 @@
+/* policy.c — rate-limit scopes and windows, the send queue, Telegram's pauses. See policy.h. */
+#include "policy.h"
+
+#include <ctype.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "clock.h"
+
+#define IP_WINDOW_MS (60 * 1000)
+
+static const char *const scope_names[] = {
+	[POLICY_SCOPE_CHAT] = "chat",
+	[POLICY_SCOPE_IP] = "ip",
+};
+
+static const char *const pause_names[] = {
+	[POLICY_PAUSE_SEND] = "send",
+	[POLICY_PAUSE_DELETE] = "delete",
+};
+
+void policy_from_cfg(struct policy *p, const struct cfg *cfg)
+{
+	memset(p, 0, sizeof *p);
+	p->per_chat = cfg->rate_limit_per_user;
+	p->chat_window_ms = (int64_t)cfg->rate_limit_window_s * 1000;
+	p->per_ip = cfg->rate_limit_per_ip;
+	p->ip_window_ms = IP_WINDOW_MS;
+	p->sends_per_second = cfg->max_sends_per_second;
+	p->send_wait_ms = cfg->send_wait_ms;
+	p->max_pause_ms = (int64_t)cfg->max_pause_s * 1000;
+}
+
+const char *policy_scope_name(enum policy_scope scope)
+{
+	return scope_names[scope];
+}
+
+const char *policy_pause_name(enum policy_pause_kind kind)
+{
+	return pause_names[kind];
+}
+
+int policy_chat_subject(const char *chat_id, char *out, size_t outlen)
+{
+	size_t i, n = strlen(chat_id);
+
+	if (n >= outlen)
+		return -1;
+	for (i = 0; i <= n; i++)
+		out[i] = chat_id[0] == '@' ? (char)tolower((unsigned char)chat_id[i]) : chat_id[i];
+	return 0;
+}
+
+/* Milliseconds from now until at (µs), rounded up, at least 1. */
+static int64_t ms_until(int64_t at_us, int64_t now_us)
+{
+	int64_t ms = (at_us - now_us + 999) / 1000;
+
+	return ms < 1 ? 1 : ms;
+}
+
+/* The send queue's spacing, rounded up: the queue never runs faster than the budget. */
+static int64_t spacing_us(const struct policy *p)
+{
+	return (1000000 + p->sends_per_second - 1) / p->sends_per_second;
+}
+
+/* How late a send may go after its instant: more would bunch it with the next ones. */
+static int64_t lateness_allowed_us(const struct policy *p)
+{
+	int64_t half = spacing_us(p) / 2;
+
+	return half > 2000 ? half : 2000;
+}
+
+int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
+		 const char *remote_addr, int64_t now_ms, struct policy_admission *a)
+{
+	struct store_rate_rule rules[2];
+	enum policy_scope scopes[2];
+	struct store_slot_request slot;
+	char subject[POLICY_SUBJECT_MAX];
+	int n = 0;
+
+	memset(a, 0, sizeof *a);
+	if (policy_chat_subject(chat_id, subject, sizeof subject) != 0)
+		return -1; /* validation bounds chat ids far below this */
+	rules[n] = (struct store_rate_rule){ scope_names[POLICY_SCOPE_CHAT], subject, p->per_chat,
+					     now_ms - p->chat_window_ms };
+	scopes[n++] = POLICY_SCOPE_CHAT;
+	if (p->per_ip > 0 && remote_addr != NULL && remote_addr[0] != '\0') {
+		rules[n] = (struct store_rate_rule){ scope_names[POLICY_SCOPE_IP], remote_addr,
+						     p->per_ip, now_ms - p->ip_window_ms };
+		scopes[n++] = POLICY_SCOPE_IP;
+	}
+	slot.spacing_us = spacing_us(p);
+	slot.now_us = now_ms * 1000;
+	slot.latest_us = slot.now_us + p->send_wait_ms * 1000;
+	slot.pause_kind = pause_names[POLICY_PAUSE_SEND];
+	if (store_rate_take(s, rules, n, &slot, now_ms, &a->taken) != 0)
+		return -1;
+	if (a->taken.refused_rule >= 0) {
+		const struct store_rate_rule *r = &rules[a->taken.refused_rule];
+
+		a->verdict = POLICY_RATE_LIMITED;
+		a->scope = scopes[a->taken.refused_rule];
+		a->retry_after_ms = a->taken.freeing_at_ms - r->expired_ms;
+		if (a->retry_after_ms < 1)
+			a->retry_after_ms = 1;
+	} else if (a->taken.slot_refused) {
+		a->verdict = a->taken.slot_paused ? POLICY_SENDS_PAUSED : POLICY_QUEUE_FULL;
+		a->retry_after_ms = ms_until(a->taken.slot_us, slot.now_us);
+	} else {
+		a->verdict = POLICY_ADMITTED;
+		a->send_at_us = a->taken.slot_us;
+	}
+	return 0;
+}
+
+#define POLICY_REQUEUES_MAX 3
+
+int policy_wait_for_turn(const struct policy *p, struct store *s, struct policy_admission *a)
+{
+	struct store_rate_verdict v;
+	struct store_slot_request slot;
+	int64_t now;
+	int requeues;
+
+	for (requeues = 0;; requeues++) {
+		clock_sleep_us(a->send_at_us - clock_now_us());
+		now = clock_now_us();
+		if (now - a->send_at_us <= lateness_allowed_us(p) || requeues == POLICY_REQUEUES_MAX)
+			return 0;
+		slot = (struct store_slot_request){ now, spacing_us(p), now + p->send_wait_ms * 1000,
+						    pause_names[POLICY_PAUSE_SEND] };
+		if (store_rate_take(s, NULL, 0, &slot, now / 1000, &v) != 0)
+			return -1;
+		if (v.slot_refused) {
+			a->verdict = v.slot_paused ? POLICY_SENDS_PAUSED : POLICY_QUEUE_FULL;
+			a->retry_after_ms = ms_until(v.slot_us, now);
+			return 1;
+		}
+		a->send_at_us = v.slot_us;
+	}
+}
+
+int policy_release(struct store *s, const struct policy_admission *a)
+{
+	return store_rate_release(s, &a->taken);
+}
+
+int64_t policy_pause_end(const struct policy *p, int64_t now_ms, long long retry_after_s)
+{
+	/* a negative value can only be one that wrapped on its way in: take it as the longest */
+	if (retry_after_s < 0 || retry_after_s > p->max_pause_ms / 1000)
+		return now_ms + p->max_pause_ms;
+	if (retry_after_s < 1)
+		retry_after_s = 1;
+	return now_ms + (int64_t)retry_after_s * 1000;
+}
+
+int policy_pause(const struct policy *p, struct store *s, enum policy_pause_kind kind,
+		 long long retry_after_s, int64_t now_ms, const char *program, int64_t *until_ms)
+{
+	int64_t until = policy_pause_end(p, now_ms, retry_after_s);
+
+	if (until_ms != NULL)
+		*until_ms = until;
+	return store_pause_extend(s, pause_names[kind], until, program);
+}
+
+int policy_paused_until(const struct policy *p, struct store *s, enum policy_pause_kind kind,
+			int64_t now_ms, int64_t *until_ms)
+{
+	int64_t until = 0;
+
+	if (store_pause_get(s, pause_names[kind], &until) < 0)
+		return -1;
+	if (until > now_ms + p->max_pause_ms)
+		until = now_ms + p->max_pause_ms;
+	*until_ms = until;
+	return 0;
+}
+
+int policy_prune(const struct policy *p, struct store *s, int64_t now_ms)
+{
+	int chat, ip;
+
+	chat = store_rate_prune(s, scope_names[POLICY_SCOPE_CHAT], now_ms - p->chat_window_ms);
+	if (chat < 0)
+		return -1;
+	ip = store_rate_prune(s, scope_names[POLICY_SCOPE_IP], now_ms - p->ip_window_ms);
+	if (ip < 0)
+		return -1;
+	return chat + ip;
+}

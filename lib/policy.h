@@ -1,0 +1,112 @@
+/* policy.h — what the limits mean, in one place both programs use: the rate-limit scopes and
+ * their windows, how a subject is normalised, the bot's send queue, and Telegram's pauses by
+ * kind of call. The store below only stores; otp-fcgi asks policy_admit() before a send, and
+ * otp-deleter asks policy_paused_until() before deleting and policy_prune() to sweep.
+ *
+ * Rate limits are exact rolling windows: at most N counted requests in any window, a refused
+ * request told when the oldest counted one leaves (Retry-After). Each costs O(1) per request.
+ *
+ * The send queue is the generic cell rate algorithm, shared by every process through the store:
+ * each send reserves the next free instant, spaced 1 / TELEGRAM_MAX_SENDS_PER_SECOND after the
+ * previous reservation, first come first served, and sleeps until it; an instant further away
+ * than TELEGRAM_SEND_WAIT_MS is refused with the exact wait. No polling.
+ *
+ * Telegram's 429 pauses only the kind of call that got it: a 429 on sendMessage pauses sends
+ * (POLICY_PAUSE_SEND), one on deleteMessage(s) pauses deletions (POLICY_PAUSE_DELETE). Each is
+ * clamped to TELEGRAM_MAX_PAUSE_SECONDS, kept in the store, and read from it every time.
+ *
+ * Errors: functions returning int answer -1 on a store failure, with the reason in
+ * store_strerror(); the caller reports it. */
+#ifndef OTP_POLICY_H
+#define OTP_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct cfg;
+
+/* The limits in force, as plain values (policy_from_cfg() or a test fills them). */
+struct policy {
+	int per_chat;              /* OTPs per chat per chat_window_ms */
+	int64_t chat_window_ms;
+	int per_ip;                /* requests per client address per ip_window_ms; 0: off */
+	int64_t ip_window_ms;
+	int sends_per_second;      /* the bot's send budget, every process together */
+	int64_t send_wait_ms;      /* the longest a send waits for its instant */
+	int64_t max_pause_ms;      /* the longest pause a 429 can impose */
+};
+
+void policy_from_cfg(struct policy *p, const struct cfg *cfg);
+
+/* The rate-limit scopes, in the order they are checked (the first full one answers). */
+enum policy_scope { POLICY_SCOPE_CHAT, POLICY_SCOPE_IP };
+
+/* "chat", "ip": the scope's name in the store. */
+const char *policy_scope_name(enum policy_scope scope);
+
+#define POLICY_SUBJECT_MAX 64
+
+/* The chat as a rate-limit subject: @usernames are case-insensitive, so "@Name" and "@name"
+ * are one chat. Returns 0, or -1 if it does not fit in out (outlen bytes). */
+int policy_chat_subject(const char *chat_id, char *out, size_t outlen);
+
+/* What policy_admit() decided. */
+enum policy_verdict {
+	POLICY_ADMITTED,     /* send at send_at_us (policy_wait_for_turn); events taken */
+	POLICY_RATE_LIMITED, /* scope is full: 429; nothing taken */
+	POLICY_QUEUE_FULL,   /* the send queue has no instant within the wait: 503; nothing taken */
+	POLICY_SENDS_PAUSED, /* Telegram's pause on sends lasts longer than the wait: 503 */
+};
+
+struct policy_admission {
+	enum policy_verdict verdict;
+	enum policy_scope scope;     /* POLICY_RATE_LIMITED: the full scope */
+	int64_t retry_after_ms;      /* refused: when to come back (≥ 1) */
+	int64_t send_at_us;          /* admitted: the reserved instant (µs since the epoch) */
+	struct store_rate_verdict taken; /* admitted: the events, for policy_release() */
+};
+
+/* Checks the chat's and the client address's limits and reserves the next send instant, in one
+ * store write, at now_ms (the wall clock). remote_addr may be "" (no per-address limit).
+ * Returns 0 with a->verdict set, or -1. */
+int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
+		 const char *remote_addr, int64_t now_ms, struct policy_admission *a);
+
+/* Sleeps until the admitted instant (measured on the monotonic clock from now). A thread that
+ * wakes later than half a spacing after it (the machine stalled it) does not send late, in a
+ * burst with the sends after it: it takes the next free instant (one more store write) and
+ * waits for that. Returns 0 when it is time to send, 1 when no new instant is free within the
+ * wait (a->verdict and a->retry_after_ms say why; the events stay taken), -1 on a store error. */
+int policy_wait_for_turn(const struct policy *p, struct store *s, struct policy_admission *a);
+
+/* Gives back what an admission counted (nothing was sent after all). */
+int policy_release(struct store *s, const struct policy_admission *a);
+
+/* The kinds of Bot API calls that Telegram's flood control pauses independently. */
+enum policy_pause_kind { POLICY_PAUSE_SEND, POLICY_PAUSE_DELETE };
+
+/* "send", "delete". */
+const char *policy_pause_name(enum policy_pause_kind kind);
+
+/* The instant a 429 with retry_after_s received at now_ms pauses until: at least 1 s, at most
+ * max_pause_ms (whatever retry_after_s holds: untrusted, maybe huge or negative). */
+int64_t policy_pause_end(const struct policy *p, int64_t now_ms, long long retry_after_s);
+
+/* Records Telegram's 429 (retry_after_s, untrusted) for every process: no call of kind before
+ * policy_pause_end(). Extends, never shortens, a pause in force. *until_ms (may be NULL) gets
+ * the end. Returns 0 or -1. */
+int policy_pause(const struct policy *p, struct store *s, enum policy_pause_kind kind,
+		 long long retry_after_s, int64_t now_ms, const char *program, int64_t *until_ms);
+
+/* The end of the pause of kind as the store holds it now (0 when there is none), clamped to
+ * now_ms + max_pause_ms (a hand-edited row cannot stop calls for longer). Returns 0 or -1. */
+int policy_paused_until(const struct policy *p, struct store *s, enum policy_pause_kind kind,
+			int64_t now_ms, int64_t *until_ms);
+
+/* Drops every scope's events that left their window (subjects that never come back are pruned
+ * here; the others as they come). Returns the number dropped, or -1. */
+int policy_prune(const struct policy *p, struct store *s, int64_t now_ms);
+
+#endif
