@@ -6,11 +6,12 @@
 BUILD     ?= build
 CC        ?= cc
 PKGS      := fcgi jansson libcurl sqlite3
+# hiredis: only lib/store_redis.c includes it (as <hiredis/hiredis.h>): linked, not on -I
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) -pthread -Ilib -I$(BUILD)/gen \
              $(shell pkg-config --cflags $(PKGS))
-LDLIBS     = $(shell pkg-config --libs $(PKGS)) -pthread
+LDLIBS     = $(shell pkg-config --libs $(PKGS) hiredis) -pthread
 TEST_LIBS  = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 
 LIB_SRC     := $(wildcard lib/*.c)
@@ -42,7 +43,7 @@ $(BUILD)/gen/schema.inc: lib/schema.sql | deps
 	@mkdir -p $(dir $@)
 	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^\(.*\)$$/"\1\\n"/' $< > $@
 
-$(BUILD)/obj/lib/store.o: $(BUILD)/gen/schema.inc
+$(BUILD)/obj/lib/store_sqlite.o: $(BUILD)/gen/schema.inc
 
 $(BUILD)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
