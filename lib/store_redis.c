@@ -49,16 +49,33 @@
 #define DEFAULT_LEASE_MS 30000
 #define DEFAULT_PREFIX "otp:"
 #define KEY_MAX 256
-#define ARGS_MAX (8 + 3 * STORE_RATE_RULES_MAX + 2 * 64)
+#define ARGS_MAX (8 + 5 * STORE_RATE_RULES_MAX + 2 * 64)
 
 /* ---- the scripts ------------------------------------------------------------------------- */
 
 /* Lua numbers are doubles: integers up to 2^53 are exact (ms and µs since the epoch are far
  * below); '%.0f' writes them without an exponent. */
 #define LUA_AT "local function at_of(e) return tonumber(string.match(e, '^(%-?%d+)')) end\n"
+/* Drops a subject's events at or before expired (the oldest are at the tail: O(1) each) and
+ * files the subject in its scope's sorted set under its oldest event, or takes it out. */
+#define LUA_TRIM                                                                                   \
+	"local function trim(key, expired, subjects, subject)\n"                                   \
+	"  local dropped = 0\n"                                                                    \
+	"  while true do\n"                                                                        \
+	"    local last = redis.call('LINDEX', key, -1)\n"                                         \
+	"    if not last then redis.call('ZREM', subjects, subject); return dropped end\n"         \
+	"    if at_of(last) > expired then\n"                                                      \
+	"      redis.call('ZADD', subjects, at_of(last), subject); return dropped\n"               \
+	"    end\n"                                                                                \
+	"    redis.call('RPOP', key)\n"                                                            \
+	"    dropped = dropped + 1\n"                                                              \
+	"  end\n"                                                                                  \
+	"end\n"
 
 enum script_id {
 	SC_RATE_TAKE,
+	SC_RATE_RELEASE,
+	SC_RATE_PRUNE,
 	SC_PENDING_ADD,
 	SC_PENDING_DUE,
 	SC_PENDING_REMOVE,
@@ -73,26 +90,23 @@ enum script_id {
 
 static const char *const script_src[SC_COUNT_] = {
 	/* KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent)
-	 * ARGV: n, now_ms, per rule (limit, expired_ms, ttl_ms), then has_slot, now_us,
-	 * spacing_us, latest_us, has_pause.
+	 * ARGV: n, now_ms, per rule (limit, expired_ms, ttl_ms, subjects key, subject), then
+	 * has_slot, now_us, spacing_us, latest_us, has_pause.
 	 * Returns {refused rule (1-based) or -1, freeing_at_ms, slot_refused, slot_paused,
 	 * slot_us, id1, at1, id2, at2, ...} */
-	[SC_RATE_TAKE] = LUA_AT
+	[SC_RATE_TAKE] = LUA_AT LUA_TRIM
 		"local n, now = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
 		"for i = 1, n do\n"
-		"  local key, limit, expired = KEYS[i], tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])\n"
-		"  while true do\n" /* oldest at the tail: O(1) per expired event */
-		"    local last = redis.call('LINDEX', key, -1)\n"
-		"    if not last or at_of(last) > expired then break end\n"
-		"    redis.call('RPOP', key)\n"
-		"  end\n"
+		"  local b = 5 * i - 2\n"
+		"  local key, limit = KEYS[i], tonumber(ARGV[b])\n"
+		"  trim(key, tonumber(ARGV[b+1]), ARGV[b+3], ARGV[b+4])\n"
 		"  local count = redis.call('LLEN', key)\n"
 		"  if count >= limit then\n"
 		"    local e = redis.call('LINDEX', key, limit - count - 1)\n"
 		"    return {i, e and at_of(e) or now, 0, 0, 0}\n"
 		"  end\n"
 		"end\n"
-		"local a = 3 * n + 3\n"
+		"local a = 5 * n + 3\n"
 		"local slot, paused = 0, 0\n"
 		"if ARGV[a] == '1' then\n"
 		"  local now_us, spacing, latest = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]),\n"
@@ -110,17 +124,39 @@ static const char *const script_src[SC_COUNT_] = {
 		"end\n"
 		"local out = {-1, 0, 0, paused, slot}\n"
 		"for i = 1, n do\n"
+		"  local b = 5 * i - 2\n"
 		"  local key, at = KEYS[i], now\n"
 		/* never older than the newest: the list stays sorted whatever the hosts' clocks */
 		"  local head = redis.call('LINDEX', key, 0)\n"
 		"  if head and at_of(head) > at then at = at_of(head) end\n"
 		"  local id = redis.call('INCR', KEYS[n+1])\n"
-		"  redis.call('LPUSH', key, string.format('%.0f:%d', at, id))\n"
-		"  redis.call('PEXPIRE', key, ARGV[3*i+2])\n"
+		"  if redis.call('LPUSH', key, string.format('%.0f:%d', at, id)) == 1 then\n"
+		"    redis.call('ZADD', ARGV[b+3], at, ARGV[b+4])\n"
+		"  end\n"
+		"  redis.call('PEXPIRE', key, ARGV[b+2])\n"
 		"  out[#out+1] = id\n"
 		"  out[#out+1] = at\n"
 		"end\n"
 		"return out\n",
+
+	/* KEYS: list, subjects; ARGV: member, subject */
+	[SC_RATE_RELEASE] = LUA_AT
+		"redis.call('LREM', KEYS[1], 1, ARGV[1])\n"
+		"local last = redis.call('LINDEX', KEYS[1], -1)\n"
+		"if last then redis.call('ZADD', KEYS[2], at_of(last), ARGV[2])\n"
+		"else redis.call('ZREM', KEYS[2], ARGV[2]) end\n"
+		"return 0\n",
+
+	/* KEYS: subjects; ARGV: list key prefix, expired_ms, max subjects. Returns the number of
+	 * events dropped. */
+	[SC_RATE_PRUNE] = LUA_AT LUA_TRIM
+		"local expired = tonumber(ARGV[2])\n"
+		"local dropped = 0\n"
+		"for _, sub in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', expired,\n"
+		"                                'LIMIT', 0, tonumber(ARGV[3]))) do\n"
+		"  dropped = dropped + trim(ARGV[1] .. sub, expired, KEYS[1], sub)\n"
+		"end\n"
+		"return dropped\n",
 
 	/* KEYS: counter, due, by-message; ARGV: prefix, chat_id, message_id, delete_at_ms,
 	 * created_at_ms, by-message field. Returns the id. */
@@ -230,6 +266,8 @@ static const char *const script_src[SC_COUNT_] = {
 struct taken_event {
 	int64_t id;
 	char key[KEY_MAX];
+	char subjects[KEY_MAX];
+	char subject[128];
 	char member[48];
 };
 
@@ -630,7 +668,7 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 			  const struct store_slot_request *slot, int64_t now_ms,
 			  struct store_rate_verdict *v)
 {
-	char keys[STORE_RATE_RULES_MAX + 3][KEY_MAX];
+	char keys[STORE_RATE_RULES_MAX + 3][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
 	struct args *a = calloc(1, sizeof *a);
 	redisReply *r = NULL;
 	int i, rc = -1;
@@ -646,7 +684,8 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 		goto out;
 	}
 	for (i = 0; i < nrules; i++)
-		if (key(s, keys[i], "rate:%s:%s", rules[i].scope, rules[i].subject) != 0)
+		if (key(s, keys[i], "rate:%s:%s", rules[i].scope, rules[i].subject) != 0 ||
+		    key(s, subjects[i], "rate-subjects:%s", rules[i].scope) != 0)
 			goto out;
 	if (key(s, keys[nrules], "rate:seq") != 0 || key(s, keys[nrules + 1], "queue:send") != 0 ||
 	    key(s, keys[nrules + 2], "pause:%s",
@@ -662,6 +701,8 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 		arg_int(a, rules[i].limit);
 		arg_int(a, rules[i].expired_ms);
 		arg_int(a, ttl > 1000 ? ttl : 1000);
+		arg_str(a, subjects[i]);
+		arg_str(a, rules[i].subject);
 	}
 	arg_str(a, slot != NULL ? "1" : "0");
 	arg_int(a, slot != NULL ? slot->now_us : 0);
@@ -693,6 +734,8 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 
 			t->id = int_of(r->element[5 + 2 * i]);
 			snprintf(t->key, sizeof t->key, "%s", keys[i]);
+			snprintf(t->subjects, sizeof t->subjects, "%s", subjects[i]);
+			snprintf(t->subject, sizeof t->subject, "%s", rules[i].subject);
 			snprintf(t->member, sizeof t->member, "%lld:%lld",
 				 int_of(r->element[6 + 2 * i]), (long long)t->id);
 			v->slot_ids[v->nslots++] = t->id;
@@ -711,6 +754,9 @@ int redis_store_rate_release(struct redis_store *s, const struct store_rate_verd
 	int i, j;
 
 	for (i = 0; i < v->nslots; i++) {
+		struct args a = { .n = 0 };
+		redisReply *r;
+
 		for (j = 0; j < s->ntaken; j++)
 			if (s->taken[j].id == v->slot_ids[i])
 				break;
@@ -719,27 +765,44 @@ int redis_store_rate_release(struct redis_store *s, const struct store_rate_verd
 				(long long)v->slot_ids[i]);
 			return -1;
 		}
-		{
-			const char *argv[4] = { "LREM", s->taken[j].key, "1", s->taken[j].member };
-			size_t lens[4] = { 4, strlen(s->taken[j].key), 1, strlen(s->taken[j].member) };
-			redisReply *r = run(s, 1, "release rate event", 4, argv, lens);
-
-			if (r == NULL)
-				return -1;
-			freeReplyObject(r);
-		}
+		arg_str(&a, s->taken[j].key);
+		arg_str(&a, s->taken[j].subjects);
+		arg_str(&a, s->taken[j].member);
+		arg_str(&a, s->taken[j].subject);
+		/* removing an event twice removes nothing the second time: retried like a read */
+		if ((r = eval(s, SC_RATE_RELEASE, 1, "release rate event", 2, a.n, a.v, a.len)) ==
+		    NULL)
+			return -1;
+		freeReplyObject(r);
 	}
 	return 0;
 }
 
-/* Each subject's list expires with its window (PEXPIRE on every take) and is pruned by its
- * next take: nothing is left to sweep. */
+/* Subjects whose oldest event expired, from the scope's sorted set (P rate-subjects:<scope>),
+ * a bounded batch per script run so that Redis is never blocked for long. Each list also
+ * expires on its own (PEXPIRE), should no otp-deleter sweep. */
 int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t expired_ms)
 {
-	(void)s;
-	(void)scope;
-	(void)expired_ms;
-	return 0;
+	char ksub[KEY_MAX], klist[KEY_MAX];
+	int total = 0, n;
+
+	if (key(s, ksub, "rate-subjects:%s", scope) != 0 || key(s, klist, "rate:%s:", scope) != 0)
+		return -1;
+	do {
+		struct args a = { .n = 0 };
+		redisReply *r;
+
+		arg_str(&a, ksub);
+		arg_str(&a, klist);
+		arg_int(&a, expired_ms);
+		arg_int(&a, 1000);
+		if ((r = eval(s, SC_RATE_PRUNE, 1, "prune rate events", 1, a.n, a.v, a.len)) == NULL)
+			return -1;
+		n = (int)int_of(r);
+		freeReplyObject(r);
+		total += n;
+	} while (n >= 1000);
+	return total;
 }
 
 long long redis_store_rate_count(struct redis_store *s, const char *scope, const char *subject)
