@@ -227,7 +227,9 @@ static int queue_due(struct pass *ps, int64_t now, int max)
 		log_msg(LOG_ERROR, "reading due deletions: %s", store_strerror(ps->r->store));
 		goto out;
 	}
-	for (i = 0; i < n && fresh < max; i++)
+	/* every fresh row read is queued, even past max: a store shared by several deleters
+	 * (Redis) leased them to us, and a row left out would wait for its lease to end */
+	for (i = 0; i < n; i++)
 		if (!is_inflight(ps, rows[i].id))
 			rows[fresh++] = rows[i];
 	if (ps->ninflight + fresh > ps->cap) {
