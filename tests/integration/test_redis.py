@@ -166,3 +166,48 @@ def test_redis_killed_and_restarted_with_appendonly_loses_nothing_pending(make_g
     for i, a in enumerate(answers):
         assert bot.messages(str(6100 + i))[0]["deleted_at"] >= parse_iso(a.json["delete_at"])
     assert bot.messages("6199") == []
+
+
+def test_the_two_host_example_runs_with_its_password_from_a_file(make_gateway, bot, workdir):
+    """conf/two-hosts: its redis.conf (address and directory moved to the test's), a host's
+    settings file, and the password read from OTP_REDIS_PASSWORD_FILE, never logged."""
+    from conftest import BUILD, ROOT, free_port, stop_process
+    import subprocess
+    conf = (ROOT / "conf/two-hosts/redis.conf").read_text()
+    password = next(l.split()[1] for l in conf.splitlines() if l.startswith("requirepass "))
+    d = f"{workdir}/redis-example"
+    os.mkdir(d)
+    port = free_port()
+    server = subprocess.Popen(["redis-server", str(ROOT / "conf/two-hosts/redis.conf"),
+                               "--bind", "127.0.0.1", "--port", str(port), "--dir", d,
+                               "--logfile", f"{d}/redis.log"], start_new_session=True)
+    try:
+        def up():
+            r = subprocess.run(["redis-cli", "-p", str(port), "--no-auth-warning", "-a",
+                                password, "CONFIG", "GET", "maxmemory-policy"],
+                               capture_output=True, text=True)
+            return r.returncode == 0 and "noeviction" in r.stdout
+        wait_until(up, 10, "the example's redis-server")
+        pw_file = f"{workdir}/redis-password"
+        with open(pw_file, "w") as f:
+            f.write(password + "\n")
+        env = {"OTP_ENV_FILE": str(ROOT / "conf/two-hosts/host-a.env"),
+               "OTP_STORE": f"redis://127.0.0.1:{port}/0", "OTP_REDIS_PASSWORD_FILE": pw_file,
+               "HOST": "127.0.0.1"}
+        gw = make_gateway(env=env)
+        r = gw.send_otp({"chat_id": "4242", "otp": "7777"})
+        assert r.status == 200, r
+        keys = subprocess.run(["redis-cli", "-p", str(port), "--no-auth-warning", "-a", password,
+                               "--scan", "--pattern", "otp:*"], capture_output=True, text=True)
+        assert "otp:pending:due" in keys.stdout.split()
+        assert password not in gw.log_text()
+        # a wrong password is refused at start, with a reason that does not quote it
+        with open(pw_file, "w") as f:
+            f.write("wrong-" + password)
+        out = subprocess.run([str(BUILD / "otp-deleter")], env={**gw.env,
+                             "OTP_REDIS_PASSWORD_FILE": pw_file}, capture_output=True,
+                             text=True, timeout=20)
+        assert out.returncode != 0
+        assert "AUTH" in out.stderr and password not in out.stderr, out.stderr
+    finally:
+        stop_process(server)
