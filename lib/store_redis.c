@@ -1098,6 +1098,7 @@ int redis_store_heartbeat_set(struct redis_store *s, const char *program, int64_
 		return -1;
 	arg_str(&a, k);
 	arg_int(&a, now_ms);
+	/* max(old, new): running it twice is harmless, so it is retried like a read */
 	if ((r = eval(s, SC_HEARTBEAT_SET, 1, "write heartbeat", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
 	freeReplyObject(r);

@@ -113,6 +113,7 @@ def test_a_huge_send_retry_after_is_clamped_and_health_says_why_sends_stop(make_
 
 
 @pytest.mark.parametrize("retry_after", [10 ** 9, 2 ** 31])
+@pytest.mark.sqlite_only
 def test_a_huge_delete_retry_after_is_clamped_and_clearing_it_resumes_deletions(make_gateway, bot,
                                                                                 retry_after):
     gw = make_gateway()
