@@ -163,3 +163,33 @@ def test_without_paid_broadcast_sends_do_not_ask_for_it(gateway, bot):
     assert gateway.send_otp({"chat_id": "460000", "otp": "1234"}).status == 200
     [call] = bot.requests("sendMessage")
     assert "allow_paid_broadcast" not in call["params"]
+
+
+def test_a_version_1_database_is_migrated_in_place(make_gateway, bot, workdir):
+    """Schema v2 (the send queue, counts, pauses by kind) over a database version 1 left."""
+    from pathlib import Path
+    db = str(Path(workdir) / "v1.db")
+    now_ms = int(time.time() * 1000)
+    con = sqlite3.connect(db)
+    con.executescript((Path(__file__).parent / "schema_v1.sql").read_text())
+    con.execute("PRAGMA user_version = 1")
+    con.executemany("INSERT INTO rate_events (scope, subject, at_ms) VALUES (?, ?, ?)",
+                    [("chat", "500", now_ms - 2000), ("chat", "500", now_ms - 1000),
+                     ("ip", "127.0.0.1", now_ms - 1000), ("send", "bot", now_ms - 10)])
+    con.execute("INSERT INTO telegram_pause (id, until_ms, set_by) VALUES (1, ?, 'otp-fcgi')",
+                (now_ms - 500,))
+    con.commit()
+    con.close()
+
+    gw = make_gateway(env={"OTP_DB_PATH": db, "RATE_LIMIT_PER_USER": "2"})
+    gw.db_path = db
+    assert gw.db_rows("PRAGMA user_version") == [(2,)]
+    assert sorted(gw.db_rows("SELECT scope, subject, events FROM rate_counts")) == \
+        [("chat", "500", 2), ("ip", "127.0.0.1", 1)]
+    assert gw.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'send'") == [(0,)]
+    assert sorted(gw.db_rows("SELECT kind, until_ms FROM telegram_pauses")) == \
+        [("delete", now_ms - 500), ("send", now_ms - 500)]
+    assert gw.db_rows("SELECT name FROM sqlite_master WHERE name = 'telegram_pause'") == []
+    # the migrated counts hold: chat 500 already sent 2 within the hour
+    assert gw.send_otp({"chat_id": "500", "otp": "1234"}).status == 429
+    assert gw.send_otp({"chat_id": "501", "otp": "1234"}).status == 200
