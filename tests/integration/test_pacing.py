@@ -165,6 +165,7 @@ def test_without_paid_broadcast_sends_do_not_ask_for_it(gateway, bot):
     assert "allow_paid_broadcast" not in call["params"]
 
 
+@pytest.mark.sqlite_only
 def test_a_version_1_database_is_migrated_in_place(make_gateway, bot, workdir):
     """Schema v2 (the send queue, counts, pauses by kind) over a database version 1 left."""
     from pathlib import Path
