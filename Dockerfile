@@ -11,7 +11,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config libfcgi-dev libjansson-dev libcurl4-openssl-dev \
-      libsqlite3-dev nodejs npm ca-certificates \
+      libsqlite3-dev libhiredis-dev nodejs npm ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -22,7 +22,7 @@ RUN make -o deps BUILD=/out CFLAGS="-O2 -g0" all \
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      lighttpd libfcgi0ldbl libjansson4 libcurl4 libsqlite3-0 ca-certificates \
+      lighttpd libfcgi0ldbl libjansson4 libcurl4 libsqlite3-0 libhiredis0.14 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 999 otp \
  && useradd --system --uid 999 --gid 999 --no-create-home --shell /usr/sbin/nologin otp \

@@ -6,7 +6,8 @@
    the deleter's peak RSS.
 2. Throughput: wrk at c=16 and c=64 against POST /send-otp with the emulator answering in 100 ms
    and in 300 ms, default configuration (2 processes x 16 threads, 30 sends/s budget): OTPs/s,
-   p50/p99, answers other than 200, and the memory of the whole stack.
+   p50/p99, answers other than 200, and the memory of the whole stack; each run twice, side by
+   side: with the SQLite store and with a Redis store (a local redis-server on a unix socket).
 
 The original FastAPI service cannot be started here (PyPI is unreachable), so it is not run side
 by side; its README claims ~100 OTPs/s and <200 ms locally.
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from conftest import FakeBot, Gateway  # noqa: E402
+from conftest import FakeBot, Gateway, RedisServer  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
@@ -56,7 +57,7 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def start(workdir, latency_ms, env=None):
+def start(workdir, latency_ms, env=None, redis=None):
     bot = FakeBot(workdir)
     bot.config(method_latency_ms={"sendMessage": latency_ms, "deleteMessage": latency_ms,
                                   "deleteMessages": latency_ms})
@@ -65,6 +66,8 @@ def start(workdir, latency_ms, env=None):
     base = {"RATE_LIMIT_PER_USER": "1000000", "RATE_LIMIT_PER_IP": "0", "LOG_LEVEL": "INFO",
             "TELEGRAM_TIMEOUT_SECONDS": "5"}
     base.update(env or {})
+    if redis is not None:
+        base["OTP_STORE"] = redis.url(f"bench-{os.path.basename(workdir)}:")
     gw = Gateway(sub, bot, base)
     gw.start()
     return bot, gw
@@ -139,9 +142,9 @@ def stack_rss_mib(gw):
     return sum(rss_kib(p) for p in pids) / 1024, len(pids)
 
 
-def wrk_run(latency_ms, conns):
+def wrk_run(latency_ms, conns, redis=None):
     workdir = tempfile.mkdtemp(dir="/dev/shm", prefix="otp-bench-")
-    bot, gw = start(workdir, latency_ms)
+    bot, gw = start(workdir, latency_ms, redis=redis)
     try:
         script = Path(workdir) / "post.lua"
         script.write_text(WRK_LUA)
@@ -155,7 +158,7 @@ def wrk_run(latency_ms, conns):
         total = re.search(r"(\d+) requests in", out)
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         mem, nproc = stack_rss_mib(gw)
-        print(f"  latency {latency_ms:3d} ms  c={conns:<3d} OTPs/s {len(sends) / WRK_SECONDS:6.1f}  "
+        print(f"  {'redis ' if redis else 'sqlite'}  latency {latency_ms:3d} ms  c={conns:<3d} OTPs/s {len(sends) / WRK_SECONDS:6.1f}  "
               f"answers {total.group(1) if total else '?':>6} (non-200: {non2xx.group(1) if non2xx else 0})  "
               f"p50 {p50.group(1) if p50 else '?'}  p99 {p99.group(1) if p99 else '?'}  "
               f"stack RSS {mem:.1f} MiB in {nproc} processes")
@@ -172,9 +175,18 @@ def main():
         else:
             print(f"throughput, wrk {WRK_SECONDS} s per run, default configuration "
                   "(non-200 answers past the 30 sends/s budget are 503s):")
-            for latency in (100, 300):
-                for conns in (16, 64):
-                    wrk_run(latency, conns)
+            rdir = tempfile.mkdtemp(dir="/dev/shm", prefix="otp-bench-redis-")
+            redis = RedisServer(rdir) if shutil.which("redis-server") else None
+            try:
+                for latency in (100, 300):
+                    for conns in (16, 64):
+                        wrk_run(latency, conns)
+                        if redis is not None:
+                            wrk_run(latency, conns, redis)
+            finally:
+                if redis is not None:
+                    redis.stop()
+                shutil.rmtree(rdir, ignore_errors=True)
     if "--wrk-only" not in sys.argv:
         deletion_lag()
 
