@@ -72,10 +72,14 @@ run_unit_redis() {
 	rm -rf "$dir"
 }
 
+# run_integration [redis]: the integration suite; with "redis", every gateway of the black-box
+# tests uses a Redis store (OTP_TEST_STORE, conftest.py) and test_redis.py is not run twice.
 run_integration() {
-	local xml="$build/integration-results.xml" counts
-	OTP_BUILD_DIR=$build /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfE \
-		--junitxml="$xml" "$root/tests/integration"
+	local xml="$build/integration-results${1:+-$1}.xml" counts
+	local -a args=("$root/tests/integration")
+	[ "${1:-}" = redis ] && args+=(--ignore "$root/tests/integration/test_redis.py")
+	OTP_TEST_STORE=${1:-sqlite} OTP_BUILD_DIR=$build /usr/bin/python3 -m pytest \
+		-p no:cacheprovider -q -rfE --junitxml="$xml" "${args[@]}"
 	counts=$(/usr/bin/python3 - "$xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
 try:
@@ -96,6 +100,7 @@ PY
 run_unit
 run_unit_redis
 [ "$mode" = all ] && run_integration
+[ "$mode" = all ] && run_integration redis
 echo
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -391,7 +391,7 @@ def make_gateway(workdir, bot, request):
         if STORE == "redis":
             server = request.getfixturevalue("redis_server")
             prefix = f"{sub.parent.name}-{sub.name}:"
-            env = {"OTP_STORE": server.url(prefix), **(env or {})}
+            env = {"OTP_STORE": server.url(prefix, unix=False), **(env or {})}
         gw = Gateway(sub, bot, env)
         gw.redis, gw.redis_prefix = server, prefix
         started.append(gw)  # before start(): a failed start is cleaned up too
