@@ -1132,7 +1132,7 @@ int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d,
 {
 	char k[KEY_MAX];
 	struct args *a;
-	char (*fields)[192];
+	char (*fields)[256]; /* name (64) + labels (160), as metrics.c bounds them */
 	redisReply *r;
 	int i, done, chunk, rc = 0;
 
@@ -1153,13 +1153,20 @@ int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d,
 		for (i = 0; i < chunk; i++) {
 			const struct store_metric *m = &d[done + i];
 
-			snprintf(fields[i], sizeof fields[i], "%s{%s}", m->name, m->labels);
+			if ((size_t)snprintf(fields[i], sizeof fields[i], "%s{%s}", m->name,
+					     m->labels) >= sizeof fields[i]) {
+				set_err(s, "metric %.64s: labels too long", m->name);
+				rc = -1;
+				break;
+			}
 			arg_str(a, fields[i]);
 			a->len[a->n] = (size_t)snprintf(a->buf[a->n], sizeof a->buf[a->n], "%.17g",
 							m->value);
 			a->v[a->n] = a->buf[a->n];
 			a->n++;
 		}
+		if (rc != 0)
+			break;
 		r = eval(s, SC_METRICS_ADD, 0, "add to metrics", 1, a->n, a->v, a->len);
 		if (r == NULL)
 			rc = -1;
@@ -1174,7 +1181,7 @@ int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d,
 int redis_store_metrics_read(struct redis_store *s,
 			     void (*fn)(void *ctx, const struct store_metric *m), void *ctx)
 {
-	char k[KEY_MAX], name[192];
+	char k[KEY_MAX], name[256];
 	const char *argv[2] = { "HGETALL", k };
 	size_t lens[2] = { 7, 0 }, i;
 	redisReply *r;

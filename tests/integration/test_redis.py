@@ -225,3 +225,17 @@ def test_the_two_host_example_runs_with_its_password_from_a_file(make_gateway, b
         assert "AUTH" in out.stderr and password not in out.stderr, out.stderr
     finally:
         stop_process(server)
+
+
+def test_scripts_flushed_from_the_server_are_loaded_again(make_gateway, redis, bot):
+    """EVALSHA answers NOSCRIPT after SCRIPT FLUSH (or a failover to a server that never saw
+    them): the script is loaded again and the call runs, once."""
+    [gw] = stacks(make_gateway, redis, n=1)
+    assert gw.send_otp({"chat_id": "6300", "otp": "1234", "expire_seconds": 5}).status == 200
+    assert redis.cli("SCRIPT", "FLUSH") == "OK"
+    r = gw.send_otp({"chat_id": "6301", "otp": "1234", "expire_seconds": 5})
+    assert r.status == 200, r
+    assert len(bot.messages("6301")) == 1
+    wait_until(lambda: all(m["deleted_at"] for c in ("6300", "6301") for m in bot.messages(c)),
+               10 * SLOW, "both deletions")
+    assert redis.cli("ZCARD", "shared:pending:due") == "0"
