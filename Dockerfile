@@ -1,25 +1,42 @@
-# otp-gateway — a two-stage image: build with Debian's -dev packages, run on debian:12-slim with
-# only the runtime libraries, lighttpd, and the docs assets. Not root at run time.
+# otp-gateway — the image: the API docs' assets built in a node stage, the programs built with
+# Debian's -dev packages and installed with `make install`, then a runtime stage on debian:12-slim
+# with only the runtime libraries, lighttpd and the installed tree. Not root at run time.
 #
 #   docker build -t otp-gateway .
-#   docker run --rm -p 55155:55155 --tmpfs /run/otp-gateway -e TELEGRAM_BOT_TOKEN=... otp-gateway
+#   docker run --rm -p 55155:55155 --tmpfs /run/otp-gateway:uid=999,gid=999,mode=0750 \
+#       -e TELEGRAM_BOT_TOKEN=... otp-gateway
+#   (podman: --tmpfs /run/otp-gateway:U, and build with --format docker to keep HEALTHCHECK)
 #
-# The database lives on tmpfs (/run/otp-gateway); without --tmpfs it stays in the container's
-# writable layer and a warning says so at start. conf/docker-compose.yml does the same.
+# The database lives on the tmpfs (/run/otp-gateway), which must be writable by the user otp
+# (uid 999): the entrypoint stops with a message saying so when it is not. conf/docker-compose.yml
+# does the same. When any process dies, the container exits non-zero (a restart policy restarts it).
 
-FROM debian:12-slim AS build
+# The base of the build and runtime stages (a test builds from a local Debian 12 image).
+ARG BASE_IMAGE=debian:12-slim
+# The docs' assets need node >= 20.19: Debian 12's nodejs is 18. They are built in this image,
+# unless the build context already holds them (www/vendor/ from `make docs-assets`).
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+FROM ${NODE_IMAGE} AS docs
+WORKDIR /src/www
+COPY www/ ./
+RUN if [ ! -f vendor/VERSIONS ]; then ./build-assets.sh; fi && test -f vendor/VERSIONS
+
+FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config libfcgi-dev libjansson-dev libcurl4-openssl-dev \
-      libsqlite3-dev libhiredis-dev nodejs npm ca-certificates \
+      libsqlite3-dev libhiredis-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# the Makefile's dependency check needs root and apt: skip it here, the packages are above
-RUN make -o deps BUILD=/out CFLAGS="-O2 -g0" all \
- && if [ -x www/build-assets.sh ]; then www/build-assets.sh; fi
+# the Makefile's dependency check needs root and apt: skip it here, the packages are above;
+# www/vendor/ comes from the docs stage
+RUN rm -rf www/vendor \
+ && make -o deps BUILD=/build CFLAGS="-O2 -g0" all \
+ && make -o deps BUILD=/build PREFIX=/usr/local DESTDIR=/out install
 
-FROM debian:12-slim
+FROM ${BASE_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       lighttpd libfcgi0ldbl libjansson4 libcurl4 libsqlite3-0 libhiredis0.14 ca-certificates \
@@ -27,14 +44,14 @@ RUN apt-get update \
  && groupadd --system --gid 999 otp \
  && useradd --system --uid 999 --gid 999 --no-create-home --shell /usr/sbin/nologin otp \
  && install -d -o otp -g otp -m 0750 /run/otp-gateway
-COPY --from=build /out/otp-fcgi /out/otp-deleter /usr/local/bin/
-COPY --from=build /src/www /usr/share/otp-gateway/www
-COPY lighttpd.conf /etc/otp-gateway/lighttpd.conf
-COPY conf/docker-entrypoint.sh /usr/local/bin/otp-gateway
+COPY --from=build /out/usr/local/ /usr/local/
+COPY --from=docs /src/www/vendor/ /usr/local/share/otp-gateway/www/vendor/
+RUN ln -s /usr/local/share/otp-gateway/conf/docker-entrypoint.sh /usr/local/bin/otp-gateway
 ENV HOST=0.0.0.0 PORT=55155 \
     OTP_FCGI_BIN=/usr/local/bin/otp-fcgi OTP_DELETER_BIN=/usr/local/bin/otp-deleter \
-    OTP_WWW_DIR=/usr/share/otp-gateway/www OTP_RUN_DIR=/run/otp-gateway \
-    OTP_DB_PATH=/run/otp-gateway/pending.db OTP_LIGHTTPD_CONF=/etc/otp-gateway/lighttpd.conf
+    OTP_WWW_DIR=/usr/local/share/otp-gateway/www OTP_RUN_DIR=/run/otp-gateway \
+    OTP_DB_PATH=/run/otp-gateway/pending.db \
+    OTP_LIGHTTPD_CONF=/usr/local/share/otp-gateway/lighttpd.conf
 USER otp
 EXPOSE 55155
 # no curl in the image: bash's /dev/tcp asks /health

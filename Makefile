@@ -27,12 +27,14 @@ UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
 
-.PHONY: all test unit integration check asan tsan valgrind fuzz fuzz-targets run bench deps docs-assets clean help
+.PHONY: all test unit integration check asan tsan valgrind fuzz fuzz-targets run bench deps docs-assets clean help install uninstall
 all: $(PROGRAMS)
 
 help:
 	@echo "make            build $(PROGRAMS)"
-	@echo "make run        run lighttpd + otp-fcgi + otp-deleter (sandbox mode without a token)"
+	@echo "make run        run lighttpd + otp-fcgi + otp-deleter (sandbox mode without a token);"
+	@echo "                SERVER=nginx|apache|apache-fcgid runs that front end instead"
+	@echo "make install    install under PREFIX ($(PREFIX)), into DESTDIR when set; make uninstall"
 	@echo "make test       build and run every test suite"
 	@echo "make check      the suites under ASan/UBSan, the unit tests under valgrind, the"
 	@echo "                concurrent tests under TSan, and the fuzzers (make fuzz)"
@@ -91,7 +93,7 @@ fuzz-targets: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ifcgi -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ifcgi -Ideleter -o $@ $(filter %.c %.o,$^) $(LDLIBS)
 
 # ThreadSanitizer: otp-fcgi's threads under the concurrent tests.
 tsan:
@@ -108,9 +110,45 @@ valgrind: $(UNIT_BIN)
 bench: deps $(PROGRAMS)
 	/usr/bin/python3 tests/bench/bench.py
 
+SERVER ?= lighttpd
 run: deps $(PROGRAMS)
 	@www/build-assets.sh || echo "run: the API docs' assets could not be built: /docs will be empty" >&2
-	conf/run.sh $(BUILD)
+	SERVER=$(SERVER) conf/run.sh $(BUILD)
+
+# Installation: programs, man pages, www/ (with vendor/ when www/build-assets.sh built it), and
+# the deployment files under share/otp-gateway/ (conf/serve.sh runs any front end from there);
+# systemd units with their paths filled in.
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+SHAREDIR ?= $(PREFIX)/share/otp-gateway
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+SHARE_CONF := conf/serve.sh conf/docker-entrypoint.sh conf/nginx.conf \
+	conf/apache-proxy-fcgi.conf conf/apache-fcgid.conf $(wildcard conf/.env.example conf/docker-compose.yml)
+UNITS := $(wildcard conf/systemd/*.service conf/systemd/*.socket)
+install: $(PROGRAMS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SHAREDIR)/conf/systemd \
+		$(DESTDIR)$(SHAREDIR)/conf/shared-hosting $(DESTDIR)$(SHAREDIR)/www $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	install -m 0644 fcgi/otp-fcgi.8 deleter/otp-deleter.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 www/docs.html www/redoc.html www/openapi.json $(DESTDIR)$(SHAREDIR)/www/
+	if [ -d www/vendor ]; then cp -R www/vendor $(DESTDIR)$(SHAREDIR)/www/; \
+	else echo "install: www/vendor/ is not built (make docs-assets): /docs will be empty" >&2; fi
+	install -m 0644 lighttpd.conf $(DESTDIR)$(SHAREDIR)/
+	for f in $(SHARE_CONF); do install -m 0644 $$f $(DESTDIR)$(SHAREDIR)/$$f; done
+	chmod 0755 $(DESTDIR)$(SHAREDIR)/conf/*.sh
+	for f in $(wildcard conf/shared-hosting/* conf/shared-hosting/.htaccess); do \
+		install -m 0644 $$f $(DESTDIR)$(SHAREDIR)/$$f; done
+	chmod 0755 $(DESTDIR)$(SHAREDIR)/conf/shared-hosting/otp-gateway.fcgi
+	for f in $(UNITS); do \
+		sed 's|@BINDIR@|$(BINDIR)|g' $$f > $(DESTDIR)$(UNITDIR)/$${f##*/}; \
+		install -m 0644 $$f $(DESTDIR)$(SHAREDIR)/$$f; done
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,otp-fcgi otp-deleter) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man8/,otp-fcgi.8 otp-deleter.8) \
+		$(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
+	rm -rf $(DESTDIR)$(SHAREDIR)
 
 deps:
 	@.ci/install-deps

@@ -1,7 +1,8 @@
 #!/bin/sh
 # conf/docker-entrypoint.sh — the container's (or any plain host's) supervisor: otp-deleter in
-# the background, lighttpd (spawning otp-fcgi) in the foreground; when either exits, or on
-# SIGTERM/SIGINT, both stop. Paths come from the environment (the Dockerfile sets them):
+# the background, lighttpd (spawning otp-fcgi) in the foreground. On SIGTERM/SIGINT both stop
+# and it exits 0; when either exits by itself, the other is stopped and it exits 1, so that the
+# container stops and a restart policy can act. Paths come from the environment (the Dockerfile sets them):
 #   OTP_FCGI_BIN OTP_DELETER_BIN OTP_WWW_DIR OTP_RUN_DIR OTP_LIGHTTPD_CONF, and the settings.
 set -eu
 
@@ -13,7 +14,12 @@ set -eu
 : "${HOST:=0.0.0.0}" "${PORT:=55155}"
 export OTP_FCGI_BIN OTP_RUN_DIR OTP_DB_PATH HOST PORT
 
-mkdir -p "$OTP_RUN_DIR"
+mkdir -p "$OTP_RUN_DIR" 2>/dev/null || true
+if ! [ -w "$OTP_RUN_DIR" ]; then
+	echo "otp-gateway: $OTP_RUN_DIR is not writable by uid $(id -u): mount the tmpfs for it" \
+		"(docker: --tmpfs $OTP_RUN_DIR:uid=$(id -u),gid=$(id -g),mode=0750; podman: --tmpfs $OTP_RUN_DIR:U)" >&2
+	exit 1
+fi
 "$OTP_FCGI_BIN" --check-config >/dev/null # a bad setting stops here, with one line naming it
 
 "$OTP_DELETER_BIN" &
@@ -23,13 +29,14 @@ server=$!
 
 stop() {
 	trap - TERM INT
+	status=${1:-0}
 	# lighttpd first and gracefully (SIGINT): requests under way finish, so every message
 	# Telegram delivered is recorded for deletion before the container goes
 	kill -INT "$server" 2>/dev/null || true
 	wait "$server" 2>/dev/null || true
 	kill -TERM "$deleter" 2>/dev/null || true
 	wait "$deleter" 2>/dev/null || true
-	exit 0
+	exit "$status"
 }
 trap stop TERM INT
 
@@ -39,4 +46,4 @@ while kill -0 "$server" 2>/dev/null && kill -0 "$deleter" 2>/dev/null; do
 	wait $! || true
 done
 echo "otp-gateway: a process exited; stopping" >&2
-stop
+stop 1

@@ -3,8 +3,8 @@
  * message_id, delete_at) for otp-deleter.
  *
  * The order keeps the promise that no code is sent that nobody will delete: the limits and the
- * turn are taken (one write) before the send; after Telegram confirms, the pending row is written; if that write
- * fails, the message is deleted at once and the client gets 500. The one window that cannot be
+ * turn are taken (one write) before the send; after Telegram confirms, the pending row is
+ * written; if that write fails, the message is deleted at once and the client gets 500. The one window that cannot be
  * closed: Telegram delivered but its answer was lost (504): the message id is then unknown. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +38,7 @@ static const char *failure_reason(enum tg_status st)
 	case TG_UNREACHABLE: return "telegram_unreachable";
 	case TG_NO_ANSWER: return "telegram_no_answer";
 	case TG_SERVER_ERROR: return "telegram_unavailable";
+	case TG_BAD_REPLY: return "telegram_bad_reply";
 	default: return "telegram_refused";
 	}
 }
@@ -53,7 +54,8 @@ static void answer_rate_limited(const struct cfg *cfg, enum policy_scope scope, 
 {
 	char detail[160];
 
-	if (scope == POLICY_SCOPE_CHAT && cfg->rate_limit_window_s == cfg->rate_limit_window_hours * 3600)
+	if (scope == POLICY_SCOPE_CHAT &&
+	    cfg->rate_limit_window_s == cfg->rate_limit_window_hours * 3600)
 		snprintf(detail, sizeof detail, "Rate limit exceeded. Maximum %d OTPs per %d hour(s)",
 			 cfg->rate_limit_per_user, cfg->rate_limit_window_hours);
 	else if (scope == POLICY_SCOPE_CHAT)
@@ -103,7 +105,7 @@ static void answer_telegram_failure(const struct tg_result *res, struct response
 	case TG_NO_ANSWER:
 		http_respond_failure(resp, 504, "Telegram closed the connection without answering");
 		break;
-	default: /* refused, not found, server error */
+	default: /* refused, not found, server error, a reply we cannot use */
 		body = json_pack("{s:b, s:s}", "success", 0, "detail", res->description);
 		if (body == NULL) { /* a description jansson refuses (not UTF-8) */
 			http_respond_failure(resp, 502, "Telegram refused the message");
@@ -219,10 +221,16 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 		/* 503s are ours and do not count; nothing was delivered when unreachable */
 		if (res.status == TG_RETRY_AFTER || res.status == TG_UNREACHABLE)
 			policy_release(s, adm);
-		log_json(LOG_WARNING, "sendMessage failed",
-			 json_pack("{s:s, s:s, s:i, s:s}", "chat_id", resp->chat_id_masked,
-				   "result", tg_status_name(res.status), "telegram_error_code",
-				   res.error_code, "error", res.description));
+		/* a success without a usable message_id may have delivered a code we cannot
+		 * delete: that one is an error, the others are Telegram's answers */
+		log_json(res.status == TG_BAD_REPLY ? LOG_ERROR : LOG_WARNING,
+			 res.status == TG_BAD_REPLY
+				 ? "sendMessage: unusable reply; a message may be left undeleted"
+				 : "sendMessage failed",
+			 json_pack("{s:s, s:s, s:i, s:i, s:s}", "chat_id", resp->chat_id_masked,
+				   "result", tg_status_name(res.status), "http_status",
+				   (int)res.http_status, "telegram_error_code", res.error_code,
+				   "error", res.description));
 		count_failure(failure_reason(res.status));
 		answer_telegram_failure(&res, resp);
 		goto out;

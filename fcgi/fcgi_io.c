@@ -48,6 +48,31 @@ static void parse_content_length(const char *v, struct request *req)
 	req->content_length = n;
 }
 
+/* Without CONTENT_LENGTH (Apache's mod_proxy_fcgi passes chunked bodies over ~16 KB that way)
+ * the body is read to the end of the stream, up to one byte past HTTP_BODY_MAX. A longer body
+ * is answered 413; the rest of it, up to BODY_DRAIN_MAX more bytes, is read and dropped so that
+ * the web server, still writing it, gets our answer instead of a broken connection. Past that
+ * the answer goes out anyway: the cost of a huge body stays bounded. */
+#define BODY_DRAIN_MAX (256 * 1024)
+
+static void read_to_eof(FCGX_Request *fr, struct request_buf *buf, struct request *req)
+{
+	char scratch[4096];
+	size_t drained = 0;
+	int got;
+
+	got = FCGX_GetStr(buf->body, HTTP_BODY_MAX + 1, fr->in);
+	req->body_len = got > 0 ? (size_t)got : 0;
+	if (req->body_len > HTTP_BODY_MAX) {
+		req->body_too_large = 1;
+		req->body_len = HTTP_BODY_MAX;
+		while (drained < BODY_DRAIN_MAX &&
+		       (got = FCGX_GetStr(scratch, sizeof scratch, fr->in)) > 0)
+			drained += (size_t)got;
+	}
+	buf->body[req->body_len] = '\0';
+}
+
 void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct request *req)
 {
 	static __thread char path[1024];
@@ -64,6 +89,11 @@ void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct requ
 	req->redirect_status = (int)strtol(param(fr, "REDIRECT_STATUS"), NULL, 10);
 	parse_content_length(FCGX_GetParam("CONTENT_LENGTH", fr->envp), req);
 	req->body = buf->body;
+	buf->body[0] = '\0';
+	if (req->content_length < 0 && !req->content_length_bad) {
+		read_to_eof(fr, buf, req);
+		return;
+	}
 	if (req->content_length <= 0 || req->content_length > HTTP_BODY_MAX)
 		return;
 	want = (int)req->content_length;

@@ -13,7 +13,8 @@ struct request_buf {
 };
 
 /* Fills req from fr's parameters and, when CONTENT_LENGTH is within HTTP_BODY_MAX, its body
- * (read into buf). req points into fr and buf: valid until FCGX_Finish_r. */
+ * (read into buf). Without CONTENT_LENGTH the body is read to the end of the stream, and one
+ * longer than HTTP_BODY_MAX sets req->body_too_large (answered 413). req points into fr and buf: valid until FCGX_Finish_r. */
 void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct request *req);
 
 /* Writes resp as the CGI reply: Status, Content-Type, Allow, Retry-After, then the JSON body. */

@@ -16,12 +16,13 @@ struct request {
 	const char *content_type;  /* NULL or "" when absent */
 	const char *remote_addr;   /* the client's address, "" when unknown */
 	const char *api_key;       /* X-API-Key, or the token of "Authorization: Bearer", or "" */
-	long long content_length;  /* -1 when absent or empty */
+	long long content_length;  /* -1 when absent or empty (the body is then read to its end) */
 	int content_length_bad;    /* CONTENT_LENGTH present but not a number */
 	int redirect_status;       /* the web server's error status when it hands us its error page */
 	const char *body;          /* read only when content_length <= HTTP_BODY_MAX */
 	size_t body_len;
 	int body_short;            /* the stream ended before content_length bytes */
+	int body_too_large;        /* no content_length, and the stream held over HTTP_BODY_MAX */
 };
 
 struct response {

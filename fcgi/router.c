@@ -113,7 +113,7 @@ void router_dispatch(struct worker *w, const struct request *req, struct respons
 		return;
 	}
 	if (r->takes_json) {
-		if (req->content_length > HTTP_BODY_MAX) {
+		if (req->content_length > HTTP_BODY_MAX || req->body_too_large) {
 			snprintf(detail, sizeof detail, "Request body larger than %d bytes",
 				 HTTP_BODY_MAX);
 			http_respond_detail(resp, 413, detail);

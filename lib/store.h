@@ -63,7 +63,7 @@ struct store_slot_request {
 /* What store_rate_take() did. */
 struct store_rate_verdict {
 	int refused_rule;        /* index of the first rule that is full, or -1 */
-	int64_t freeing_at_ms;   /* when refused: the time of the event whose expiry frees a place */
+	int64_t freeing_at_ms;   /* when refused: the event whose expiry frees a place, its time */
 	int slot_refused;        /* 1: the slot (slot_us) is later than latest_us; nothing taken */
 	int slot_paused;         /* 1: the pause of pause_kind set slot_us (it ends later than the
 				  * queue's next free instant) */

@@ -76,8 +76,8 @@ static const char *const stmt_sql[ST_COUNT_] = {
 	[ST_HEARTBEAT_SET] = "INSERT INTO heartbeats (program, pid, beat_ms) VALUES (?1, ?2, ?3) "
 			     "ON CONFLICT (program) DO UPDATE SET pid = ?2, beat_ms = ?3",
 	[ST_HEARTBEAT_GET] = "SELECT beat_ms FROM heartbeats WHERE program = ?1",
-	[ST_PAUSE_EXTEND] = "INSERT INTO telegram_pauses (kind, until_ms, set_by) VALUES (?1, ?2, ?3) "
-			    "ON CONFLICT (kind) DO UPDATE SET until_ms = ?2, set_by = ?3 "
+	[ST_PAUSE_EXTEND] = "INSERT INTO telegram_pauses (kind, until_ms, set_by) "
+			    "VALUES (?1, ?2, ?3) ON CONFLICT (kind) DO UPDATE SET until_ms = ?2, set_by = ?3 "
 			    "WHERE until_ms < ?2",
 	[ST_PAUSE_GET] = "SELECT until_ms FROM telegram_pauses WHERE kind = ?1",
 	[ST_METRIC_ADD] = "INSERT INTO metrics (name, labels, value) VALUES (?1, ?2, ?3) "

@@ -26,10 +26,26 @@ struct tg {
 	struct curl_slist *headers;
 };
 
-struct reply_buf {
-	char data[REPLY_MAX];
-	size_t len;
+/* One call's exchange with the Bot API: the request body, handed to curl as it asks for it, and
+ * the reply. Reading the body ourselves is what lets us see whether the request may have gone
+ * out (went_out) and refuse to let curl send it twice. */
+struct exchange {
+	const char *body;  /* not owned */
+	size_t body_len;
+	size_t body_given; /* bytes of body handed to curl in the current attempt */
+	int went_out;      /* some of the body was handed to curl, in any attempt */
+	int at_most_once;  /* sendMessage: never a second attempt once the body went out.
+			    * deleteMessage(s) may be repeated: a repeat is answered "not found" */
+	char reply[REPLY_MAX];
+	size_t reply_len;
 	int overflow;
+};
+
+/* Bot API method names, as in the URL. */
+static const char *const method_names[] = {
+	[TG_SEND_MESSAGE] = "sendMessage",
+	[TG_DELETE_MESSAGE] = "deleteMessage",
+	[TG_DELETE_MESSAGES] = "deleteMessages",
 };
 
 static const char *const status_names[] = {
@@ -41,6 +57,7 @@ static const char *const status_names[] = {
 	[TG_TIMEOUT] = "timeout",
 	[TG_UNREACHABLE] = "unreachable",
 	[TG_NO_ANSWER] = "no_answer",
+	[TG_BAD_REPLY] = "bad_reply",
 };
 
 const char *tg_status_name(enum tg_status st)
@@ -77,6 +94,9 @@ struct tg *tg_new(const char *api_base, const char *token, long timeout_ms)
 		return NULL;
 	}
 	tg->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	/* no "Expect: 100-continue" for bodies over 1 KiB: it would cost a round trip */
+	if (tg->headers != NULL)
+		tg->headers = curl_slist_append(tg->headers, "Expect:");
 	if (tg->headers == NULL) {
 		tg_free(tg);
 		return NULL;
@@ -173,48 +193,236 @@ static int appendf(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 
 static size_t collect(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-	struct reply_buf *rb = userdata;
+	struct exchange *ex = userdata;
 	size_t n = size * nmemb;
 
-	if (rb->len + n >= sizeof rb->data) {
-		rb->overflow = 1;
-		n = sizeof rb->data - 1 - rb->len;
+	if (ex->reply_len + n >= sizeof ex->reply) {
+		ex->overflow = 1;
+		n = sizeof ex->reply - 1 - ex->reply_len;
 	}
-	memcpy(rb->data + rb->len, ptr, n);
-	rb->len += n;
-	rb->data[rb->len] = '\0';
+	memcpy(ex->reply + ex->reply_len, ptr, n);
+	ex->reply_len += n;
+	ex->reply[ex->reply_len] = '\0';
 	return size * nmemb;
 }
 
-/* Copies curl's message into res->description with every occurrence of the token cut out:
- * curl's messages may quote the URL, and the URL holds the token. */
+/* CURLOPT_READFUNCTION: the next piece of the body. */
+static size_t give_body(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct exchange *ex = userdata;
+	size_t n = ex->body_len - ex->body_given;
+
+	if (n > size * nitems)
+		n = size * nitems;
+	memcpy(buf, ex->body + ex->body_given, n);
+	ex->body_given += n;
+	if (n > 0)
+		ex->went_out = 1;
+	return n;
+}
+
+/* CURLOPT_SEEKFUNCTION: curl rewinds the body to send the request again on a fresh connection
+ * when a kept-alive one died after the request went out (libcurl 7.88, FACTS.md). The Bot API
+ * may have acted on the first: for a send, refuse, and the call ends in an error
+ * (TG_NO_ANSWER). A deletion is rewound: repeating it is harmless. */
+static int refuse_rewind(void *userdata, curl_off_t offset, int origin)
+{
+	struct exchange *ex = userdata;
+
+	if (offset != 0 || origin != SEEK_SET || (ex->at_most_once && ex->went_out))
+		return CURL_SEEKFUNC_FAIL;
+	ex->body_given = 0;
+	return CURL_SEEKFUNC_OK;
+}
+
+/* CURLOPT_PREREQFUNCTION: called before each request curl begins for this call. A second
+ * request after any of the body was handed out is the same repeat without a rewind (the case
+ * where curl counted nothing as written): refuse it too for a send. A request that died before
+ * taking any of the body may be repeated: the Bot API cannot have acted on it. A deletion may
+ * always be repeated, from the start of its body. */
+static int refuse_repeat(void *userdata, char *primary_ip, char *local_ip, int primary_port,
+			 int local_port)
+{
+	struct exchange *ex = userdata;
+
+	(void)primary_ip;
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	if (ex->at_most_once && ex->went_out)
+		return CURL_PREREQFUNC_ABORT;
+	ex->body_given = 0;
+	return CURL_PREREQFUNC_OK;
+}
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one (overlong forms,
+ * surrogates and code points past U+10FFFF are not). */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t need, i;
+	unsigned int cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+		need = 2;
+		cp = s[0] & 0x1F;
+	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+		need = 3;
+		cp = s[0] & 0x0F;
+	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+		need = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < need)
+		return 0;
+	for (i = 1; i < need; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3F);
+	}
+	if ((need == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+	    (need == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+		return 0;
+	return need;
+}
+
+/* Whether the code point encoded at s (k bytes, valid) is one a log line or a terminal would
+ * act on: C0, DEL, C1, the line and paragraph separators, bidirectional embeddings, overrides
+ * and isolates. */
+static int is_control(const unsigned char *s, size_t k)
+{
+	if (k == 1)
+		return s[0] < 0x20 || s[0] == 0x7F;
+	if (k == 2)
+		return s[0] == 0xC2 && s[1] >= 0x80 && s[1] <= 0x9F;
+	if (k == 3 && s[0] == 0xE2 && s[1] == 0x80)
+		return s[2] >= 0xA8 && s[2] <= 0xAE; /* U+2028..U+202E */
+	if (k == 3 && s[0] == 0xE2 && s[1] == 0x81)
+		return s[2] >= 0xA6 && s[2] <= 0xA9; /* U+2066..U+2069 */
+	return 0;
+}
+
+#define CLEAN_SCAN_MAX 1024
+#define SECRET_PIECE_MIN 4
+
+/* Length of the longest run at s[0..n) (n > 0) that occurs in secret[0..m). */
+static size_t secret_run(const char *s, size_t n, const char *secret, size_t m)
+{
+	const char *p = secret, *end = secret + m;
+	size_t best = 0, k;
+
+	/* only where secret holds s[0]: most bytes of a text are in no token */
+	while (p < end && (p = memchr(p, s[0], (size_t)(end - p))) != NULL) {
+		for (k = 1; k < n && p + k < end && s[k] == p[k]; k++)
+			;
+		if (k > best)
+			best = k;
+		p++;
+	}
+	return best;
+}
+
+void tg_clean_text(char *dst, size_t cap, const char *src, size_t len, const char *token)
+{
+	char plain[CLEAN_SCAN_MAX + 1], masked[CLEAN_SCAN_MAX + 1];
+	const unsigned char *u = (const unsigned char *)src;
+	const char *secret = NULL, *colon = token != NULL ? strrchr(token, ':') : NULL;
+	size_t n = 0, m = 0, i, k, run, secret_len = 0, keep;
+	int cut = len > CLEAN_SCAN_MAX;
+
+	if (cap < 4)
+		return;
+	if (token != NULL && token[0] != '\0') {
+		/* the bot's id before the ':' is public; what follows is the secret */
+		secret = colon != NULL && colon[1] != '\0' ? colon + 1 : token;
+		secret_len = strlen(secret);
+	}
+	/* characters: invalid bytes and controls replaced, never longer than the input */
+	if (len > CLEAN_SCAN_MAX)
+		len = CLEAN_SCAN_MAX;
+	for (i = 0; i < len; i += k) {
+		k = utf8_len(u + i, len - i);
+		if (k == 0) {
+			plain[n++] = '?';
+			k = 1;
+		} else if (is_control(u + i, k)) {
+			plain[n++] = ' ';
+		} else {
+			memcpy(plain + n, u + i, k);
+			n += k;
+		}
+	}
+	/* the token's secret, whole or in pieces: "***" for a run of at least 4 bytes of it,
+	 * starting and ending on character boundaries */
+	for (i = 0; i < n; i += k) {
+		run = 0;
+		if (secret != NULL && ((unsigned char)plain[i] & 0xC0) != 0x80) {
+			run = secret_run(plain + i, n - i, secret, secret_len);
+			while (run > 0 && i + run < n && ((unsigned char)plain[i + run] & 0xC0) == 0x80)
+				run--;
+		}
+		if (run >= SECRET_PIECE_MIN || (run > 0 && run == secret_len)) {
+			if (m + 3 > CLEAN_SCAN_MAX)
+				break;
+			memcpy(masked + m, "***", 3);
+			m += 3;
+			k = run;
+		} else {
+			if (m + 1 > CLEAN_SCAN_MAX)
+				break;
+			masked[m++] = plain[i];
+			k = 1;
+		}
+	}
+	if (i < n)
+		cut = 1;
+	/* cut on a character boundary, within the caller's buffer and the description limit */
+	keep = TG_DESCRIPTION_MAX < cap - 4 ? TG_DESCRIPTION_MAX : cap - 4;
+	if (m > keep) {
+		while (keep > 0 && ((unsigned char)masked[keep] & 0xC0) == 0x80)
+			keep--;
+		m = keep;
+		cut = 1;
+	}
+	memcpy(dst, masked, m);
+	if (cut) {
+		memcpy(dst + m, "\xe2\x80\xa6", 3); /* … */
+		m += 3;
+	}
+	dst[m] = '\0';
+	secmem_wipe(plain, sizeof plain);
+	secmem_wipe(masked, sizeof masked);
+}
+
+/* Copies curl's message into res->description, cleaned: curl's messages may quote the URL, and
+ * the URL holds the token. */
 static void describe_curl_error(const struct tg *tg, CURLcode rc, const char *errbuf,
 				struct tg_result *res)
 {
-	char msg[CURL_ERROR_SIZE + 64];
-	char *hit;
-	size_t toklen = strlen(tg->token);
+	const char *msg = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
 
-	snprintf(msg, sizeof msg, "%s", errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
-	while (toklen > 0 && (hit = strstr(msg, tg->token)) != NULL) {
-		memmove(hit + 3, hit + toklen, strlen(hit + toklen) + 1);
-		memcpy(hit, "***", 3);
-	}
-	snprintf(res->description, sizeof res->description, "%.250s", msg);
-	secmem_wipe(msg, sizeof msg);
+	tg_clean_text(res->description, sizeof res->description, msg, strlen(msg), tg->token);
 }
 
-/* Points a handle at one POST of body to method. The handle keeps pointers to rb and errbuf. */
-static void prepare(const struct tg *tg, CURL *easy, const char *url, const char *body,
-		    struct reply_buf *rb, char *errbuf)
+/* Points a handle at one POST of ex->body to url. The handle keeps pointers to ex and errbuf. */
+static void prepare(const struct tg *tg, CURL *easy, const char *url, struct exchange *ex,
+		    char *errbuf)
 {
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)ex->body_len);
+	curl_easy_setopt(easy, CURLOPT_READFUNCTION, give_body);
+	curl_easy_setopt(easy, CURLOPT_READDATA, ex);
+	curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, refuse_rewind);
+	curl_easy_setopt(easy, CURLOPT_SEEKDATA, ex);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, refuse_repeat);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, ex);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, tg->headers);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(easy, CURLOPT_WRITEDATA, rb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, ex);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, tg->timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, tg->timeout_ms);
@@ -238,112 +446,179 @@ static void observe_duration(CURL *easy)
 	metrics_observe("telegram_api_duration_seconds", labels, secs);
 }
 
-/* Turns a finished transfer into res, then drops the handle's pointers to our buffers. */
-static void conclude(const struct tg *tg, CURL *easy, CURLcode rc, struct reply_buf *rb,
-		     const char *errbuf, struct tg_result *res)
+/* Turns a finished transfer of method into res, then drops the handle's pointers to our
+ * buffers. */
+static void conclude(const struct tg *tg, enum tg_method method, CURL *easy, CURLcode rc,
+		     struct exchange *ex, const char *errbuf, struct tg_result *res)
 {
-	long sent = 0;
-
 	observe_duration(easy);
 	if (rc != CURLE_OK) {
-		/* whether any of the request went out decides whether it may have taken effect */
-		curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &sent);
-		res->status = sent == 0			     ? TG_UNREACHABLE
+		memset(res, 0, sizeof *res);
+		/* once any of the body was handed to curl, the request may have taken effect */
+		res->status = !ex->went_out			? TG_UNREACHABLE
 			      : rc == CURLE_OPERATION_TIMEDOUT ? TG_TIMEOUT
 							       : TG_NO_ANSWER;
-		describe_curl_error(tg, rc, errbuf, res);
-	} else if (rb->overflow) {
-		res->status = TG_SERVER_ERROR;
+		if (rc == CURLE_SEND_FAIL_REWIND || rc == CURLE_ABORTED_BY_CALLBACK)
+			snprintf(res->description, sizeof res->description,
+				 "the connection closed after the request went out; not repeated");
+		else
+			describe_curl_error(tg, rc, errbuf, res);
+	} else if (ex->overflow) {
+		memset(res, 0, sizeof *res);
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res->http_status);
+		res->status = TG_BAD_REPLY;
 		snprintf(res->description, sizeof res->description, "reply larger than %d bytes",
 			 REPLY_MAX);
 	} else {
-		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res->http_status);
-		tg_parse_reply(res->http_status, rb->data, rb->len, res);
+		long http_status = 0;
+
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
+		tg_parse_reply(method, http_status, ex->reply, ex->reply_len, tg->token, res);
 	}
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(easy, CURLOPT_READDATA, NULL);
+	curl_easy_setopt(easy, CURLOPT_SEEKDATA, NULL);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, NULL);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, NULL);
 	curl_easy_setopt(easy, CURLOPT_URL, "");
-	secmem_wipe(rb->data, rb->len); /* sendMessage's reply echoes the text */
-	rb->len = 0;
-	rb->overflow = 0;
+	secmem_wipe(ex->reply, ex->reply_len); /* sendMessage's reply echoes the text */
+	ex->reply_len = 0;
+	ex->overflow = 0;
 }
 
-static enum tg_status call(struct tg *tg, const char *method, const char *body,
+static enum tg_status call(struct tg *tg, enum tg_method method, const char *body,
 			   struct tg_result *res)
 {
-	struct reply_buf *rb = NULL;
+	struct exchange *ex = NULL;
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char *url = NULL;
 
 	memset(res, 0, sizeof *res);
-	rb = calloc(1, sizeof *rb);
-	if (rb == NULL || asprintf(&url, "%s%s", tg->url_prefix, method) < 0) {
+	ex = calloc(1, sizeof *ex);
+	if (ex == NULL || asprintf(&url, "%s%s", tg->url_prefix, method_names[method]) < 0) {
 		url = NULL;
 		res->status = TG_UNREACHABLE;
 		snprintf(res->description, sizeof res->description, "out of memory");
 		goto out;
 	}
-	prepare(tg, tg->curl, url, body, rb, errbuf);
-	conclude(tg, tg->curl, curl_easy_perform(tg->curl), rb, errbuf, res);
+	ex->body = body;
+	ex->body_len = strlen(body);
+	ex->at_most_once = method == TG_SEND_MESSAGE;
+	prepare(tg, tg->curl, url, ex, errbuf);
+	conclude(tg, method, tg->curl, curl_easy_perform(tg->curl), ex, errbuf, res);
 out:
 	secmem_free_str(url);
-	free(rb);
+	free(ex);
 	secmem_wipe(errbuf, sizeof errbuf);
 	return res->status;
 }
 
-/* A long description cut to fit may end inside a UTF-8 sequence: drop that partial character,
- * or the JSON built from it would be refused. */
-static void trim_partial_utf8(char *s)
+/* Telegram's error_code, range-checked: an HTTP error status (400..599), else the reply's own
+ * HTTP status when that is one, else 0. */
+static int error_code_of(json_t *v, long http_status)
 {
-	size_t n = strlen(s), i = n, need;
-
-	while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
-		i--; /* continuation bytes */
-	if (i == 0 || ((unsigned char)s[i - 1] & 0x80) == 0)
-		return;
-	need = ((unsigned char)s[i - 1] & 0xE0) == 0xC0 ? 2 : ((unsigned char)s[i - 1] & 0xF0) == 0xE0 ? 3 : 4;
-	if (n - (i - 1) < need)
-		s[i - 1] = '\0';
+	if (json_is_integer(v) && json_integer_value(v) >= 400 && json_integer_value(v) <= 599)
+		return (int)json_integer_value(v);
+	if (http_status >= 400 && http_status <= 599)
+		return (int)http_status;
+	return 0;
 }
 
-void tg_parse_reply(long http_status, const char *body, size_t len, struct tg_result *res)
+/* parameters.retry_after in whole seconds, in [1, TG_RETRY_AFTER_MAX]: absent, zero, negative or
+ * not a number means 1; fractions round up; anything larger saturates. */
+static int retry_after_of(json_t *v)
+{
+	double d;
+
+	if (json_is_integer(v)) {
+		if (json_integer_value(v) < 1)
+			return 1;
+		return json_integer_value(v) > TG_RETRY_AFTER_MAX ? TG_RETRY_AFTER_MAX
+								  : (int)json_integer_value(v);
+	}
+	if (json_is_real(v)) {
+		d = json_real_value(v);
+		if (!(d >= 1)) /* NaN too */
+			return 1;
+		if (d >= TG_RETRY_AFTER_MAX)
+			return TG_RETRY_AFTER_MAX;
+		return (int)d + ((double)(int)d < d); /* rounded up */
+	}
+	return 1;
+}
+
+/* A success: what it must carry for method. */
+static void read_success(enum tg_method method, json_t *root, struct tg_result *res)
+{
+	json_t *result = json_object_get(root, "result"), *v;
+
+	if (method != TG_SEND_MESSAGE) {
+		/* deleteMessage(s) answer result true; false or anything else is not a deletion */
+		if (json_is_true(result)) {
+			res->status = TG_OK;
+			return;
+		}
+		res->status = TG_BAD_REPLY;
+		snprintf(res->description, sizeof res->description,
+			 "Telegram answered ok without result true");
+		return;
+	}
+	v = json_object_get(result, "message_id");
+	if (json_is_integer(v) && json_integer_value(v) >= 1 &&
+	    json_integer_value(v) <= TG_MESSAGE_ID_MAX) {
+		res->status = TG_OK;
+		res->message_id = json_integer_value(v);
+		return;
+	}
+	/* it may have been delivered, but without its id it cannot be deleted: not a success */
+	res->status = TG_BAD_REPLY;
+	snprintf(res->description, sizeof res->description,
+		 "Telegram answered ok without a valid message_id");
+}
+
+void tg_parse_reply(enum tg_method method, long http_status, const char *body, size_t len,
+		    const char *token, struct tg_result *res)
 {
 	json_t *root = NULL, *ok, *v;
 	json_error_t jerr;
 
+	memset(res, 0, sizeof *res);
 	res->http_status = http_status;
-	root = json_loadb(body, len, 0, &jerr);
+	/* duplicate keys would make two readers of one reply disagree: not the Bot API's JSON */
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	secmem_wipe(&jerr, sizeof jerr); /* it may quote the reply, which echoes the OTP */
 	ok = json_object_get(root, "ok");
 	if (!json_is_boolean(ok)) {
-		res->status = TG_SERVER_ERROR;
+		/* a proxy's error page when 5xx; otherwise an answer we cannot read */
+		res->status = http_status >= 500 && http_status <= 599 ? TG_SERVER_ERROR
+								       : TG_BAD_REPLY;
 		snprintf(res->description, sizeof res->description,
 			 "unexpected reply from the Bot API (HTTP %ld)", http_status);
 		goto out;
 	}
 	if (json_is_true(ok)) {
-		res->status = TG_OK;
-		v = json_object_get(json_object_get(root, "result"), "message_id");
-		if (json_is_integer(v))
-			res->message_id = json_integer_value(v);
+		read_success(method, root, res);
 		goto out;
 	}
-	v = json_object_get(root, "error_code");
-	res->error_code = json_is_integer(v) ? (int)json_integer_value(v) : (int)http_status;
+	res->error_code = error_code_of(json_object_get(root, "error_code"), http_status);
 	v = json_object_get(root, "description");
-	snprintf(res->description, sizeof res->description, "%s",
-		 json_is_string(v) ? json_string_value(v) : "no description");
-	trim_partial_utf8(res->description);
+	if (json_is_string(v))
+		tg_clean_text(res->description, sizeof res->description, json_string_value(v),
+			      json_string_length(v), token);
+	else
+		snprintf(res->description, sizeof res->description, "no description");
 	if (res->error_code == 429) {
-		v = json_object_get(json_object_get(root, "parameters"), "retry_after");
 		res->status = TG_RETRY_AFTER;
-		res->retry_after_s = json_is_integer(v) && json_integer_value(v) > 0
-					     ? (int)json_integer_value(v) : 1;
+		res->retry_after_s =
+			retry_after_of(json_object_get(json_object_get(root, "parameters"),
+						       "retry_after"));
 	} else if (res->error_code >= 500) {
 		res->status = TG_SERVER_ERROR;
-	} else if (strstr(res->description, "message to delete not found") != NULL) {
+	} else if (res->error_code == 0) {
+		res->status = TG_BAD_REPLY; /* a refusal without any status to go by */
+	} else if (method != TG_SEND_MESSAGE && json_is_string(v) &&
+		   strstr(json_string_value(v), "message to delete not found") != NULL) {
+		/* read before cleaning, which could mask a word of it */
 		res->status = TG_NOT_FOUND;
 	} else {
 		res->status = TG_REFUSED;
@@ -373,7 +648,7 @@ enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *h
 		st = TG_REFUSED;
 		goto out;
 	}
-	st = call(tg, "sendMessage", body, res);
+	st = call(tg, TG_SEND_MESSAGE, body, res);
 out:
 	if (body != NULL)
 		secmem_wipe(body, REQUEST_MAX);
@@ -395,7 +670,7 @@ enum tg_status tg_delete_message(struct tg *tg, const char *chat_id, long long m
 		snprintf(res->description, sizeof res->description, "chat id too long");
 		return TG_REFUSED;
 	}
-	return call(tg, "deleteMessage", body, res);
+	return call(tg, TG_DELETE_MESSAGE, body, res);
 }
 
 /* One queued or running call of a batch. */
@@ -403,9 +678,10 @@ struct xfer {
 	struct xfer *next; /* in the queue */
 	char *url;         /* secret: holds the token */
 	char *body;
+	enum tg_method method;
 	void *tag;
 	CURL *easy;        /* while running */
-	struct reply_buf *rb;
+	struct exchange *ex;
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -450,7 +726,7 @@ static void xfer_free(struct xfer *x)
 {
 	secmem_free_str(x->url);
 	free(x->body);
-	free(x->rb);
+	free(x->ex);
 	free(x);
 }
 
@@ -512,9 +788,10 @@ int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long
 	if (x == NULL)
 		return -1;
 	x->tag = tag;
+	x->method = n == 1 ? TG_DELETE_MESSAGE : TG_DELETE_MESSAGES;
 	x->body = strdup(body);
-	if (x->body == NULL || asprintf(&x->url, "%s%s", b->tg->url_prefix,
-					n == 1 ? "deleteMessage" : "deleteMessages") < 0) {
+	if (x->body == NULL ||
+	    asprintf(&x->url, "%s%s", b->tg->url_prefix, method_names[x->method]) < 0) {
 		x->url = NULL;
 		xfer_free(x);
 		return -1;
@@ -532,12 +809,14 @@ static int start_next(struct tg_batch *b)
 {
 	struct xfer *x = b->head;
 
-	if (x->rb == NULL && (x->rb = calloc(1, sizeof *x->rb)) == NULL)
+	if (x->ex == NULL && (x->ex = calloc(1, sizeof *x->ex)) == NULL)
 		return -1;
 	if (b->nidle == 0)
 		return -1;
+	x->ex->body = x->body;
+	x->ex->body_len = strlen(x->body);
 	x->easy = b->idle[--b->nidle];
-	prepare(b->tg, x->easy, x->url, x->body, x->rb, x->errbuf);
+	prepare(b->tg, x->easy, x->url, x->ex, x->errbuf);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
 	if (curl_multi_add_handle(b->multi, x->easy) != CURLM_OK) {
 		b->idle[b->nidle++] = x->easy;
@@ -567,7 +846,7 @@ static int reap_finished(struct tg_batch *b, tg_batch_done_fn done, void *ctx)
 			continue;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
 		memset(&res, 0, sizeof res);
-		conclude(b->tg, easy, rc, x->rb, x->errbuf, &res);
+		conclude(b->tg, x->method, easy, rc, x->ex, x->errbuf, &res);
 		curl_multi_remove_handle(b->multi, easy);
 		b->idle[b->nidle++] = easy;
 		b->running--;

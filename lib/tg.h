@@ -16,16 +16,37 @@ enum tg_status {
 	TG_SERVER_ERROR, /* 5xx, or a reply that is not the Bot API's JSON */
 	TG_TIMEOUT,      /* no complete answer in time: the call may or may not have taken effect */
 	TG_UNREACHABLE,  /* nothing was sent: could not connect (refused, DNS, TLS) */
-	TG_NO_ANSWER,    /* the connection broke after the request went out: it may have taken effect */
+	TG_NO_ANSWER,    /* the connection broke after the request went out: it may have taken
+			  * effect. The request is never sent a second time (see tg_send_message) */
+	TG_BAD_REPLY,    /* an answer that cannot be believed: not the Bot API's JSON (below 500), or
+			  * a success without what it must carry (sendMessage: a message_id in
+			  * [1, TG_MESSAGE_ID_MAX]; deleteMessage(s): result true). It may have taken
+			  * effect */
 };
+
+/* The methods we call; each has its own rule for what a success carries. */
+enum tg_method {
+	TG_SEND_MESSAGE,
+	TG_DELETE_MESSAGE,
+	TG_DELETE_MESSAGES,
+};
+
+/* Bounds on numbers from the Bot API, which are untrusted. */
+#define TG_MESSAGE_ID_MAX 9007199254740991LL /* 2^53 - 1: exact in every JSON reader */
+#define TG_RETRY_AFTER_MAX 2147483           /* s: retry_after saturates here (INT_MAX ms) */
+#define TG_DESCRIPTION_MAX 200               /* bytes of Telegram's description kept, then "…" */
 
 struct tg_result {
 	enum tg_status status;
 	long http_status;        /* 0 when no HTTP answer came */
-	int error_code;          /* Telegram's error_code, or 0 */
-	int retry_after_s;       /* for TG_RETRY_AFTER */
-	long long message_id;    /* sendMessage: the new message's id */
-	char description[256];   /* Telegram's description, or our reason; never holds the token */
+	int error_code;          /* Telegram's error_code when in 400..599, else the HTTP status when
+				  * in 400..599, else 0 */
+	int retry_after_s;       /* for TG_RETRY_AFTER: in [1, TG_RETRY_AFTER_MAX] */
+	long long message_id;    /* sendMessage with TG_OK: in [1, TG_MESSAGE_ID_MAX] */
+	/* Telegram's description, or our reason: valid UTF-8 of at most TG_DESCRIPTION_MAX bytes
+	 * (plus "…" when cut), without control characters, and never holding the token's secret
+	 * or any 4-byte piece of it. Fit for a client's answer and a log line as it is. */
+	char description[256];
 };
 
 struct tg;
@@ -43,11 +64,15 @@ void tg_free(struct tg *tg);
 void tg_set_paid_broadcast(struct tg *tg, int on);
 
 /* sendMessage with parse_mode HTML and protect_content. text holds the OTP: every buffer this
- * call fills with it (the request and Telegram's echo of it) is wiped before return. */
+ * call fills with it (the request and Telegram's echo of it) is wiped before return.
+ * At most one sendMessage reaches the Bot API per call, whatever the connection does: libcurl
+ * would repeat a POST on a fresh connection when a kept-alive one closes after the request went
+ * out; this client refuses that (TG_NO_ANSWER instead). */
 enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *html_text,
 			       struct tg_result *res);
 
-/* deleteMessage. */
+/* deleteMessage. Unlike a send, libcurl may repeat it on a fresh connection when a kept-alive
+ * one closes after the request went out: a second deletion is answered "not found". */
 enum tg_status tg_delete_message(struct tg *tg, const char *chat_id, long long message_id,
 				 struct tg_result *res);
 
@@ -83,11 +108,22 @@ int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long
 int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tick, void *ctx,
 		 const volatile sig_atomic_t *stop);
 
-/* Reads a Bot API reply (status and body) into res. Exposed for unit tests. */
-void tg_parse_reply(long http_status, const char *body, size_t len, struct tg_result *res);
+/* Reads the Bot API's reply to method (HTTP status and body) into res, which it clears first.
+ * Every number is range-checked and the description cleaned with tg_clean_text (token may be
+ * NULL). Exposed for unit tests and fuzzing. */
+void tg_parse_reply(enum tg_method method, long http_status, const char *body, size_t len,
+		    const char *token, struct tg_result *res);
+
+/* Writes src[0..len) to dst (cap >= 4 bytes; the result is NUL-terminated) fit for a client's
+ * answer or a log line: invalid UTF-8 becomes '?', control characters (C0, DEL, C1, line and
+ * paragraph separators, bidirectional overrides) become spaces, every run of 4 or more bytes of
+ * token's secret (the part after its last ':', or all of it) becomes "***" (token may be NULL),
+ * and the result is cut on a character boundary to TG_DESCRIPTION_MAX bytes, then "…". Only
+ * the first 1 KiB of src is read. */
+void tg_clean_text(char *dst, size_t cap, const char *src, size_t len, const char *token);
 
 /* "ok", "not_found", "refused", "retry_after", "server_error", "timeout", "unreachable",
- * "no_answer". */
+ * "no_answer", "bad_reply". */
 const char *tg_status_name(enum tg_status st);
 
 /* Appends s as a JSON string literal (with quotes) to buf at *len, within cap.

@@ -11,6 +11,7 @@ Options
   --latency-ms N         delay before every Bot API answer (default 0)
   --config JSON          initial fault configuration, same keys as POST /_control/config
   --max-log N            keep at most the last N entries in the requests log (default 100000)
+  --sandbox-db PATH      the gateway's database, for GET /_control/sandbox (config sandbox_db)
   --verbose              log every HTTP request to stderr
 On start it prints "fakebot listening on http://HOST:PORT" to stdout; SIGTERM/SIGINT exit 0.
 
@@ -37,20 +38,44 @@ Control API (JSON, same port):
       "server_errors": {"count": C, "status": 502}   the next C calls answer 500/502/503
       "down_s": D                          during D seconds close every Bot API connection
                                            without an answer (0 ends it)
+      "close_after_read": {"count": C, "methods": ["sendMessage"]}
+                                           the next C calls (of these methods; all without
+                                           "methods") are read in full, logged, and their
+                                           connection closed without an answer; the call takes
+                                           no effect (null clears)
+      "canned_replies": {"count": C, "methods": [...], "status": S, "body": "..."}
+                                           the next C calls (of these methods) get HTTP status S
+                                           (default 200) and body verbatim (a string: it may be
+                                           any bytes, not only valid JSON) as a JSON reply; the
+                                           call takes no effect (null clears)
       "unknown_chats": ["111"], "blocked_chats": ["222"]   replace the sets
       "reset": true                        empty the messages and the requests log, and go
                                            back to the faults given on the command line
+      "sandbox_db": PATH                   the gateway's SQLite file, read (read-only) for the
+                                           delete_at of each message (null: none)
   GET  /_control/messages[?chat_id=123]    {"messages":[{"chat_id","message_id","text",
                                            "raw_text","parse_mode","protect_content",
                                            "sent_at","deleted_at"}, ...]}
   POST /_control/backdate  {"chat_id":"123","message_id":1,"seconds":200000}
                                            subtracts seconds from that message's sent_at
   GET  /_control/requests[?method=sendMessage]   {"requests":[{"method","at","answered_at",
-                                           "status","params"}, ...]} in arrival order
-                                           ("at": when the kernel received the request);
-                                           status is null when the connection was closed
-Order of the checks for a Bot API call: down, delay (latency + hang), server_errors, token
-(401), method (404), flood (429), then the method itself.
+                                           "status","params","client_port"}, ...]} in arrival
+                                           order ("at": when the kernel received the request);
+                                           status is null when the connection was closed;
+                                           client_port tells connections apart
+  GET  /_control/sandbox[?since=V&wait=S]  what the gateway's /sandbox page shows (read-only):
+                                           {"version","now","bot","error","chats":[{"chat_id",
+                                           "chat","messages":[{"message_id","text","entities",
+                                           "protect_content","sent_at","delete_at",
+                                           "first_delete_at","deleted_at"}]}]}; text and
+                                           entities as a Telegram
+                                           client gets them (entity offsets in UTF-16 units);
+                                           delete_at from "sandbox_db", null until its row is
+                                           seen; first_delete_at: the earlier one, when it
+                                           moved (a revoke), else null. With since, waits up to S seconds (0-25) for a
+                                           version after V (long polling). Times: Unix seconds.
+Order of the checks for a Bot API call: down, close_after_read, delay (latency + hang),
+canned_replies, server_errors, token (401), method (404), flood (429), then the method itself.
 """
 import argparse
 import collections
@@ -60,13 +85,14 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import struct
 import sys
 import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 BOT_NAME, BOT_USERNAME = "OTP Sandbox Bot", "otp_sandbox_bot"
 TOKEN_RE = re.compile(r"(\d+):[A-Za-z0-9_-]+")
@@ -76,7 +102,12 @@ SERVER_ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service
                  504: "Gateway Timeout"}
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 CONFIG_KEYS = {"latency_ms", "method_latency_ms", "hang_s", "flood", "flood_methods",
-               "server_errors", "down_s", "unknown_chats", "blocked_chats", "reset"}
+               "server_errors", "down_s", "close_after_read", "canned_replies",
+               "unknown_chats", "blocked_chats", "reset", "sandbox_db"}
+SANDBOX_MAX_WAIT_S = 25      # longest a GET /_control/sandbox?since=... is held open
+SANDBOX_LOOKUP_S = 0.1       # how often a held request looks for delete_at in the database
+SANDBOX_LOOKUP_FOR_S = 10    # a message without a row after this long is not the gateway's
+SANDBOX_MAX_CHATS, SANDBOX_MAX_MESSAGES = 50, 100
 
 
 class ApiError(Exception):
@@ -124,9 +155,26 @@ def decode_entity(text, i):
     return char, j + 1 if j < n and text[j] == ";" else j
 
 
-def parse_html(text):
-    """Validate Telegram HTML and return the plain text; raise ValueError(reason) if invalid."""
+# what each tag becomes in Telegram's message entities
+TAG_ENTITIES = {"b": "bold", "strong": "bold", "i": "italic", "em": "italic",
+                "u": "underline", "ins": "underline", "s": "strikethrough",
+                "strike": "strikethrough", "del": "strikethrough", "span": "spoiler",
+                "tg-spoiler": "spoiler", "code": "code", "pre": "pre", "a": "text_link",
+                "blockquote": "blockquote"}
+
+
+def parse_html(text, entities=None):
+    """Validate Telegram HTML and return the plain text; raise ValueError(reason) if invalid.
+    When entities is a list, the message entities (Telegram's shapes, offsets and lengths in
+    UTF-16 code units, as Telegram counts) are appended to it, ordered by offset."""
     out, stack, i, n = [], [], 0, len(text)
+    opened = []  # beside stack: (UTF-16 offset where the tag began, its attributes)
+    u16 = 0      # UTF-16 length of out
+
+    def emit(s):
+        nonlocal u16
+        out.append(s)
+        u16 += len(s.encode("utf-16-le", "surrogatepass")) // 2
 
     def at(k):
         return len(text[:k].encode("utf-8", "surrogatepass"))
@@ -143,11 +191,11 @@ def parse_html(text):
             if decoded is None:
                 m = re.match(r"&#?[A-Za-z0-9]*;?", text[i:])
                 raise ValueError(f'Unsupported HTML entity "{m.group(0)}" at byte offset {at(i)}')
-            out.append(decoded[0])
+            emit(decoded[0])
             i = decoded[1]
             continue
         if c != "<":
-            out.append(c)
+            emit(c)
             i += 1
             continue
         begin = i
@@ -166,6 +214,9 @@ def parse_html(text):
             if name and name != expected:
                 raise ValueError(f'Unmatched end tag at byte offset {at(begin)}, expected '
                                  f'"</{expected}>", found "</{name}>"')
+            start, attrs = opened.pop()
+            if entities is not None:
+                add_entity(entities, expected, start, u16 - start, attrs, opened, stack)
             continue
         i += 1  # start tag
         while i < n and text[i] not in HTML_SPACES and text[i] != ">":
@@ -175,7 +226,7 @@ def parse_html(text):
         name = text[begin + 1:i].lower()
         if name not in HTML_TAGS:
             raise ValueError(f'Unsupported start tag "{name}" at byte offset {at(begin)}')
-        argument = ""
+        argument, attrs = "", {}
         while True:  # attributes
             i = skip_spaces(i)
             if i >= n:
@@ -221,21 +272,61 @@ def parse_html(text):
                 raise ValueError(f"Unclosed start tag at byte offset {at(begin)}")
             if name == "span" and attr == "class" and value.startswith("tg-"):
                 argument = value[3:]
+            attrs[attr.lower()] = value
         i += 1  # the '>'
         if name == "span" and argument != "spoiler":
             raise ValueError(f'Tag "span" must have class "tg-spoiler" at byte offset {at(begin)}')
         stack.append(name)
+        opened.append((u16, attrs))
     if stack:
         raise ValueError(f'Can\'t find end tag corresponding to start tag "{stack[-1]}"')
+    if entities is not None:
+        entities.sort(key=lambda e: (e["offset"], -e["length"]))
     return "".join(out)
+
+
+def add_entity(entities, tag, offset, length, attrs, opened, stack):
+    """The entity of a closed tag (none when empty, as Telegram drops those). A <code> with a
+    language-* class right inside <pre> gives its language to the pre entity instead."""
+    kind = TAG_ENTITIES[tag]
+    entity = {"type": kind, "offset": offset, "length": length}
+    if kind == "code" and stack and stack[-1] == "pre":
+        language = attrs.get("class", "")
+        if language.startswith("language-") and len(language) > 9:
+            opened[-1][1]["=language"] = language[9:]
+            return
+    if kind == "pre" and attrs.get("=language"):
+        entity["language"] = attrs["=language"]
+    if kind == "text_link":
+        if not attrs.get("href"):
+            return
+        entity["url"] = attrs["href"]
+    if length > 0:
+        entities.append(entity)
+
+
+def strip_entities(text, entities):
+    """(text stripped as sendMessage strips it, the entities moved and clipped to match)."""
+    lead = len(text) - len(text.lstrip(" \t\r\n"))
+    stripped = text.strip(" \t\r\n")
+    end16 = len(stripped.encode("utf-16-le", "surrogatepass")) // 2
+    moved = []
+    for e in entities:
+        start, end = max(0, e["offset"] - lead), min(end16, e["offset"] + e["length"] - lead)
+        if end > start:
+            moved.append(dict(e, offset=start, length=end - start))
+    return stripped, moved
 
 
 # ---------------------------------------------------------------- state and faults
 class State:
     def __init__(self, startup_config, max_log):
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # notified when version moves
+        self.version = 0  # counts changes to what GET /_control/sandbox shows; never goes back
         self.startup_config, self.max_log = startup_config, max_log
-        self.clear()
+        with self.lock:
+            self.clear()
         err = self.configure(startup_config)
         if err:
             raise SystemExit(f"fakebot: --config: {err}")
@@ -249,7 +340,20 @@ class State:
         self.flood, self.flood_methods = None, set()
         self.server_errors = None  # [count, status]
         self.down_until = 0.0
+        self.close_after_read = None  # {"count", "methods"}
+        self.canned_replies = None    # {"count", "methods", "status", "body"}
         self.unknown_chats, self.blocked_chats = set(), set()
+        self.chats = {}       # chat key -> the chat object sendMessage answered
+        self.delete_at = {}   # (chat key, message id) -> the gateway's delete_at (s), once seen
+        self.first_delete_at = {}  # the same, where delete_at moved since (a revoke)
+        self.sandbox_db = None
+        self.touch()
+
+    def touch(self):
+        """A change of what GET /_control/sandbox shows: wakes the requests waiting for one.
+        Caller holds the lock (or is __init__)."""
+        self.version += 1
+        self.changed.notify_all()
 
     def configure(self, cfg):
         """Merge a control-API config object; returns an error string or None."""
@@ -295,10 +399,30 @@ class State:
                                   if se else None)
         if "down_s" in cfg:
             self.down_until = now + float(cfg["down_s"]) if cfg["down_s"] else 0.0
+        if "close_after_read" in cfg:
+            c = cfg["close_after_read"]
+            self.close_after_read = ({"count": int(c.get("count", 1)),
+                                      "methods": {str(m).lower() for m in c.get("methods") or []}}
+                                     if c else None)
+        if "canned_replies" in cfg:
+            c = cfg["canned_replies"]
+            if c:
+                body = c.get("body", "")
+                if not isinstance(body, str):
+                    raise TypeError("canned_replies.body must be a string")
+                self.canned_replies = {"count": int(c.get("count", 1)),
+                                       "methods": {str(m).lower() for m in c.get("methods") or []},
+                                       "status": int(c.get("status", 200)),
+                                       "body": body.encode("utf-8", "surrogateescape")}
+            else:
+                self.canned_replies = None
         if "unknown_chats" in cfg:
             self.unknown_chats = {str(c) for c in cfg["unknown_chats"] or []}
         if "blocked_chats" in cfg:
             self.blocked_chats = {str(c) for c in cfg["blocked_chats"] or []}
+        if "sandbox_db" in cfg:
+            self.sandbox_db = str(cfg["sandbox_db"]) if cfg["sandbox_db"] else None
+            self.touch()
 
     def snapshot(self):
         now = time.time()
@@ -312,8 +436,29 @@ class State:
                     "server_errors": dict(zip(("count", "status"), self.server_errors))
                     if self.server_errors else None,
                     "down_remaining_s": max(0.0, self.down_until - now),
+                    "close_after_read": self.counted_view(self.close_after_read),
+                    "canned_replies": self.counted_view(self.canned_replies),
                     "unknown_chats": sorted(self.unknown_chats),
                     "blocked_chats": sorted(self.blocked_chats)}
+
+    @staticmethod
+    def counted_view(fault):
+        if not fault:
+            return None
+        view = {k: v for k, v in fault.items() if k != "body"}
+        view["methods"] = sorted(fault["methods"])
+        return view
+
+    def take_counted(self, name, method):
+        """The fault called name if it applies to this call (consuming one of its count)."""
+        with self.lock:
+            f = getattr(self, name)
+            if not f or f["count"] <= 0 or (f["methods"] and method.lower() not in f["methods"]):
+                return None
+            f["count"] -= 1
+            if f["count"] <= 0:
+                setattr(self, name, None)
+            return f
 
     def delay_for(self, method):
         with self.lock:
@@ -429,6 +574,8 @@ def m_send_message(state, params, bot_id):
             "chat_id": key, "message_id": mid, "text": text, "raw_text": raw_text,
             "parse_mode": parse_mode, "protect_content": protect,
             "sent_at": now, "deleted_at": None}
+        state.chats[key] = chat
+        state.touch()
     result = {"message_id": mid,
               "from": {"id": bot_id, "is_bot": True, "first_name": BOT_NAME,
                        "username": BOT_USERNAME},
@@ -446,6 +593,7 @@ def delete_one(state, key, mid, now):
     if now - msg["sent_at"] > MAX_DELETE_AGE:
         return "message can't be deleted for everyone"
     msg["deleted_at"] = now
+    state.touch()
     return None
 
 
@@ -456,6 +604,7 @@ def m_delete_message(state, params, bot_id):
     if mid is None:
         raise bad_request("message identifier is not specified")
     key, _ = chat_of(state, params)
+    learn_delete_at(state, key, [mid])  # for the sandbox page, which shows it after the deletion
     with state.lock:
         err = delete_one(state, key, mid, time.time())
     if err:
@@ -479,6 +628,7 @@ def m_delete_messages(state, params, bot_id):
     if len(ids) > 100:
         raise bad_request("too many message identifiers specified")
     key, _ = chat_of(state, params)
+    learn_delete_at(state, key, [as_message_id(v) for v in ids])
     now = time.time()
     with state.lock:
         deleted = sum(delete_one(state, key, as_message_id(v), now) is None for v in ids)
@@ -490,6 +640,106 @@ def m_delete_messages(state, params, bot_id):
 # Telegram's method names are case-insensitive
 METHODS = {"getme": m_get_me, "sendmessage": m_send_message,
            "deletemessage": m_delete_message, "deletemessages": m_delete_messages}
+
+
+# ---------------------------------------------------------------- the sandbox page's view
+# GET /_control/sandbox is what the gateway's /sandbox page shows (lighttpd passes
+# /sandbox/messages here in sandbox mode): each chat with its messages as a Telegram client
+# renders them (plain text and entities), and the delete_at the gateway stored for each, read
+# from its database (config "sandbox_db"; Telegram itself never knows it).
+def chat_matches(row_chat, key):
+    """The store keeps chat_id as the client named it: 123 or "123", @Name in any case."""
+    row_chat = str(row_chat)
+    if key.startswith("@"):
+        return row_chat.lower() == key.lower()
+    return re.fullmatch(r"-?\d+", row_chat) is not None and str(int(row_chat)) == key
+
+
+def learn_delete_at(state, key=None, message_ids=()):
+    """Reads the gateway's delete_at from its pending_deletions: for these messages of chat
+    key, again (just before they are deleted: the row goes once we confirm, and a revoke has
+    moved its delete_at to the revoke's moment), or else for every fresh one that lacks it.
+    A change moves the version. Returns an error string, or None."""
+    with state.lock:
+        db = state.sandbox_db
+        if key is not None:
+            wanted = [(key, mid) for mid in message_ids]
+        else:
+            horizon = time.time() - SANDBOX_LOOKUP_FOR_S
+            wanted = [k for k, m in state.messages.items() if m["deleted_at"] is None
+                      and m["sent_at"] > horizon and k not in state.delete_at]
+    if db is None or not wanted:
+        return None
+    ids = sorted({mid for _, mid in wanted})
+    try:
+        con = sqlite3.connect(f"file:{quote(db)}?mode=ro", uri=True, timeout=1)
+        try:
+            rows = con.execute("SELECT chat_id, message_id, delete_at_ms FROM pending_deletions"
+                               " WHERE message_id IN (%s)" % ",".join("?" * len(ids)),
+                               ids).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        return f"{db}: {e}"
+    found = {}
+    for k in wanted:
+        for chat, mid, at_ms in rows:
+            if mid == k[1] and chat_matches(chat, k[0]) and isinstance(at_ms, int):
+                found[k] = at_ms / 1000.0
+    with state.lock:
+        changed = {k: at for k, at in found.items() if state.delete_at.get(k) != at}
+        for k, at in changed.items():
+            if k in state.delete_at:
+                state.first_delete_at.setdefault(k, state.delete_at[k])
+            state.delete_at[k] = at
+        if changed:
+            state.touch()
+    return None
+
+
+def sandbox_view(state, since, wait_s):
+    """Waits up to wait_s for the version to pass since, then returns the page's view. While a
+    fresh message lacks its delete_at (the gateway writes its row right after our answer),
+    looks for it every SANDBOX_LOOKUP_S."""
+    deadline = time.monotonic() + wait_s
+    error = learn_delete_at(state)
+    while True:
+        with state.lock:
+            horizon = time.time() - SANDBOX_LOOKUP_FOR_S
+            pending = state.sandbox_db is not None and any(
+                m["deleted_at"] is None and m["sent_at"] > horizon and k not in state.delete_at
+                for k, m in state.messages.items())
+            left = deadline - time.monotonic()
+            if state.version > since or left <= 0:
+                return view_locked(state, error)
+            state.changed.wait(min(left, SANDBOX_LOOKUP_S) if pending else left)
+        if pending:
+            error = learn_delete_at(state)
+
+
+def view_locked(state, error):
+    chats = collections.OrderedDict()
+    for (key, mid), m in state.messages.items():
+        chats.setdefault(key, []).append(((key, mid), m))
+    out = []
+    for key, msgs in list(chats.items())[-SANDBOX_MAX_CHATS:]:
+        shown = []
+        for k, m in msgs[-SANDBOX_MAX_MESSAGES:]:
+            text, entities = m["text"], []
+            if str(m["parse_mode"] or "").lower() == "html":
+                try:
+                    text, entities = strip_entities(parse_html(m["raw_text"], entities), entities)
+                except ValueError:  # it was accepted when sent, so it parses
+                    text, entities = m["text"], []
+            shown.append({"message_id": m["message_id"], "text": text, "entities": entities,
+                          "protect_content": m["protect_content"], "sent_at": m["sent_at"],
+                          "delete_at": state.delete_at.get(k),
+                          "first_delete_at": state.first_delete_at.get(k),
+                          "deleted_at": m["deleted_at"]})
+        out.append({"chat_id": key, "chat": state.chats.get(key, {}), "messages": shown})
+    return {"version": state.version, "now": time.time(),
+            "bot": {"first_name": BOT_NAME, "username": BOT_USERNAME},
+            "error": error, "chats": out}
 
 
 # ---------------------------------------------------------------- HTTP
@@ -581,11 +831,16 @@ class Handler(BaseHTTPRequestHandler):
             params.update({k: v[0] for k, v in form.items()})
         return params
 
-    def send_json(self, status, obj):
-        data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    def send_json(self, status, obj, headers=()):
+        self.send_raw(status, json.dumps(obj, ensure_ascii=False,
+                                         separators=(",", ":")).encode("utf-8"), headers)
+
+    def send_raw(self, status, data, headers=()):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -602,7 +857,7 @@ class Handler(BaseHTTPRequestHandler):
     def bot_call(self, token, method, query, body):
         state = self.server.state
         entry = {"method": method, "at": self.arrived_at, "answered_at": None, "status": None,
-                 "params": {}}
+                 "params": {}, "client_port": self.client_address[1]}
         try:
             entry["params"] = self.parse_params(query, body)
             parse_error = None
@@ -611,7 +866,7 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append(entry)
             down = time.time() < state.down_until
-        if down:  # unreachable: no answer at all
+        if down or state.take_counted("close_after_read", method):  # no answer at all
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -623,10 +878,17 @@ class Handler(BaseHTTPRequestHandler):
         delay = state.delay_for(method)
         if delay > 0:
             time.sleep(delay)
-        status, answer = self.answer(token, method, entry["params"], parse_error)
+        canned = state.take_counted("canned_replies", method)
+        if canned:
+            status = canned["status"]
+        else:
+            status, answer = self.answer(token, method, entry["params"], parse_error)
         sent = False
         try:
-            self.send_json(status, answer)
+            if canned:
+                self.send_raw(status, canned["body"])
+            else:
+                self.send_json(status, answer)
             sent = True
         finally:
             with state.lock:
@@ -678,6 +940,16 @@ class Handler(BaseHTTPRequestHandler):
                 msgs = [dict(m) for m in state.messages.values()
                         if "chat_id" not in q or m["chat_id"] == q["chat_id"]]
             return self.send_json(200, {"messages": msgs})
+        if what == "sandbox":
+            try:
+                since = int(q.get("since", "-1"))
+                wait_s = float(q.get("wait", "0"))
+                if not 0 <= wait_s <= SANDBOX_MAX_WAIT_S:
+                    raise ValueError
+            except ValueError:
+                return self.send_json(400, {"ok": False, "description": "bad since or wait"})
+            return self.send_json(200, sandbox_view(state, since, wait_s),
+                                  (("Cache-Control", "no-store"),))
         if what == "requests":
             with state.lock:
                 reqs = [dict(r) for r in state.requests
@@ -694,6 +966,7 @@ class Handler(BaseHTTPRequestHandler):
                 if msg is not None:
                     msg["sent_at"] -= seconds
                     sent_at = msg["sent_at"]
+                    state.touch()
             if msg is None:
                 return self.send_json(404, {"ok": False, "description": "no such message"})
             return self.send_json(200, {"ok": True, "sent_at": sent_at})
@@ -723,6 +996,7 @@ def main():
     ap.add_argument("--latency-ms", type=float, default=0)
     ap.add_argument("--config", default="{}", help="JSON, as POST /_control/config")
     ap.add_argument("--max-log", type=int, default=100000)
+    ap.add_argument("--sandbox-db")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     # hand the interpreter lock over every 0.5 ms (not 5): arrival times stay accurate while
@@ -734,6 +1008,8 @@ def main():
         ap.error(f"--config: {e}")
     if isinstance(config, dict) and args.latency_ms and "latency_ms" not in config:
         config["latency_ms"] = args.latency_ms
+    if isinstance(config, dict) and args.sandbox_db and "sandbox_db" not in config:
+        config["sandbox_db"] = args.sandbox_db
     if args.token is not None and not TOKEN_RE.fullmatch(args.token):
         ap.error("--token must look like <digits>:<letters, digits, _ or ->")
 

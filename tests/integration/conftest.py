@@ -1,7 +1,12 @@
-"""Integration harness: real lighttpd + otp-fcgi + otp-deleter against the Bot API emulator.
+"""Integration harness: a real web server + otp-fcgi + otp-deleter against the Bot API emulator.
 
 Every gateway runs in its own directory under /dev/shm (tmpfs, like production), on free
 loopback ports, and is torn down with its processes and files after the test.
+
+The front end (the web server and how otp-fcgi runs behind it) is started by conf/serve.sh
+from the shipped config, as `make run SERVER=...` starts it: lighttpd (the default; the
+environment's OTP_FRONTEND changes it for a whole run), nginx, apache, apache-fcgid. The
+`frontend` fixture names it; test_frontends.py runs its black-box suite through every one.
 
 OTP_TEST_STORE=redis runs every gateway against a real redis-server (started once for the
 session on a unix socket and a loopback port, each gateway under a key prefix of its own)
@@ -20,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+import pwd
 
 import pytest
 
@@ -30,6 +36,22 @@ TOKEN_SECRET = "TESTtoken-SECRET_abcdefghijklmnopqrstuv"
 TOKEN = "123456789:" + TOKEN_SECRET
 # sanitizer builds run slower: deadlines are widened, never dropped
 SLOW = 3.0 if ("asan" in str(BUILD) or "tsan" in str(BUILD)) else 1.0
+
+# conf/serve.sh's front ends, and the programs each needs
+FRONTENDS = {"lighttpd": ["lighttpd"], "nginx": ["nginx", "spawn-fcgi"],
+             "apache": ["apache2", "spawn-fcgi"], "apache-fcgid": ["apache2"]}
+DEFAULT_FRONTEND = os.environ.get("OTP_FRONTEND", "lighttpd")
+assert DEFAULT_FRONTEND in FRONTENDS, f"OTP_FRONTEND={DEFAULT_FRONTEND}: one of {list(FRONTENDS)}"
+# started as root, Apache runs mod_fcgid's otp-fcgi processes as this user
+WEB_USER = "www-data"
+
+
+def frontend_missing(frontend):
+    """Why this front end cannot run here (a program is missing), or None."""
+    missing = [p for p in FRONTENDS[frontend] if not shutil.which(p, path="/usr/sbin:/usr/bin:/sbin:/bin")]
+    if frontend == "apache-fcgid" and not Path("/usr/lib/apache2/modules/mod_fcgid.so").exists():
+        missing.append("mod_fcgid (libapache2-mod-fcgid)")
+    return f"{frontend}: not installed: {', '.join(missing)}" if missing else None
 
 
 def free_port():
@@ -198,11 +220,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 class Gateway:
-    """lighttpd (spawning otp-fcgi) and otp-deleter with one database."""
+    """A front end (conf/serve.sh FRONTEND: the web server and otp-fcgi) and otp-deleter with
+    one database. `layout` names where the programs and configs are: the source tree (default),
+    or an installed tree ({"bin": ..., "share": ...})."""
 
-    def __init__(self, workdir, bot, env=None):
+    def __init__(self, workdir, bot, env=None, frontend=None, layout=None):
         self.dir = Path(workdir)
         self.bot = bot
+        self.frontend = frontend or DEFAULT_FRONTEND
+        layout = layout or {}
+        self.bin = Path(layout.get("bin", BUILD))
+        self.serve = Path(layout.get("share", ROOT)) / "conf/serve.sh"
         self.port = free_port()
         self.db_path = str(self.dir / "pending.db")
         (self.dir / "run").mkdir()
@@ -210,9 +238,9 @@ class Gateway:
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
-            "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"),
+            "OTP_FCGI_BIN": str(self.bin / "otp-fcgi"),
             "OTP_RUN_DIR": str(self.dir / "run"),
-            "OTP_WWW_DIR": str(ROOT / "www"),
+            "OTP_WWW_DIR": str(Path(layout.get("share", ROOT)) / "www"),
             "TELEGRAM_BOT_TOKEN": TOKEN,
             "TELEGRAM_API_BASE": bot.url,
             "TELEGRAM_TIMEOUT_SECONDS": "2",
@@ -224,9 +252,23 @@ class Gateway:
         }
         self.env.update(env or {})
         self.redis = self.redis_prefix = None  # set by make_gateway for a Redis store
-        self.lighttpd = None
+        self.lighttpd = None  # the front end's process (conf/serve.sh), whichever it is
         self.deleter = None
         self.logs = {}
+        # mod_fcgid's otp-fcgi runs as Apache's user when we are root: it and otp-deleter
+        # share the database, so the deleter runs as that user too, in a directory of its own
+        self.as_user = []
+        if self.frontend == "apache-fcgid" and os.geteuid() == 0:
+            user = pwd.getpwnam(WEB_USER)
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self.as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                            "--clear-groups"]
+        if os.geteuid() == 0:
+            # the web server's workers reach the sockets (and mod_fcgid the database)
+            for d in (self.dir, *self.dir.parents):
+                if str(d) in ("/", "/dev/shm", "/tmp"):
+                    break
+                os.chmod(d, os.stat(d).st_mode | 0o111)
 
     def start(self, deleter=True):
         self.start_lighttpd()
@@ -243,7 +285,11 @@ class Gateway:
         return proc
 
     def start_lighttpd(self):
-        self.lighttpd = self._spawn("lighttpd", ["lighttpd", "-D", "-f", str(ROOT / "lighttpd.conf")])
+        """Starts the front end (the name is older than the other front ends)."""
+        reason = frontend_missing(self.frontend)
+        if reason:
+            pytest.skip(reason)
+        self.lighttpd = self._spawn(self.frontend, [str(self.serve), self.frontend])
 
         def up():
             assert self.lighttpd.poll() is None, self.log_text()
@@ -251,10 +297,12 @@ class Gateway:
                 return self.get("/").status == 200
             except OSError:
                 return False
-        wait_until(up, 10 * SLOW, "lighttpd to answer")
+        wait_until(up, 10 * SLOW, f"{self.frontend} to answer")
+
+    start_frontend = start_lighttpd
 
     def start_deleter(self, *args):
-        self.deleter = self._spawn("deleter", [str(BUILD / "otp-deleter"), *args])
+        self.deleter = self._spawn("deleter", [*self.as_user, str(self.bin / "otp-deleter"), *args])
 
     def stop_deleter(self, sig=signal.SIGTERM):
         stop_process(self.deleter, sig)
@@ -285,6 +333,11 @@ class Gateway:
     def send_otp(self, payload, source=None, content_type="application/json"):
         return self.request("POST", "/send-otp", body=payload,
                             headers={"Content-Type": content_type}, source=source)
+
+    def send_pids(self):
+        """The pids of the otp-fcgi processes that answered POST /send-otp (from their logs)."""
+        return {line["pid"] for line in self.log_lines()
+                if line.get("message") == "request" and line.get("path") == "/send-otp"}
 
     def db_rows(self, sql="SELECT chat_id, message_id, delete_at_ms, attempts FROM pending_deletions"):
         if self.redis is not None:
@@ -338,14 +391,17 @@ class Gateway:
 
     def children_left(self):
         """otp-fcgi processes of this gateway still alive (lighttpd puts each child in a
-        process group of its own, so they are found by the run directory in their environment)."""
-        marker = f"OTP_RUN_DIR={self.dir / 'run'}".encode()
+        process group of its own, so they are found by the run directory in their environment;
+        mod_fcgid's get no environment but the env file under it)."""
+        markers = (f"OTP_RUN_DIR={self.dir / 'run'}".encode(),
+                   f"OTP_ENV_FILE={self.dir / 'run'}/otp-gateway.env".encode())
         found = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 if " Z " in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:3]:
                     continue  # a zombie waits for its reaper, it runs nothing
-                if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                if any(m in environ for m in markers):
                     found.append(int(pid))
             except OSError:
                 pass
@@ -355,7 +411,8 @@ class Gateway:
         stop_process(self.lighttpd)
         stop_process(self.deleter)
         try:
-            wait_until(lambda: not self.children_left(), 10 * SLOW, "otp-fcgi to exit with lighttpd")
+            wait_until(lambda: not self.children_left(), 10 * SLOW,
+                   f"otp-fcgi to exit with {self.frontend}")
         finally:
             for pid in self.children_left():
                 os.kill(pid, signal.SIGKILL)
@@ -379,12 +436,58 @@ def bot(workdir):
     b.stop()
 
 
+def make_install(destdir, prefix="/usr/local"):
+    """`make install` of this build into destdir; returns the Gateway layout of the tree."""
+    p = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", "deps", "-o", str(BUILD / "otp-fcgi"),
+                        "-o", str(BUILD / "otp-deleter"), f"BUILD={BUILD}", f"PREFIX={prefix}",
+                        f"DESTDIR={destdir}", "install"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    tree = Path(f"{destdir}{prefix}")
+    return {"bin": str(tree / "bin"), "share": str(tree / "share/otp-gateway"), "prefix": str(tree)}
+
+
+@pytest.fixture(scope="session")
+def installed_tree():
+    """This build installed with `make install DESTDIR=...` (PREFIX /usr/local), once a run."""
+    d = tempfile.mkdtemp(prefix="otp-destdir-", dir="/dev/shm")
+    os.chmod(d, 0o755)
+    try:
+        yield make_install(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def container_image():
+    """The Docker image built with podman from the Dockerfile (tests/integration/container.py)."""
+    import container
+    if SLOW > 1:
+        pytest.skip("the image has a build of its own, not this sanitizer build: make test runs it")
+    reason = container.unavailable()
+    if reason:
+        pytest.skip(reason)
+    return container.build_image()
+
+
+@pytest.fixture(scope="session")
+def container_gateway_factory(container_image):
+    """container_gateway_factory(workdir, bot, env) -> a ContainerGateway, not yet started."""
+    import container
+    return lambda workdir, bot, env=None, **kw: container.ContainerGateway(workdir, bot, env, container_image, **kw)
+
+
 @pytest.fixture
-def make_gateway(workdir, bot, request):
+def frontend():
+    """The front end make_gateway starts (a module may override this fixture with params)."""
+    return DEFAULT_FRONTEND
+
+
+@pytest.fixture
+def make_gateway(workdir, bot, frontend, request):
     """make_gateway(env={...}, deleter=True) starts a gateway; all are stopped afterwards."""
     started = []
 
-    def make(env=None, deleter=True):
+    def make(env=None, deleter=True, frontend=frontend, layout=None):
         sub = Path(workdir) / f"gw{len(started)}"
         sub.mkdir()
         server = prefix = None
@@ -392,7 +495,7 @@ def make_gateway(workdir, bot, request):
             server = request.getfixturevalue("redis_server")
             prefix = f"{sub.parent.name}-{sub.name}:"
             env = {"OTP_STORE": server.url(prefix, unix=False), **(env or {})}
-        gw = Gateway(sub, bot, env)
+        gw = Gateway(sub, bot, env, frontend, layout)
         gw.redis, gw.redis_prefix = server, prefix
         started.append(gw)  # before start(): a failed start is cleaned up too
         gw.start(deleter)

@@ -1,5 +1,8 @@
-/* test_tg.c — lib/tg.h: reading Bot API replies, JSON quoting, status names, and a client that
- * cannot connect (without leaking the token into its description). */
+/* test_tg.c — lib/tg.h: reading Bot API replies (untrusted: every number range-checked, the
+ * description cleaned), JSON quoting, status names, a client that cannot connect (without
+ * leaking the token into its description), and a client whose kept-alive connection closes after
+ * the request went out (it must not send the request again). */
+#define _GNU_SOURCE /* strcasestr */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -8,6 +11,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +28,36 @@
 
 static void parse(long http, const char *body, struct tg_result *res)
 {
-	memset(res, 0, sizeof *res);
-	tg_parse_reply(http, body, strlen(body), res);
+	memset(res, 0xA5, sizeof *res); /* tg_parse_reply clears it */
+	tg_parse_reply(TG_SEND_MESSAGE, http, body, strlen(body), SECRET_TOKEN, res);
+}
+
+static void parse_delete(enum tg_method m, long http, const char *body, struct tg_result *res)
+{
+	memset(res, 0xA5, sizeof *res);
+	tg_parse_reply(m, http, body, strlen(body), SECRET_TOKEN, res);
+}
+
+/* A description fit for a client and a log: valid UTF-8, no control character, bounded, and
+ * nothing of the token's secret as long as 4 bytes. */
+static void assert_clean(const char *d)
+{
+	const char *secret = TOKEN_SECRET_PART;
+	char piece[5];
+	json_t *j;
+	size_t i;
+
+	assert_true(strlen(d) <= TG_DESCRIPTION_MAX + 3);
+	for (i = 0; d[i] != '\0'; i++)
+		assert_false((unsigned char)d[i] < 0x20 || d[i] == 0x7F);
+	for (i = 0; i + 4 <= strlen(secret); i++) {
+		memcpy(piece, secret + i, 4);
+		piece[4] = '\0';
+		assert_null(strstr(d, piece));
+	}
+	j = json_string(d); /* NULL unless valid UTF-8 */
+	assert_non_null(j);
+	json_decref(j);
 }
 
 /* ---- tg_parse_reply --------------------------------------------------------------------- */
@@ -42,14 +75,83 @@ static void ok_reply_gives_the_message_id(void **state)
 	assert_int_equal(res.error_code, 0);
 }
 
-static void ok_reply_with_result_true(void **state)
+static void delete_ok_needs_result_true(void **state)
+{
+	static const char *const unusable[] = {
+		"{\"ok\":true}",
+		"{\"ok\":true,\"result\":false}",
+		"{\"ok\":true,\"result\":\"true\"}",
+		"{\"ok\":true,\"result\":1}",
+		"{\"ok\":true,\"result\":{\"message_id\":1}}",
+	};
+	struct tg_result res;
+	size_t i;
+
+	(void)state;
+	parse_delete(TG_DELETE_MESSAGE, 200, "{\"ok\":true,\"result\":true}", &res);
+	assert_int_equal(res.status, TG_OK);
+	assert_int_equal(res.message_id, 0);
+	parse_delete(TG_DELETE_MESSAGES, 200, "{\"ok\":true,\"result\":true}", &res);
+	assert_int_equal(res.status, TG_OK);
+	for (i = 0; i < sizeof unusable / sizeof unusable[0]; i++) {
+		parse_delete(TG_DELETE_MESSAGES, 200, unusable[i], &res);
+		assert_int_equal(res.status, TG_BAD_REPLY);
+		assert_true(res.description[0] != '\0');
+		parse_delete(TG_DELETE_MESSAGE, 200, unusable[i], &res);
+		assert_int_equal(res.status, TG_BAD_REPLY);
+	}
+}
+
+/* sendMessage's success must carry a message id we can delete: a positive integer that every
+ * JSON reader holds exactly. Anything else is a 502, never a 200 with a row that deletes
+ * nothing. */
+static void send_ok_without_a_usable_message_id_is_a_bad_reply(void **state)
+{
+	static const char *const unusable[] = {
+		"{\"ok\":true}",
+		"{\"ok\":true,\"result\":true}",
+		"{\"ok\":true,\"result\":{}}",
+		"{\"ok\":true,\"result\":{\"message_id\":null}}",
+		"{\"ok\":true,\"result\":{\"message_id\":0}}",
+		"{\"ok\":true,\"result\":{\"message_id\":-1}}",
+		"{\"ok\":true,\"result\":{\"message_id\":-9223372036854775808}}",
+		"{\"ok\":true,\"result\":{\"message_id\":9007199254740992}}",  /* 2^53 */
+		"{\"ok\":true,\"result\":{\"message_id\":9223372036854775807}}",
+		"{\"ok\":true,\"result\":{\"message_id\":99999999999999999999}}", /* > int64 */
+		"{\"ok\":true,\"result\":{\"message_id\":42.0}}",
+		"{\"ok\":true,\"result\":{\"message_id\":4.2e1}}",
+		"{\"ok\":true,\"result\":{\"message_id\":\"42\"}}",
+		"{\"ok\":true,\"result\":{\"message_id\":true}}",
+		"{\"ok\":true,\"result\":{\"message_id\":[42]}}",
+		"{\"ok\":true,\"result\":[{\"message_id\":42}]}",
+		"{\"ok\":true,\"result\":{\"message_id\":42,\"message_id\":43}}",
+	};
+	struct tg_result res;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof unusable / sizeof unusable[0]; i++) {
+		parse(200, unusable[i], &res);
+		if (res.status != TG_BAD_REPLY)
+			fail_msg("%s: status %s", unusable[i], tg_status_name(res.status));
+		assert_int_equal(res.message_id, 0);
+		assert_int_equal(res.http_status, 200);
+		assert_true(res.description[0] != '\0');
+		assert_clean(res.description);
+	}
+}
+
+static void send_ok_message_id_bounds(void **state)
 {
 	struct tg_result res;
 
 	(void)state;
-	parse(200, "{\"ok\":true,\"result\":true}", &res);
+	parse(200, "{\"ok\":true,\"result\":{\"message_id\":1}}", &res);
 	assert_int_equal(res.status, TG_OK);
-	assert_int_equal(res.message_id, 0);
+	assert_int_equal(res.message_id, 1);
+	parse(200, "{\"ok\":true,\"result\":{\"message_id\":9007199254740991}}", &res);
+	assert_int_equal(res.status, TG_OK);
+	assert_true(res.message_id == TG_MESSAGE_ID_MAX);
 }
 
 static void chat_not_found_is_refused_with_code_and_description(void **state)
@@ -79,13 +181,34 @@ static void forbidden_is_refused(void **state)
 
 static void message_to_delete_not_found_is_not_found(void **state)
 {
+	const char *body = "{\"ok\":false,\"error_code\":400,"
+			   "\"description\":\"Bad Request: message to delete not found\"}";
 	struct tg_result res;
 
 	(void)state;
-	parse(400, "{\"ok\":false,\"error_code\":400,"
-		   "\"description\":\"Bad Request: message to delete not found\"}", &res);
+	parse_delete(TG_DELETE_MESSAGE, 400, body, &res);
 	assert_int_equal(res.status, TG_NOT_FOUND);
 	assert_int_equal(res.error_code, 400);
+	parse_delete(TG_DELETE_MESSAGES, 400, body, &res);
+	assert_int_equal(res.status, TG_NOT_FOUND);
+	/* to a send it means nothing: refused */
+	parse(400, body, &res);
+	assert_int_equal(res.status, TG_REFUSED);
+}
+
+/* A description is decided on before it is cleaned: a word of it masked as a piece of the token
+ * does not turn "not found" (done) into a refusal. */
+static void not_found_is_read_before_the_description_is_cleaned(void **state)
+{
+	const char *body = "{\"ok\":false,\"error_code\":400,"
+			   "\"description\":\"Bad Request: message to delete not found\"}";
+	struct tg_result res;
+
+	(void)state;
+	memset(&res, 0, sizeof res);
+	tg_parse_reply(TG_DELETE_MESSAGE, 400, body, strlen(body), "1:xmessagex", &res);
+	assert_int_equal(res.status, TG_NOT_FOUND);
+	assert_null(strstr(res.description, "message"));
 }
 
 static void flood_control_with_retry_after(void **state)
@@ -99,6 +222,88 @@ static void flood_control_with_retry_after(void **state)
 	assert_int_equal(res.status, TG_RETRY_AFTER);
 	assert_int_equal(res.error_code, 429);
 	assert_int_equal(res.retry_after_s, 7);
+}
+
+/* retry_after comes from the network: a hostile or broken upstream sends anything. It must
+ * arrive as a number in [1, TG_RETRY_AFTER_MAX] whatever was sent, never wrapped. */
+static void retry_after_is_range_checked_and_saturates(void **state)
+{
+	static const struct {
+		const char *value;
+		int want;
+	} cases[] = {
+		{ "1", 1 },
+		{ "3600", 3600 },
+		{ "2147483", TG_RETRY_AFTER_MAX },
+		{ "1000000000", TG_RETRY_AFTER_MAX },          /* 10^9 */
+		{ "2147483647", TG_RETRY_AFTER_MAX },
+		{ "2147483648", TG_RETRY_AFTER_MAX },          /* 2^31 */
+		{ "4294967297", TG_RETRY_AFTER_MAX },          /* 2^32 + 1: 1 if cut to int */
+		{ "9223372036854775807", TG_RETRY_AFTER_MAX },
+		{ "0", 1 },
+		{ "-5", 1 },
+		{ "-2147483649", 1 },
+		{ "1.5", 2 },
+		{ "0.2", 1 },
+		{ "1e300", TG_RETRY_AFTER_MAX },
+		{ "-1e300", 1 },
+		{ "\"7\"", 1 },
+		{ "null", 1 },
+		{ "[7]", 1 },
+	};
+	char body[256];
+	struct tg_result res;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(body, sizeof body,
+			 "{\"ok\":false,\"error_code\":429,\"description\":\"Too Many Requests\","
+			 "\"parameters\":{\"retry_after\":%s}}", cases[i].value);
+		parse(429, body, &res);
+		assert_int_equal(res.status, TG_RETRY_AFTER);
+		if (res.retry_after_s != cases[i].want)
+			fail_msg("retry_after %s gave %d, want %d", cases[i].value,
+				 res.retry_after_s, cases[i].want);
+	}
+	/* a retry_after beyond int64 makes the reply unreadable: a 429 with an HTTP 429 still is
+	 * no success, and the caller does not read a pause from it */
+	parse(429, "{\"ok\":false,\"error_code\":429,\"parameters\":{\"retry_after\":"
+		   "99999999999999999999}}", &res);
+	assert_int_not_equal(res.status, TG_OK);
+}
+
+/* error_code is an HTTP error status or nothing: an absurd one falls back to the reply's HTTP
+ * status, never cut to an int that means something else. */
+static void error_code_is_range_checked(void **state)
+{
+	struct tg_result res;
+
+	(void)state;
+	parse(400, "{\"ok\":false,\"error_code\":99999999999,\"description\":\"Bad Request: x\"}",
+	      &res);
+	assert_int_equal(res.status, TG_REFUSED);
+	assert_int_equal(res.error_code, 400);
+	/* 99999999999 cut to 32 bits is 1215752191; 4294967725 cut is 429 */
+	parse(400, "{\"ok\":false,\"error_code\":4294967725,\"description\":\"x\"}", &res);
+	assert_int_equal(res.status, TG_REFUSED);
+	assert_int_equal(res.error_code, 400);
+	parse(200, "{\"ok\":false,\"error_code\":99999999999,\"description\":\"x\"}", &res);
+	assert_int_equal(res.status, TG_BAD_REPLY);
+	assert_int_equal(res.error_code, 0);
+	parse(403, "{\"ok\":false,\"error_code\":-403,\"description\":\"x\"}", &res);
+	assert_int_equal(res.error_code, 403);
+	parse(403, "{\"ok\":false,\"error_code\":\"429\",\"description\":\"x\"}", &res);
+	assert_int_equal(res.status, TG_REFUSED);
+	assert_int_equal(res.error_code, 403);
+	parse(400, "{\"ok\":false,\"error_code\":399}", &res);
+	assert_int_equal(res.error_code, 400);
+	parse(400, "{\"ok\":false,\"error_code\":600}", &res);
+	assert_int_equal(res.error_code, 400);
+	parse(502, "{\"ok\":false,\"error_code\":1e3}", &res);
+	assert_int_equal(res.status, TG_SERVER_ERROR);
+	assert_int_equal(res.error_code, 502);
+	assert_string_equal(res.description, "no description");
 }
 
 static void flood_control_without_parameters_waits_one_second(void **state)
@@ -134,19 +339,28 @@ static void json_500_is_server_error(void **state)
 	assert_int_equal(res.error_code, 500);
 }
 
-static void garbage_is_server_error(void **state)
+/* Below 500 an unreadable answer is not an outage to wait out: it is a reply we cannot use. */
+static void garbage_is_a_bad_reply(void **state)
 {
 	struct tg_result res;
 
 	(void)state;
 	parse(200, "this is not json", &res);
-	assert_int_equal(res.status, TG_SERVER_ERROR);
+	assert_int_equal(res.status, TG_BAD_REPLY);
 	parse(200, "", &res);
-	assert_int_equal(res.status, TG_SERVER_ERROR);
+	assert_int_equal(res.status, TG_BAD_REPLY);
 	parse(200, "{\"result\":{\"message_id\":1}}", &res); /* no "ok" */
-	assert_int_equal(res.status, TG_SERVER_ERROR);
+	assert_int_equal(res.status, TG_BAD_REPLY);
+	parse(200, "{\"ok\":\"true\",\"result\":{\"message_id\":1}}", &res);
+	assert_int_equal(res.status, TG_BAD_REPLY);
 	parse(200, "[true]", &res);
-	assert_int_equal(res.status, TG_SERVER_ERROR);
+	assert_int_equal(res.status, TG_BAD_REPLY);
+	parse(200, "{\"ok\":true,\"ok\":false}", &res); /* duplicate keys */
+	assert_int_equal(res.status, TG_BAD_REPLY);
+	parse(400, "<html>Bad Request</html>", &res);
+	assert_int_equal(res.status, TG_BAD_REPLY);
+	assert_int_equal(res.http_status, 400);
+	assert_clean(res.description);
 }
 
 static void reply_is_read_only_up_to_len(void **state)
@@ -156,7 +370,8 @@ static void reply_is_read_only_up_to_len(void **state)
 
 	(void)state;
 	memset(&res, 0, sizeof res);
-	tg_parse_reply(200, body, strlen(body) - strlen("trailing junk"), &res);
+	tg_parse_reply(TG_SEND_MESSAGE, 200, body, strlen(body) - strlen("trailing junk"), NULL,
+		       &res);
 	assert_int_equal(res.status, TG_OK);
 	assert_int_equal(res.message_id, 9);
 }
@@ -245,6 +460,116 @@ static void status_names(void **state)
 	assert_string_equal(tg_status_name(TG_SERVER_ERROR), "server_error");
 	assert_string_equal(tg_status_name(TG_TIMEOUT), "timeout");
 	assert_string_equal(tg_status_name(TG_UNREACHABLE), "unreachable");
+	assert_string_equal(tg_status_name(TG_NO_ANSWER), "no_answer");
+	assert_string_equal(tg_status_name(TG_BAD_REPLY), "bad_reply");
+}
+
+/* ---- the description, cleaned --------------------------------------------------------- */
+
+static void clean(const char *src, const char *token, char *out, size_t cap)
+{
+	tg_clean_text(out, cap, src, strlen(src), token);
+}
+
+static void description_with_the_token_is_masked(void **state)
+{
+	char body[512];
+	struct tg_result res;
+
+	(void)state;
+	snprintf(body, sizeof body,
+		 "{\"ok\":false,\"error_code\":401,\"description\":\"Unauthorized: "
+		 "https://api.telegram.org/bot%s/sendMessage is invalid\"}", SECRET_TOKEN);
+	parse(401, body, &res);
+	assert_int_equal(res.status, TG_REFUSED);
+	assert_clean(res.description);
+	assert_string_equal(res.description,
+			    "Unauthorized: https://api.telegram.org/bot123456:***/sendMessage is invalid");
+}
+
+static void pieces_of_the_secret_are_masked(void **state)
+{
+	char out[256];
+
+	(void)state;
+	/* the secret alone, a piece of it, pieces run together, a piece at the very end */
+	clean("token SECRETTOKENabc here", SECRET_TOKEN, out, sizeof out);
+	assert_string_equal(out, "token *** here");
+	clean("starts CRETTOK", SECRET_TOKEN, out, sizeof out);
+	assert_string_equal(out, "starts ***");
+	clean("SECR-ETTO-KENa-bc", SECRET_TOKEN, out, sizeof out);
+	assert_string_equal(out, "***-***-***-bc");
+	clean("SECRETSECRET", SECRET_TOKEN, out, sizeof out);
+	assert_clean(out);
+	/* 3 bytes of it are not a secret: ordinary words survive */
+	clean("SEC and abc", SECRET_TOKEN, out, sizeof out);
+	assert_string_equal(out, "SEC and abc");
+	/* the bot's id (the part before ':') is public */
+	clean("bot 123456 said no", SECRET_TOKEN, out, sizeof out);
+	assert_string_equal(out, "bot 123456 said no");
+	/* no token: nothing masked */
+	clean("SECRETTOKENabc", NULL, out, sizeof out);
+	assert_string_equal(out, "SECRETTOKENabc");
+}
+
+static void control_characters_become_spaces(void **state)
+{
+	char out[256];
+
+	(void)state;
+	clean("a\nb\rc\td\x1b[31me\x7f" "f", NULL, out, sizeof out);
+	assert_string_equal(out, "a b c d [31me f");
+	/* C1 (U+0085), line separator (U+2028), right-to-left override (U+202E), isolate U+2066 */
+	clean("x\xc2\x85y\xe2\x80\xa8z\xe2\x80\xae" "w\xe2\x81\xa6v", NULL, out, sizeof out);
+	assert_string_equal(out, "x y z w v");
+	/* ordinary non-ASCII text stays */
+	clean("caf\xc3\xa9 \xf0\x9f\x94\x90", NULL, out, sizeof out);
+	assert_string_equal(out, "caf\xc3\xa9 \xf0\x9f\x94\x90");
+}
+
+static void invalid_utf8_becomes_question_marks(void **state)
+{
+	char out[256];
+
+	(void)state;
+	clean("a\xff" "b\xc3" "c\xed\xa0\x80" "d\xc0\xaf" "e\xf4\x90\x80\x80", NULL, out,
+	      sizeof out);
+	assert_clean(out);
+	assert_string_equal(out, "a?b?c???d??e????");
+}
+
+static void ten_kilobyte_description_is_cut(void **state)
+{
+	static char body[12 * 1024];
+	struct tg_result res;
+	size_t n;
+	int k;
+
+	(void)state;
+	n = (size_t)snprintf(body, sizeof body,
+			     "{\"ok\":false,\"error_code\":400,\"description\":\"");
+	for (k = 0; k < 10 * 1024 - 40; k++)
+		body[n++] = (char)('a' + k % 26);
+	n += (size_t)snprintf(body + n, sizeof body - n, " %s\"}", SECRET_TOKEN);
+	parse(400, body, &res);
+	assert_int_equal(res.status, TG_REFUSED);
+	assert_clean(res.description);
+	assert_int_equal(strlen(res.description), TG_DESCRIPTION_MAX + 3);
+	assert_memory_equal(res.description + TG_DESCRIPTION_MAX, "\xe2\x80\xa6", 3);
+	assert_memory_equal(res.description, "abcdefghij", 10);
+}
+
+static void clean_respects_a_small_buffer(void **state)
+{
+	char out[8];
+
+	(void)state;
+	clean("0123456789", NULL, out, sizeof out);
+	assert_string_equal(out, "0123\xe2\x80\xa6");
+	clean("\xc3\xa9\xc3\xa9\xc3\xa9", NULL, out, sizeof out);
+	assert_string_equal(out, "\xc3\xa9\xc3\xa9\xe2\x80\xa6");
+	clean("", NULL, out, sizeof out);
+	assert_string_equal(out, "");
 }
 
 /* ---- a client that cannot connect ------------------------------------------------------- */
@@ -315,6 +640,244 @@ static void closed_port_is_unreachable_and_the_token_stays_secret(void **state)
 	tg_free(tg);
 }
 
+/* ---- a server that closes a kept-alive connection after reading a request --------------- */
+
+/* A one-connection-at-a-time HTTP/1.1 server on loopback: it counts the requests it read in
+ * full, answers each with reply and keeps the connection alive, except that it closes the
+ * connection without answering after request number close_unanswered, and closes it after
+ * answering request number close_answered. */
+struct mini_server {
+	int fd, port;
+	int close_unanswered, close_answered;
+	const char *reply;
+	pthread_mutex_t lock;
+	int requests;
+	int stop;
+	pthread_t thread;
+};
+
+static int server_requests(struct mini_server *srv)
+{
+	int n;
+
+	pthread_mutex_lock(&srv->lock);
+	n = srv->requests;
+	pthread_mutex_unlock(&srv->lock);
+	return n;
+}
+
+static int server_stopping(struct mini_server *srv)
+{
+	int stop;
+
+	pthread_mutex_lock(&srv->lock);
+	stop = srv->stop;
+	pthread_mutex_unlock(&srv->lock);
+	return stop;
+}
+
+/* Waits up to 100 ms for fd to be readable: 1, 0 on timeout. */
+static int readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, 100) > 0;
+}
+
+/* Reads one request (headers and Content-Length body) from c. 0, or -1 when the peer closed. */
+static int read_request(struct mini_server *srv, int c)
+{
+	char buf[65536], *end, *cl;
+	size_t n = 0, want;
+	ssize_t r;
+
+	for (;;) {
+		while (!readable(c))
+			if (server_stopping(srv))
+				return -1;
+		r = read(c, buf + n, sizeof buf - 1 - n);
+		if (r <= 0)
+			return -1;
+		n += (size_t)r;
+		buf[n] = '\0';
+		end = strstr(buf, "\r\n\r\n");
+		if (end == NULL)
+			continue;
+		cl = strcasestr(buf, "\r\nContent-Length:");
+		want = (size_t)(end + 4 - buf) + (cl != NULL ? strtoul(cl + 17, NULL, 10) : 0);
+		if (n >= want)
+			return 0;
+	}
+}
+
+static void *serve(void *arg)
+{
+	struct mini_server *srv = arg;
+	char head[256];
+	int c, nth;
+
+	while (!server_stopping(srv)) {
+		if (!readable(srv->fd))
+			continue;
+		c = accept(srv->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		while (read_request(srv, c) == 0) {
+			pthread_mutex_lock(&srv->lock);
+			nth = ++srv->requests;
+			pthread_mutex_unlock(&srv->lock);
+			if (nth == srv->close_unanswered)
+				break;
+			snprintf(head, sizeof head,
+				 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+				 "Content-Length: %zu\r\n\r\n", strlen(srv->reply));
+			if (write(c, head, strlen(head)) < 0 ||
+			    write(c, srv->reply, strlen(srv->reply)) < 0 || nth == srv->close_answered)
+				break;
+		}
+		shutdown(c, SHUT_RDWR);
+		close(c);
+	}
+	return NULL;
+}
+
+static void server_start(struct mini_server *srv, const char *reply, int close_unanswered,
+			 int close_answered)
+{
+	struct sockaddr_in sa;
+	socklen_t salen = sizeof sa;
+	int one = 1;
+
+	memset(srv, 0, sizeof *srv);
+	srv->reply = reply;
+	srv->close_unanswered = close_unanswered;
+	srv->close_answered = close_answered;
+	pthread_mutex_init(&srv->lock, NULL);
+	srv->fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(srv->fd >= 0);
+	setsockopt(srv->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(srv->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	assert_int_equal(listen(srv->fd, 16), 0);
+	assert_int_equal(getsockname(srv->fd, (struct sockaddr *)&sa, &salen), 0);
+	srv->port = ntohs(sa.sin_port);
+	assert_int_equal(pthread_create(&srv->thread, NULL, serve, srv), 0);
+}
+
+static void server_stop(struct mini_server *srv)
+{
+	pthread_mutex_lock(&srv->lock);
+	srv->stop = 1;
+	pthread_mutex_unlock(&srv->lock);
+	pthread_join(srv->thread, NULL);
+	close(srv->fd);
+	pthread_mutex_destroy(&srv->lock);
+}
+
+static struct tg *client_of(const struct mini_server *srv)
+{
+	char base[64];
+	struct tg *tg;
+
+	snprintf(base, sizeof base, "http://127.0.0.1:%d", srv->port);
+	tg = tg_new(base, SECRET_TOKEN, 2000);
+	assert_non_null(tg);
+	return tg;
+}
+
+/* libcurl 7.88 sends a POST again on a fresh connection when a kept-alive one closes after the
+ * request went out (FACTS.md): two codes delivered, the first one's id unknown. The client must
+ * stop at one request and say that the answer was lost. */
+static void closed_after_the_request_is_no_answer_and_never_repeated(void **state)
+{
+	struct mini_server srv;
+	struct tg_result res;
+	struct tg *tg;
+
+	(void)state;
+	server_start(&srv, "{\"ok\":true,\"result\":{\"message_id\":5}}", 2, 0);
+	tg = client_of(&srv);
+	assert_int_equal(tg_send_message(tg, "12345", "Your OTP is <code>1234</code>", &res), TG_OK);
+	assert_int_equal(res.message_id, 5);
+	assert_int_equal(server_requests(&srv), 1);
+
+	/* the second goes over the kept-alive connection, which the server closes unanswered */
+	assert_int_equal(tg_send_message(tg, "12345", "Your OTP is <code>5678</code>", &res),
+			 TG_NO_ANSWER);
+	assert_int_equal(server_requests(&srv), 2);
+	assert_int_equal(res.http_status, 0);
+	assert_clean(res.description);
+
+	/* the next call opens a fresh connection and works */
+	assert_int_equal(tg_send_message(tg, "12345", "Your OTP is <code>9999</code>", &res), TG_OK);
+	assert_int_equal(server_requests(&srv), 3);
+	tg_free(tg);
+	server_stop(&srv);
+}
+
+/* A deletion may be repeated (a second one is answered "not found"): there curl's repeat on a
+ * fresh connection is welcome, and saves a retry round. */
+static void a_deletion_is_repeated_on_a_fresh_connection(void **state)
+{
+	struct mini_server srv;
+	struct tg_result res;
+	struct tg *tg;
+
+	(void)state;
+	server_start(&srv, "{\"ok\":true,\"result\":true}", 2, 0);
+	tg = client_of(&srv);
+	assert_int_equal(tg_delete_message(tg, "12345", 1, &res), TG_OK);
+	assert_int_equal(tg_delete_message(tg, "12345", 2, &res), TG_OK);
+	assert_int_equal(server_requests(&srv), 3); /* the second twice: closed, then answered */
+	tg_free(tg);
+	server_stop(&srv);
+}
+
+/* A kept-alive connection the server closed while idle is found dead before the request: the
+ * request goes over a fresh connection, once. */
+static void idle_connection_closed_by_the_server_is_replaced(void **state)
+{
+	struct mini_server srv;
+	struct tg_result res;
+	struct tg *tg;
+	int i;
+
+	(void)state;
+	server_start(&srv, "{\"ok\":true,\"result\":{\"message_id\":6}}", 0, 1);
+	tg = client_of(&srv);
+	for (i = 1; i <= 3; i++) {
+		assert_int_equal(tg_send_message(tg, "12345", "<code>1234</code>", &res), TG_OK);
+		assert_int_equal(server_requests(&srv), i);
+	}
+	assert_int_equal(tg_delete_message(tg, "12345", 6, &res), TG_BAD_REPLY); /* result not true */
+	assert_int_equal(server_requests(&srv), 4);
+	tg_free(tg);
+	server_stop(&srv);
+}
+
+/* What a hostile upstream says reaches the caller cleaned, through the real client. */
+static void a_hostile_description_arrives_clean(void **state)
+{
+	static const char reply[] =
+		"{\"ok\":false,\"error_code\":400,\"description\":\"Bad Request: bot"
+		SECRET_TOKEN " \\u001b[2J\\n\\u202eSECRETTOK\"}";
+	struct mini_server srv;
+	struct tg_result res;
+	struct tg *tg;
+
+	(void)state;
+	server_start(&srv, reply, 0, 0);
+	tg = client_of(&srv);
+	assert_int_equal(tg_send_message(tg, "12345", "<code>1234</code>", &res), TG_REFUSED);
+	assert_int_equal(res.error_code, 400);
+	assert_clean(res.description);
+	assert_string_equal(res.description, "Bad Request: bot123456:***  [2J  ***");
+	tg_free(tg);
+	server_stop(&srv);
+}
+
 static void long_multibyte_description_is_cut_on_a_character_boundary(void **state)
 {
 	char body[1024];
@@ -329,9 +892,9 @@ static void long_multibyte_description_is_cut_on_a_character_boundary(void **sta
 		n += (size_t)snprintf(body + n, sizeof body - n, "\xc3\xa9"); /* é */
 	snprintf(body + n, sizeof body - n, "\"}");
 	memset(&res, 0, sizeof res);
-	tg_parse_reply(400, body, strlen(body), &res);
+	tg_parse_reply(TG_SEND_MESSAGE, 400, body, strlen(body), NULL, &res);
 	assert_int_equal(res.status, TG_REFUSED);
-	assert_true(strlen(res.description) % 2 == 0);
+	assert_true(strlen(res.description) % 2 == 1); /* whole é's, then "…" */
 	j = json_string(res.description); /* NULL if not valid UTF-8 */
 	assert_non_null(j);
 	json_decref(j);
@@ -341,7 +904,18 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(ok_reply_gives_the_message_id),
-		cmocka_unit_test(ok_reply_with_result_true),
+		cmocka_unit_test(delete_ok_needs_result_true),
+		cmocka_unit_test(send_ok_without_a_usable_message_id_is_a_bad_reply),
+		cmocka_unit_test(send_ok_message_id_bounds),
+		cmocka_unit_test(retry_after_is_range_checked_and_saturates),
+		cmocka_unit_test(error_code_is_range_checked),
+		cmocka_unit_test(not_found_is_read_before_the_description_is_cleaned),
+		cmocka_unit_test(description_with_the_token_is_masked),
+		cmocka_unit_test(pieces_of_the_secret_are_masked),
+		cmocka_unit_test(control_characters_become_spaces),
+		cmocka_unit_test(invalid_utf8_becomes_question_marks),
+		cmocka_unit_test(ten_kilobyte_description_is_cut),
+		cmocka_unit_test(clean_respects_a_small_buffer),
 		cmocka_unit_test(chat_not_found_is_refused_with_code_and_description),
 		cmocka_unit_test(forbidden_is_refused),
 		cmocka_unit_test(message_to_delete_not_found_is_not_found),
@@ -349,7 +923,7 @@ int main(void)
 		cmocka_unit_test(flood_control_without_parameters_waits_one_second),
 		cmocka_unit_test(html_502_is_server_error),
 		cmocka_unit_test(json_500_is_server_error),
-		cmocka_unit_test(garbage_is_server_error),
+		cmocka_unit_test(garbage_is_a_bad_reply),
 		cmocka_unit_test(reply_is_read_only_up_to_len),
 		cmocka_unit_test(quote_escapes_quote_and_backslash),
 		cmocka_unit_test(quote_escapes_newline_and_control_chars),
@@ -360,6 +934,10 @@ int main(void)
 		cmocka_unit_test(status_names),
 		cmocka_unit_test(long_multibyte_description_is_cut_on_a_character_boundary),
 		cmocka_unit_test(closed_port_is_unreachable_and_the_token_stays_secret),
+		cmocka_unit_test(closed_after_the_request_is_no_answer_and_never_repeated),
+		cmocka_unit_test(idle_connection_closed_by_the_server_is_replaced),
+		cmocka_unit_test(a_deletion_is_repeated_on_a_fresh_connection),
+		cmocka_unit_test(a_hostile_description_arrives_clean),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

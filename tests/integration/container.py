@@ -1,0 +1,144 @@
+"""The Docker image, built and run with podman (no Docker engine here): a Debian 12 base made
+locally with mmdebstrap from the mirror apt uses (no registry is reachable), cached under
+build/container/; the image built from the project's Dockerfile as shipped (only the base
+images are build arguments); a ContainerGateway that runs it like a Gateway."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from conftest import ROOT, SLOW, TOKEN, Gateway, wait_until
+
+CACHE = ROOT / "build/container"
+BASE_TAR = CACHE / "debian-12-base.tar"
+BASE_IMAGE = "localhost/otp-test-debian:12-slim"
+IMAGE = "localhost/otp-gateway:test"
+RUN_OPTS = ["--runtime", "runc", "--network", "host", "--ulimit", "nofile=4096:4096",
+            "--ulimit", "nproc=4096:4096"]
+# the non-root user's tmpfs: podman 4.3 chowns it with U (it rejects Docker's uid=/gid= options)
+TMPFS = ["--tmpfs", "/run/otp-gateway:rw,mode=0750,U"]
+
+
+def podman(*args, timeout=600, check=True):
+    p = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert p.returncode == 0, f"podman {' '.join(args[:3])}: {p.stderr[-3000:]}"
+    return p
+
+
+def unavailable():
+    """Why the image cannot be built and run here, or None."""
+    for prog, pkg in (("podman", "podman"), ("runc", "runc")):
+        if not shutil.which(prog):
+            return f"{prog} is not installed (apt-get install {pkg})"
+    if os.geteuid() != 0:
+        return "podman here runs as root only (no subuid ranges for rootless)"
+    if not BASE_TAR.exists() and not shutil.which("mmdebstrap"):
+        return "mmdebstrap is not installed (it makes the Debian 12 base image)"
+    p = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        return f"podman cannot run here: {p.stderr.strip()[-300:]}"
+    if not (ROOT / "www/vendor/VERSIONS").exists():
+        return "www/vendor/ is not built (make docs-assets): the image takes it from the context"
+    return None
+
+
+def apt_mirrors():
+    """The deb lines apt uses here (bookworm, -updates, -security), for mmdebstrap."""
+    lines = []
+    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))]:
+        if not f.exists():
+            continue
+        text = f.read_text()
+        if f.suffix == ".sources":
+            for block in text.split("\n\n"):
+                fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", block, re.M))
+                if "deb" in fields.get("Types", "").split() and "debian" in fields.get("URIs", ""):
+                    for suite in fields["Suites"].split():
+                        if suite.startswith("bookworm"):
+                            lines.append(f"deb {fields['URIs'].split()[0]} {suite} main")
+        else:
+            lines += [l.strip() for l in text.splitlines()
+                      if re.match(r"deb\s+(\[[^]]*\]\s+)?\S+\s+bookworm(-updates|-security)?\s", l)]
+    return lines or ["deb http://deb.debian.org/debian bookworm main"]
+
+
+def ensure_base_image():
+    """localhost/otp-test-debian:12-slim, from the cached tarball (made once with mmdebstrap)."""
+    if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
+        return
+    if not BASE_TAR.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = CACHE / f"base-{os.getpid()}.tmp.tar"
+        p = subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(tmp),
+                            *apt_mirrors()], capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, f"mmdebstrap: {p.stderr[-3000:]}"
+        tmp.rename(BASE_TAR)
+    podman("import", str(BASE_TAR), BASE_IMAGE)
+
+
+def build_image():
+    """Builds the Dockerfile as shipped; podman's layer cache makes a rebuild quick."""
+    ensure_base_image()
+    podman("build", "--isolation", "chroot", "--format", "docker", "--network", "host",
+           "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"NODE_IMAGE={BASE_IMAGE}",
+           "-t", IMAGE, str(ROOT), timeout=1800)
+    return IMAGE
+
+
+class ContainerGateway(Gateway):
+    """The image run with podman (--network host, so it listens on our loopback port and
+    reaches the emulator there); the entrypoint owns lighttpd, otp-fcgi and otp-deleter."""
+
+    stop_deleter = None  # the container runs its deleter; it cannot be stopped alone
+
+    def __init__(self, workdir, bot, env=None, image=IMAGE, extra=()):
+        super().__init__(workdir, bot, env)
+        self.image, self.extra = image, list(extra)
+        self.name = f"otp-test-{uuid.uuid4().hex[:12]}"
+        self.started = False
+
+    def container_env(self):
+        skip = {"PATH", "OTP_FCGI_BIN", "OTP_RUN_DIR", "OTP_WWW_DIR", "OTP_DB_PATH", "ASAN_OPTIONS"}
+        return {k: v for k, v in self.env.items() if k not in skip}
+
+    def start(self, deleter=True):
+        args = ["run", "-d", "--name", self.name, *RUN_OPTS, *TMPFS, *self.extra]
+        for k, v in self.container_env().items():
+            args += ["-e", f"{k}={v}"]
+        podman(*args, self.image)
+        self.started = True
+        wait_until(lambda: self.healthy() or not self.running(), 30 * SLOW, "the container")
+        assert self.running(), self.log_text()
+        wait_until(self.healthy, 20 * SLOW, "a healthy container")
+
+    def state(self):
+        p = podman("inspect", self.name, check=False)
+        return json.loads(p.stdout)[0]["State"] if p.returncode == 0 else None
+
+    def running(self):
+        s = self.state()
+        return bool(s and s["Running"])
+
+    def exit_code(self, timeout=30):
+        wait_until(lambda: not self.running(), timeout, "the container to exit", interval=0.2)
+        return self.state()["ExitCode"]
+
+    def log_text(self):
+        p = podman("logs", self.name, check=False)
+        return p.stdout + p.stderr
+
+    def stop(self):
+        if not self.started:
+            return
+        try:
+            if self.running():
+                podman("stop", "-t", "30", self.name)
+                assert self.state()["ExitCode"] == 0, "SIGTERM stops the container cleanly"
+            text = self.log_text()
+            assert TOKEN.split(":")[1] not in text
+        finally:
+            podman("rm", "-f", self.name, check=False)
