@@ -65,7 +65,14 @@ trap 'exit 0' INT TERM
 
 if [ -z "${TELEGRAM_BOT_TOKEN:-}${TELEGRAM_BOT_TOKEN_FILE:-}" ]; then
 	export OTP_SANDBOX=1
-	export OTP_DB_PATH=${OTP_DB_PATH:-/dev/shm/otp-gateway-sandbox-$("${as_web_user[@]}" id -u).db}
+	if [ -z "${OTP_DB_PATH:-}" ]; then
+		# a directory of our own (the programs refuse one that others may write), emptied at
+		# each start: the emulator numbers its messages from 1 again
+		sandbox_dir=/dev/shm/otp-gateway-sandbox-$("${as_web_user[@]}" id -u)
+		"${as_web_user[@]}" mkdir -p -m 0700 "$sandbox_dir"
+		rm -f "$sandbox_dir"/pending.db*
+		export OTP_DB_PATH=$sandbox_dir/pending.db
+	fi
 	# the emulator reads the database for the /sandbox page's countdowns (delete_at)
 	"$python" "$root/tests/fakebot/fakebot.py" --port 0 --port-file "$run_dir/fakebot.port" \
 		--latency-ms "${SANDBOX_LATENCY_MS:-150}" \

@@ -27,6 +27,7 @@
 
 #define PROGRAM "otp-deleter"
 #define HEARTBEAT_EVERY_MS 1000
+#define HEARTBEAT_LOOK_MS 250
 #define PRUNE_EVERY_MS 10000
 #define REAP_BATCH 500
 #define STORE_ERROR_BACKOFF_MS 1000
@@ -89,13 +90,13 @@ static int open_log(const char *path)
  * Returns the lock's fd, -2 when another instance holds it, -1 on error. */
 static int take_lock(const char *db_path, int64_t wait_ms)
 {
-	int64_t deadline = clock_now_ms() + wait_ms;
+	int64_t deadline = clock_mono_ms() + wait_ms;
 	char path[PATH_MAX];
 	int fd;
 
 	if (snprintf(path, sizeof path, "%s.deleter.lock", db_path) >= (int)sizeof path)
 		return -1;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		log_msg(LOG_ERROR, "cannot open lock file %s: %s", path, strerror(errno));
 		return -1;
@@ -103,7 +104,7 @@ static int take_lock(const char *db_path, int64_t wait_ms)
 	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		int busy = errno == EWOULDBLOCK;
 
-		if (!busy || clock_now_ms() >= deadline || stop_requested) {
+		if (!busy || clock_mono_ms() >= deadline || stop_requested) {
 			close(fd);
 			return busy ? -2 : -1;
 		}
@@ -147,18 +148,39 @@ static int64_t sleep_for(struct store *s, int64_t now, int64_t pause_until, int 
 	return wait < 1 ? 1 : wait;
 }
 
-/* What the daemon does besides deleting, between passes and while calls run. */
+/* What the daemon does besides deleting: run between passes and between the steps of one. */
 struct housekeeping {
 	const struct policy *policy;
 	const struct options *opt;
 	struct store *store;
-	int64_t started_ms, last_beat_ms, last_prune_ms;
+	int64_t started_ms, last_beat_ms, last_prune_ms, last_look_ms; /* clock_mono_ms() */
 };
 
-static void housekeep(void *ctx)
+/* The heartbeat (otp-fcgi stops sending while it is stale): every second, and at once when a
+ * new database file has none (looked at every HEARTBEAT_LOOK_MS: a read, no write). Metrics go
+ * with it; metrics_flush writes only when there are counts. */
+static void beat(struct housekeeping *h, int64_t now)
 {
-	struct housekeeping *h = ctx;
-	int64_t now = clock_now_ms();
+	int64_t at;
+
+	if (now - h->last_beat_ms < HEARTBEAT_EVERY_MS) {
+		if (now - h->last_look_ms < HEARTBEAT_LOOK_MS)
+			return;
+		h->last_look_ms = now;
+		if (store_heartbeat_get(h->store, PROGRAM, &at) != 0)
+			return; /* there (or unreadable: the write below would fail too) */
+	}
+	if (store_heartbeat_set(h->store, PROGRAM, clock_now_ms()) != 0)
+		log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(h->store));
+	else
+		h->last_beat_ms = h->last_look_ms = now;
+	if (metrics_flush(h->store) != 0)
+		log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(h->store));
+}
+
+static void housekeep(struct housekeeping *h)
+{
+	int64_t now = clock_mono_ms();
 
 	if (h->opt->run_for_s > 0 && now - h->started_ms >= h->opt->run_for_s * 1000)
 		stop_requested = 1;
@@ -166,59 +188,57 @@ static void housekeep(void *ctx)
 		reopen_requested = 0;
 		open_log(h->opt->log_file);
 	}
-	if (now - h->last_beat_ms >= HEARTBEAT_EVERY_MS) {
-		if (store_heartbeat_set(h->store, PROGRAM, now) != 0)
-			log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(h->store));
-		else
-			h->last_beat_ms = now;
-		if (metrics_flush(h->store) != 0)
-			log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(h->store));
-	}
+	beat(h, now);
 	if (now - h->last_prune_ms >= PRUNE_EVERY_MS) {
-		if (policy_prune(h->policy, h->store, now) < 0)
+		if (policy_prune(h->policy, h->store, clock_now_ms()) < 0)
 			log_msg(LOG_WARNING, "pruning rate-limit events: %s",
 				store_strerror(h->store));
 		h->last_prune_ms = now;
 	}
 }
 
+/* The loop: housekeeping, then one step of the pass under way, or a new pass, or a sleep until
+ * the next row is due. A store failure backs off for a second (not hammering the database, nor
+ * Telegram with deletions whose rows cannot be updated). */
 static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 	       struct tg_batch *batch)
 {
+	int64_t t0 = clock_mono_ms();
 	struct policy policy;
-	struct housekeeping h = { &policy, o, s, clock_now_ms(), 0, 0 };
+	struct housekeeping h = { &policy, o, s, t0, t0 - HEARTBEAT_EVERY_MS, t0 - PRUNE_EVERY_MS, t0 };
 	struct reaper r;
 	int n;
 
 	policy_from_cfg(&policy, cfg);
-	memset(&r, 0, sizeof r);
-	r.store = s;
-	r.policy = &policy;
-	r.batch = batch;
-	r.stop = &stop_requested;
-	r.tick = housekeep;
-	r.tick_ctx = &h;
-	r.seed = (unsigned int)(h.started_ms ^ getpid());
+	reap_init(&r, s, &policy, batch, &reap_tg_batch_ops, &stop_requested,
+		  (unsigned int)(clock_now_ms() ^ getpid()));
 	for (;;) {
 		housekeep(&h);
+		if (reap_busy(&r)) {
+			n = reap_step(&r, REAP_FETCH_EVERY_MS);
+			if (n <= 0 && metrics_flush(s) != 0)
+				log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(s));
+			if (n < 0)
+				clock_sleep_ms(STORE_ERROR_BACKOFF_MS);
+			continue; /* a pass that ended: look at once for more due rows */
+		}
 		if (stop_requested)
 			break;
 		n = reap_pass(&r, clock_now_ms(), REAP_BATCH);
-		if (n < 0) { /* the database failed us: do not hammer it, nor Telegram */
+		if (n < 0) {
 			clock_sleep_ms(STORE_ERROR_BACKOFF_MS);
 			continue;
 		}
-		if (n > 0 && metrics_flush(s) != 0)
-			log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(s));
-		if (n >= REAP_BATCH)
-			continue; /* more may be due at once */
-		clock_sleep_ms(sleep_for(s, clock_now_ms(), r.pause_until_ms, cfg->deleter_poll_ms));
+		if (n == 0)
+			clock_sleep_ms(sleep_for(s, clock_now_ms(), r.pause_until_ms,
+						 cfg->deleter_poll_ms));
 	}
 	metrics_flush(s);
 	log_json(LOG_INFO, "otp-deleter stopping",
 		 json_pack("{s:I, s:I, s:I}", "deleted", (json_int_t)r.stats.deleted,
 			   "failed_permanently", (json_int_t)r.stats.failed_permanently, "retried",
 			   (json_int_t)r.stats.retried));
+	reap_free(&r);
 	return 0;
 }
 
@@ -243,6 +263,15 @@ int main(int argc, char **argv)
 	}
 	secmem_install_json_allocator();
 	log_init(PROGRAM, LOG_INFO);
+	switch (secmem_forbid_core_dumps(err, sizeof err)) {
+	case -1:
+		log_msg(LOG_ERROR, "turning core dumps off: %s", err);
+		return 1;
+	case 1:
+		log_msg(LOG_WARNING, "core dumps allowed (OTP_ALLOW_CORE_DUMPS=1): a core holds the "
+				     "bot token and recent OTPs");
+		break;
+	}
 	if (open_log(opt.log_file) != 0)
 		return 1;
 	if (cfg_load(&cfg, err, sizeof err) != 0) {

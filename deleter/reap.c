@@ -18,19 +18,70 @@ struct group {
 	struct pending rows[];
 };
 
-/* A pass: calls under way and rows queued meanwhile, until none is left. */
-struct pass {
-	struct reaper *r;
-	int64_t *inflight;    /* ids of the rows of queued and running calls */
-	int ninflight, cap;
-	int64_t last_fetch_ms;
-	int fetched;
-	int failed;           /* a store read or write failed */
-};
+static int queue_group(struct reaper *r, const struct pending *rows, int n);
 
-#define FETCH_EVERY_MS 50
+static int tg_add_delete(void *batch, const char *chat_id, const long long *ids, int n, void *tag)
+{
+	return tg_batch_add_delete(batch, chat_id, ids, n, tag);
+}
 
-static int queue_group(struct pass *ps, const struct pending *rows, int n);
+static int tg_step(void *batch, tg_batch_done_fn done, void *ctx, int stop, int wait_ms)
+{
+	return tg_batch_step(batch, done, ctx, stop, wait_ms);
+}
+
+const struct reap_batch_ops reap_tg_batch_ops = { tg_add_delete, tg_step };
+
+void reap_init(struct reaper *r, struct store *s, const struct policy *policy, void *batch,
+	       const struct reap_batch_ops *ops, const volatile sig_atomic_t *stop, unsigned int seed)
+{
+	memset(r, 0, sizeof *r);
+	r->store = s;
+	r->policy = policy;
+	r->batch = batch;
+	r->ops = ops;
+	r->stop = stop;
+	r->seed = seed;
+}
+
+void reap_free(struct reaper *r)
+{
+	free(r->inflight);
+	free(r->confirmed);
+	r->inflight = r->confirmed = NULL;
+	r->ninflight = r->nconfirmed = r->inflight_cap = r->confirmed_cap = 0;
+}
+
+int reap_busy(const struct reaper *r)
+{
+	return r->busy;
+}
+
+/* Appends v to the array *a of *n elements (capacity *cap). Returns 0 or -1. */
+static int push_id(int64_t **a, int *n, int *cap, int64_t v)
+{
+	if (*n == *cap) {
+		int c = *cap > 0 ? *cap * 2 : 64;
+		int64_t *p = realloc(*a, (size_t)c * sizeof *p);
+
+		if (p == NULL)
+			return -1;
+		*a = p;
+		*cap = c;
+	}
+	(*a)[(*n)++] = v;
+	return 0;
+}
+
+static int has_id(const int64_t *a, int n, int64_t v)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (a[i] == v)
+			return 1;
+	return 0;
+}
 
 enum reap_outcome reap_classify(const struct tg_result *res)
 {
@@ -78,42 +129,45 @@ static void log_row(enum log_level level, const char *message, const struct pend
 	log_json(level, message, f);
 }
 
-static void forget_inflight(struct pass *ps, int64_t id)
+static void forget_inflight(struct reaper *r, int64_t id)
 {
 	int i;
 
-	for (i = 0; i < ps->ninflight; i++) {
-		if (ps->inflight[i] == id) {
-			ps->inflight[i] = ps->inflight[--ps->ninflight];
+	for (i = 0; i < r->ninflight; i++) {
+		if (r->inflight[i] == id) {
+			r->inflight[i] = r->inflight[--r->ninflight];
 			return;
 		}
 	}
 }
 
-static int is_inflight(const struct pass *ps, int64_t id)
+/* Removes the rows of confirmed deletions; the ids of those it could not remove are kept, so
+ * that the next pass removes them without asking Telegram again. */
+static void remove_confirmed(struct reaper *r, const int64_t *ids, int n)
 {
 	int i;
 
-	for (i = 0; i < ps->ninflight; i++)
-		if (ps->inflight[i] == id)
-			return 1;
-	return 0;
+	if (n == 0 || store_pending_remove_many(r->store, ids, n) == 0)
+		return;
+	r->failed = 1;
+	for (i = 0; i < n; i++)
+		if (push_id(&r->confirmed, &r->nconfirmed, &r->confirmed_cap, ids[i]) != 0)
+			break; /* out of memory: the row is asked about again, answered "not found" */
 }
 
 /* Applies one call's result to each row it covered: removes the rows that are done (deleted,
  * already gone, or never deletable), reschedules the others. */
 static int settle(void *ctx, void *tag, const struct tg_result *res)
 {
-	struct pass *ps = ctx;
-	struct reaper *r = ps->r;
+	struct reaper *r = ctx;
 	struct group *g = tag;
 	enum reap_outcome outcome;
-	int64_t now = clock_now_ms(), next, until, done_ids[TG_DELETE_MESSAGES_MAX];
+	int64_t now = clock_now_ms(), next, until = 0, done_ids[TG_DELETE_MESSAGES_MAX];
 	int i, ndone = 0;
 
 	if (res == NULL) { /* never started (a 429 or SIGTERM stopped the batch): still due */
 		for (i = 0; i < g->n; i++)
-			forget_inflight(ps, g->rows[i].id);
+			forget_inflight(r, g->rows[i].id);
 		free(g);
 		return 0;
 	}
@@ -122,9 +176,9 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 		/* one refusal of deleteMessages may be about one of its messages: before giving
 		 * any of them up, ask about each alone */
 		for (i = 0; i < g->n; i++) {
-			forget_inflight(ps, g->rows[i].id);
-			if (queue_group(ps, &g->rows[i], 1) != 0)
-				ps->failed = 1;
+			forget_inflight(r, g->rows[i].id);
+			if (queue_group(r, &g->rows[i], 1) != 0)
+				r->failed = 1;
 		}
 		free(g);
 		return 0;
@@ -132,7 +186,7 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 	for (i = 0; i < g->n; i++) {
 		const struct pending *p = &g->rows[i];
 
-		forget_inflight(ps, p->id);
+		forget_inflight(r, p->id);
 		switch (outcome) {
 		case REAP_DONE:
 			log_row(LOG_INFO, res->status == TG_OK ? "message deleted"
@@ -160,18 +214,17 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 				       ? now
 				       : now + reap_backoff_ms(p->attempts + 1, &r->seed);
 			if (store_pending_retry(r->store, p->id, next) != 0)
-				ps->failed = 1;
+				r->failed = 1;
 			break;
 		}
 	}
 	free(g);
-	if (store_pending_remove_many(r->store, done_ids, ndone) != 0)
-		ps->failed = 1;
+	remove_confirmed(r, done_ids, ndone);
 	if (res->status == TG_RETRY_AFTER) {
 		/* retry_after is untrusted: the policy clamps it to TELEGRAM_MAX_PAUSE_SECONDS */
 		if (policy_pause(r->policy, r->store, POLICY_PAUSE_DELETE, res->retry_after_s, now,
 				 PROGRAM, &until) != 0)
-			ps->failed = 1;
+			r->failed = 1;
 		if (until > r->pause_until_ms)
 			r->pause_until_ms = until;
 		return 1; /* Telegram asked us to wait with deletions: start none */
@@ -190,7 +243,7 @@ static int by_chat(const void *a, const void *b)
 }
 
 /* Queues one call for rows[0..n) (one chat). Returns 0 or -1. */
-static int queue_group(struct pass *ps, const struct pending *rows, int n)
+static int queue_group(struct reaper *r, const struct pending *rows, int n)
 {
 	struct group *g = malloc(sizeof *g + (size_t)n * sizeof g->rows[0]);
 	long long ids[TG_DELETE_MESSAGES_MAX] = { 0 };
@@ -202,57 +255,62 @@ static int queue_group(struct pass *ps, const struct pending *rows, int n)
 	memcpy(g->rows, rows, (size_t)n * sizeof *rows);
 	for (i = 0; i < n; i++)
 		ids[i] = rows[i].message_id;
-	if (tg_batch_add_delete(ps->r->batch, rows[0].chat_id, ids, n, g) != 0) {
+	if (r->ops->add_delete(r->batch, rows[0].chat_id, ids, n, g) != 0) {
 		free(g);
 		return -1;
 	}
-	for (i = 0; i < n; i++)
-		ps->inflight[ps->ninflight++] = rows[i].id;
+	for (i = 0; i < n; i++) /* room was made by queue_due() */
+		r->inflight[r->ninflight++] = rows[i].id;
 	return 0;
 }
 
-/* Reads the rows due at now that no call covers yet and queues their calls, at most max rows,
- * grouped by chat (TG_DELETE_MESSAGES_MAX per call). Returns the number queued, or -1. */
-static int queue_due(struct pass *ps, int64_t now, int max)
+/* Reads the rows due at now that no call covers yet (and that are not confirmed deletions
+ * waiting for their removal) and queues their calls, at most max rows, grouped by chat
+ * (TG_DELETE_MESSAGES_MAX per call). Returns the number queued, or -1 (logged). */
+static int queue_due(struct reaper *r, int64_t now, int max)
 {
 	struct pending *rows = NULL;
-	int n, i, fresh = 0, first, rc = -1;
+	int want = max + r->ninflight + r->nconfirmed, n, i, fresh = 0, first, rc = -1;
 
-	ps->last_fetch_ms = now;
-	rows = malloc((size_t)(max + ps->ninflight) * sizeof *rows);
+	r->last_fetch_ms = clock_mono_ms();
+	rows = malloc((size_t)want * sizeof *rows);
 	if (rows == NULL)
 		goto out;
-	n = store_pending_due(ps->r->store, now, rows, max + ps->ninflight);
+	n = store_pending_due(r->store, now, rows, want);
 	if (n < 0) {
-		log_msg(LOG_ERROR, "reading due deletions: %s", store_strerror(ps->r->store));
+		log_msg(LOG_ERROR, "reading due deletions: %s", store_strerror(r->store));
 		goto out;
 	}
 	/* every fresh row read is queued, even past max: a store shared by several deleters
 	 * (Redis) leased them to us, and a row left out would wait for its lease to end */
 	for (i = 0; i < n; i++)
-		if (!is_inflight(ps, rows[i].id))
+		if (!has_id(r->inflight, r->ninflight, rows[i].id) &&
+		    !has_id(r->confirmed, r->nconfirmed, rows[i].id))
 			rows[fresh++] = rows[i];
-	if (ps->ninflight + fresh > ps->cap) {
-		int cap = (ps->ninflight + fresh) * 2;
-		int64_t *v = realloc(ps->inflight, (size_t)cap * sizeof *v);
+	/* room for every row a call may cover, splits included, so queue_group cannot fail
+	 * for want of it */
+	if (r->ninflight + fresh > r->inflight_cap) {
+		int cap = (r->ninflight + fresh) * 2;
+		int64_t *v = realloc(r->inflight, (size_t)cap * sizeof *v);
 
 		if (v == NULL)
 			goto out;
-		ps->inflight = v;
-		ps->cap = cap;
+		r->inflight = v;
+		r->inflight_cap = cap;
 	}
 	qsort(rows, (size_t)fresh, sizeof *rows, by_chat);
 	for (first = 0, i = 1; i <= fresh; i++) {
 		if (i < fresh && strcmp(rows[i].chat_id, rows[first].chat_id) == 0 &&
 		    i - first < TG_DELETE_MESSAGES_MAX)
 			continue;
-		if (queue_group(ps, &rows[first], i - first) != 0) {
+		if (queue_group(r, &rows[first], i - first) != 0) {
 			log_msg(LOG_ERROR, "reap: cannot queue a deletion (out of memory)");
+			r->fetched += first;
 			goto out;
 		}
 		first = i;
 	}
-	ps->fetched += fresh;
+	r->fetched += fresh;
 	rc = fresh;
 out:
 	free(rows);
@@ -271,43 +329,56 @@ static void read_pause(struct reaper *r)
 		r->pause_until_ms = until;
 }
 
-/* While calls run: the caller's housekeeping, then the rows that fell due meanwhile. */
-static void tick(void *ctx)
-{
-	struct pass *ps = ctx;
-	struct reaper *r = ps->r;
-	int64_t now;
-
-	if (r->tick != NULL)
-		r->tick(r->tick_ctx);
-	now = clock_now_ms();
-	/* after a failed row update, fetch nothing more: the rows concerned are due again and
-	 * would be sent again at once; the caller backs off instead */
-	if (*r->stop || ps->failed || now < r->pause_until_ms ||
-	    now - ps->last_fetch_ms < FETCH_EVERY_MS)
-		return;
-	read_pause(r);
-	if (now >= r->pause_until_ms && queue_due(ps, now, REAP_BATCH_MAX) < 0)
-		ps->failed = 1;
-}
-
 int reap_pass(struct reaper *r, int64_t now_ms, int max)
 {
-	struct pass ps;
+	int n;
 
+	if (r->busy)
+		return r->ninflight;
+	if (r->nconfirmed > 0) {
+		if (store_pending_remove_many(r->store, r->confirmed, r->nconfirmed) != 0) {
+			log_msg(LOG_ERROR, "removing the rows of confirmed deletions: %s",
+				store_strerror(r->store));
+			return -1;
+		}
+		r->nconfirmed = 0;
+	}
 	read_pause(r);
 	if (now_ms < r->pause_until_ms)
 		return 0;
 	if (max > REAP_BATCH_MAX)
 		max = REAP_BATCH_MAX;
-	memset(&ps, 0, sizeof ps);
-	ps.r = r;
-	if (queue_due(&ps, now_ms, max) > 0)
-		tg_batch_run(r->batch, settle, tick, &ps, r->stop);
-	free(ps.inflight);
-	if (ps.failed) {
+	r->fetched = 0;
+	r->failed = 0;
+	n = queue_due(r, now_ms, max);
+	if (n < 0 && r->ninflight == 0)
+		return -1;
+	if (n < 0)
+		r->failed = 1; /* some calls were queued: run them, then back off */
+	r->busy = r->ninflight > 0;
+	return r->ninflight;
+}
+
+int reap_step(struct reaper *r, int wait_ms)
+{
+	int64_t now = clock_now_ms();
+
+	if (!r->busy)
+		return 0;
+	/* after a failed row update, fetch nothing more: the rows concerned are due again and
+	 * would be sent again at once; the caller backs off instead */
+	if (!*r->stop && !r->failed && now >= r->pause_until_ms &&
+	    clock_mono_ms() - r->last_fetch_ms >= REAP_FETCH_EVERY_MS) {
+		read_pause(r);
+		if (now >= r->pause_until_ms && queue_due(r, now, REAP_BATCH_MAX) < 0)
+			r->failed = 1;
+	}
+	if (r->ops->step(r->batch, settle, r, *r->stop != 0, wait_ms))
+		return 1;
+	r->busy = 0;
+	if (r->failed) {
 		log_msg(LOG_ERROR, "updating deletion rows: %s", store_strerror(r->store));
 		return -1;
 	}
-	return ps.fetched;
+	return 0;
 }

@@ -4,8 +4,26 @@
 #include "secmem.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+int fcgi_io_listener_gone(void)
+{
+	struct sockaddr_un sa;
+	socklen_t len = sizeof sa;
+	struct stat st;
+
+	memset(&sa, 0, sizeof sa);
+	if (getsockname(0, (struct sockaddr *)&sa, &len) != 0 || sa.sun_family != AF_UNIX ||
+	    len <= offsetof(struct sockaddr_un, sun_path) || sa.sun_path[0] != '/')
+		return 0;
+	sa.sun_path[sizeof sa.sun_path - 1] = '\0';
+	return stat(sa.sun_path, &st) != 0 && errno == ENOENT;
+}
 
 static const char *param(FCGX_Request *fr, const char *name)
 {

@@ -36,7 +36,7 @@ static atomic_int in_flight;
 /* One log line and the request metrics for every request. */
 static void account(const struct request *req, const struct response *resp, int64_t start_ms)
 {
-	int64_t took_ms = clock_now_ms() - start_ms;
+	int64_t took_ms = clock_mono_ms() - start_ms;
 	const char *path = router_metric_path(req->path);
 	char labels[96], method[16], shown[256];
 	json_t *f;
@@ -61,7 +61,7 @@ static void serve(struct worker *w, FCGX_Request *fr, struct request_buf *buf)
 {
 	struct request req;
 	struct response resp;
-	int64_t start = clock_now_ms();
+	int64_t start = clock_mono_ms();
 
 	memset(&resp, 0, sizeof resp);
 	fcgi_io_read_request(fr, buf, &req);
@@ -113,7 +113,9 @@ static void *worker_main(void *arg)
 }
 
 /* Moves this process's metric counts into the store every METRICS_FLUSH_MS, so that /metrics
- * answered by any process shows them. Runs for the life of the process. */
+ * answered by any process shows them, and checks that the database file is still the one at
+ * its path (an idle process notices a removed file within a second, and logs it once). Runs
+ * for the life of the process. */
 static void *metrics_flusher(void *arg)
 {
 	const struct cfg *cfg = arg;
@@ -128,7 +130,9 @@ static void *metrics_flusher(void *arg)
 			log_msg(LOG_ERROR, "metrics: opening the database: %s", err);
 			continue;
 		}
-		if (metrics_flush(s) != 0)
+		if (store_check_file(s) < 0)
+			log_msg(LOG_ERROR, "reopening the database: %s", store_strerror(s));
+		else if (metrics_flush(s) != 0)
 			log_msg(LOG_WARNING, "metrics: flushing: %s", store_strerror(s));
 	}
 	return NULL;
@@ -175,30 +179,45 @@ static void usage(FILE *f)
 		   "otp-fcgi(8) and README.md.\n");
 }
 
-/* Waits for SIGTERM/SIGINT (SIGHUP is ignored: lighttpd's error log is its to reopen), then for
- * requests in flight: as long as the longest request can take, so that a message Telegram
- * delivered is always recorded for deletion before the process exits. */
+/* Waits for SIGTERM/SIGINT (SIGHUP is ignored: lighttpd's error log is its to reopen), or for
+ * the listening socket's path to vanish (checked every second): a signal can be lost, e.g. one
+ * lighttpd sends between its fork and our exec, and lighttpd removes its sockets as it exits
+ * without waiting for us. Then waits for requests in flight: as long as the longest request can
+ * take, so that a message Telegram delivered is always recorded for deletion before the
+ * process exits. */
 static void wait_for_stop(struct app *app)
 {
 	const struct cfg *cfg = app->cfg;
 	int64_t grace = cfg->send_wait_ms + cfg->telegram_timeout_ms + 2 * STORE_BUSY_TIMEOUT_MS +
 			1000;
+	struct timespec second = { 1, 0 };
 	sigset_t set;
-	int sig = 0;
+	int sig;
 	int64_t deadline;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
-	do {
-		if (sigwait(&set, &sig) != 0)
-			return;
-	} while (sig == SIGHUP);
-	log_msg(LOG_INFO, "stopping on signal %d", sig);
+	for (;;) {
+		sig = sigtimedwait(&set, NULL, &second);
+		if (sig == SIGTERM || sig == SIGINT) {
+			log_msg(LOG_INFO, "stopping on signal %d", sig);
+			break;
+		}
+		if (sig < 0 && errno != EAGAIN && errno != EINTR) {
+			log_msg(LOG_ERROR, "waiting for signals: %s: stopping", strerror(errno));
+			break;
+		}
+		if (fcgi_io_listener_gone()) {
+			log_msg(LOG_INFO, "the listening socket's path is gone (the web server "
+					  "stopped): stopping");
+			break;
+		}
+	}
 	atomic_store(&app->stopping, 1);
-	deadline = clock_now_ms() + grace;
-	while (atomic_load(&in_flight) > 0 && clock_now_ms() < deadline)
+	deadline = clock_mono_ms() + grace;
+	while (atomic_load(&in_flight) > 0 && clock_mono_ms() < deadline)
 		clock_sleep_ms(10);
 }
 
@@ -235,6 +254,15 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	secmem_install_json_allocator();
 	log_init("otp-fcgi", LOG_INFO);
+	switch (secmem_forbid_core_dumps(err, sizeof err)) {
+	case -1:
+		log_msg(LOG_ERROR, "turning core dumps off: %s", err);
+		return 1;
+	case 1:
+		log_msg(LOG_WARNING, "core dumps allowed (OTP_ALLOW_CORE_DUMPS=1): a core holds the "
+				     "bot token and recent OTPs");
+		break;
+	}
 	if (cfg_load(&cfg, err, sizeof err) != 0) {
 		log_msg(LOG_ERROR, "configuration: %s", err);
 		return 1;

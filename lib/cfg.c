@@ -223,7 +223,7 @@ static int is_tmpfs_dir(const char *dir)
 
 static int usable_dir(const char *dir)
 {
-	if (mkdir(dir, 0770) != 0 && errno != EEXIST)
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return 0;
 	return access(dir, W_OK | X_OK) == 0;
 }
@@ -287,6 +287,7 @@ static int load_db_default(struct cfg *cfg, char *err, size_t errlen)
 	const char *v = env("OTP_DB_PATH");
 	const char *rt = env("RUNTIME_DIRECTORY");
 	char path[PATH_MAX], dir[64];
+	struct stat st;
 
 	if (v != NULL)
 		return dup_str(v, &cfg->db_path, err, errlen);
@@ -301,6 +302,14 @@ static int load_db_default(struct cfg *cfg, char *err, size_t errlen)
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
 		snprintf(err, errlen, "OTP_DB_PATH is not set and %s cannot be created: %s", dir,
 			 strerror(errno));
+		return -1;
+	}
+	/* anyone may create that name in /dev/shm first: it must be a real directory of ours
+	 * that no one else may write (the store checks the owner and mode again at each open) */
+	if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & 022) != 0) {
+		snprintf(err, errlen, "OTP_DB_PATH is not set and %s is not a directory of ours "
+				      "(another user made it?): refusing it", dir);
 		return -1;
 	}
 	snprintf(path, sizeof path, "%s/pending.db", dir);
@@ -486,9 +495,18 @@ int cfg_read_env_file(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	while (fgets(line, sizeof line, f) != NULL) {
-		int r;
+		int r, c;
 
 		lineno++;
+		/* a line that does not fit is an error: read in pieces, its tail would be taken
+		 * for a line of its own and could set any key */
+		if (strchr(line, '\n') == NULL && (c = getc(f)) != EOF) {
+			if (c != '\n') {
+				snprintf(err, errlen, "%s:%d: line longer than %zu bytes", path,
+					 lineno, sizeof line - 1);
+				goto out;
+			}
+		}
 		r = cfg_parse_env_line(line, key, sizeof key, value, sizeof value, why, sizeof why);
 		if (r < 0) {
 			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);

@@ -57,7 +57,8 @@ void cfg_free(struct cfg *cfg);
 
 /* Reads a .env-style file: KEY=VALUE lines, '#' comments, blank lines, an optional "export ",
  * values optionally in single or double quotes, no expansion. Each key the environment does not
- * already set is set. Returns 0, or -1 with "FILE:LINE: reason" in err. */
+ * already set is set. A line longer than 4095 bytes (its newline aside) is an error, not split.
+ * Returns 0, or -1 with "FILE:LINE: reason" in err. */
 int cfg_read_env_file(const char *path, char *err, size_t errlen);
 
 /* Parses one line of such a file. Returns 1 with key/value copied out (NUL-terminated, truncated

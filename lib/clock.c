@@ -1,4 +1,4 @@
-/* clock.c — wall-clock helpers shared by otp-fcgi and otp-deleter. */
+/* clock.c — the two clocks shared by otp-fcgi and otp-deleter. See clock.h. */
 #include "clock.h"
 
 #include <errno.h>
@@ -18,6 +18,14 @@ int64_t clock_now_us(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t clock_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int clock_format_utc(int64_t sec, char buf[CLOCK_ISO_LEN])

@@ -1,15 +1,22 @@
-/* clock.h — wall-clock time in milliseconds and the API's UTC timestamp format. */
+/* clock.h — time in milliseconds, and the API's UTC timestamp format.
+ *
+ * Two clocks: the wall clock for instants that are stored or answered (sent_at, delete_at, rows
+ * in the database, log stamps), and the monotonic clock for every wait, timeout and duration,
+ * so that a step of the system clock (NTP, an operator) moves no deadline. */
 #ifndef OTP_CLOCK_H
 #define OTP_CLOCK_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
+/* Milliseconds since the Unix epoch (CLOCK_REALTIME): for instants that are stored or answered. */
 int64_t clock_now_ms(void);
 
 /* Microseconds since the Unix epoch (CLOCK_REALTIME). */
 int64_t clock_now_us(void);
+
+/* Milliseconds on CLOCK_MONOTONIC (from an arbitrary origin): for waits, timeouts, durations. */
+int64_t clock_mono_ms(void);
 
 /* Length of "2025-10-28T12:00:00Z" plus its NUL. */
 #define CLOCK_ISO_LEN 21

@@ -46,6 +46,8 @@ static const struct metric_def defs[] = {
 	  duration_buckets },
 	{ "telegram_api_duration_seconds", HISTOGRAM, "Bot API call duration, by method",
 	  duration_buckets },
+	{ "otp_database_reopened_total", COUNTER,
+	  "Times a process found the database file removed or replaced and reopened it", NULL },
 };
 
 #define NDEFS (sizeof defs / sizeof defs[0])
@@ -143,12 +145,16 @@ int metrics_flush(struct store *s)
 {
 	struct delta *batch = malloc(MAX_SERIES * sizeof *batch);
 	struct store_metric *rows = malloc(MAX_SERIES * sizeof *rows);
+	long reopened;
 	int i, n = 0, rc = -1;
 
 	if (batch == NULL || rows == NULL)
 		goto out; /* the deltas stay for the next flush */
 	/* take the deltas and write them without the lock: requests keep counting meanwhile */
 	pthread_mutex_lock(&lock);
+	reopened = store_reopens_take();
+	if (reopened > 0)
+		add_locked("otp_database_reopened_total", "", (double)reopened);
 	n = ndeltas;
 	memcpy(batch, deltas, (size_t)n * sizeof *batch);
 	ndeltas = 0;

@@ -2,9 +2,13 @@
 #define _DEFAULT_SOURCE
 #include "secmem.h"
 
+#include <errno.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include <jansson.h>
 
@@ -106,4 +110,22 @@ void secmem_json_free(char *s)
 		return;
 	json_get_alloc_funcs(&m, &f);
 	f(s);
+}
+
+int secmem_forbid_core_dumps(char *err, size_t errlen)
+{
+	const char *allow = getenv("OTP_ALLOW_CORE_DUMPS");
+	struct rlimit none = { 0, 0 };
+
+	if (allow != NULL && strcmp(allow, "1") == 0)
+		return 1;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+		snprintf(err, errlen, "prctl(PR_SET_DUMPABLE, 0): %s", strerror(errno));
+		return -1;
+	}
+	if (setrlimit(RLIMIT_CORE, &none) != 0) {
+		snprintf(err, errlen, "setrlimit(RLIMIT_CORE, 0): %s", strerror(errno));
+		return -1;
+	}
+	return 0;
 }

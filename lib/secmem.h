@@ -23,6 +23,14 @@ void *secmem_realloc(void *p, size_t n);
 void *secmem_calloc(size_t nmemb, size_t size);
 char *secmem_strdup(const char *s);
 
+/* Core dumps would hold the token and OTPs: unless the environment says
+ * OTP_ALLOW_CORE_DUMPS=1, makes this process non-dumpable (PR_SET_DUMPABLE 0, which also keeps
+ * same-user ptrace and /proc/PID/mem out) and sets RLIMIT_CORE to 0, soft and hard. Call first
+ * thing in main, before any secret is read. Returns 1 when dumps stay allowed, 0 when they were
+ * turned off, -1 with the reason in err. Only the environment counts (not OTP_ENV_FILE): the
+ * decision is taken before the settings, and with them the token, are read. */
+int secmem_forbid_core_dumps(char *err, size_t errlen);
+
 /* Frees a string that jansson allocated (json_dumps): it must go back to jansson's allocator,
  * whichever is installed, not to free(). NULL is allowed. */
 void secmem_json_free(char *s);

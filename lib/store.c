@@ -63,6 +63,16 @@ const char *store_backend(const struct store *s)
 	return s->sq != NULL ? "sqlite" : "redis";
 }
 
+int store_check_file(struct store *s)
+{
+	return s->sq != NULL ? sqlite_store_check_file(s->sq) : 0;
+}
+
+long store_reopens_take(void)
+{
+	return sqlite_store_reopens_take();
+}
+
 const char *store_strerror(const struct store *s)
 {
 	return s->sq != NULL ? sqlite_store_strerror(s->sq) : redis_store_strerror(s->rd);

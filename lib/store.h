@@ -16,7 +16,14 @@
  * One handle per thread. The OTP and the message text are never given to the store.
  *
  * Errors: functions returning int answer 0 (or a count) on success and -1 on failure, with the
- * reason in store_strerror(); the caller reports it once, with its own context. */
+ * reason in store_strerror(); the caller reports it once, with its own context.
+ *
+ * SQLite's files: the directory holding the database must belong to the effective user and be
+ * closed to group and others' writes, or store_open() refuses it. The database, its -wal and
+ * -shm and PATH.lock (held while a handle opens the file) are 0600. If the file is removed or
+ * replaced while open, every call notices (one stat) and reopens the path; the stale -wal/-shm of
+ * the old file are removed first. The first handle of a process to meet a new file logs it (once
+ * per process) and counts it (store_reopens_take). Rows only the old file held are lost. */
 #ifndef OTP_STORE_H
 #define OTP_STORE_H
 
@@ -93,6 +100,15 @@ void store_close(struct store *s);
 
 /* "sqlite" or "redis". */
 const char *store_backend(const struct store *s);
+
+/* Checks now that the handle's file is still the one at the path, reopening it if not: for loops
+ * that may go a while without another call. Returns 1 if it reopened, 0 if nothing changed, -1
+ * when reopening failed. Redis: 0 (there is no file). */
+int store_check_file(struct store *s);
+
+/* How many times this process found its database removed or replaced since the last call
+ * (SQLite; always 0 with Redis). */
+long store_reopens_take(void);
 
 /* The reason for the last failure on this handle. */
 const char *store_strerror(const struct store *s);

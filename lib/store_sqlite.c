@@ -4,11 +4,16 @@
 #include "store_backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -17,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "clock.h"
+#include "log.h"
 
 static const char schema_sql[] =
 #include "schema.inc"
@@ -92,13 +98,21 @@ static const char *const stmt_sql[ST_COUNT_] = {
 struct sqlite_store {
 	sqlite3 *db;
 	char *path;
-	dev_t dev;
+	dev_t dev;               /* the file this handle has open */
 	ino_t ino;
 	int64_t busy_since_ms;
 	int writing;          /* holds write_lock: between begin() and commit() or rollback() */
 	sqlite3_stmt *stmts[ST_COUNT_];
 	char err[256];
 };
+
+/* The file this process last opened at its path, so that a removal or replacement is logged
+ * and counted once per process, by the first handle that meets it, not once per thread. */
+static pthread_mutex_t file_lock = PTHREAD_MUTEX_INITIALIZER;
+static char process_path[PATH_MAX];
+static dev_t process_dev;
+static ino_t process_ino;
+static atomic_long reopens;
 
 static void set_err(struct sqlite_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -131,7 +145,7 @@ static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 static int busy_wait(void *arg, int tries)
 {
 	struct sqlite_store *s = arg;
-	int64_t now = clock_now_ms();
+	int64_t now = clock_mono_ms();
 	struct timespec ts = { 0, 1000000 };
 
 	if (tries == 0)
@@ -210,8 +224,12 @@ static int create_schema(struct sqlite_store *s)
 	char sql[sizeof schema_sql + sizeof migrate_v1_sql + 128];
 	int version;
 
+	/* a small WAL: checkpoint every 64 pages (256 KiB), and cut the file back to 256 KiB
+	 * after each checkpoint (it otherwise keeps its largest size: ~4 MB seen on tmpfs) */
 	if (exec_retrying(s, "PRAGMA journal_mode=WAL", "enable WAL") != 0 ||
-	    exec_retrying(s, "PRAGMA synchronous=NORMAL", "set synchronous") != 0)
+	    exec_retrying(s, "PRAGMA synchronous=NORMAL", "set synchronous") != 0 ||
+	    exec_retrying(s, "PRAGMA wal_autocheckpoint=64", "set wal_autocheckpoint") != 0 ||
+	    exec_retrying(s, "PRAGMA journal_size_limit=262144", "set journal_size_limit") != 0)
 		return -1;
 	if ((version = schema_version(s)) < 0)
 		return -1;
@@ -229,11 +247,195 @@ static int create_schema(struct sqlite_store *s)
 	return 0;
 }
 
+/* The directory holding the database must be ours alone: another user who may write it could
+ * read, remove or replace the file, or hold its lock. */
+static int check_dir(struct sqlite_store *s)
+{
+	char copy[PATH_MAX], *dir;
+	struct stat st;
+
+	if (snprintf(copy, sizeof copy, "%s", s->path) >= (int)sizeof copy) {
+		set_err(s, "database path too long");
+		return -1;
+	}
+	dir = dirname(copy);
+	if (stat(dir, &st) != 0) {
+		set_err(s, "database directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		set_err(s, "database directory %s is not a directory", dir);
+		return -1;
+	}
+	if (st.st_uid != geteuid()) {
+		set_err(s, "database directory %s belongs to uid %u, not to this process's uid %u: "
+			   "refusing it (its owner could read, replace or lock the database)",
+			dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		return -1;
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		set_err(s, "database directory %s is writable by its group or others (mode %04o): "
+			   "refusing it (chmod go-w %s)",
+			dir, (unsigned)(st.st_mode & 07777), dir);
+		return -1;
+	}
+	return 0;
+}
+
+/* Creates the database file 0600 before SQLite does (SQLite would make it 0644 less the umask,
+ * and gives its -wal and -shm files the database's mode), and takes back a file or a -wal/-shm
+ * left more open than that. An existing file is never opened here: closing a descriptor of a
+ * file drops every POSIX lock this process holds on it, SQLite's included. */
+static int make_private(struct sqlite_store *s)
+{
+	static const char *const suffixes[] = { "", "-wal", "-shm" };
+	char p[PATH_MAX];
+	struct stat st;
+	size_t i;
+	int fd;
+
+	fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd); /* a new inode: no lock of ours can be on it */
+	else if (errno != EEXIST) {
+		set_err(s, "create %s: %s", s->path, strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		if (snprintf(p, sizeof p, "%s%s", s->path, suffixes[i]) >= (int)sizeof p) {
+			set_err(s, "database path too long");
+			return -1;
+		}
+		if (stat(p, &st) != 0) {
+			if (errno == ENOENT)
+				continue;
+			set_err(s, "stat %s: %s", p, strerror(errno));
+			return -1;
+		}
+		if ((st.st_mode & 077) != 0 && chmod(p, 0600) != 0) {
+			set_err(s, "make %s private (0600): %s", p, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Opens (creating 0600) PATH.lock and takes its lock: whoever (re)creates the database holds
+ * it. The file records the (device, inode) of the database that PATH-wal and PATH-shm belong
+ * to. Returns the fd, or -1. */
+static int lock_opening(struct sqlite_store *s)
+{
+	char p[PATH_MAX];
+	int fd;
+
+	if (snprintf(p, sizeof p, "%s.lock", s->path) >= (int)sizeof p) {
+		set_err(s, "database path too long");
+		return -1;
+	}
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		set_err(s, "open %s: %s", p, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX) != 0) {
+		set_err(s, "lock %s: %s", p, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* After the database was removed (or replaced), PATH-wal and PATH-shm still belong to the old
+ * file, and processes that have not noticed yet still use them: a new database opened beside
+ * them would read the old file's pages from them ("disk I/O error", "malformed"). Unlinks them
+ * when the database is missing, or is not the file the lock file says they belong to. The
+ * processes still on the old file keep their descriptors and go on undisturbed until they
+ * notice. With no record (a first start, a crash), a -wal is trusted: it may hold committed
+ * rows. */
+static int drop_stale_journal(struct sqlite_store *s, int lock_fd)
+{
+	static const char *const suffixes[] = { "-wal", "-shm" };
+	char rec[64] = "", p[PATH_MAX];
+	unsigned long long dev = 0, ino = 0;
+	struct stat st;
+	ssize_t n;
+	size_t i;
+	int stale;
+
+	n = pread(lock_fd, rec, sizeof rec - 1, 0);
+	if (n > 0)
+		rec[n] = '\0';
+	if (stat(s->path, &st) != 0) {
+		if (errno != ENOENT) {
+			set_err(s, "stat %s: %s", s->path, strerror(errno));
+			return -1;
+		}
+		stale = 1;
+	} else {
+		stale = sscanf(rec, "%llu %llu", &dev, &ino) == 2 &&
+			(dev != (unsigned long long)st.st_dev || ino != (unsigned long long)st.st_ino);
+	}
+	if (!stale)
+		return 0;
+	for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		snprintf(p, sizeof p, "%s%s", s->path, suffixes[i]);
+		if (unlink(p) != 0 && errno != ENOENT) {
+			set_err(s, "remove the stale %s: %s", p, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Writes which database PATH-wal and PATH-shm now belong to. */
+static int record_journal_owner(struct sqlite_store *s, int lock_fd)
+{
+	char rec[64];
+	int n = snprintf(rec, sizeof rec, "%llu %llu\n", (unsigned long long)s->dev,
+			 (unsigned long long)s->ino);
+
+	if (ftruncate(lock_fd, 0) != 0 || pwrite(lock_fd, rec, (size_t)n, 0) != n) {
+		set_err(s, "write %s.lock: %s", s->path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Logs and counts a replaced file once per process: the first handle to open the new file. */
+static void note_file(const struct sqlite_store *s)
+{
+	int replaced = 0;
+
+	pthread_mutex_lock(&file_lock);
+	if (strcmp(process_path, s->path) != 0) {
+		snprintf(process_path, sizeof process_path, "%s", s->path);
+	} else if (process_dev != s->dev || process_ino != s->ino) {
+		replaced = 1;
+		atomic_fetch_add(&reopens, 1);
+	}
+	process_dev = s->dev;
+	process_ino = s->ino;
+	pthread_mutex_unlock(&file_lock);
+	if (replaced)
+		log_msg(LOG_ERROR, "the database %s was removed or replaced while in use: reopened "
+				   "it; rows only the old file held (pending deletions, rate-limit "
+				   "events) are lost", s->path);
+}
+
+long sqlite_store_reopens_take(void)
+{
+	return atomic_exchange(&reopens, 0);
+}
+
 static int open_db(struct sqlite_store *s)
 {
 	struct stat st;
-	int rc;
+	int rc, lock_fd;
 
+	if (check_dir(s) != 0 || (lock_fd = lock_opening(s)) < 0)
+		return -1;
+	if (drop_stale_journal(s, lock_fd) != 0 || make_private(s) != 0)
+		goto fail;
 	rc = sqlite3_open_v2(s->path, &s->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
@@ -250,22 +452,52 @@ static int open_db(struct sqlite_store *s)
 	}
 	s->dev = st.st_dev;
 	s->ino = st.st_ino;
+	if (record_journal_owner(s, lock_fd) != 0)
+		goto fail;
+	close(lock_fd);
+	note_file(s);
 	return 0;
 fail:
+	close(lock_fd);
 	close_db(s);
 	return -1;
 }
 
+/* Closes a handle on a file that is no longer at the path without touching the path: a last
+ * close would checkpoint and unlink PATH-wal and PATH-shm by name, and they may be the new
+ * file's by now. */
+static void close_stale(struct sqlite_store *s)
+{
+	int one = 1;
+
+	if (s->db != NULL) {
+		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+		sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &one);
+	}
+	close_db(s);
+}
+
 /* Reopens the path when the file we hold was removed or replaced: writing on into an unlinked
- * file would succeed where no other process sees it. */
+ * file would succeed where no other process sees it. One stat(2), on every call. */
 static int ensure_current(struct sqlite_store *s)
 {
 	struct stat st;
 
 	if (s->db != NULL && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
 		return 0;
-	close_db(s);
+	close_stale(s);
 	return open_db(s);
+}
+
+int sqlite_store_check_file(struct sqlite_store *s)
+{
+	int was_open = s->db != NULL;
+	dev_t dev = s->dev;
+	ino_t ino = s->ino;
+
+	if (ensure_current(s) != 0)
+		return -1;
+	return was_open && (dev != s->dev || ino != s->ino);
 }
 
 struct sqlite_store *sqlite_store_open(const char *path, char *err, size_t errlen)
@@ -287,8 +519,13 @@ struct sqlite_store *sqlite_store_open(const char *path, char *err, size_t errle
 
 void sqlite_store_close(struct sqlite_store *s)
 {
+	struct stat st;
+
 	if (s == NULL)
 		return;
+	/* a last close checkpoints and unlinks PATH-wal by name: only for our own file */
+	if (s->db != NULL && (stat(s->path, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino))
+		close_stale(s);
 	close_db(s);
 	free(s->path);
 	free(s);

@@ -691,6 +691,7 @@ struct tg_batch {
 	int max_parallel;
 	struct xfer *head, *tail; /* queued, not yet started, in order */
 	int running;
+	int halted;               /* done() asked to start nothing more, until the batch is idle */
 	CURL **idle;              /* easy handles ready for reuse */
 	int nidle;
 };
@@ -857,27 +858,29 @@ static int reap_finished(struct tg_batch *b, tg_batch_done_fn done, void *ctx)
 	return halt;
 }
 
-int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tick, void *ctx,
-		 const volatile sig_atomic_t *stop)
+/* Ends a run of steps: the calls never started are reported dropped. */
+static int go_idle(struct tg_batch *b, tg_batch_done_fn done, void *ctx)
 {
-	int reported = 0, halt = 0, still;
-
-	for (;;) {
-		while (!halt && !*stop && b->head != NULL && b->running < b->max_parallel)
-			if (start_next(b) != 0)
-				break;
-		if (b->running == 0)
-			break;
-		curl_multi_perform(b->multi, &still);
-		still = b->running;
-		if (reap_finished(b, done, ctx) != 0)
-			halt = 1;
-		reported += still - b->running;
-		if (tick != NULL)
-			tick(ctx); /* may queue more calls */
-		if (b->running > 0)
-			curl_multi_poll(b->multi, NULL, 0, 50, NULL);
-	}
 	drop_queue(b, done, ctx);
-	return reported;
+	b->halted = 0;
+	return 0;
+}
+
+int tg_batch_step(struct tg_batch *b, tg_batch_done_fn done, void *ctx, int stop, int wait_ms)
+{
+	int still;
+
+	while (!b->halted && !stop && b->head != NULL && b->running < b->max_parallel)
+		if (start_next(b) != 0)
+			break;
+	if (b->running == 0) /* nothing runs, so nothing queued will start either */
+		return go_idle(b, done, ctx);
+	curl_multi_perform(b->multi, &still);
+	if (reap_finished(b, done, ctx) != 0)
+		b->halted = 1;
+	if (b->running == 0 && (b->head == NULL || b->halted || stop))
+		return go_idle(b, done, ctx);
+	if (b->running > 0)
+		curl_multi_poll(b->multi, NULL, 0, wait_ms, NULL);
+	return 1;
 }

@@ -87,9 +87,6 @@ struct tg_batch;
  * without being started are reported with res == NULL (so the caller can free their tags); the
  * return value is then ignored. */
 typedef int (*tg_batch_done_fn)(void *ctx, void *tag, const struct tg_result *res);
-/* Called with the same ctx at least every 50 ms while calls run (heartbeats, and queueing more
- * calls with tg_batch_add_delete: the batch then runs them too). */
-typedef void (*tg_batch_tick_fn)(void *ctx);
 
 /* A batch that runs up to max_parallel calls at once with tg's address, token and timeout.
  * tg must outlive it. NULL when out of memory. */
@@ -101,12 +98,13 @@ void tg_batch_free(struct tg_batch *b);
 int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long *ids, int n,
 			void *tag);
 
-/* Runs the queued calls, and those queued meanwhile, and reports each to done(). Returns once
- * no call is running and none is queued, or *stop is nonzero or done() asked and every call
- * under way has finished; calls never started are then dropped (reported with res == NULL).
- * Returns the number of calls that ran. */
-int tg_batch_run(struct tg_batch *b, tg_batch_done_fn done, tg_batch_tick_fn tick, void *ctx,
-		 const volatile sig_atomic_t *stop);
+/* One step of the queued calls, for a caller that drives them from its own loop (and queues
+ * more between steps): starts queued calls (none when stop is nonzero or done() asked to halt),
+ * reports each finished call to done(), then waits at most wait_ms for network activity.
+ * Returns 1 while calls run or wait to start, 0 once the batch is idle: nothing runs and
+ * nothing is queued, or stop / done()'s halt and every call under way has finished; calls never
+ * started are then dropped (reported with res == NULL). */
+int tg_batch_step(struct tg_batch *b, tg_batch_done_fn done, void *ctx, int stop, int wait_ms);
 
 /* Reads the Bot API's reply to method (HTTP status and body) into res, which it clears first.
  * Every number is range-checked and the description cleaned with tg_clean_text (token may be

@@ -118,7 +118,7 @@ def test_make_run_sandbox_serves_the_readme_example_and_stops_cleanly(workdir):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         log.close()
-    wait_until(lambda: not processes_with_marker(marker), 10, "every started process to exit")
+    wait_until(lambda: not processes_with_marker(marker), 10 * SLOW, "every started process to exit")
 
 
 def entrypoint_env(workdir, bot, port):
@@ -160,7 +160,7 @@ def test_docker_entrypoint_runs_the_stack_and_stops_on_sigterm(workdir, bot):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         log.close()
-    wait_until(lambda: not processes_with_marker(marker), 10, "every started process to exit")
+    wait_until(lambda: not processes_with_marker(marker), 10 * SLOW, "every started process to exit")
 
 
 def test_dockerfile_copies_files_that_exist():

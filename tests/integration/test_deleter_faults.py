@@ -55,7 +55,7 @@ def test_thousand_messages_due_at_once_are_deleted_within_seconds(make_gateway, 
     assert max(times) <= due + bound, f"the last deletion came {max(times) - due:.2f} s after delete_at"
     calls = bot.requests("deleteMessages")
     assert 100 <= len(calls) <= 110, "several due messages of one chat go in one call"
-    wait_until(lambda: gw.db_rows("SELECT count(*) FROM pending_deletions") == [(0,)], 5, "rows to go")
+    wait_until(lambda: gw.db_rows("SELECT count(*) FROM pending_deletions") == [(0,)], 5 * SLOW, "rows to go")
 
 
 def test_flood_control_is_waited_out_by_every_call(make_gateway, bot):
@@ -82,7 +82,7 @@ def test_deletions_resume_after_the_api_was_down_for_10_s(make_gateway, bot):
     times = wait_until(lambda: all_deleted(bot, 10), 40 * SLOW, "deletions after the outage", interval=0.2)
     assert min(times) >= down_until - 0.1
     assert "deletion failed: will retry" in gw.log_text()
-    wait_until(lambda: gw.db_rows("SELECT count(*) FROM pending_deletions") == [(0,)], 5, "rows to go")
+    wait_until(lambda: gw.db_rows("SELECT count(*) FROM pending_deletions") == [(0,)], 5 * SLOW, "rows to go")
 
 
 def test_sigkill_mid_batch_then_restart_deletes_everything_without_errors(make_gateway, bot):
@@ -94,7 +94,7 @@ def test_sigkill_mid_batch_then_restart_deletes_everything_without_errors(make_g
     gw.start_deleter()
     times = wait_until(lambda: all_deleted(bot, 200), 30 * SLOW, "every deletion after the restart")
     assert min(times) >= due
-    wait_until(lambda: gw.db_rows("SELECT count(*) FROM pending_deletions") == [(0,)], 10, "rows to go")
+    wait_until(lambda: gw.db_rows("SELECT count(*) FROM pending_deletions") == [(0,)], 10 * SLOW, "rows to go")
     logs = gw.log_text()
     assert '"level":"ERROR"' not in logs, "a repeated deletion is not an error"
 
@@ -121,7 +121,7 @@ def test_permanent_failures_are_counted(make_gateway, bot):
     def counted():
         text = gw.get("/metrics").text
         return "otp_delete_failed_total 1" in text and "otp_deleted_total 1" in text
-    wait_until(counted, 5, "the counters")
+    wait_until(counted, 5 * SLOW, "the counters")
 
 
 def test_sighup_reopens_the_log_file(make_gateway, bot):
@@ -129,7 +129,7 @@ def test_sighup_reopens_the_log_file(make_gateway, bot):
     log = gw.dir / "deleter-file.log"
     gw.start_deleter("--log-file", str(log))
     wait_until(gw.healthy, 10 * SLOW, "the deleter's heartbeat")
-    wait_until(lambda: log.exists() and "otp-deleter started" in log.read_text(), 5, "the first log")
+    wait_until(lambda: log.exists() and "otp-deleter started" in log.read_text(), 5 * SLOW, "the first log")
     rotated = gw.dir / "deleter-file.log.1"
     log.rename(rotated)  # as logrotate does
     gw.deleter.send_signal(signal.SIGHUP)

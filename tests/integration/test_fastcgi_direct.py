@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, TOKEN, wait_until
+from conftest import BUILD, SLOW, TOKEN, wait_until
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def responder(workdir, bot):
            "TELEGRAM_API_BASE": bot.url, "OTP_DB_PATH": f"{workdir}/pending.db"}
     subprocess.run(["spawn-fcgi", "-s", str(sock), "-M", "0600", "-P", str(pidfile), "--",
                     str(BUILD / "otp-fcgi")], env=env, check=True, capture_output=True)
-    pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "the pid file"))
+    pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 5 * SLOW, "the pid file"))
     yield sock
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not Path(f"/proc/{pid}").exists() or

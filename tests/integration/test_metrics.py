@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import wait_until
+from conftest import SLOW, wait_until
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
 
@@ -70,7 +70,7 @@ def test_metrics_sum_every_process_and_never_go_backwards(make_gateway, bot):
                                  range(30)))
     assert statuses == [200] * 30
     key = 'http_requests_total{path="/send-otp",status="200"}'
-    wait_until(lambda: samples(gw.get("/metrics").text).get(key) == 30, 5, "every process's counts")
+    wait_until(lambda: samples(gw.get("/metrics").text).get(key) == 30, 5 * SLOW, "every process's counts")
     stop.set()
     scraper.join()
     final = samples(gw.get("/metrics").text)
@@ -92,7 +92,7 @@ def test_deletions_are_counted_with_their_lag(gateway, bot):
     def deleted():
         s = samples(gateway.get("/metrics").text)
         return s if s.get("otp_deleted_total") == 1 else None
-    s = wait_until(deleted, 10, "the deletion to be counted")
+    s = wait_until(deleted, 10 * SLOW, "the deletion to be counted")
     assert s["otp_delete_lag_seconds_count"] == 1
     assert s['otp_delete_lag_seconds_bucket{le="1"}'] == 1, "deleted within a second of delete_at"
     assert s["otp_pending_deletions"] == 0

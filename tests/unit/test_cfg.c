@@ -502,6 +502,45 @@ static void env_file_bad_line_is_reported_as_file_colon_line(void **state)
 	load_fails_naming(f, expect);
 }
 
+/* Past the line buffer: an error naming the line; its tail is never applied as a setting. */
+static void env_file_overlong_line_is_an_error_naming_it(void **state)
+{
+	struct fixture *f = *state;
+	static char text[8192];
+	char expect[300];
+	size_t n;
+	const char *path;
+
+	n = (size_t)snprintf(text, sizeof text, "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\nMESSAGE_TEMPLATE=");
+	memset(text + n, 'x', 4095 - 17); /* then "PORT=1234": the old reader set it */
+	n += 4095 - 17;
+	snprintf(text + n, sizeof text - n, "PORT=1234\n");
+	path = write_file(f, "long.env", text);
+	snprintf(expect, sizeof expect, "%s:2: line longer than 4095 bytes", path);
+	setenv("OTP_ENV_FILE", path, 1);
+	load_fails_naming(f, expect);
+	assert_null(getenv("PORT"));
+}
+
+/* 4095 bytes is the limit, and fits; so does a last line without a newline. */
+static void env_file_line_at_the_limit_is_read(void **state)
+{
+	struct fixture *f = *state;
+	static char text[8192];
+	size_t n;
+	const char *path;
+
+	n = (size_t)snprintf(text, sizeof text, "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\nAPI_KEY=");
+	memset(text + n, 'k', 4095 - 8);
+	n += 4095 - 8;
+	snprintf(text + n, sizeof text - n, "\nPORT=1234");
+	path = write_file(f, "limit.env", text);
+	setenv("OTP_ENV_FILE", path, 1);
+	load_ok(f);
+	assert_int_equal(strlen(f->cfg.api_key), 4095 - 8);
+	assert_int_equal(f->cfg.port, 1234);
+}
+
 static void env_file_missing_is_an_error(void **state)
 {
 	struct fixture *f = *state;
@@ -651,6 +690,8 @@ int main(void)
 		T(environment_wins_over_the_env_file),
 		T(env_file_bad_line_is_reported_as_file_colon_line),
 		T(env_file_missing_is_an_error),
+		T(env_file_overlong_line_is_an_error_naming_it),
+		T(env_file_line_at_the_limit_is_read),
 		T(template_backslash_n_becomes_a_newline),
 		T(template_without_otp_is_rejected),
 		T(log_level_is_parsed_and_checked),

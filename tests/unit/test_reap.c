@@ -1,13 +1,21 @@
-/* test_reap.c — deleter/reap.h: what a deletion answer means for its row, and the retry delay. */
+/* test_reap.c — deleter/reap.h: what a deletion answer means for its row, the retry delay, and
+ * passes driven against a fake batch (the calls it would make, answered by a script) and a real
+ * store in a temporary directory. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app.h"
+#include "clock.h"
+#include "policy.h"
+#include "tmpdir.h"
 #include "reap.h"
 #include "store.h"
 #include "tg.h"
@@ -149,9 +157,280 @@ static void backoff_advances_the_seed(void **state)
 	assert_true(differ);
 }
 
+/* ---- passes against a fake batch ------------------------------------------------------- */
+
+#define FAKE_MAX 64
+
+struct fake_call {
+	char chat_id[STORE_CHAT_ID_MAX];
+	long long ids[TG_DELETE_MESSAGES_MAX];
+	int n;
+	void *tag;
+};
+
+/* The calls reap made, in order; calls[done..ncalls) are queued and not answered yet. Each
+ * step answers every call queued before it, with answer(). */
+struct fake_batch {
+	struct fake_call calls[FAKE_MAX];
+	int ncalls, done;
+	void (*answer)(const struct fake_call *c, struct tg_result *res);
+};
+
+static int fake_add(void *batch, const char *chat_id, const long long *ids, int n, void *tag)
+{
+	struct fake_batch *b = batch;
+	struct fake_call *c;
+
+	assert_true(b->ncalls < FAKE_MAX);
+	assert_in_range(n, 1, TG_DELETE_MESSAGES_MAX);
+	c = &b->calls[b->ncalls++];
+	snprintf(c->chat_id, sizeof c->chat_id, "%s", chat_id);
+	memcpy(c->ids, ids, (size_t)n * sizeof *ids);
+	c->n = n;
+	c->tag = tag;
+	return 0;
+}
+
+static int fake_step(void *batch, tg_batch_done_fn done, void *ctx, int stop, int wait_ms)
+{
+	struct fake_batch *b = batch;
+	struct tg_result res;
+	int upto = b->ncalls, halt = 0;
+
+	(void)wait_ms;
+	while (b->done < upto) {
+		struct fake_call *c = &b->calls[b->done++];
+
+		if (stop || halt) {
+			done(ctx, c->tag, NULL);
+			continue;
+		}
+		memset(&res, 0, sizeof res);
+		b->answer(c, &res);
+		halt = done(ctx, c->tag, &res) != 0;
+	}
+	return !stop && !halt && b->done < b->ncalls; /* more were queued meanwhile */
+}
+
+static const struct reap_batch_ops fake_ops = { fake_add, fake_step };
+
+static void answer_ok(const struct fake_call *c, struct tg_result *res)
+{
+	(void)c;
+	res->status = TG_OK;
+	res->http_status = 200;
+}
+
+/* deleteMessages is refused; alone, message 2 is refused and the others are deleted. */
+static void answer_refuse_batches_and_message_2(const struct fake_call *c, struct tg_result *res)
+{
+	if (c->n > 1 || c->ids[0] == 2) {
+		res->status = TG_REFUSED;
+		res->http_status = res->error_code = 400;
+		snprintf(res->description, sizeof res->description,
+			 "Bad Request: message can't be deleted");
+	} else {
+		answer_ok(c, res);
+	}
+}
+
+struct reap_fixture {
+	char dir[64], moved[80], path[128];
+	struct store *s;
+	struct fake_batch batch;
+	struct reaper r;
+	struct policy policy;
+	volatile sig_atomic_t stop;
+};
+
+static int reap_setup(void **state)
+{
+	struct reap_fixture *f = calloc(1, sizeof *f);
+	char err[256] = "";
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof f->dir, "/tmp/otp-reap-test-XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	snprintf(f->moved, sizeof f->moved, "%s.moved", f->dir);
+	snprintf(f->path, sizeof f->path, "%s/pending.db", f->dir);
+	f->s = store_open(f->path, err, sizeof err);
+	if (f->s == NULL) {
+		print_error("store_open: %s\n", err);
+		return -1;
+	}
+	f->batch.answer = answer_ok;
+	f->policy = (struct policy){ .per_chat = 5, .chat_window_ms = 3600000, .per_ip = 10,
+				     .ip_window_ms = 60000, .sends_per_second = 30,
+				     .send_wait_ms = 2000, .max_pause_ms = 3600000 };
+	reap_init(&f->r, f->s, &f->policy, &f->batch, &fake_ops, &f->stop, 1);
+	*state = f;
+	return 0;
+}
+
+static int reap_teardown(void **state)
+{
+	struct reap_fixture *f = *state;
+
+	reap_free(&f->r);
+	store_close(f->s);
+	rename(f->moved, f->dir);
+	remove_dir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void add_due(struct reap_fixture *f, const char *chat, long long first, int n)
+{
+	int64_t due = clock_now_ms() - 1000;
+	int i;
+
+	for (i = 0; i < n; i++)
+		assert_int_equal(store_pending_add(f->s, chat, first + i, due), 0);
+}
+
+/* Steps the pass under way to its end; returns reap_step's last answer (0 or -1). */
+static int run_pass(struct reap_fixture *f)
+{
+	int rc, steps = 0;
+
+	while ((rc = reap_step(&f->r, 0)) == 1)
+		assert_true(++steps < 100);
+	assert_false(reap_busy(&f->r));
+	return rc;
+}
+
+static const struct fake_call *call_for(const struct fake_batch *b, const char *chat, int from)
+{
+	int i;
+
+	for (i = from; i < b->ncalls; i++)
+		if (strcmp(b->calls[i].chat_id, chat) == 0)
+			return &b->calls[i];
+	return NULL;
+}
+
+static void pass_groups_due_rows_per_chat_up_to_100_per_call(void **state)
+{
+	struct reap_fixture *f = *state;
+	const struct fake_call *first, *second;
+
+	add_due(f, "-100500", 1, 3);
+	add_due(f, "42", 10, 1);
+	add_due(f, "77", 1000, 150);
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), 154);
+	assert_true(reap_busy(&f->r));
+	assert_int_equal(f->batch.ncalls, 4);
+	assert_int_equal(call_for(&f->batch, "-100500", 0)->n, 3);
+	assert_int_equal(call_for(&f->batch, "42", 0)->n, 1);
+	first = call_for(&f->batch, "77", 0);
+	assert_non_null(first);
+	second = call_for(&f->batch, "77", (int)(first - f->batch.calls) + 1);
+	assert_non_null(second);
+	assert_int_equal(first->n, 100);
+	assert_int_equal(second->n, 50);
+
+	assert_int_equal(run_pass(f), 0);
+	assert_int_equal(f->r.stats.deleted, 154);
+	assert_int_equal(store_pending_count(f->s), 0);
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), 0);
+	assert_false(reap_busy(&f->r));
+}
+
+static void rows_in_flight_are_not_queued_again_but_new_due_rows_are(void **state)
+{
+	struct reap_fixture *f = *state;
+
+	add_due(f, "1", 1, 2);
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), 2);
+	assert_int_equal(f->batch.ncalls, 1);
+	add_due(f, "2", 5, 1);
+	clock_sleep_ms(REAP_FETCH_EVERY_MS + 10);
+	/* the step fetches again before answering: chat 1's rows are still in the table and
+	 * due, but in flight */
+	f->batch.answer = answer_ok;
+	assert_int_equal(run_pass(f), 0);
+	assert_int_equal(f->batch.ncalls, 2);
+	assert_string_equal(f->batch.calls[1].chat_id, "2");
+	assert_int_equal(f->batch.calls[1].n, 1);
+	assert_int_equal(store_pending_count(f->s), 0);
+}
+
+static void refused_batch_is_split_and_only_the_refused_message_given_up(void **state)
+{
+	struct reap_fixture *f = *state;
+
+	f->batch.answer = answer_refuse_batches_and_message_2;
+	add_due(f, "9", 1, 3);
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), 3);
+	assert_int_equal(run_pass(f), 0);
+	assert_int_equal(f->batch.ncalls, 4); /* deleteMessages, then each alone */
+	assert_int_equal(f->batch.calls[0].n, 3);
+	assert_int_equal(f->batch.calls[1].n + f->batch.calls[2].n + f->batch.calls[3].n, 3);
+	assert_int_equal(f->r.stats.deleted, 2);
+	assert_int_equal(f->r.stats.failed_permanently, 1);
+	assert_int_equal(store_pending_count(f->s), 0);
+}
+
+static void failed_first_read_is_minus_one(void **state)
+{
+	struct reap_fixture *f = *state;
+
+	add_due(f, "1", 1, 1);
+	assert_int_equal(rename(f->dir, f->moved), 0); /* every store call fails now */
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), -1);
+	assert_false(reap_busy(&f->r));
+	assert_int_equal(f->batch.ncalls, 0);
+	assert_int_equal(rename(f->moved, f->dir), 0);
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), 1);
+	assert_int_equal(run_pass(f), 0);
+}
+
+/* Telegram confirmed, removing the rows failed: the pass ends in -1, and the next pass removes
+ * the rows without asking Telegram again. */
+static void failed_removal_is_retried_without_calling_telegram_again(void **state)
+{
+	struct reap_fixture *f = *state;
+
+	add_due(f, "1", 1, 2);
+	add_due(f, "2", 7, 1);
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), 3);
+	assert_int_equal(f->batch.ncalls, 2);
+	assert_int_equal(rename(f->dir, f->moved), 0);
+	assert_int_equal(run_pass(f), -1);
+	assert_int_equal(f->r.stats.deleted, 3);
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), -1); /* still failing */
+	assert_int_equal(rename(f->moved, f->dir), 0);
+	assert_int_equal(store_pending_count(f->s), 3); /* the rows are still there */
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), 0);
+	assert_int_equal(store_pending_count(f->s), 0);
+	assert_int_equal(f->batch.ncalls, 2); /* and Telegram was not asked again */
+}
+
+static void stop_drops_the_calls_not_answered_and_keeps_their_rows(void **state)
+{
+	struct reap_fixture *f = *state;
+
+	add_due(f, "1", 1, 1);
+	add_due(f, "2", 2, 1);
+	assert_int_equal(reap_pass(&f->r, clock_now_ms(), 500), 2);
+	f->stop = 1;
+	assert_int_equal(run_pass(f), 0);
+	assert_int_equal(f->r.stats.deleted, 0);
+	assert_int_equal(store_pending_count(f->s), 2);
+}
+
 int main(void)
 {
+#define R(fn) cmocka_unit_test_setup_teardown(fn, reap_setup, reap_teardown)
 	const struct CMUnitTest tests[] = {
+		R(pass_groups_due_rows_per_chat_up_to_100_per_call),
+		R(rows_in_flight_are_not_queued_again_but_new_due_rows_are),
+		R(refused_batch_is_split_and_only_the_refused_message_given_up),
+		R(failed_first_read_is_minus_one),
+		R(failed_removal_is_retried_without_calling_telegram_again),
+		R(stop_drops_the_calls_not_answered_and_keeps_their_rows),
 		cmocka_unit_test(ok_is_done),
 		cmocka_unit_test(not_found_is_done),
 		cmocka_unit_test(refused_400_and_403_are_permanent),
@@ -163,6 +442,7 @@ int main(void)
 		cmocka_unit_test(backoff_is_capped_at_60_seconds_plus_minus_20_percent),
 		cmocka_unit_test(backoff_advances_the_seed),
 	};
+#undef R
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -105,6 +105,86 @@ static void open_in_a_missing_directory_fails_with_a_message(void **state)
 	assert_non_null(strstr(err, "no-such-dir"));
 }
 
+static void assert_mode_0600(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	if ((st.st_mode & 0777) != 0600)
+		print_error("%s has mode %04o\n", path, (unsigned)(st.st_mode & 0777));
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+/* The database and its -wal and -shm are 0600, whatever the umask; a looser file is tightened. */
+static void database_files_are_private(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s2;
+	char aux[300];
+	mode_t old;
+
+	SQLITE_ONLY();
+	old = umask(0);
+
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_mode_0600(f->path);
+	snprintf(aux, sizeof aux, "%s-wal", f->path);
+	assert_mode_0600(aux);
+	snprintf(aux, sizeof aux, "%s-shm", f->path);
+	assert_mode_0600(aux);
+
+	assert_int_equal(chmod(f->path, 0666), 0);
+	s2 = open_second(f);
+	assert_mode_0600(f->path);
+	store_close(s2);
+	umask(old);
+}
+
+static void open_fails_naming(const char *path, const char *needle)
+{
+	char err[512] = "";
+	struct store *s = store_open(path, err, sizeof err);
+
+	if (s != NULL || strstr(err, needle) == NULL)
+		print_error("store_open(%s): %s\n", path, s != NULL ? "opened" : err);
+	assert_null(s);
+	assert_non_null(strstr(err, needle));
+}
+
+/* A directory others may write is refused with one line naming it; nothing is created in it. */
+static void directory_writable_by_others_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	char dir[160], path[200];
+
+	snprintf(dir, sizeof dir, "%s/shared", f->dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(chmod(dir, 0777), 0);
+	snprintf(path, sizeof path, "%s/pending.db", dir);
+	open_fails_naming(path, "writable by its group or others");
+	assert_int_not_equal(access(path, F_OK), 0);
+	assert_int_equal(chmod(dir, 0770), 0);
+	open_fails_naming(path, dir);
+	rmdir(dir);
+}
+
+/* A directory of another user is refused (needs root to make one). */
+static void directory_of_another_user_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	char dir[160], path[200];
+
+	if (geteuid() != 0)
+		skip();
+	snprintf(dir, sizeof dir, "%s/theirs", f->dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(chown(dir, 65534, 65534), 0);
+	snprintf(path, sizeof path, "%s/pending.db", dir);
+	open_fails_naming(path, "belongs to uid 65534");
+	assert_int_not_equal(access(path, F_OK), 0);
+	rmdir(dir);
+}
+
 /* ---- pending deletions ------------------------------------------------------------------ */
 
 static void pending_add_then_due_returns_the_row_at_its_time(void **state)
@@ -496,6 +576,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(open_creates_the_schema_and_a_second_open_works),
 		T(open_in_a_missing_directory_fails_with_a_message),
+		T(database_files_are_private),
+		T(directory_writable_by_others_is_refused),
+		T(directory_of_another_user_is_refused),
 		T(pending_add_then_due_returns_the_row_at_its_time),
 		T(pending_next_is_empty_then_the_earliest_try),
 		T(pending_count_and_remove),
