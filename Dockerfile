@@ -26,7 +26,7 @@ FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config libfcgi-dev libjansson-dev libcurl4-openssl-dev \
-      libsqlite3-dev ca-certificates \
+      libsqlite3-dev libhiredis-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -39,7 +39,7 @@ RUN rm -rf www/vendor \
 FROM ${BASE_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      lighttpd libfcgi0ldbl libjansson4 libcurl4 libsqlite3-0 ca-certificates \
+      lighttpd libfcgi0ldbl libjansson4 libcurl4 libsqlite3-0 libhiredis0.14 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 999 otp \
  && useradd --system --uid 999 --gid 999 --no-create-home --shell /usr/sbin/nologin otp \

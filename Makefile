@@ -10,13 +10,14 @@ PKGS      := fcgi jansson libcurl sqlite3
 # each program links only what it uses: otp-deleter has no FastCGI
 FCGI_PKGS    := fcgi jansson libcurl sqlite3
 DELETER_PKGS := jansson libcurl sqlite3
+# hiredis: only lib/store_redis.c includes it (as <hiredis/hiredis.h>): linked, not on -I
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) -pthread -Ilib -I$(BUILD)/gen \
              $(shell pkg-config --cflags $(PKGS))
-LDLIBS     = $(shell pkg-config --libs $(PKGS)) -pthread
-FCGI_LIBS    = $(shell pkg-config --libs $(FCGI_PKGS)) -pthread
-DELETER_LIBS = $(shell pkg-config --libs $(DELETER_PKGS)) -pthread
+LDLIBS     = $(shell pkg-config --libs $(PKGS) hiredis) -pthread
+FCGI_LIBS    = $(shell pkg-config --libs $(FCGI_PKGS) hiredis) -pthread
+DELETER_LIBS = $(shell pkg-config --libs $(DELETER_PKGS) hiredis) -pthread
 TEST_LIBS  = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 
 LIB_SRC     := $(wildcard lib/*.c)
@@ -51,7 +52,7 @@ $(BUILD)/gen/schema.inc: lib/schema.sql
 	@mkdir -p $(dir $@)
 	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^\(.*\)$$/"\1\\n"/' $< > $@
 
-$(BUILD)/obj/lib/store.o: $(BUILD)/gen/schema.inc
+$(BUILD)/obj/lib/store_sqlite.o: $(BUILD)/gen/schema.inc
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

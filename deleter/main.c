@@ -247,6 +247,7 @@ int main(int argc, char **argv)
 	struct cfg cfg;
 	struct options opt;
 	struct store *s = NULL;
+	struct store_config sc;
 	struct tg *tg = NULL;
 	struct tg_batch *batch = NULL;
 	char err[512];
@@ -279,18 +280,23 @@ int main(int argc, char **argv)
 	}
 	log_init(PROGRAM, cfg.log_level);
 	install_signals();
-	lock_fd = take_lock(cfg.db_path, opt.run_for_s > 0 ? LOCK_WAIT_MS : 0);
-	if (lock_fd == -2) {
-		log_msg(opt.run_for_s > 0 ? LOG_DEBUG : LOG_ERROR,
-			"another otp-deleter is running for %s", cfg.db_path);
-		rc = opt.run_for_s > 0 ? 0 : 1; /* under cron: the running one does the work */
-		goto out;
+	/* one otp-deleter per SQLite file; with Redis, one per host or more: they claim rows
+	 * with a lease (store.h), so they share the work instead of excluding each other */
+	if (!cfg.store_is_redis) {
+		lock_fd = take_lock(cfg.db_path, opt.run_for_s > 0 ? LOCK_WAIT_MS : 0);
+		if (lock_fd == -2) {
+			log_msg(opt.run_for_s > 0 ? LOG_DEBUG : LOG_ERROR,
+				"another otp-deleter is running for %s", cfg.db_path);
+			rc = opt.run_for_s > 0 ? 0 : 1; /* under cron: the running one does the work */
+			goto out;
+		}
+		if (lock_fd < 0)
+			goto out;
 	}
-	if (lock_fd < 0)
-		goto out;
 	if (tg_global_init() != 0)
 		goto out;
-	s = store_open(cfg.db_path, err, sizeof err);
+	cfg_store_config(&cfg, &sc);
+	s = store_open_config(&sc, err, sizeof err);
 	if (s == NULL) {
 		log_msg(LOG_ERROR, "opening the database: %s", err);
 		goto out;
@@ -306,7 +312,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_json(LOG_INFO, "otp-deleter started",
-		 json_pack("{s:s, s:s, s:i, s:i}", "database", cfg.db_path, "mode",
+		 json_pack("{s:s, s:s, s:i, s:i}", "database", cfg.store_url, "mode",
 			   cfg.sandbox ? "sandbox" : "live", "poll_ms", cfg.deleter_poll_ms,
 			   "concurrency", cfg.deleter_concurrency));
 	rc = run(&cfg, &opt, s, batch);

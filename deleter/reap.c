@@ -281,7 +281,9 @@ static int queue_due(struct reaper *r, int64_t now, int max)
 		log_msg(LOG_ERROR, "reading due deletions: %s", store_strerror(r->store));
 		goto out;
 	}
-	for (i = 0; i < n && fresh < max; i++)
+	/* every fresh row read is queued, even past max: a store shared by several deleters
+	 * (Redis) leased them to us, and a row left out would wait for its lease to end */
+	for (i = 0; i < n; i++)
 		if (!has_id(r->inflight, r->ninflight, rows[i].id) &&
 		    !has_id(r->confirmed, r->nconfirmed, rows[i].id))
 			rows[fresh++] = rows[i];

@@ -1,5 +1,6 @@
 /* api_info.c — GET / and GET /health: cheap answers, no Bot API call. */
 #include <stdio.h>
+#include <string.h>
 
 #include "api.h"
 #include "clock.h"
@@ -64,7 +65,8 @@ void api_health(struct worker *w, const struct request *req, struct response *re
 	if (s == NULL || store_heartbeat_set(s, "otp-fcgi", now) != 0) {
 		if (s != NULL)
 			log_msg(LOG_ERROR, "health: database not writable: %s", store_strerror(s));
-		db = "unwritable";
+		/* a shared Redis fails by being out of reach; a SQLite file by refusing writes */
+		db = s != NULL && strcmp(store_backend(s), "redis") == 0 ? "unreachable" : "unwritable";
 		failed = "database";
 	}
 	alive = api_deleter_alive(w, &age_ms);

@@ -275,9 +275,13 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	alive = api_deleter_alive(w, &age_ms);
 	if (alive != 1 || (s = worker_store(w)) == NULL) {
 		count_failure(alive < 0 ? "store_error" : "deleter_down");
-		if (alive < 0)
-			http_respond_failure(resp, 500, "The database is unavailable");
-		else {
+		if (alive < 0) {
+			/* fail closed: nothing is sent while the store (a Redis server other hosts
+			 * share, or the database) cannot take the pending deletion */
+			resp->retry_after_s = 1;
+			http_respond_failure(resp, 503,
+					     "The store is unreachable; no OTP is sent until it is back");
+		} else {
 			resp->retry_after_s = 5;
 			http_respond_failure(resp, 503,
 					     "Message deletion is not running (otp-deleter's heartbeat is "
@@ -290,7 +294,9 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 			 &adm) != 0) {
 		log_msg(LOG_ERROR, "taking a rate-limit slot: %s", store_strerror(s));
 		count_failure("store_error");
-		http_respond_failure(resp, 500, "The database is unavailable");
+		resp->retry_after_s = 1;
+		http_respond_failure(resp, 503,
+				     "The store is unreachable; no OTP is sent until it is back");
 		goto out;
 	}
 	switch (adm.verdict) {

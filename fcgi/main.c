@@ -120,11 +120,13 @@ static void *metrics_flusher(void *arg)
 {
 	const struct cfg *cfg = arg;
 	struct store *s = NULL;
+	struct store_config sc;
 	char err[256];
 
+	cfg_store_config(cfg, &sc);
 	for (;;) {
 		clock_sleep_ms(METRICS_FLUSH_MS);
-		if (s == NULL && (s = store_open(cfg->db_path, err, sizeof err)) == NULL) {
+		if (s == NULL && (s = store_open_config(&sc, err, sizeof err)) == NULL) {
 			log_msg(LOG_ERROR, "metrics: opening the database: %s", err);
 			continue;
 		}
@@ -138,8 +140,12 @@ static void *metrics_flusher(void *arg)
 
 static int check_database(const struct cfg *cfg)
 {
+	struct store_config sc;
+	struct store *s;
 	char err[256];
-	struct store *s = store_open(cfg->db_path, err, sizeof err);
+
+	cfg_store_config(cfg, &sc);
+	s = store_open_config(&sc, err, sizeof err);
 
 	if (s == NULL) {
 		log_msg(LOG_ERROR, "opening the database: %s", err);
@@ -263,7 +269,7 @@ int main(int argc, char **argv)
 	}
 	log_init("otp-fcgi", cfg.log_level);
 	if (argc > 1) { /* --check-config */
-		printf("configuration ok: database %s, %s mode, %d threads\n", cfg.db_path,
+		printf("configuration ok: database %s, %s mode, %d threads\n", cfg.store_url,
 		       cfg.sandbox ? "sandbox" : "live", cfg.fcgi_threads);
 		rc = 0;
 		goto out;
@@ -310,7 +316,7 @@ int main(int argc, char **argv)
 	pthread_detach(tid);
 	log_json(LOG_INFO, "otp-fcgi started",
 		 json_pack("{s:i, s:s, s:s}", "threads", cfg.fcgi_threads, "mode",
-			   cfg.sandbox ? "sandbox" : "live", "database", cfg.db_path));
+			   cfg.sandbox ? "sandbox" : "live", "database", cfg.store_url));
 	wait_for_stop(&app);
 	rc = 0;
 	/* workers may still sit in accept or in a request past the grace period: exit without

@@ -5,10 +5,12 @@
 
 struct store *worker_store(struct worker *w)
 {
+	struct store_config sc;
 	char err[256];
 
 	if (w->store == NULL) {
-		w->store = store_open(w->app->cfg->db_path, err, sizeof err);
+		cfg_store_config(w->app->cfg, &sc);
+		w->store = store_open_config(&sc, err, sizeof err);
 		if (w->store == NULL)
 			log_msg(LOG_ERROR, "opening the database: %s", err);
 	}

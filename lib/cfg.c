@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "secmem.h"
+#include "store.h"
+#include "store_url.h"
 
 #define DEFAULT_TEMPLATE                                                                    \
 	"🔐 Your OTP is: <code>{otp}</code>\n\n⏱ Expires in {sec} seconds.\n\n"               \
@@ -226,9 +228,61 @@ static int usable_dir(const char *dir)
 	return access(dir, W_OK | X_OK) == 0;
 }
 
+static int load_db_default(struct cfg *cfg, char *err, size_t errlen);
+
+/* The store: OTP_STORE (sqlite:///path, a path, redis://…, redis+unix://…), else the SQLite
+ * file OTP_DB_PATH or its default. db_path is set only for SQLite. */
+static int load_store(struct cfg *cfg, char *err, size_t errlen)
+{
+	const char *v = env("OTP_STORE");
+	struct store_url *u;
+	int rc = -1;
+
+	if (v == NULL) {
+		if (load_db_default(cfg, err, errlen) != 0)
+			return -1;
+		return dup_str(cfg->db_path, &cfg->store_url, err, errlen);
+	}
+	if ((u = malloc(sizeof *u)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (store_url_parse(v, u, err, errlen) != 0)
+		goto out;
+	if (u->kind == STORE_SQLITE && dup_str(u->path, &cfg->db_path, err, errlen) != 0)
+		goto out;
+	if (dup_str(v, &cfg->store_url, err, errlen) != 0)
+		goto out;
+	cfg->store_is_redis = u->kind != STORE_SQLITE;
+	v = env("OTP_REDIS_PASSWORD_FILE");
+	if (v != NULL && dup_str(v, &cfg->redis_password_file, err, errlen) != 0)
+		goto out;
+	v = env("OTP_REDIS_PREFIX");
+	if (v != NULL && dup_str(v, &cfg->redis_prefix, err, errlen) != 0)
+		goto out;
+	v = env("OTP_HOST_NAME");
+	if (v != NULL && dup_str(v, &cfg->host_name, err, errlen) != 0)
+		goto out;
+	rc = 0;
+out:
+	free(u);
+	return rc;
+}
+
+void cfg_store_config(const struct cfg *cfg, struct store_config *sc)
+{
+	memset(sc, 0, sizeof *sc);
+	sc->url = cfg->store_url;
+	sc->redis_password_file = cfg->redis_password_file;
+	sc->redis_prefix = cfg->redis_prefix;
+	sc->host_name = cfg->host_name;
+	/* a deleter's claim outlasts the deletion call (and a wait in its queue as long) */
+	sc->lease_ms = 2 * (int64_t)cfg->telegram_timeout_ms + 10000;
+}
+
 /* The default database: $RUNTIME_DIRECTORY (systemd), else /run/otp-gateway when /run is tmpfs,
  * else a private directory under /dev/shm. */
-static int load_db_path(struct cfg *cfg, char *err, size_t errlen)
+static int load_db_default(struct cfg *cfg, char *err, size_t errlen)
 {
 	const char *v = env("OTP_DB_PATH");
 	const char *rt = env("RUNTIME_DIRECTORY");
@@ -325,7 +379,7 @@ int cfg_load(struct cfg *cfg, char *err, size_t errlen)
 		goto fail;
 	if (load_token(cfg, err, errlen) != 0 || load_api_base(cfg, err, errlen) != 0 ||
 	    load_numbers(cfg, err, errlen) != 0 || load_template(cfg, err, errlen) != 0 ||
-	    load_db_path(cfg, err, errlen) != 0)
+	    load_store(cfg, err, errlen) != 0)
 		goto fail;
 	v = env("LOG_LEVEL");
 	cfg->log_level = LOG_INFO;
@@ -353,6 +407,10 @@ void cfg_free(struct cfg *cfg)
 	free(cfg->host);
 	free(cfg->message_template);
 	free(cfg->db_path);
+	free(cfg->store_url);
+	free(cfg->redis_password_file);
+	free(cfg->redis_prefix);
+	free(cfg->host_name);
 	memset(cfg, 0, sizeof *cfg);
 }
 

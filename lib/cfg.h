@@ -31,7 +31,12 @@ struct cfg {
 	char *host;
 	enum log_level log_level;
 	char *message_template;   /* HTML with {otp} and {sec} */
-	char *db_path;            /* OTP_DB_PATH or the tmpfs default */
+	char *db_path;            /* the SQLite file: OTP_DB_PATH or the tmpfs default; NULL for Redis */
+	char *store_url;          /* OTP_STORE, or db_path when it is unset */
+	int store_is_redis;       /* OTP_STORE names a Redis server: several hosts share it */
+	char *redis_password_file; /* OTP_REDIS_PASSWORD_FILE, or NULL */
+	char *redis_prefix;       /* OTP_REDIS_PREFIX, or NULL ("otp:") */
+	char *host_name;          /* OTP_HOST_NAME: whose metrics (Redis); NULL: the host name */
 
 	int fcgi_threads;         /* OTP_FCGI_THREADS: requests one otp-fcgi process serves at once */
 	int heartbeat_stale_s;    /* DELETER_HEARTBEAT_STALE_SECONDS */
@@ -42,6 +47,10 @@ struct cfg {
 /* Reads every setting into cfg (zeroed first). On failure returns -1 with one line naming the
  * setting in err; cfg then holds nothing to free. The token is never copied into err. */
 int cfg_load(struct cfg *cfg, char *err, size_t errlen);
+
+struct store_config;
+/* The store's settings as store_open_config() takes them (pointers into cfg). */
+void cfg_store_config(const struct cfg *cfg, struct store_config *sc);
 
 /* Frees what cfg_load() allocated and wipes the token. Safe on a zeroed cfg. */
 void cfg_free(struct cfg *cfg);

@@ -1,1136 +1,202 @@
-/* store.c — the SQLite implementation of store.h. The only file that speaks SQL. */
+/* store.c — the store's seam: opens the backend OTP_STORE names (store_url.h) and hands every
+ * call to it. The backends live in store_sqlite.c and store_redis.c (store_backend.h). */
 #define _GNU_SOURCE
 #include "store.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <sys/vfs.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <sqlite3.h>
+#include "store_backend.h"
+#include "store_url.h"
 
-#include "clock.h"
-#include "log.h"
-
-static const char schema_sql[] =
-#include "schema.inc"
-	;
-
-enum stmt_id {
-	ST_RATE_PRUNE_SUBJECT,
-	ST_RATE_COUNT,
-	ST_RATE_NTH_OLDEST,
-	ST_RATE_INSERT,
-	ST_RATE_DELETE,
-	ST_RATE_PRUNE_SCOPE,
-	ST_QUEUE_GET,
-	ST_QUEUE_SET,
-	ST_PENDING_ADD,
-	ST_PENDING_DUE,
-	ST_PENDING_NEXT,
-	ST_PENDING_COUNT,
-	ST_PENDING_REMOVE,
-	ST_PENDING_RETRY,
-	ST_HEARTBEAT_SET,
-	ST_HEARTBEAT_GET,
-	ST_PAUSE_EXTEND,
-	ST_PAUSE_GET,
-	ST_METRIC_ADD,
-	ST_METRIC_READ,
-	ST_BEGIN,
-	ST_COMMIT,
-	ST_ROLLBACK,
-	ST_COUNT_
-};
-
-static const char *const stmt_sql[ST_COUNT_] = {
-	[ST_RATE_PRUNE_SUBJECT] =
-		"DELETE FROM rate_events WHERE scope = ?1 AND subject = ?2 AND at_ms <= ?3",
-	/* kept by triggers (schema.sql): one row read, however many events the window holds */
-	[ST_RATE_COUNT] = "SELECT events FROM rate_counts WHERE scope = ?1 AND subject = ?2",
-	/* OFFSET is 0 unless a limit was lowered below what its log already holds */
-	[ST_RATE_NTH_OLDEST] = "SELECT at_ms FROM rate_events WHERE scope = ?1 AND subject = ?2 "
-			       "ORDER BY at_ms LIMIT 1 OFFSET ?3",
-	[ST_RATE_INSERT] = "INSERT INTO rate_events (scope, subject, at_ms) VALUES (?1, ?2, ?3)",
-	[ST_RATE_DELETE] = "DELETE FROM rate_events WHERE id = ?1",
-	[ST_RATE_PRUNE_SCOPE] = "DELETE FROM rate_events WHERE scope = ?1 AND at_ms <= ?2",
-	[ST_QUEUE_GET] = "SELECT next_us FROM send_queue WHERE id = 1",
-	[ST_QUEUE_SET] = "INSERT INTO send_queue (id, next_us) VALUES (1, ?1) "
-			 "ON CONFLICT (id) DO UPDATE SET next_us = ?1",
-	[ST_PENDING_ADD] = "INSERT INTO pending_deletions (chat_id, message_id, delete_at_ms, "
-			   "next_try_ms, created_at_ms) VALUES (?1, ?2, ?3, ?3, ?4)",
-	[ST_PENDING_DUE] = "SELECT id, chat_id, message_id, delete_at_ms, next_try_ms, attempts "
-			   "FROM pending_deletions WHERE next_try_ms <= ?1 "
-			   "ORDER BY next_try_ms LIMIT ?2",
-	[ST_PENDING_NEXT] = "SELECT min(next_try_ms) FROM pending_deletions",
-	[ST_PENDING_COUNT] = "SELECT count(*) FROM pending_deletions",
-	[ST_PENDING_REMOVE] = "DELETE FROM pending_deletions WHERE id = ?1",
-	[ST_PENDING_RETRY] = "UPDATE pending_deletions SET attempts = attempts + 1, "
-			     "next_try_ms = max(?2, delete_at_ms) WHERE id = ?1",
-	[ST_HEARTBEAT_SET] = "INSERT INTO heartbeats (program, pid, beat_ms) VALUES (?1, ?2, ?3) "
-			     "ON CONFLICT (program) DO UPDATE SET pid = ?2, beat_ms = ?3",
-	[ST_HEARTBEAT_GET] = "SELECT beat_ms FROM heartbeats WHERE program = ?1",
-	[ST_PAUSE_EXTEND] = "INSERT INTO telegram_pauses (kind, until_ms, set_by) "
-			    "VALUES (?1, ?2, ?3) ON CONFLICT (kind) DO UPDATE SET until_ms = ?2, set_by = ?3 "
-			    "WHERE until_ms < ?2",
-	[ST_PAUSE_GET] = "SELECT until_ms FROM telegram_pauses WHERE kind = ?1",
-	[ST_METRIC_ADD] = "INSERT INTO metrics (name, labels, value) VALUES (?1, ?2, ?3) "
-			  "ON CONFLICT (name, labels) DO UPDATE SET value = value + ?3",
-	[ST_METRIC_READ] = "SELECT name, labels, value FROM metrics",
-	/* IMMEDIATE: a deferred transaction that later writes fails with SQLITE_BUSY under load */
-	[ST_BEGIN] = "BEGIN IMMEDIATE",
-	[ST_COMMIT] = "COMMIT",
-	[ST_ROLLBACK] = "ROLLBACK",
-};
-
+/* Exactly one of the two is set. */
 struct store {
-	sqlite3 *db;
-	char *path;
-	dev_t dev;               /* the file this handle has open */
-	ino_t ino;
-	int64_t busy_since_ms;
-	int writing;          /* holds write_lock: between begin() and commit() or rollback() */
-	sqlite3_stmt *stmts[ST_COUNT_];
-	char err[256];
+	struct sqlite_store *sq;
+	struct redis_store *rd;
 };
 
-/* The file this process last opened at its path, so that a removal or replacement is logged
- * and counted once per process, by the first handle that meets it, not once per thread. */
-static pthread_mutex_t file_lock = PTHREAD_MUTEX_INITIALIZER;
-static char process_path[PATH_MAX];
-static dev_t process_dev;
-static ino_t process_ino;
-static atomic_long reopens;
-
-static void set_err(struct store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void set_err(struct store *s, const char *fmt, ...)
+struct store *store_open_config(const struct store_config *c, char *err, size_t errlen)
 {
-	va_list ap;
+	struct store *s = NULL;
+	struct store_url *u = malloc(sizeof *u); /* PATH_MAX-sized: not on a worker's stack */
 
-	va_start(ap, fmt);
-	vsnprintf(s->err, sizeof s->err, fmt, ap);
-	va_end(ap);
-}
-
-static void set_db_err(struct store *s, const char *what)
-{
-	set_err(s, "%s: %s (%s)", what, sqlite3_errmsg(s->db), s->path);
-}
-
-const char *store_strerror(const struct store *s)
-{
-	return s->err;
-}
-
-/* The threads of one process take turns to write: a thread waits here, asleep, instead of
- * polling SQLite's lock; only the one holding this mutex can meet another process's lock. */
-static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Waits for another process's lock with a backoff from 10 µs doubling to 1 ms: short waits
- * (a writer's transaction takes tens of µs) end soon, long ones do not spin.
- * sqlite3_busy_timeout() sleeps in whole milliseconds, which triples the tail latency. */
-static int busy_wait(void *arg, int tries)
-{
-	struct store *s = arg;
-	int64_t now = clock_mono_ms();
-	struct timespec ts = { 0, 1000000 };
-
-	if (tries == 0)
-		s->busy_since_ms = now;
-	if (now - s->busy_since_ms >= STORE_BUSY_TIMEOUT_MS)
-		return 0;
-	if (tries < 7)
-		ts.tv_nsec = 10000L << tries;
-	nanosleep(&ts, NULL);
-	return 1;
-}
-
-static void close_db(struct store *s)
-{
-	int i;
-
-	for (i = 0; i < ST_COUNT_; i++) {
-		sqlite3_finalize(s->stmts[i]);
-		s->stmts[i] = NULL;
-	}
-	sqlite3_close(s->db);
-	s->db = NULL;
-}
-
-static int exec_retrying(struct store *s, const char *sql, const char *what)
-{
-	int attempt, rc = SQLITE_ERROR;
-
-	/* another process creating the schema at the same moment may hold the lock longer
-	 * than the busy handler waits on a cold start: try a few times */
-	for (attempt = 0; attempt < 5; attempt++) {
-		rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
-		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
-			break;
-	}
-	if (rc != SQLITE_OK) {
-		set_db_err(s, what);
-		return -1;
-	}
-	return 0;
-}
-
-/* From version 1 (run after schema.sql, in the same transaction; a no-op on any other version):
- * the per-subject counts are computed once from the events, the old budget's 'send' events go
- * (the send queue replaced them), and the one pause of every kind becomes one pause per kind. */
-static const char migrate_v1_sql[] =
-	"DELETE FROM rate_events WHERE scope = 'send' "
-	"  AND (SELECT user_version FROM pragma_user_version) = 1;"
-	"INSERT INTO rate_counts (scope, subject, events) "
-	"  SELECT scope, subject, count(*) FROM rate_events "
-	"  WHERE (SELECT user_version FROM pragma_user_version) = 1 GROUP BY scope, subject;"
-	"CREATE TABLE IF NOT EXISTS telegram_pause (id INTEGER PRIMARY KEY, "
-	"  until_ms INTEGER NOT NULL, set_by TEXT NOT NULL);"
-	"INSERT OR IGNORE INTO telegram_pauses (kind, until_ms, set_by) "
-	"  SELECT k.kind, p.until_ms, p.set_by FROM telegram_pause p, "
-	"  (SELECT 'send' AS kind UNION ALL SELECT 'delete') k;"
-	"DROP TABLE telegram_pause;";
-
-/* The schema version of the file, or -1. */
-static int schema_version(struct store *s)
-{
-	sqlite3_stmt *st = NULL;
-	int v = -1;
-
-	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	if (v < 0)
-		set_db_err(s, "read the schema version");
-	return v;
-}
-
-static int create_schema(struct store *s)
-{
-	char sql[sizeof schema_sql + sizeof migrate_v1_sql + 128];
-	int version;
-
-	/* a small WAL: checkpoint every 64 pages (256 KiB), and cut the file back to 256 KiB
-	 * after each checkpoint (it otherwise keeps its largest size: ~4 MB seen on tmpfs) */
-	if (exec_retrying(s, "PRAGMA journal_mode=WAL", "enable WAL") != 0 ||
-	    exec_retrying(s, "PRAGMA synchronous=NORMAL", "set synchronous") != 0 ||
-	    exec_retrying(s, "PRAGMA wal_autocheckpoint=64", "set wal_autocheckpoint") != 0 ||
-	    exec_retrying(s, "PRAGMA journal_size_limit=262144", "set journal_size_limit") != 0)
-		return -1;
-	if ((version = schema_version(s)) < 0)
-		return -1;
-	if (version > STORE_SCHEMA_VERSION) {
-		set_err(s, "%s has schema version %d, newer than this program's %d", s->path,
-			version, STORE_SCHEMA_VERSION);
-		return -1;
-	}
-	snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; %s %s PRAGMA user_version = %d; COMMIT;",
-		 schema_sql, migrate_v1_sql, STORE_SCHEMA_VERSION);
-	if (exec_retrying(s, sql, "create schema") != 0) {
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
-	}
-	return 0;
-}
-
-/* The directory holding the database must be ours alone: another user who may write it could
- * read, remove or replace the file, or hold its lock. */
-static int check_dir(struct store *s)
-{
-	char copy[PATH_MAX], *dir;
-	struct stat st;
-
-	if (snprintf(copy, sizeof copy, "%s", s->path) >= (int)sizeof copy) {
-		set_err(s, "database path too long");
-		return -1;
-	}
-	dir = dirname(copy);
-	if (stat(dir, &st) != 0) {
-		set_err(s, "database directory %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		set_err(s, "database directory %s is not a directory", dir);
-		return -1;
-	}
-	if (st.st_uid != geteuid()) {
-		set_err(s, "database directory %s belongs to uid %u, not to this process's uid %u: "
-			   "refusing it (its owner could read, replace or lock the database)",
-			dir, (unsigned)st.st_uid, (unsigned)geteuid());
-		return -1;
-	}
-	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-		set_err(s, "database directory %s is writable by its group or others (mode %04o): "
-			   "refusing it (chmod go-w %s)",
-			dir, (unsigned)(st.st_mode & 07777), dir);
-		return -1;
-	}
-	return 0;
-}
-
-/* Creates the database file 0600 before SQLite does (SQLite would make it 0644 less the umask,
- * and gives its -wal and -shm files the database's mode), and takes back a file or a -wal/-shm
- * left more open than that. An existing file is never opened here: closing a descriptor of a
- * file drops every POSIX lock this process holds on it, SQLite's included. */
-static int make_private(struct store *s)
-{
-	static const char *const suffixes[] = { "", "-wal", "-shm" };
-	char p[PATH_MAX];
-	struct stat st;
-	size_t i;
-	int fd;
-
-	fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		close(fd); /* a new inode: no lock of ours can be on it */
-	else if (errno != EEXIST) {
-		set_err(s, "create %s: %s", s->path, strerror(errno));
-		return -1;
-	}
-	for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-		if (snprintf(p, sizeof p, "%s%s", s->path, suffixes[i]) >= (int)sizeof p) {
-			set_err(s, "database path too long");
-			return -1;
-		}
-		if (stat(p, &st) != 0) {
-			if (errno == ENOENT)
-				continue;
-			set_err(s, "stat %s: %s", p, strerror(errno));
-			return -1;
-		}
-		if ((st.st_mode & 077) != 0 && chmod(p, 0600) != 0) {
-			set_err(s, "make %s private (0600): %s", p, strerror(errno));
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* Opens (creating 0600) PATH.lock and takes its lock: whoever (re)creates the database holds
- * it. The file records the (device, inode) of the database that PATH-wal and PATH-shm belong
- * to. Returns the fd, or -1. */
-static int lock_opening(struct store *s)
-{
-	char p[PATH_MAX];
-	int fd;
-
-	if (snprintf(p, sizeof p, "%s.lock", s->path) >= (int)sizeof p) {
-		set_err(s, "database path too long");
-		return -1;
-	}
-	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		set_err(s, "open %s: %s", p, strerror(errno));
-		return -1;
-	}
-	if (flock(fd, LOCK_EX) != 0) {
-		set_err(s, "lock %s: %s", p, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* After the database was removed (or replaced), PATH-wal and PATH-shm still belong to the old
- * file, and processes that have not noticed yet still use them: a new database opened beside
- * them would read the old file's pages from them ("disk I/O error", "malformed"). Unlinks them
- * when the database is missing, or is not the file the lock file says they belong to. The
- * processes still on the old file keep their descriptors and go on undisturbed until they
- * notice. With no record (a first start, a crash), a -wal is trusted: it may hold committed
- * rows. */
-static int drop_stale_journal(struct store *s, int lock_fd)
-{
-	static const char *const suffixes[] = { "-wal", "-shm" };
-	char rec[64] = "", p[PATH_MAX];
-	unsigned long long dev = 0, ino = 0;
-	struct stat st;
-	ssize_t n;
-	size_t i;
-	int stale;
-
-	n = pread(lock_fd, rec, sizeof rec - 1, 0);
-	if (n > 0)
-		rec[n] = '\0';
-	if (stat(s->path, &st) != 0) {
-		if (errno != ENOENT) {
-			set_err(s, "stat %s: %s", s->path, strerror(errno));
-			return -1;
-		}
-		stale = 1;
-	} else {
-		stale = sscanf(rec, "%llu %llu", &dev, &ino) == 2 &&
-			(dev != (unsigned long long)st.st_dev || ino != (unsigned long long)st.st_ino);
-	}
-	if (!stale)
-		return 0;
-	for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-		snprintf(p, sizeof p, "%s%s", s->path, suffixes[i]);
-		if (unlink(p) != 0 && errno != ENOENT) {
-			set_err(s, "remove the stale %s: %s", p, strerror(errno));
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* Writes which database PATH-wal and PATH-shm now belong to. */
-static int record_journal_owner(struct store *s, int lock_fd)
-{
-	char rec[64];
-	int n = snprintf(rec, sizeof rec, "%llu %llu\n", (unsigned long long)s->dev,
-			 (unsigned long long)s->ino);
-
-	if (ftruncate(lock_fd, 0) != 0 || pwrite(lock_fd, rec, (size_t)n, 0) != n) {
-		set_err(s, "write %s.lock: %s", s->path, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* Logs and counts a replaced file once per process: the first handle to open the new file. */
-static void note_file(const struct store *s)
-{
-	int replaced = 0;
-
-	pthread_mutex_lock(&file_lock);
-	if (strcmp(process_path, s->path) != 0) {
-		snprintf(process_path, sizeof process_path, "%s", s->path);
-	} else if (process_dev != s->dev || process_ino != s->ino) {
-		replaced = 1;
-		atomic_fetch_add(&reopens, 1);
-	}
-	process_dev = s->dev;
-	process_ino = s->ino;
-	pthread_mutex_unlock(&file_lock);
-	if (replaced)
-		log_msg(LOG_ERROR, "the database %s was removed or replaced while in use: reopened "
-				   "it; rows only the old file held (pending deletions, rate-limit "
-				   "events) are lost", s->path);
-}
-
-long store_reopens_take(void)
-{
-	return atomic_exchange(&reopens, 0);
-}
-
-static int open_db(struct store *s)
-{
-	struct stat st;
-	int rc, lock_fd;
-
-	if (check_dir(s) != 0 || (lock_fd = lock_opening(s)) < 0)
-		return -1;
-	if (drop_stale_journal(s, lock_fd) != 0 || make_private(s) != 0)
-		goto fail;
-	rc = sqlite3_open_v2(s->path, &s->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		set_err(s, "open %s: %s", s->path,
-			s->db != NULL ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-		goto fail;
-	}
-	sqlite3_busy_handler(s->db, busy_wait, s);
-	if (create_schema(s) != 0)
-		goto fail;
-	if (stat(s->path, &st) != 0) {
-		set_err(s, "stat %s: %s", s->path, strerror(errno));
-		goto fail;
-	}
-	s->dev = st.st_dev;
-	s->ino = st.st_ino;
-	if (record_journal_owner(s, lock_fd) != 0)
-		goto fail;
-	close(lock_fd);
-	note_file(s);
-	return 0;
-fail:
-	close(lock_fd);
-	close_db(s);
-	return -1;
-}
-
-/* Closes a handle on a file that is no longer at the path without touching the path: a last
- * close would checkpoint and unlink PATH-wal and PATH-shm by name, and they may be the new
- * file's by now. */
-static void close_stale(struct store *s)
-{
-	int one = 1;
-
-	if (s->db != NULL) {
-		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
-		sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &one);
-	}
-	close_db(s);
-}
-
-/* Reopens the path when the file we hold was removed or replaced: writing on into an unlinked
- * file would succeed where no other process sees it. One stat(2), on every call. */
-static int ensure_current(struct store *s)
-{
-	struct stat st;
-
-	if (s->db != NULL && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-		return 0;
-	close_stale(s);
-	return open_db(s);
-}
-
-int store_check_file(struct store *s)
-{
-	int was_open = s->db != NULL;
-	dev_t dev = s->dev;
-	ino_t ino = s->ino;
-
-	if (ensure_current(s) != 0)
-		return -1;
-	return was_open && (dev != s->dev || ino != s->ino);
-}
-
-struct store *store_open(const char *path, char *err, size_t errlen)
-{
-	struct store *s = calloc(1, sizeof *s);
-
-	if (s == NULL || (s->path = strdup(path)) == NULL) {
+	if (u == NULL || (s = calloc(1, sizeof *s)) == NULL) {
 		snprintf(err, errlen, "out of memory");
-		free(s);
-		return NULL;
+		goto fail;
 	}
-	if (open_db(s) != 0) {
-		snprintf(err, errlen, "%s", s->err);
-		store_close(s);
-		return NULL;
-	}
+	if (store_url_parse(c->url, u, err, errlen) != 0)
+		goto fail;
+	if (u->kind == STORE_SQLITE)
+		s->sq = sqlite_store_open(u->path, err, errlen);
+	else
+		s->rd = redis_store_open(u, c, err, errlen);
+	if (s->sq == NULL && s->rd == NULL)
+		goto fail;
+	free(u);
 	return s;
+fail:
+	free(u);
+	free(s);
+	return NULL;
+}
+
+struct store *store_open(const char *url, char *err, size_t errlen)
+{
+	const struct store_config c = { .url = url };
+
+	return store_open_config(&c, err, errlen);
 }
 
 void store_close(struct store *s)
 {
-	struct stat st;
-
 	if (s == NULL)
 		return;
-	/* a last close checkpoints and unlinks PATH-wal by name: only for our own file */
-	if (s->db != NULL && (stat(s->path, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino))
-		close_stale(s);
-	close_db(s);
-	free(s->path);
+	if (s->sq != NULL)
+		sqlite_store_close(s->sq);
+	else
+		redis_store_close(s->rd);
 	free(s);
+}
+
+const char *store_backend(const struct store *s)
+{
+	return s->sq != NULL ? "sqlite" : "redis";
+}
+
+int store_check_file(struct store *s)
+{
+	return s->sq != NULL ? sqlite_store_check_file(s->sq) : 0;
+}
+
+long store_reopens_take(void)
+{
+	return sqlite_store_reopens_take();
+}
+
+const char *store_strerror(const struct store *s)
+{
+	return s->sq != NULL ? sqlite_store_strerror(s->sq) : redis_store_strerror(s->rd);
 }
 
 int store_is_on_tmpfs(const struct store *s)
 {
-	struct statfs sf;
-
-	if (statfs(s->path, &sf) != 0)
-		return -1;
-	return (unsigned long)sf.f_type == 0x01021994UL;
-}
-
-/* The prepared statement, reset and unbound, ready for binding. */
-static sqlite3_stmt *stmt(struct store *s, enum stmt_id id)
-{
-	sqlite3_stmt *st = s->stmts[id];
-
-	if (st == NULL) {
-		if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st,
-				       NULL) != SQLITE_OK) {
-			set_db_err(s, "prepare");
-			return NULL;
-		}
-		s->stmts[id] = st;
-	}
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return st;
-}
-
-/* Runs a statement that returns no rows (or whose rows are ignored). */
-static int step_done(struct store *s, sqlite3_stmt *st, const char *what)
-{
-	int rc = sqlite3_step(st);
-
-	while (rc == SQLITE_ROW)
-		rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		set_db_err(s, what);
-		return -1;
-	}
-	return 0;
-}
-
-/* Runs a statement expected to yield one integer (NULL counts as absent).
- * Returns 1 with *out set, 0 if no row or NULL, -1 on error. */
-static int step_int64(struct store *s, sqlite3_stmt *st, int64_t *out, const char *what)
-{
-	int rc = sqlite3_step(st), found = 0;
-
-	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
-		*out = sqlite3_column_int64(st, 0);
-		found = 1;
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		set_db_err(s, what);
-		return -1;
-	}
-	return found;
-}
-
-static void end_write(struct store *s)
-{
-	if (s->writing) {
-		s->writing = 0;
-		pthread_mutex_unlock(&write_lock);
-	}
-}
-
-static int begin(struct store *s)
-{
-	sqlite3_stmt *st;
-
-	if (ensure_current(s) != 0)
-		return -1;
-	pthread_mutex_lock(&write_lock);
-	s->writing = 1;
-	if ((st = stmt(s, ST_BEGIN)) == NULL || step_done(s, st, "begin transaction") != 0) {
-		end_write(s);
-		return -1;
-	}
-	return 0;
-}
-
-static void rollback(struct store *s)
-{
-	if (s->db != NULL && sqlite3_get_autocommit(s->db) == 0)
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-	end_write(s);
-}
-
-/* Commits; on failure rolls back. Either way the write lock is released. */
-static int commit(struct store *s)
-{
-	sqlite3_stmt *st = stmt(s, ST_COMMIT);
-
-	if (st == NULL || step_done(s, st, "commit") != 0) {
-		rollback(s);
-		return -1;
-	}
-	end_write(s);
-	return 0;
-}
-
-/* Runs the one-parameter statement id for each of ids[0..n) in one transaction. */
-static int delete_ids(struct store *s, enum stmt_id id, const int64_t *ids, int n, const char *what)
-{
-	sqlite3_stmt *st;
-	int i;
-
-	if (n == 0)
-		return 0;
-	if (begin(s) != 0)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if ((st = stmt(s, id)) == NULL)
-			goto fail;
-		sqlite3_bind_int64(st, 1, ids[i]);
-		if (step_done(s, st, what) != 0)
-			goto fail;
-	}
-	if (commit(s) != 0)
-		goto fail;
-	return 0;
-fail:
-	rollback(s);
-	return -1;
-}
-
-/* Prunes one rule's expired events and tells whether it has a free place; if not, the time of
- * the event whose expiry frees one. */
-static int rate_check(struct store *s, const struct store_rate_rule *r, int *full,
-		      int64_t *freeing_at_ms)
-{
-	sqlite3_stmt *st;
-	int64_t count = 0;
-
-	*full = 0;
-	if ((st = stmt(s, ST_RATE_PRUNE_SUBJECT)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, r->expired_ms);
-	if (step_done(s, st, "prune rate events") != 0)
-		return -1;
-
-	if ((st = stmt(s, ST_RATE_COUNT)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
-	if (step_int64(s, st, &count, "count rate events") < 0)
-		return -1;
-	if (count < r->limit)
-		return 0;
-
-	/* a place frees when the (count - limit + 1)-th oldest event expires */
-	if ((st = stmt(s, ST_RATE_NTH_OLDEST)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, count - r->limit);
-	if (step_int64(s, st, freeing_at_ms, "find oldest rate event") < 0)
-		return -1;
-	*full = 1;
-	return 0;
-}
-
-/* The instant the send queue gives a request: the later of now, the queue's next free instant
- * and the end of the pause that holds the queue. Sets v->slot_us and v->slot_refused; moves the
- * queue when the slot is taken. */
-static int reserve_slot(struct store *s, const struct store_slot_request *q,
-			struct store_rate_verdict *v)
-{
-	sqlite3_stmt *st;
-	int64_t next = q->now_us, pause_ms = 0, at;
-
-	if ((st = stmt(s, ST_QUEUE_GET)) == NULL || step_int64(s, st, &next, "read send queue") < 0)
-		return -1;
-	/* a queue further ahead than any reservation could have put it was written under a clock
-	 * that has since stepped back: start again from now */
-	if (next > q->latest_us + q->spacing_us)
-		next = q->now_us;
-	at = next > q->now_us ? next : q->now_us;
-	if (q->pause_kind != NULL) {
-		if ((st = stmt(s, ST_PAUSE_GET)) == NULL)
-			return -1;
-		sqlite3_bind_text(st, 1, q->pause_kind, -1, SQLITE_STATIC);
-		if (step_int64(s, st, &pause_ms, "read Telegram's pause") < 0)
-			return -1;
-		if (pause_ms > INT64_MAX / 4000)
-			pause_ms = INT64_MAX / 4000; /* a hand-written row: no overflow below */
-		if (pause_ms * 1000 > at) {
-			at = pause_ms * 1000;
-			v->slot_paused = 1;
-		}
-	}
-	v->slot_us = at;
-	if (at > q->latest_us) {
-		v->slot_refused = 1;
-		return 0;
-	}
-	if ((st = stmt(s, ST_QUEUE_SET)) == NULL)
-		return -1;
-	sqlite3_bind_int64(st, 1, at + q->spacing_us);
-	return step_done(s, st, "write send queue");
+	return s->sq != NULL ? sqlite_store_is_on_tmpfs(s->sq) : -1;
 }
 
 int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
 		    const struct store_slot_request *slot, int64_t now_ms,
-		    struct store_rate_verdict *v)
+		    struct store_rate_verdict *verdict)
 {
-	sqlite3_stmt *st;
-	int i, full;
-
-	memset(v, 0, sizeof *v);
-	v->refused_rule = -1;
-	if (nrules > STORE_RATE_RULES_MAX) {
-		set_err(s, "too many rate rules (%d)", nrules);
-		return -1;
-	}
-	if (begin(s) != 0)
-		return -1;
-	for (i = 0; i < nrules; i++) {
-		if (rate_check(s, &rules[i], &full, &v->freeing_at_ms) != 0)
-			goto fail;
-		if (full) {
-			v->refused_rule = i;
-			return commit(s); /* keeps the pruning */
-		}
-	}
-	if (slot != NULL) {
-		if (reserve_slot(s, slot, v) != 0)
-			goto fail;
-		if (v->slot_refused)
-			return commit(s);
-	}
-	for (i = 0; i < nrules; i++) {
-		if ((st = stmt(s, ST_RATE_INSERT)) == NULL)
-			goto fail;
-		sqlite3_bind_text(st, 1, rules[i].scope, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, rules[i].subject, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, now_ms);
-		if (step_done(s, st, "insert rate event") != 0)
-			goto fail;
-		v->slot_ids[v->nslots++] = sqlite3_last_insert_rowid(s->db);
-	}
-	if (commit(s) != 0)
-		goto fail;
-	return 0;
-fail:
-	rollback(s);
-	v->nslots = 0;
-	return -1;
+	return s->sq != NULL ? sqlite_store_rate_take(s->sq, rules, nrules, slot, now_ms, verdict)
+			   : redis_store_rate_take(s->rd, rules, nrules, slot, now_ms, verdict);
 }
 
-int store_rate_release(struct store *s, const struct store_rate_verdict *v)
+int store_rate_release(struct store *s, const struct store_rate_verdict *verdict)
 {
-	return delete_ids(s, ST_RATE_DELETE, v->slot_ids, v->nslots, "release rate slot");
+	return s->sq != NULL ? sqlite_store_rate_release(s->sq, verdict)
+			   : redis_store_rate_release(s->rd, verdict);
 }
 
 int store_rate_prune(struct store *s, const char *scope, int64_t expired_ms)
 {
-	sqlite3_stmt *st;
-	int n;
-
-	if (begin(s) != 0)
-		return -1;
-	if ((st = stmt(s, ST_RATE_PRUNE_SCOPE)) == NULL)
-		goto fail;
-	sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, expired_ms);
-	if (step_done(s, st, "prune rate events") != 0)
-		goto fail;
-	n = sqlite3_changes(s->db);
-	if (commit(s) != 0)
-		return -1;
-	return n;
-fail:
-	rollback(s);
-	return -1;
+	return s->sq != NULL ? sqlite_store_rate_prune(s->sq, scope, expired_ms)
+			   : redis_store_rate_prune(s->rd, scope, expired_ms);
 }
 
 long long store_rate_count(struct store *s, const char *scope, const char *subject)
 {
-	sqlite3_stmt *st;
-	int64_t n = 0;
-
-	if (ensure_current(s) != 0 || (st = stmt(s, ST_RATE_COUNT)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, subject, -1, SQLITE_STATIC);
-	if (step_int64(s, st, &n, "count rate events") < 0)
-		return -1;
-	return n;
-}
-
-/* Runs one bound write statement in its own IMMEDIATE transaction. */
-static int write_one(struct store *s, sqlite3_stmt *st, const char *what)
-{
-	if (step_done(s, st, what) != 0 || commit(s) != 0) {
-		rollback(s);
-		return -1;
-	}
-	return 0;
-}
-
-/* Begins a write transaction and hands back statement id ready for binding; NULL (rolled back)
- * on failure. Finish with write_one(). */
-static sqlite3_stmt *begin_write(struct store *s, enum stmt_id id)
-{
-	sqlite3_stmt *st;
-
-	if (begin(s) != 0)
-		return NULL;
-	if ((st = stmt(s, id)) == NULL)
-		rollback(s);
-	return st;
+	return s->sq != NULL ? sqlite_store_rate_count(s->sq, scope, subject)
+			   : redis_store_rate_count(s->rd, scope, subject);
 }
 
 int store_pending_add(struct store *s, const char *chat_id, long long message_id,
 		      int64_t delete_at_ms)
 {
-	sqlite3_stmt *st;
-
-	if ((st = begin_write(s, ST_PENDING_ADD)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, chat_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, message_id);
-	sqlite3_bind_int64(st, 3, delete_at_ms);
-	sqlite3_bind_int64(st, 4, clock_now_ms());
-	return write_one(s, st, "add pending deletion");
+	return s->sq != NULL ? sqlite_store_pending_add(s->sq, chat_id, message_id, delete_at_ms)
+			   : redis_store_pending_add(s->rd, chat_id, message_id, delete_at_ms);
 }
 
 int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int max)
 {
-	sqlite3_stmt *st;
-	int n = 0, rc;
-
-	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_DUE)) == NULL)
-		return -1;
-	sqlite3_bind_int64(st, 1, now_ms);
-	sqlite3_bind_int(st, 2, max);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
-		struct pending *p = &out[n++];
-
-		p->id = sqlite3_column_int64(st, 0);
-		snprintf(p->chat_id, sizeof p->chat_id, "%s",
-			 (const char *)sqlite3_column_text(st, 1));
-		p->message_id = sqlite3_column_int64(st, 2);
-		p->delete_at_ms = sqlite3_column_int64(st, 3);
-		p->next_try_ms = sqlite3_column_int64(st, 4);
-		p->attempts = sqlite3_column_int(st, 5);
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		set_db_err(s, "read due deletions");
-		return -1;
-	}
-	return n;
+	return s->sq != NULL ? sqlite_store_pending_due(s->sq, now_ms, out, max)
+			   : redis_store_pending_due(s->rd, now_ms, out, max);
 }
 
 int store_pending_next(struct store *s, int64_t *next_ms)
 {
-	sqlite3_stmt *st;
-
-	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_NEXT)) == NULL)
-		return -1;
-	return step_int64(s, st, next_ms, "read next deletion");
+	return s->sq != NULL ? sqlite_store_pending_next(s->sq, next_ms)
+			   : redis_store_pending_next(s->rd, next_ms);
 }
 
 long long store_pending_count(struct store *s)
 {
-	sqlite3_stmt *st;
-	int64_t n = 0;
-
-	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_COUNT)) == NULL)
-		return -1;
-	if (step_int64(s, st, &n, "count pending deletions") < 0)
-		return -1;
-	return n;
+	return s->sq != NULL ? sqlite_store_pending_count(s->sq) : redis_store_pending_count(s->rd);
 }
 
 int store_pending_remove(struct store *s, int64_t id)
 {
-	return store_pending_remove_many(s, &id, 1);
+	return s->sq != NULL ? sqlite_store_pending_remove(s->sq, id)
+			   : redis_store_pending_remove(s->rd, id);
+}
+
+int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms)
+{
+	return s->sq != NULL ? sqlite_store_pending_retry(s->sq, id, next_try_ms)
+			   : redis_store_pending_retry(s->rd, id, next_try_ms);
 }
 
 int store_pending_remove_many(struct store *s, const int64_t *ids, int n)
 {
-	return delete_ids(s, ST_PENDING_REMOVE, ids, n, "remove pending deletion");
+	return s->sq != NULL ? sqlite_store_pending_remove_many(s->sq, ids, n)
+			   : redis_store_pending_remove_many(s->rd, ids, n);
 }
 
 int store_pause_extend(struct store *s, const char *kind, int64_t until_ms, const char *program)
 {
-	sqlite3_stmt *st;
-
-	if ((st = begin_write(s, ST_PAUSE_EXTEND)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, until_ms);
-	sqlite3_bind_text(st, 3, program, -1, SQLITE_STATIC);
-	return write_one(s, st, "record Telegram's pause");
+	return s->sq != NULL ? sqlite_store_pause_extend(s->sq, kind, until_ms, program)
+			   : redis_store_pause_extend(s->rd, kind, until_ms, program);
 }
 
 int store_pause_get(struct store *s, const char *kind, int64_t *until_ms)
 {
-	sqlite3_stmt *st;
-
-	if (ensure_current(s) != 0 || (st = stmt(s, ST_PAUSE_GET)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
-	return step_int64(s, st, until_ms, "read Telegram's pause");
+	return s->sq != NULL ? sqlite_store_pause_get(s->sq, kind, until_ms)
+			   : redis_store_pause_get(s->rd, kind, until_ms);
 }
 
-int store_metrics_add(struct store *s, const struct store_metric *d, int n)
+int store_metrics_add(struct store *s, const struct store_metric *deltas, int n)
 {
-	sqlite3_stmt *st;
-	int i;
-
-	if (begin(s) != 0)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if ((st = stmt(s, ST_METRIC_ADD)) == NULL)
-			goto fail;
-		sqlite3_bind_text(st, 1, d[i].name, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, d[i].labels, -1, SQLITE_STATIC);
-		sqlite3_bind_double(st, 3, d[i].value);
-		if (step_done(s, st, "add to metrics") != 0)
-			goto fail;
-	}
-	if (commit(s) != 0)
-		goto fail;
-	return 0;
-fail:
-	rollback(s);
-	return -1;
+	return s->sq != NULL ? sqlite_store_metrics_add(s->sq, deltas, n)
+			   : redis_store_metrics_add(s->rd, deltas, n);
 }
 
 int store_metrics_read(struct store *s, void (*fn)(void *ctx, const struct store_metric *m),
 		       void *ctx)
 {
-	struct store_metric m;
-	sqlite3_stmt *st;
-	int rc;
-
-	if (ensure_current(s) != 0 || (st = stmt(s, ST_METRIC_READ)) == NULL)
-		return -1;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		m.name = (const char *)sqlite3_column_text(st, 0);
-		m.labels = (const char *)sqlite3_column_text(st, 1);
-		m.value = sqlite3_column_double(st, 2);
-		fn(ctx, &m);
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		set_db_err(s, "read metrics");
-		return -1;
-	}
-	return 0;
-}
-
-int store_pending_retry(struct store *s, int64_t id, int64_t next_try_ms)
-{
-	sqlite3_stmt *st;
-
-	if ((st = begin_write(s, ST_PENDING_RETRY)) == NULL)
-		return -1;
-	sqlite3_bind_int64(st, 1, id);
-	sqlite3_bind_int64(st, 2, next_try_ms);
-	return write_one(s, st, "record retry");
+	return s->sq != NULL ? sqlite_store_metrics_read(s->sq, fn, ctx)
+			   : redis_store_metrics_read(s->rd, fn, ctx);
 }
 
 int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms)
 {
-	sqlite3_stmt *st;
-
-	if ((st = begin_write(s, ST_HEARTBEAT_SET)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, program, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, (int)getpid());
-	sqlite3_bind_int64(st, 3, now_ms);
-	return write_one(s, st, "write heartbeat");
+	return s->sq != NULL ? sqlite_store_heartbeat_set(s->sq, program, now_ms)
+			   : redis_store_heartbeat_set(s->rd, program, now_ms);
 }
 
 int store_heartbeat_get(struct store *s, const char *program, int64_t *beat_ms)
 {
-	sqlite3_stmt *st;
-
-	if (ensure_current(s) != 0 || (st = stmt(s, ST_HEARTBEAT_GET)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, program, -1, SQLITE_STATIC);
-	return step_int64(s, st, beat_ms, "read heartbeat");
+	return s->sq != NULL ? sqlite_store_heartbeat_get(s->sq, program, beat_ms)
+			   : redis_store_heartbeat_get(s->rd, program, beat_ms);
 }
 
-/* --- Revocation (POST /revoke-otp) -------------------------------------------------------------
- * Self-contained: its statements are prepared per call (a revoke is rare), so the table of
- * cached statements above stays as it is. */
-
-static const char claim_find_sql[] =
-	"SELECT id, chat_id, message_id, delete_at_ms, next_try_ms, attempts "
-	"FROM pending_deletions WHERE message_id = ?2 AND chat_id = ?1 COLLATE NOCASE "
-	"ORDER BY id LIMIT 1";
-/* next_try_ms >= delete_at_ms holds for every row (otp-deleter's retries keep it): moving
- * delete_at to now and the next try to the lease's end keeps it */
-static const char claim_take_sql[] =
-	"UPDATE pending_deletions SET delete_at_ms = ?2, next_try_ms = ?3 WHERE id = ?1";
-static const char release_sql[] =
-	"UPDATE pending_deletions SET next_try_ms = max(?2, delete_at_ms) "
-	"WHERE id = ?1 AND next_try_ms > ?2";
-
-static sqlite3_stmt *prepare_once(struct store *s, const char *sql)
+int store_pending_claim(struct store *s, const char *chat_id, long long message_id, int64_t lease_ms,
+			struct pending *out)
 {
-	sqlite3_stmt *st = NULL;
-
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		set_db_err(s, "prepare");
-		sqlite3_finalize(st);
-		return NULL;
-	}
-	return st;
-}
-
-int store_pending_claim(struct store *s, const char *chat_id, long long message_id,
-			int64_t lease_ms, struct pending *out)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t now;
-	int rc = -1, step;
-
-	/* a username is ASCII (validated), so NOCASE folds it as Telegram does; digits and '-'
-	 * fold to themselves */
-	if (begin(s) != 0)
-		return -1;
-	now = clock_now_ms(); /* after the lock: a deleter's read before it saw an earlier now */
-	if ((st = prepare_once(s, claim_find_sql)) == NULL)
-		goto out;
-	sqlite3_bind_text(st, 1, chat_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, message_id);
-	step = sqlite3_step(st);
-	if (step == SQLITE_DONE) {
-		rc = STORE_CLAIM_NONE;
-		goto out;
-	}
-	if (step != SQLITE_ROW) {
-		set_db_err(s, "find pending deletion");
-		goto out;
-	}
-	memset(out, 0, sizeof *out);
-	out->id = sqlite3_column_int64(st, 0);
-	snprintf(out->chat_id, sizeof out->chat_id, "%s", (const char *)sqlite3_column_text(st, 1));
-	out->message_id = sqlite3_column_int64(st, 2);
-	out->delete_at_ms = sqlite3_column_int64(st, 3);
-	out->next_try_ms = sqlite3_column_int64(st, 4);
-	out->attempts = sqlite3_column_int(st, 5);
-	sqlite3_finalize(st);
-	st = NULL;
-	if (out->delete_at_ms <= now + STORE_CLAIM_MARGIN_MS) {
-		rc = STORE_CLAIM_DUE;
-		goto out;
-	}
-	if ((st = prepare_once(s, claim_take_sql)) == NULL)
-		goto out;
-	sqlite3_bind_int64(st, 1, out->id);
-	sqlite3_bind_int64(st, 2, now);
-	sqlite3_bind_int64(st, 3, now + lease_ms);
-	if (sqlite3_step(st) != SQLITE_DONE) {
-		set_db_err(s, "claim pending deletion");
-		goto out;
-	}
-	out->delete_at_ms = now;
-	out->next_try_ms = now + lease_ms;
-	rc = STORE_CLAIM_TAKEN;
-out:
-	sqlite3_finalize(st);
-	if (rc < 0 || commit(s) != 0) {
-		rollback(s);
-		return -1;
-	}
-	return rc;
+	return s->sq != NULL ? sqlite_store_pending_claim(s->sq, chat_id, message_id, lease_ms, out)
+			   : redis_store_pending_claim(s->rd, chat_id, message_id, lease_ms, out);
 }
 
 int store_pending_release(struct store *s, int64_t id, int64_t now_ms)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = -1;
-
-	if (begin(s) != 0)
-		return -1;
-	if ((st = prepare_once(s, release_sql)) == NULL)
-		goto out;
-	sqlite3_bind_int64(st, 1, id);
-	sqlite3_bind_int64(st, 2, now_ms);
-	if (sqlite3_step(st) != SQLITE_DONE) {
-		set_db_err(s, "release pending deletion");
-		goto out;
-	}
-	rc = 0;
-out:
-	sqlite3_finalize(st);
-	if (rc != 0 || commit(s) != 0) {
-		rollback(s);
-		return -1;
-	}
-	return 0;
+	return s->sq != NULL ? sqlite_store_pending_release(s->sq, id, now_ms)
+			   : redis_store_pending_release(s->rd, id, now_ms);
 }

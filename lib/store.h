@@ -1,22 +1,29 @@
 /* store.h — the shared state of otp-fcgi and otp-deleter: pending deletions, rate-limit events,
  * the send queue, Telegram's pauses, the deleter's heartbeat. Storage only: what a limit, a
- * window or a pause means is lib/policy.h's. SQLite today; nothing outside store.c speaks SQL, so another backend
- * (a network store shared by several hosts) can replace it behind this interface.
+ * window or a pause means is lib/policy.h's. Two backends behind this one interface, chosen by
+ * the store's URL (OTP_STORE, store_url.h); nothing above it knows which one runs:
  *
- * One handle per thread. Several processes may use the same file at once: every write is one
- * short transaction begun with BEGIN IMMEDIATE. The threads of one process queue for writing on
- * a mutex (so only one of them ever waits for another process's lock), and another process's
- * lock is waited for with a backoff (up to STORE_BUSY_TIMEOUT_MS). Reads take no transaction. The OTP and the message text are never given to the store.
+ * - SQLite (store_sqlite.c, the default): one file on one host. Several processes may use it at
+ *   once: every write is one short transaction begun with BEGIN IMMEDIATE. The threads of one
+ *   process queue for writing on a mutex (so only one of them ever waits for another process's
+ *   lock), and another process's lock is waited for with a backoff (up to
+ *   STORE_BUSY_TIMEOUT_MS). Reads take no transaction. If the file is removed or replaced while
+ *   open, the next call notices and reopens the path.
+ * - Redis (store_redis.c): one server shared by several hosts. Every multi-key update is one Lua
+ *   script (atomic). A lost connection is retried on use with a backoff (calls fail meanwhile).
+ *   Differences a caller must know are marked "Redis:" below.
+ *
+ * One handle per thread. The OTP and the message text are never given to the store.
  *
  * Errors: functions returning int answer 0 (or a count) on success and -1 on failure, with the
  * reason in store_strerror(); the caller reports it once, with its own context.
  *
- * Files: the directory holding the database must belong to the effective user and be closed to
- * group and others' writes, or store_open() refuses it. The database, its -wal and -shm and
- * PATH.lock (held while a handle opens the file) are 0600. If the file is removed or replaced
- * while open, every call notices (one stat) and reopens the path; the stale -wal/-shm of the old
- * file are removed first. The first handle of a process to meet a new file logs it (once per
- * process) and counts it (store_reopens_take). Rows only the old file held are lost. */
+ * SQLite's files: the directory holding the database must belong to the effective user and be
+ * closed to group and others' writes, or store_open() refuses it. The database, its -wal and
+ * -shm and PATH.lock (held while a handle opens the file) are 0600. If the file is removed or
+ * replaced while open, every call notices (one stat) and reopens the path; the stale -wal/-shm of
+ * the old file are removed first. The first handle of a process to meet a new file logs it (once
+ * per process) and counts it (store_reopens_take). Rows only the old file held are lost. */
 #ifndef OTP_STORE_H
 #define OTP_STORE_H
 
@@ -72,23 +79,41 @@ struct store_rate_verdict {
 	int nslots;
 };
 
-/* Opens (creating if need be) the database at path and its schema. Returns NULL with a reason
- * in err on failure. */
-struct store *store_open(const char *path, char *err, size_t errlen);
+/* How to open the store. Only url is required. */
+struct store_config {
+	const char *url;                 /* OTP_STORE (store_url.h), or a plain SQLite path */
+	const char *redis_password_file; /* Redis: AUTH with this file's first line; NULL: none */
+	const char *redis_prefix;        /* Redis: prefix of every key; NULL: "otp:" */
+	const char *host_name;           /* Redis: whose metrics these are; NULL: gethostname() */
+	int64_t lease_ms;                /* Redis: how long a deleter's claim on a due row lasts
+					  * (longer than any deletion call); 0: 30 s */
+};
+
+/* Opens the store c->url names: for SQLite (creating if need be) the file and its schema; for
+ * Redis a connection (an unreachable server is not an error here: calls fail until it is
+ * back). Returns NULL with a reason in err when it cannot (bad URL, unreadable password file,
+ * database file that cannot be created). */
+struct store *store_open_config(const struct store_config *c, char *err, size_t errlen);
+/* store_open_config() with only the URL (or SQLite path) set. */
+struct store *store_open(const char *url, char *err, size_t errlen);
 void store_close(struct store *s);
+
+/* "sqlite" or "redis". */
+const char *store_backend(const struct store *s);
 
 /* Checks now that the handle's file is still the one at the path, reopening it if not: for loops
  * that may go a while without another call. Returns 1 if it reopened, 0 if nothing changed, -1
- * when reopening failed. */
+ * when reopening failed. Redis: 0 (there is no file). */
 int store_check_file(struct store *s);
 
-/* How many times this process found its database removed or replaced since the last call. */
+/* How many times this process found its database removed or replaced since the last call
+ * (SQLite; always 0 with Redis). */
 long store_reopens_take(void);
 
 /* The reason for the last failure on this handle. */
 const char *store_strerror(const struct store *s);
 
-/* 1 if the file lives on tmpfs (RAM), 0 if not, -1 if that cannot be told. */
+/* 1 if the file lives on tmpfs (RAM), 0 if not, -1 if that cannot be told (and for Redis). */
 int store_is_on_tmpfs(const struct store *s);
 
 /* In one write: drops each rule's expired events; unless a rule is full (then refused_rule is the
@@ -101,7 +126,8 @@ int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nr
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *verdict);
 
-/* Gives back the events a verdict took (the request did not go to Telegram after all). */
+/* Gives back the events a verdict took (the request did not go to Telegram after all).
+ * Redis: on the handle that took them (it remembers where its last events went). */
 int store_rate_release(struct store *s, const struct store_rate_verdict *verdict);
 
 /* Drops events of scope at or before expired_ms. Returns the number dropped, or -1. */
@@ -115,7 +141,10 @@ int store_pending_add(struct store *s, const char *chat_id, long long message_id
 		      int64_t delete_at_ms);
 
 /* Fills out with up to max rows whose next try is due at now_ms, earliest first.
- * Returns the number of rows, or -1. */
+ * Returns the number of rows, or -1.
+ * Redis: several otp-deleters may share the store, so the rows returned are also claimed: their
+ * next try moves to now_ms + the lease (store_config), so no other deleter gets them until the
+ * lease runs out (a deleter that died loses nothing); the caller removes or retries them. */
 int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int max);
 
 /* The earliest next try of any row into *next_ms; returns 1 if there is one, 0 if the table is

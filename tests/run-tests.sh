@@ -36,10 +36,50 @@ run_unit() {
 	done
 }
 
+# The store's unit tests again, against a real redis-server on a unix socket of its own
+# (store_fixture.h): both backends pass the same tests.
+run_unit_redis() {
+	local dir sock pid t out rc p f
+	command -v redis-server >/dev/null || { echo "FAILED: redis-server is not installed" >&2; failed=$((failed + 1)); return; }
+	dir=$(mktemp -d /tmp/otp-unit-redis-XXXXXX)
+	sock=$dir/redis.sock
+	redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --save '' \
+		--appendonly no --dir "$dir" --logfile "$dir/redis.log" &
+	pid=$!
+	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+	for t in "$build"/tests/test_store "$build"/tests/test_store_claim "$build"/tests/test_policy; do
+		[ -x "$t" ] || continue
+		echo "== $(basename "$t") against Redis"
+		if [ "$mode" = valgrind ]; then
+			out=$(OTP_TEST_REDIS=redis+unix://$sock valgrind -q --error-exitcode=99 \
+				--leak-check=full --errors-for-leak-kinds=definite "$t" 2>&1)
+		else
+			out=$(OTP_TEST_REDIS=redis+unix://$sock "$t" 2>&1)
+		fi
+		rc=$?
+		printf '%s\n' "$out"
+		p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+		f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+		passed=$((passed + ${p:-0}))
+		failed=$((failed + ${f:-0}))
+		if [ "$rc" -ne 0 ] && [ -z "$f" ]; then
+			echo "FAILED: $(basename "$t") against Redis exited $rc" >&2
+			failed=$((failed + 1))
+		fi
+	done
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	rm -rf "$dir"
+}
+
+# run_integration [redis]: the integration suite; with "redis", every gateway of the black-box
+# tests uses a Redis store (OTP_TEST_STORE, conftest.py) and test_redis.py is not run twice.
 run_integration() {
-	local xml="$build/integration-results.xml" counts
-	OTP_BUILD_DIR=$build /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfE \
-		--junitxml="$xml" "$root/tests/integration"
+	local xml="$build/integration-results${1:+-$1}.xml" counts
+	local -a args=("$root/tests/integration")
+	[ "${1:-}" = redis ] && args+=(--ignore "$root/tests/integration/test_redis.py")
+	OTP_TEST_STORE=${1:-sqlite} OTP_BUILD_DIR=$build /usr/bin/python3 -m pytest \
+		-p no:cacheprovider -q -rfE --junitxml="$xml" "${args[@]}"
 	counts=$(/usr/bin/python3 - "$xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
 try:
@@ -58,7 +98,9 @@ PY
 }
 
 run_unit
+run_unit_redis
 [ "$mode" = all ] && run_integration
+[ "$mode" = all ] && run_integration redis
 echo
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

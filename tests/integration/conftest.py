@@ -7,6 +7,10 @@ The front end (the web server and how otp-fcgi runs behind it) is started by con
 from the shipped config, as `make run SERVER=...` starts it: lighttpd (the default; the
 environment's OTP_FRONTEND changes it for a whole run), nginx, apache, apache-fcgid. The
 `frontend` fixture names it; test_frontends.py runs its black-box suite through every one.
+
+OTP_TEST_STORE=redis runs every gateway against a real redis-server (started once for the
+session on a unix socket and a loopback port, each gateway under a key prefix of its own)
+instead of SQLite; tests that read the SQLite file directly are skipped then.
 """
 import calendar
 import http.client
@@ -146,6 +150,77 @@ class FakeBot:
         self.log.close()
 
 
+class RedisServer:
+    """A real redis-server for the tests: loopback TCP on a free port and a unix socket, in its
+    own directory; nothing is saved unless appendonly is asked for."""
+
+    def __init__(self, workdir, appendonly=False):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sock = str(self.dir / "redis.sock")
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.proc = None
+        self.start()
+
+    def start(self):
+        log = open(self.dir / "redis.log", "ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+             "--unixsocket", self.sock, "--unixsocketperm", "700", "--dir", str(self.dir),
+             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+             "--appendfsync", "always", "--maxmemory-policy", "noeviction"],
+            stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        wait_until(lambda: self.ping() or self.proc.poll() is not None, 10, "redis-server")
+        assert self.proc.poll() is None, (self.dir / "redis.log").read_text()
+
+    def stop(self, sig=signal.SIGTERM):
+        stop_process(self.proc, sig)
+
+    def ping(self):
+        try:
+            return self.cli("PING") == "PONG"
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+    def cli(self, *args):
+        out = subprocess.run(["redis-cli", "-s", self.sock, *map(str, args)],
+                             capture_output=True, timeout=10, check=True)
+        return out.stdout.decode().strip()
+
+    def url(self, prefix, unix=True):
+        base = f"redis+unix://{self.sock}" if unix else f"redis://127.0.0.1:{self.port}/0"
+        return f"{base}?prefix={prefix}"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One redis-server for every test of the session that wants one (gateways use distinct
+    key prefixes)."""
+    d = tempfile.mkdtemp(prefix="otp-redis-", dir="/dev/shm")
+    server = RedisServer(d)
+    yield server
+    server.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+STORE = os.environ.get("OTP_TEST_STORE", "sqlite")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: the test edits the SQLite file itself, or "
+                            "checks what only one SQLite file does (the deleter's lock)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if STORE == "redis":
+        skip = pytest.mark.skip(reason="SQLite only (OTP_TEST_STORE=redis)")
+        for item in items:
+            if "sqlite_only" in item.keywords:
+                item.add_marker(skip)
+
+
 class Gateway:
     """A front end (conf/serve.sh FRONTEND: the web server and otp-fcgi) and otp-deleter with
     one database. `layout` names where the programs and configs are: the source tree (default),
@@ -178,6 +253,7 @@ class Gateway:
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
         }
         self.env.update(env or {})
+        self.redis = self.redis_prefix = None  # set by make_gateway for a Redis store
         self.lighttpd = None  # the front end's process (conf/serve.sh), whichever it is
         self.deleter = None
         self.logs = {}
@@ -266,11 +342,43 @@ class Gateway:
                 if line.get("message") == "request" and line.get("path") == "/send-otp"}
 
     def db_rows(self, sql="SELECT chat_id, message_id, delete_at_ms, attempts FROM pending_deletions"):
+        if self.redis is not None:
+            return self.redis_rows(sql)
         con = sqlite3.connect(self.db_path, timeout=10)
         try:
             return con.execute(sql).fetchall()
         finally:
             con.close()
+
+    def redis_rows(self, sql):
+        """The answers of the SQL queries tests ask, read from Redis the way README's redis-cli
+        commands do; a query without a Redis reading skips the test."""
+        r, p = self.redis, self.redis_prefix
+        default = "SELECT chat_id, message_id, delete_at_ms, attempts FROM pending_deletions"
+        if sql in (default, "SELECT count(*) FROM pending_deletions"):
+            ids = r.cli("ZRANGE", p + "pending:due", 0, -1).split()
+            if sql != default:
+                return [(len(ids),)]
+            rows = []
+            for i in ids:
+                h = dict(zip(*[iter(r.cli("HGETALL", f"{p}pending:{i}").split("\n"))] * 2))
+                if "chat_id" not in h:
+                    continue  # removed since ZRANGE read it
+                rows.append((h["chat_id"], int(h["message_id"]), int(h["delete_at_ms"]),
+                             int(h["attempts"])))
+            return rows
+        m = re.fullmatch(r"SELECT count\(\*\) FROM rate_events(?: WHERE scope (?:= '(\w+)'|"
+                         r"IN \('chat', 'ip'\)))?", sql)
+        if m:
+            keys = [k for k in r.cli("--scan", "--pattern", p + "rate:*").split()
+                    if k != p + "rate:seq" and (m.group(1) is None or
+                                                 k.startswith(f"{p}rate:{m.group(1)}:"))]
+            return [(sum(int(r.cli("LLEN", k)) for k in keys),)]
+        m = re.fullmatch(r"SELECT until_ms FROM telegram_pauses WHERE kind = '(\w+)'", sql)
+        if m:
+            v = r.cli("HGET", f"{p}pause:{m.group(1)}", "until_ms")
+            return [(int(v),)] if v else []
+        pytest.skip("reads the SQLite file directly: " + sql)
 
     def log_text(self):
         return "".join(p.read_text(errors="replace") for p in self.logs.values() if p.exists())
@@ -377,14 +485,20 @@ def frontend():
 
 
 @pytest.fixture
-def make_gateway(workdir, bot, frontend):
+def make_gateway(workdir, bot, frontend, request):
     """make_gateway(env={...}, deleter=True) starts a gateway; all are stopped afterwards."""
     started = []
 
     def make(env=None, deleter=True, frontend=frontend, layout=None):
         sub = Path(workdir) / f"gw{len(started)}"
         sub.mkdir()
+        server = prefix = None
+        if STORE == "redis":
+            server = request.getfixturevalue("redis_server")
+            prefix = f"{sub.parent.name}-{sub.name}:"
+            env = {"OTP_STORE": server.url(prefix, unix=False), **(env or {})}
         gw = Gateway(sub, bot, env, frontend, layout)
+        gw.redis, gw.redis_prefix = server, prefix
         started.append(gw)  # before start(): a failed start is cleaned up too
         gw.start(deleter)
         return gw

@@ -1,6 +1,8 @@
 """otp-deleter: messages vanish on time, never early; failures retried; the gateway fails closed."""
 import signal
 
+import pytest
+
 from conftest import SLOW, parse_iso, wait_until
 
 # The deleter polls every 250 ms and a deletion call takes a few ms here: 1 s is the promise
@@ -95,6 +97,7 @@ def test_deleter_killed_and_restarted_still_deletes(gateway, bot):
     assert gone >= parse_iso(r.json["delete_at"])
 
 
+@pytest.mark.sqlite_only
 def test_a_second_deleter_refuses_to_run(gateway):
     import subprocess
     from conftest import BUILD

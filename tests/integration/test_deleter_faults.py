@@ -7,7 +7,12 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
+
 from conftest import BUILD, SLOW, wait_until
+
+# these tests write rows into the SQLite file directly, or rely on its lock file
+pytestmark = pytest.mark.sqlite_only
 
 
 def make_due(gw, bot, chats, per_chat, due_in_s):

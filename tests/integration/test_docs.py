@@ -270,6 +270,7 @@ def test_request_errors_match_their_schemas(gateway, bot):
     assert bot.requests() == []
 
 
+@pytest.mark.sqlite_only
 def test_telegram_failures_match_their_schemas(gateway, bot):
     bot.config(unknown_chats=["404404"])
     r = gateway.send_otp({"chat_id": "404404", "otp": "1234"})

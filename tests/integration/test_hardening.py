@@ -107,6 +107,7 @@ def test_core_dumps_are_off_in_both_programs_unless_allowed(workdir, bot, allow)
 
 # ---- the database's directory and files -------------------------------------------------------
 
+@pytest.mark.sqlite_only
 def test_gateway_files_are_private(gateway):
     r = gateway.send_otp({"chat_id": "4242", "otp": "123456", "expire_seconds": 60})
     assert r.status == 200, r
@@ -192,6 +193,7 @@ def recovers_after(gw, bot, remove, chat):
                5 + 5 * SLOW, "the message sent after the reopen to be deleted")
 
 
+@pytest.mark.sqlite_only
 def test_removed_database_is_reopened_by_every_process_and_logged_once(make_gateway, bot):
     gw = make_gateway(env={"DELETER_HEARTBEAT_STALE_SECONDS": "2"})
     # both otp-fcgi processes hold open handles (concurrent requests spread over them)
@@ -238,6 +240,7 @@ def test_removed_database_is_reopened_by_every_process_and_logged_once(make_gate
 WAL_BOUND = 64 * (4096 + 24) + 32 + 64 * 1024  # wal_autocheckpoint pages, header, slack
 
 
+@pytest.mark.sqlite_only
 def test_the_wal_stays_small_under_writes(gateway):
     # each /health writes a heartbeat row: 400 writes would make a 1.6 MB WAL at SQLite's
     # default checkpoint (1000 pages); ours restarts it every 64 pages
@@ -247,6 +250,7 @@ def test_the_wal_stays_small_under_writes(gateway):
     assert size <= WAL_BOUND, f"the WAL is {size} bytes"
 
 
+@pytest.mark.sqlite_only
 def test_idle_processes_write_only_the_heartbeat(gateway):
     time.sleep(1.5)  # past start-up's writes
     before = os.path.getsize(gateway.db_path + "-wal")
@@ -277,6 +281,7 @@ def fill(path):
         f.close()
 
 
+@pytest.mark.sqlite_only
 def test_full_disk_fails_closed_and_recovers(make_gateway, bot, workdir):
     disk = Path(workdir) / "disk"
     disk.mkdir(mode=0o700)

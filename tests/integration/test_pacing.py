@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SLOW, wait_until
+from conftest import SLOW, STORE, wait_until
 
 MAX_PAUSE_S = 3600  # TELEGRAM_MAX_PAUSE_SECONDS' default
 
@@ -24,8 +24,10 @@ def max_in_any_window(times, window):
 
 
 # Turns are reserved 1/30 s apart; a send reaches the emulator a few ms after its turn, and that
-# delay varies. Under a sanitizer it varies by tens of ms: the window is narrowed there.
-WINDOW = 1.0 if SLOW == 1 else 0.9
+# delay varies. Under a sanitizer it varies by tens of ms: the window is narrowed there; with a
+# Redis store (one more process on the same cores, a round trip between the turn and the send)
+# a late send was seen 35 ms after its turn, next to an on-time one: narrowed likewise.
+WINDOW = 1.0 if SLOW == 1 and STORE == "sqlite" else 0.9
 
 
 def pause_row(gw, kind):
@@ -113,6 +115,7 @@ def test_a_huge_send_retry_after_is_clamped_and_health_says_why_sends_stop(make_
 
 
 @pytest.mark.parametrize("retry_after", [10 ** 9, 2 ** 31])
+@pytest.mark.sqlite_only
 def test_a_huge_delete_retry_after_is_clamped_and_clearing_it_resumes_deletions(make_gateway, bot,
                                                                                 retry_after):
     gw = make_gateway()
@@ -164,6 +167,7 @@ def test_without_paid_broadcast_sends_do_not_ask_for_it(gateway, bot):
     assert "allow_paid_broadcast" not in call["params"]
 
 
+@pytest.mark.sqlite_only
 def test_a_version_1_database_is_migrated_in_place(make_gateway, bot, workdir):
     """Schema v2 (the send queue, counts, pauses by kind) over a database version 1 left."""
     from pathlib import Path

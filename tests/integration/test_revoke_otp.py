@@ -226,6 +226,7 @@ def test_a_failing_bot_api_hands_the_row_to_the_deleter_at_once(gateway, bot):
     wait_until(lambda: gateway.db_rows() == [], 5, "the row to go")
 
 
+@pytest.mark.sqlite_only
 def test_a_row_the_deleter_may_already_have_is_left_to_it(gateway, bot):
     """Due within a second: otp-deleter may have read it already, so a second call could delete
     the message twice. The revoke answers 202 and makes no call."""

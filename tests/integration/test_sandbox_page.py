@@ -43,6 +43,7 @@ def spec_result(out):
     return json.loads(line[len("# result "):])
 
 
+@pytest.mark.sqlite_only
 def test_sandbox_page_shows_the_code_its_countdown_and_its_deletion_on_time(sandbox, bot, assets):
     assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing: .ci/install-deps installs chromium"
     for f in OUTDIR.glob("sandbox-*.png"):
@@ -105,6 +106,7 @@ def test_sandbox_paths_are_404_outside_sandbox_mode(gateway):
         assert r.json == {"detail": "Not Found"}, (path, r)
 
 
+@pytest.mark.sqlite_only
 def test_sandbox_data_is_read_only_and_never_shows_the_token(sandbox, bot):
     r = sandbox.send_otp({"chat_id": "909090", "otp": "1357", "expire_seconds": 60})
     assert r.status == 200, r

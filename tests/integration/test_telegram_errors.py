@@ -1,6 +1,8 @@
 """How POST /send-otp answers when Telegram refuses, floods, fails or does not answer."""
 import time
 
+import pytest
+
 from conftest import SLOW
 
 
@@ -76,6 +78,7 @@ def test_slow_telegram_is_cut_at_the_timeout_with_504(make_gateway, bot):
     bot.config(hang_s=0)
 
 
+@pytest.mark.sqlite_only
 def test_unwritable_pending_row_withdraws_the_message_and_answers_500(gateway, bot):
     # a trigger makes the insert fail as a full or broken database would
     import sqlite3

@@ -25,7 +25,8 @@ static const char *const SETTINGS[] = {
 	"RATE_LIMIT_WINDOW_SECONDS", "RUNTIME_DIRECTORY", "TELEGRAM_API_BASE",
 	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_TIMEOUT_SECONDS",
 	"TELEGRAM_MAX_SENDS_PER_SECOND", "TELEGRAM_SEND_WAIT_MS", "TELEGRAM_MAX_PAUSE_SECONDS",
-	"TELEGRAM_PAID_BROADCAST",
+	"TELEGRAM_PAID_BROADCAST", "OTP_STORE", "OTP_REDIS_PASSWORD_FILE", "OTP_REDIS_PREFIX",
+	"OTP_HOST_NAME",
 };
 
 #define GOOD_TOKEN "123456:ABCdef_ghi-JKL"
@@ -595,6 +596,67 @@ static void cfg_free_wipes_and_is_safe_twice(void **state)
 	cfg_free(&f->cfg);
 }
 
+/* ---- the store (OTP_STORE) ------------------------------------------------------------- */
+
+static void store_defaults_to_the_sqlite_file(void **state)
+{
+	struct fixture *f = *state;
+	struct store_config sc;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	load_ok(f);
+	assert_string_equal(f->cfg.store_url, f->db_path);
+	assert_false(f->cfg.store_is_redis);
+	cfg_store_config(&f->cfg, &sc);
+	assert_string_equal(sc.url, f->db_path);
+	assert_null(sc.redis_password_file);
+}
+
+static void store_sqlite_url_sets_the_database_path(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("OTP_STORE", "sqlite:///dev/shm/elsewhere.db", 1);
+	load_ok(f);
+	assert_string_equal(f->cfg.db_path, "/dev/shm/elsewhere.db");
+	assert_false(f->cfg.store_is_redis);
+}
+
+static void store_redis_url_takes_the_redis_settings(void **state)
+{
+	struct fixture *f = *state;
+	struct store_config sc;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("TELEGRAM_TIMEOUT_SECONDS", "5", 1);
+	setenv("OTP_STORE", "redis://10.0.0.10:6380/2", 1);
+	setenv("OTP_REDIS_PASSWORD_FILE", "/etc/otp-gateway/redis-password", 1);
+	setenv("OTP_REDIS_PREFIX", "gw1:", 1);
+	setenv("OTP_HOST_NAME", "host-a", 1);
+	load_ok(f);
+	assert_true(f->cfg.store_is_redis);
+	assert_null(f->cfg.db_path);
+	cfg_store_config(&f->cfg, &sc);
+	assert_string_equal(sc.url, "redis://10.0.0.10:6380/2");
+	assert_string_equal(sc.redis_password_file, "/etc/otp-gateway/redis-password");
+	assert_string_equal(sc.redis_prefix, "gw1:");
+	assert_string_equal(sc.host_name, "host-a");
+	assert_int_equal(sc.lease_ms, 2 * 5000 + 10000);
+}
+
+static void store_url_errors_name_the_setting_and_never_quote_a_password(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("OTP_STORE", "redis://:hunter2@10.0.0.10", 1);
+	load_fails_naming(f, "OTP_STORE");
+	assert_null(strstr(f->err, "hunter2"));
+	setenv("OTP_STORE", "mysql://db", 1);
+	load_fails_naming(f, "OTP_STORE");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -634,6 +696,10 @@ int main(void)
 		T(template_without_otp_is_rejected),
 		T(log_level_is_parsed_and_checked),
 		T(cfg_free_wipes_and_is_safe_twice),
+		T(store_defaults_to_the_sqlite_file),
+		T(store_sqlite_url_sets_the_database_path),
+		T(store_redis_url_takes_the_redis_settings),
+		T(store_url_errors_name_the_setting_and_never_quote_a_password),
 	};
 #undef T
 

@@ -15,11 +15,12 @@
 #include "clock.h"
 #include "policy.h"
 #include "store.h"
+#include "store_fixture.h"
 #include "tmpdir.h"
 
 struct fixture {
 	char dir[64];
-	char path[128];
+	char path[256];
 	struct store *s;
 	struct policy p;
 };
@@ -36,7 +37,7 @@ static int setup(void **state)
 		free(f);
 		return -1;
 	}
-	snprintf(f->path, sizeof f->path, "%s/pending.db", f->dir);
+	test_store_url(f->path, sizeof f->path, f->dir);
 	f->s = store_open(f->path, err, sizeof err);
 	if (f->s == NULL) {
 		print_error("store_open: %s\n", err);

@@ -1,4 +1,5 @@
-/* test_store.c — lib/store.h against a real SQLite file in a fresh temporary directory. */
+/* test_store.c — lib/store.h against a real SQLite file in a fresh temporary directory, and again
+ * against a real Redis server when OTP_TEST_REDIS is set (store_fixture.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,11 +15,12 @@
 
 #include "app.h"
 #include "store.h"
+#include "store_fixture.h"
 #include "tmpdir.h"
 
 struct fixture {
 	char dir[64];
-	char path[128];
+	char path[256];
 	struct store *s;
 };
 
@@ -35,7 +37,7 @@ static int setup(void **state)
 		free(f);
 		return -1;
 	}
-	snprintf(f->path, sizeof f->path, "%s/pending.db", f->dir);
+	test_store_url(f->path, sizeof f->path, f->dir);
 	f->s = store_open(f->path, err, sizeof err);
 	if (f->s == NULL) {
 		print_error("store_open: %s\n", err);
@@ -77,7 +79,8 @@ static void open_creates_the_schema_and_a_second_open_works(void **state)
 	struct stat st;
 	int64_t t = -1;
 
-	assert_int_equal(stat(f->path, &st), 0);
+	if (!test_store_is_redis())
+		assert_int_equal(stat(f->path, &st), 0);
 	assert_int_equal(store_pending_count(f->s), 0);
 	assert_int_equal(store_pending_next(f->s, &t), 0);
 	assert_int_equal(store_heartbeat_get(f->s, "otp-deleter", &t), 0);
@@ -93,6 +96,8 @@ static void open_in_a_missing_directory_fails_with_a_message(void **state)
 {
 	struct fixture *f = *state;
 	char path[256], err[256] = "";
+
+	SQLITE_ONLY();
 
 	snprintf(path, sizeof path, "%s/no-such-dir/pending.db", f->dir);
 	assert_null(store_open(path, err, sizeof err));
@@ -115,8 +120,11 @@ static void database_files_are_private(void **state)
 {
 	struct fixture *f = *state;
 	struct store *s2;
-	char aux[160];
-	mode_t old = umask(0);
+	char aux[300];
+	mode_t old;
+
+	SQLITE_ONLY();
+	old = umask(0);
 
 	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
 	assert_mode_0600(f->path);
@@ -284,12 +292,56 @@ static void pending_due_is_earliest_first_and_respects_the_limit(void **state)
 	assert_int_equal(p[1].delete_at_ms, 2000);
 	assert_int_equal(p[2].delete_at_ms, 3000);
 	assert_int_equal(p[0].message_id, 101);
+	if (test_store_is_redis()) {
+		/* the rows returned are claimed (store.h): the next read gets the others */
+		assert_int_equal(store_pending_due(f->s, 10000, p, 8), 2);
+		assert_int_equal(p[0].delete_at_ms, 4000);
+		assert_int_equal(p[1].delete_at_ms, 5000);
+		assert_int_equal(store_pending_due(f->s, 10000, p, 8), 0);
+		return;
+	}
 	assert_int_equal(store_pending_due(f->s, 10000, p, 8), 5);
 	for (i = 1; i < 5; i++)
 		assert_true(p[i - 1].next_try_ms <= p[i].next_try_ms);
 	assert_int_equal(p[4].delete_at_ms, 5000);
 	/* only what is due */
 	assert_int_equal(store_pending_due(f->s, 3500, p, 8), 3);
+}
+
+/* Redis: several deleters share the rows, so a read claims them for the lease (30 s by
+ * default); a deleter that died holding them loses nothing: they are due again after it. */
+static void redis_due_rows_are_claimed_until_the_lease_ends(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s2;
+	struct pending p[4];
+	int64_t next = 0;
+
+	if (!test_store_is_redis())
+		skip();
+	assert_int_equal(store_pending_add(f->s, "9", 1, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "9", 2, 2000), 0);
+	assert_int_equal(store_pending_due(f->s, 1500, p, 4), 1);
+	assert_int_equal(p[0].message_id, 1);
+	s2 = open_second(f);
+	/* another deleter sees only the row nobody holds */
+	assert_int_equal(store_pending_due(s2, 2500, p, 4), 1);
+	assert_int_equal(p[0].message_id, 2);
+	assert_int_equal(store_pending_due(s2, 2500, p, 4), 0);
+	assert_int_equal(store_pending_next(s2, &next), 1);
+	assert_int_equal(next, 1500 + 30000);
+	/* the first lease ran out: taken over, attempts unchanged */
+	assert_int_equal(store_pending_due(s2, 1500 + 30000, p, 4), 1);
+	assert_int_equal(p[0].message_id, 1);
+	assert_int_equal(p[0].attempts, 0);
+	/* a confirmed deletion removes it for good; a retry makes it due at its time */
+	assert_int_equal(store_pending_remove(s2, p[0].id), 0);
+	assert_int_equal(store_pending_count(f->s), 1);
+	assert_int_equal(store_pending_due(f->s, 100000, p, 4), 1);
+	assert_int_equal(store_pending_retry(f->s, p[0].id, 40000), 0);
+	assert_int_equal(store_pending_next(s2, &next), 1);
+	assert_int_equal(next, 40000);
+	store_close(s2);
 }
 
 /* ---- rate logs (their meaning is tested in test_policy.c) -------------------------------- */
@@ -474,6 +526,8 @@ static void unlinked_file_is_reopened_on_the_next_call(void **state)
 	struct stat st;
 	int n, i, found = 0;
 
+	SQLITE_ONLY();
+
 	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
 	assert_int_equal(unlink(f->path), 0);
 	assert_int_equal(store_pending_add(f->s, "2", 2, 2000), 0);
@@ -496,7 +550,9 @@ static void unlinked_file_with_its_wal_is_reopened_empty(void **state)
 	struct fixture *f = *state;
 	struct store *s2;
 	struct pending p[4];
-	char aux[160];
+	char aux[300];
+
+	SQLITE_ONLY();
 
 	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
 	assert_int_equal(unlink(f->path), 0);
@@ -529,6 +585,7 @@ int main(void)
 		T(pending_retry_increments_attempts_and_moves_the_next_try),
 		T(pending_retry_is_never_earlier_than_delete_at),
 		T(pending_due_is_earliest_first_and_respects_the_limit),
+		T(redis_due_rows_are_claimed_until_the_lease_ends),
 		T(rate_take_refuses_at_the_limit_naming_the_oldest_event),
 		T(rate_release_and_prune_keep_the_counts_exact),
 		T(rate_take_with_too_many_rules_fails),
