@@ -6,7 +6,8 @@ Scenarios (every request for a distinct chat):
  1. Zero Bot API latency, closed loop (wrk, c=1 and c=64), the limits raised out of the way as
     a backend caller would raise them (RATE_LIMIT_PER_IP=1000000,
     TELEGRAM_MAX_SENDS_PER_SECOND=10000; the original: OTP_PER_IP_LIMIT=1000000000/minute);
-    ours again with RATE_LIMIT_PER_IP=0 (what the per-address limit costs per request).
+    ours again on a Redis store (OTP_STORE=redis+unix://..., when redis-server is installed)
+    and with RATE_LIMIT_PER_IP=0 (what the per-address limit costs per request).
  2. 300 ms Bot API latency, TELEGRAM_PAID_BROADCAST=1, open loop at 1,000 sends/s
     (tests/bench/openloop.py), expire_seconds 5: answers, p50/p99 counted from when each
     request was due, sends and deletions seen by the fake, deletion lag, the stack's peak RSS
@@ -385,6 +386,10 @@ def scenario_zero(workdir, original):
                ("otp-gateway, RATE_LIMIT_PER_IP=0",
                 lambda bot: Ours(workdir, bot, dict(RAISED, RATE_LIMIT_PER_IP="0"),
                                 "otp-gateway, RATE_LIMIT_PER_IP=0"))]
+    redis = RedisStore(workdir) if shutil.which("redis-server") else None
+    if redis is not None:  # the same stack on the shared-store backend (issue: several hosts)
+        systems.insert(1, ("otp-gateway, OTP_STORE=redis", lambda bot: Ours(
+            workdir, bot, dict(RAISED, OTP_STORE=redis.url), "otp-gateway, OTP_STORE=redis")))
     if original:
         for w in (1, 2):
             label = f"original, {w} worker{'s' if w > 1 else ''}"
@@ -410,6 +415,8 @@ def scenario_zero(workdir, original):
                   flush=True)
     finally:
         bot.stop()
+        if redis is not None:
+            redis.stop()
     ours, off = rows["otp-gateway"][1], rows["otp-gateway, RATE_LIMIT_PER_IP=0"][1]
     print(f"   cost per request (1 / req/s at c=64) with RATE_LIMIT_PER_IP=1000000 over 0: "
           f"{(off['ok_per_s'] / ours['ok_per_s'] - 1) * 100:+.0f} %")
@@ -418,6 +425,28 @@ def scenario_zero(workdir, original):
             theirs = rows[label]
             print(f"   otp-gateway / {label}: c=1 {ratio(rows['otp-gateway'][0], theirs[0])}, "
                   f"c=64 {ratio(ours, theirs[1])} (req/s)")
+
+
+class RedisStore:
+    """A local redis-server on a unix socket for the OTP_STORE=redis row (nothing saved)."""
+
+    def __init__(self, workdir):
+        self.dir = Path(workdir) / f"redis-{free_port()}"
+        self.dir.mkdir(parents=True)
+        sock = self.dir / "redis.sock"
+        self.url = f"redis+unix://{sock}"
+        with open(self.dir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm",
+                 "700", "--dir", str(self.dir), "--save", "", "--appendonly", "no",
+                 "--maxmemory-policy", "noeviction"],
+                stdout=log, stderr=log, start_new_session=True)
+        wait_until(lambda: sock.exists() or self.proc.poll() is not None, 10, "redis-server")
+        if self.proc.poll() is not None:
+            raise RuntimeError((self.dir / "redis.log").read_text())
+
+    def stop(self):
+        stop_group(self.proc)
 
 
 def ratio(a, b):
