@@ -49,7 +49,7 @@ static const char *request_path(FCGX_Request *fr, char *buf, size_t cap)
 	return buf;
 }
 
-static void parse_content_length(const char *v, struct request *req)
+void fcgi_io_parse_content_length(const char *v, struct request *req)
 {
 	char *end;
 	long long n;
@@ -105,7 +105,7 @@ void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct requ
 	if (req->api_key[0] == '\0' && strncmp(param(fr, "HTTP_AUTHORIZATION"), "Bearer ", 7) == 0)
 		req->api_key = param(fr, "HTTP_AUTHORIZATION") + 7;
 	req->redirect_status = (int)strtol(param(fr, "REDIRECT_STATUS"), NULL, 10);
-	parse_content_length(FCGX_GetParam("CONTENT_LENGTH", fr->envp), req);
+	fcgi_io_parse_content_length(FCGX_GetParam("CONTENT_LENGTH", fr->envp), req);
 	req->body = buf->body;
 	buf->body[0] = '\0';
 	if (req->content_length < 0 && !req->content_length_bad) {

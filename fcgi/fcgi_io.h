@@ -17,6 +17,11 @@ struct request_buf {
  * longer than HTTP_BODY_MAX sets req->body_too_large (answered 413). req points into fr and buf: valid until FCGX_Finish_r. */
 void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct request *req);
 
+/* Reads CONTENT_LENGTH (a web server's bytes: NULL when absent, "" as nginx sends on GET) into
+ * req->content_length (-1: none), or sets req->content_length_bad for anything but a
+ * non-negative decimal integer that fits a long long. */
+void fcgi_io_parse_content_length(const char *v, struct request *req);
+
 /* 1 when the listening socket (fd 0) is a Unix socket whose path no longer exists: the web
  * server that made it is gone (lighttpd removes its sockets as it exits) and no one can connect
  * any more. 0 otherwise (TCP, abstract or relative names, or the path is there). */

@@ -255,9 +255,9 @@ static const char *const script_src[SC_COUNT_] = {
 		"return 0\n",
 
 	/* KEYS: metrics hash; ARGV: field, delta, field, delta, ... */
-	[SC_METRICS_ADD] =
-		"for i = 1, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i+1]) end\n"
-		"return 0\n",
+	[SC_METRICS_ADD] = /* parenthesised: clang's -Wstring-concatenation */
+		("for i = 1, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i+1]) end\n"
+		 "return 0\n"),
 };
 
 /* ---- the handle ---------------------------------------------------------------------------- */
