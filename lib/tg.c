@@ -3,7 +3,6 @@
 #include "tg.h"
 
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include "secmem.h"
 
 #define REPLY_MAX (64 * 1024)
+#define REPLY_INLINE 1024
 /* the rendered text is at most ~3 KiB (MESSAGE_TEMPLATE's limit); JSON-escaped, 6 times that */
 #define REQUEST_MAX 32768
 
@@ -37,25 +37,57 @@ struct exchange {
 	int went_out;      /* some of the body was handed to curl, in any attempt */
 	int at_most_once;  /* sendMessage: never a second attempt once the body went out.
 			    * deleteMessage(s) may be repeated: a repeat is answered "not found" */
-	char reply[REPLY_MAX];
+	char *reply;       /* inline_reply, or a heap buffer grown up to REPLY_MAX */
+	size_t reply_cap;
 	size_t reply_len;
 	int overflow;
+	/* replies are a few hundred bytes: hundreds of calls in flight each holding REPLY_MAX
+	 * would be most of the programs' memory */
+	char inline_reply[REPLY_INLINE];
 };
 
-/* A cleared exchange whose reply buffer is left untouched: calloc would write all of its
- * 64 KiB, and with hundreds of calls in flight those pages stay resident; a reply fills it from
- * the start and is always read up to reply_len. NULL when out of memory. */
+/* NULL when out of memory. */
 static struct exchange *exchange_new(void)
 {
-	struct exchange *ex = malloc(sizeof *ex);
+	struct exchange *ex = calloc(1, sizeof *ex);
 
 	if (ex != NULL) {
-		memset(ex, 0, offsetof(struct exchange, reply));
-		ex->reply[0] = '\0';
-		ex->reply_len = 0;
-		ex->overflow = 0;
+		ex->reply = ex->inline_reply;
+		ex->reply_cap = sizeof ex->inline_reply;
 	}
 	return ex;
+}
+
+static void exchange_free(struct exchange *ex)
+{
+	if (ex == NULL)
+		return;
+	secmem_wipe(ex->reply, ex->reply_len);
+	if (ex->reply != ex->inline_reply)
+		free(ex->reply);
+	free(ex);
+}
+
+/* Room for need bytes in ex->reply, or for as many as REPLY_MAX allows. The old buffer is wiped
+ * (a sendMessage reply echoes the text). Returns 0, or -1 when out of memory. */
+static int grow_reply(struct exchange *ex, size_t need)
+{
+	size_t cap = ex->reply_cap;
+	char *p;
+
+	while (cap < need && cap < REPLY_MAX)
+		cap = cap * 2 < REPLY_MAX ? cap * 2 : REPLY_MAX;
+	if (cap == ex->reply_cap)
+		return 0;
+	if ((p = malloc(cap)) == NULL)
+		return -1;
+	memcpy(p, ex->reply, ex->reply_len + 1);
+	secmem_wipe(ex->reply, ex->reply_len);
+	if (ex->reply != ex->inline_reply)
+		free(ex->reply);
+	ex->reply = p;
+	ex->reply_cap = cap;
+	return 0;
 }
 
 /* Bot API method names, as in the URL. */
@@ -213,9 +245,11 @@ static size_t collect(char *ptr, size_t size, size_t nmemb, void *userdata)
 	struct exchange *ex = userdata;
 	size_t n = size * nmemb;
 
-	if (ex->reply_len + n >= sizeof ex->reply) {
+	if (ex->reply_len + n >= ex->reply_cap && grow_reply(ex, ex->reply_len + n + 1) != 0)
+		return 0; /* out of memory: curl fails the call */
+	if (ex->reply_len + n >= ex->reply_cap) {
 		ex->overflow = 1;
-		n = sizeof ex->reply - 1 - ex->reply_len;
+		n = ex->reply_cap - 1 - ex->reply_len;
 	}
 	memcpy(ex->reply + ex->reply_len, ptr, n);
 	ex->reply_len += n;
@@ -530,7 +564,7 @@ static enum tg_status call(struct tg *tg, enum tg_method method, const char *bod
 	conclude(tg, method, tg->curl, curl_easy_perform(tg->curl), ex, errbuf, res);
 out:
 	secmem_free_str(url);
-	free(ex);
+	exchange_free(ex);
 	secmem_wipe(errbuf, sizeof errbuf);
 	return res->status;
 }
@@ -749,7 +783,7 @@ static void xfer_free(struct xfer *x)
 {
 	secmem_free_str(x->url);
 	free(x->body);
-	free(x->ex);
+	exchange_free(x->ex);
 	free(x);
 }
 
