@@ -687,7 +687,7 @@ enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *h
 			       struct tg_result *res)
 {
 	char *body = malloc(REQUEST_MAX);
-	size_t len = 0;
+	size_t len = 0, written = REQUEST_MAX; /* to wipe: a failed append may leave bytes past len */
 	enum tg_status st;
 
 	if (body == NULL || append(body, REQUEST_MAX, &len, "{\"chat_id\":") != 0 ||
@@ -704,10 +704,13 @@ enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *h
 		st = TG_REFUSED;
 		goto out;
 	}
+	/* wipe only what was written: all 32 KiB, wiped every time, would stay resident in every
+	 * thread that sends */
+	written = len + 1;
 	st = call(tg, TG_SEND_MESSAGE, body, res);
 out:
 	if (body != NULL)
-		secmem_wipe(body, REQUEST_MAX);
+		secmem_wipe(body, written);
 	free(body);
 	return st;
 }
