@@ -32,7 +32,7 @@
 #define METRICS_FLUSH_MS 250
 /* A worker's deepest stack is jansson parsing a body nested to its limit of 2048 levels: under
  * 192 KiB (measured); a request otherwise touches about 24 KiB. The default 8 MiB is address
- * space reserved 192 times over with paid broadcast. */
+ * space reserved 256 times over with paid broadcast. */
 #define WORKER_STACK_BYTES (512 * 1024)
 /* glibc gives up to 8 malloc arenas per core, each keeping its own free memory: with hundreds
  * of threads mostly waiting on the network, a few shared arenas hold far less. */

@@ -319,7 +319,7 @@ static void paid_broadcast_raises_the_budget_and_concurrency_defaults(void **sta
 	load_ok(f);
 	assert_int_equal(c->paid_broadcast, 1);
 	assert_int_equal(c->max_sends_per_second, 1000);
-	/* 1000 sends/s at 300 ms: 300 in flight; 2 processes carry 384 */
+	/* 1000 sends/s at 300 ms: 300 in flight; 2 processes carry 512 */
 	assert_true(2 * c->fcgi_threads >= 1000 * 3 / 10);
 	assert_true(c->deleter_concurrency >= 1000 * 3 / 10);
 	cfg_free(&f->cfg);
