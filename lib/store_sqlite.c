@@ -427,8 +427,18 @@ long sqlite_store_reopens_take(void)
 	return atomic_exchange(&reopens, 0);
 }
 
+/* No bulk page-cache allocation per connection (20 pages, 85 KiB, held for the connection's
+ * life, and a worker thread holds a connection each): pages are allocated as a transaction
+ * needs them. Must precede SQLite's initialisation; later, SQLite refuses it harmlessly. */
+static void configure_sqlite(void)
+{
+	sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
+}
+
 static int open_db(struct sqlite_store *s)
 {
+	static pthread_once_t configured = PTHREAD_ONCE_INIT;
+
 	struct stat st;
 	int rc, lock_fd;
 
@@ -436,6 +446,7 @@ static int open_db(struct sqlite_store *s)
 		return -1;
 	if (drop_stale_journal(s, lock_fd) != 0 || make_private(s) != 0)
 		goto fail;
+	pthread_once(&configured, configure_sqlite);
 	rc = sqlite3_open_v2(s->path, &s->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
@@ -444,7 +455,11 @@ static int open_db(struct sqlite_store *s)
 		goto fail;
 	}
 	sqlite3_busy_handler(s->db, busy_wait, s);
-	if (create_schema(s) != 0)
+	/* a small page cache (128 KiB, not 2 MiB): every worker thread holds a connection (512
+	 * with paid broadcast), another connection's write empties the cache before our next
+	 * transaction anyway, and the pages come from tmpfs */
+	if (exec_retrying(s, "PRAGMA cache_size=-128", "set cache_size") != 0 ||
+	    create_schema(s) != 0)
 		goto fail;
 	if (stat(s->path, &st) != 0) {
 		set_err(s, "stat %s: %s", s->path, strerror(errno));

@@ -14,6 +14,7 @@
 #include "secmem.h"
 
 #define REPLY_MAX (64 * 1024)
+#define REPLY_INLINE 1024
 /* the rendered text is at most ~3 KiB (MESSAGE_TEMPLATE's limit); JSON-escaped, 6 times that */
 #define REQUEST_MAX 32768
 
@@ -36,10 +37,58 @@ struct exchange {
 	int went_out;      /* some of the body was handed to curl, in any attempt */
 	int at_most_once;  /* sendMessage: never a second attempt once the body went out.
 			    * deleteMessage(s) may be repeated: a repeat is answered "not found" */
-	char reply[REPLY_MAX];
+	char *reply;       /* inline_reply, or a heap buffer grown up to REPLY_MAX */
+	size_t reply_cap;
 	size_t reply_len;
 	int overflow;
+	/* replies are a few hundred bytes: hundreds of calls in flight each holding REPLY_MAX
+	 * would be most of the programs' memory */
+	char inline_reply[REPLY_INLINE];
 };
+
+/* NULL when out of memory. */
+static struct exchange *exchange_new(void)
+{
+	struct exchange *ex = calloc(1, sizeof *ex);
+
+	if (ex != NULL) {
+		ex->reply = ex->inline_reply;
+		ex->reply_cap = sizeof ex->inline_reply;
+	}
+	return ex;
+}
+
+static void exchange_free(struct exchange *ex)
+{
+	if (ex == NULL)
+		return;
+	secmem_wipe(ex->reply, ex->reply_len);
+	if (ex->reply != ex->inline_reply)
+		free(ex->reply);
+	free(ex);
+}
+
+/* Room for need bytes in ex->reply, or for as many as REPLY_MAX allows. The old buffer is wiped
+ * (a sendMessage reply echoes the text). Returns 0, or -1 when out of memory. */
+static int grow_reply(struct exchange *ex, size_t need)
+{
+	size_t cap = ex->reply_cap;
+	char *p;
+
+	while (cap < need && cap < REPLY_MAX)
+		cap = cap * 2 < REPLY_MAX ? cap * 2 : REPLY_MAX;
+	if (cap == ex->reply_cap)
+		return 0;
+	if ((p = malloc(cap)) == NULL)
+		return -1;
+	memcpy(p, ex->reply, ex->reply_len + 1);
+	secmem_wipe(ex->reply, ex->reply_len);
+	if (ex->reply != ex->inline_reply)
+		free(ex->reply);
+	ex->reply = p;
+	ex->reply_cap = cap;
+	return 0;
+}
 
 /* Bot API method names, as in the URL. */
 static const char *const method_names[] = {
@@ -196,9 +245,11 @@ static size_t collect(char *ptr, size_t size, size_t nmemb, void *userdata)
 	struct exchange *ex = userdata;
 	size_t n = size * nmemb;
 
-	if (ex->reply_len + n >= sizeof ex->reply) {
+	if (ex->reply_len + n >= ex->reply_cap && grow_reply(ex, ex->reply_len + n + 1) != 0)
+		return 0; /* out of memory: curl fails the call */
+	if (ex->reply_len + n >= ex->reply_cap) {
 		ex->overflow = 1;
-		n = sizeof ex->reply - 1 - ex->reply_len;
+		n = ex->reply_cap - 1 - ex->reply_len;
 	}
 	memcpy(ex->reply + ex->reply_len, ptr, n);
 	ex->reply_len += n;
@@ -429,6 +480,11 @@ static void prepare(const struct tg *tg, CURL *easy, const char *url, struct exc
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for timeouts */
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "otp-gateway/1.0");
+	/* bodies and replies are a few KiB, and hundreds of handles are alive at once: curl's
+	 * 16 KiB receive and 64 KiB upload buffers per handle (wiped whole when freed, so always
+	 * resident) would cost more than the rest of a call */
+	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 4096L);
+	curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, 16384L); /* curl's smallest */
 }
 
 /* telegram_api_duration_seconds{method}: the method is the URL's last path segment. */
@@ -494,7 +550,7 @@ static enum tg_status call(struct tg *tg, enum tg_method method, const char *bod
 	char *url = NULL;
 
 	memset(res, 0, sizeof *res);
-	ex = calloc(1, sizeof *ex);
+	ex = exchange_new();
 	if (ex == NULL || asprintf(&url, "%s%s", tg->url_prefix, method_names[method]) < 0) {
 		url = NULL;
 		res->status = TG_UNREACHABLE;
@@ -508,7 +564,7 @@ static enum tg_status call(struct tg *tg, enum tg_method method, const char *bod
 	conclude(tg, method, tg->curl, curl_easy_perform(tg->curl), ex, errbuf, res);
 out:
 	secmem_free_str(url);
-	free(ex);
+	exchange_free(ex);
 	secmem_wipe(errbuf, sizeof errbuf);
 	return res->status;
 }
@@ -631,7 +687,7 @@ enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *h
 			       struct tg_result *res)
 {
 	char *body = malloc(REQUEST_MAX);
-	size_t len = 0;
+	size_t len = 0, written = REQUEST_MAX; /* to wipe: a failed append may leave bytes past len */
 	enum tg_status st;
 
 	if (body == NULL || append(body, REQUEST_MAX, &len, "{\"chat_id\":") != 0 ||
@@ -648,10 +704,13 @@ enum tg_status tg_send_message(struct tg *tg, const char *chat_id, const char *h
 		st = TG_REFUSED;
 		goto out;
 	}
+	/* wipe only what was written: all 32 KiB, wiped every time, would stay resident in every
+	 * thread that sends */
+	written = len + 1;
 	st = call(tg, TG_SEND_MESSAGE, body, res);
 out:
 	if (body != NULL)
-		secmem_wipe(body, REQUEST_MAX);
+		secmem_wipe(body, written);
 	free(body);
 	return st;
 }
@@ -727,7 +786,7 @@ static void xfer_free(struct xfer *x)
 {
 	secmem_free_str(x->url);
 	free(x->body);
-	free(x->ex);
+	exchange_free(x->ex);
 	free(x);
 }
 
@@ -810,7 +869,7 @@ static int start_next(struct tg_batch *b)
 {
 	struct xfer *x = b->head;
 
-	if (x->ex == NULL && (x->ex = calloc(1, sizeof *x->ex)) == NULL)
+	if (x->ex == NULL && (x->ex = exchange_new()) == NULL)
 		return -1;
 	if (b->nidle == 0)
 		return -1;

@@ -878,6 +878,41 @@ static void a_hostile_description_arrives_clean(void **state)
 	server_stop(&srv);
 }
 
+/* A reply is collected in a buffer that grows as it arrives: a long one (sendMessage echoes the
+ * text) is read whole, one over 64 KiB is refused as a bad reply. */
+static void a_long_reply_is_read_whole_and_a_huge_one_refused(void **state)
+{
+	static const char head[] = "{\"ok\":true,\"result\":{\"message_id\":7,\"text\":\"";
+	size_t sizes[] = { 5000, 70000 }, n, k;
+	struct mini_server srv;
+	struct tg_result res;
+	struct tg *tg;
+	char *reply;
+
+	(void)state;
+	for (k = 0; k < 2; k++) {
+		reply = malloc(sizes[k] + 64);
+		assert_non_null(reply);
+		n = (size_t)sprintf(reply, "%s", head);
+		memset(reply + n, 'x', sizes[k]);
+		strcpy(reply + n + sizes[k], "\"}}");
+		server_start(&srv, reply, 0, 0);
+		tg = client_of(&srv);
+		if (k == 0) {
+			assert_int_equal(tg_send_message(tg, "12345", "<code>1234</code>", &res),
+					 TG_OK);
+			assert_int_equal(res.message_id, 7);
+		} else {
+			assert_int_equal(tg_send_message(tg, "12345", "<code>1234</code>", &res),
+					 TG_BAD_REPLY);
+			assert_string_equal(res.description, "reply larger than 65536 bytes");
+		}
+		tg_free(tg);
+		server_stop(&srv);
+		free(reply);
+	}
+}
+
 static void long_multibyte_description_is_cut_on_a_character_boundary(void **state)
 {
 	char body[1024];
@@ -938,6 +973,7 @@ int main(void)
 		cmocka_unit_test(idle_connection_closed_by_the_server_is_replaced),
 		cmocka_unit_test(a_deletion_is_repeated_on_a_fresh_connection),
 		cmocka_unit_test(a_hostile_description_arrives_clean),
+		cmocka_unit_test(a_long_reply_is_read_whole_and_a_huge_one_refused),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
