@@ -367,7 +367,11 @@ int reap_step(struct reaper *r, int wait_ms)
 		return 0;
 	/* after a failed row update, fetch nothing more: the rows concerned are due again and
 	 * would be sent again at once; the caller backs off instead */
+	/* nor while REAP_BATCH_MAX rows wait for calls: a backlog (a long pause ended) is taken
+	 * in bounded bites, so a fetch stays cheap and no queued row outlives a shared store's
+	 * lease (Redis) before its call starts */
 	if (!*r->stop && !r->failed && now >= r->pause_until_ms &&
+	    r->ninflight < REAP_BATCH_MAX &&
 	    clock_mono_ms() - r->last_fetch_ms >= REAP_FETCH_EVERY_MS) {
 		read_pause(r);
 		if (now >= r->pause_until_ms && queue_due(r, now, REAP_BATCH_MAX) < 0)

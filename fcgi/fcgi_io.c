@@ -87,6 +87,7 @@ static void read_to_eof(FCGX_Request *fr, struct request_buf *buf, struct reques
 		while (drained < BODY_DRAIN_MAX &&
 		       (got = FCGX_GetStr(scratch, sizeof scratch, fr->in)) > 0)
 			drained += (size_t)got;
+		secmem_wipe(scratch, sizeof scratch); /* the dropped bytes may hold an OTP */
 	}
 	buf->body[req->body_len] = '\0';
 }

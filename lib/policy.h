@@ -77,7 +77,8 @@ int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 /* Sleeps until the admitted instant (measured on the monotonic clock from now). A thread that
  * wakes later than half a spacing (at least 10 ms) after it (the machine stalled it) does not
  * send late, in a burst with the sends after it: it takes the next free instant (one more store
- * write) and waits for that. Returns 0 when it is time to send, 1 when no new instant is free
+ * write) and waits for that, at most 3 times (a machine that stalls it every time gets its send
+ * through late rather than never). Returns 0 when it is time to send, 1 when no new instant is free
  * within the wait (a->verdict and a->retry_after_ms say why; the events stay taken), -1 on a
  * store error. */
 int policy_wait_for_turn(const struct policy *p, struct store *s, struct policy_admission *a);

@@ -718,6 +718,10 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 		set_err(s, "take rate events: unexpected answer");
 		goto out;
 	}
+	if (int_of(r->element[0]) > nrules) {
+		set_err(s, "take rate events: unexpected answer (rule %lld)", int_of(r->element[0]));
+		goto out;
+	}
 	if (int_of(r->element[0]) > 0) {
 		v->refused_rule = (int)int_of(r->element[0]) - 1;
 		v->freeing_at_ms = int_of(r->element[1]);

@@ -614,14 +614,37 @@ static void end_write(struct sqlite_store *s)
 	}
 }
 
+/* Takes this process's write turn, waiting at most STORE_BUSY_TIMEOUT_MS: a thread whose turn
+ * never comes (the holder waits on another process's lock) fails like a busy database instead
+ * of queueing without bound. */
+static int take_write_turn(struct sqlite_store *s)
+{
+	struct timespec until;
+	int rc;
+
+	clock_gettime(CLOCK_REALTIME, &until); /* pthread_mutex_timedlock's clock */
+	until.tv_sec += STORE_BUSY_TIMEOUT_MS / 1000;
+	until.tv_nsec += (long)(STORE_BUSY_TIMEOUT_MS % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	rc = pthread_mutex_timedlock(&write_lock, &until);
+	if (rc != 0) {
+		set_err(s, "database busy: no write turn within %d ms (%s)", STORE_BUSY_TIMEOUT_MS,
+			s->path);
+		return -1;
+	}
+	s->writing = 1;
+	return 0;
+}
+
 static int begin(struct sqlite_store *s)
 {
 	sqlite3_stmt *st;
 
-	if (ensure_current(s) != 0)
+	if (ensure_current(s) != 0 || take_write_turn(s) != 0)
 		return -1;
-	pthread_mutex_lock(&write_lock);
-	s->writing = 1;
 	if ((st = stmt(s, ST_BEGIN)) == NULL || step_done(s, st, "begin transaction") != 0) {
 		end_write(s);
 		return -1;
