@@ -5,9 +5,17 @@
 #ifndef OTP_TEST_STORE_FIXTURE_H
 #define OTP_TEST_STORE_FIXTURE_H
 
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+#include "store.h"
+#include "tmpdir.h"
 
 /* 1 when the tests run against Redis. */
 static inline int test_store_is_redis(void)
@@ -27,6 +35,24 @@ static inline void test_store_url(char *out, size_t outlen, const char *dir)
 			 ++n);
 	else
 		snprintf(out, outlen, "%s/pending.db", dir);
+}
+
+/* A scratch directory from template (…XXXXXX, rewritten in place) and a store in it (or under a
+ * fresh Redis prefix), its URL in path. Returns the store, or NULL (reported, nothing left). */
+static inline struct store *test_store_open_temp(char *template, char *path, size_t pathlen)
+{
+	char err[256] = "";
+	struct store *s;
+
+	if (mkdtemp(template) == NULL)
+		return NULL;
+	test_store_url(path, pathlen, template);
+	s = store_open(path, err, sizeof err);
+	if (s == NULL) {
+		print_error("store_open: %s\n", err);
+		remove_dir(template);
+	}
+	return s;
 }
 
 /* Skips a test that checks what only the SQLite backend has (its file). */

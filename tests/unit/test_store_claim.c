@@ -25,20 +25,12 @@ struct fixture {
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof *f);
-	char err[256] = "";
 
 	if (f == NULL)
 		return -1;
 	snprintf(f->dir, sizeof f->dir, "/tmp/otp-claim-test-XXXXXX");
-	if (mkdtemp(f->dir) == NULL) {
-		free(f);
-		return -1;
-	}
-	test_store_url(f->path, sizeof f->path, f->dir);
-	f->s = store_open(f->path, err, sizeof err);
+	f->s = test_store_open_temp(f->dir, f->path, sizeof f->path);
 	if (f->s == NULL) {
-		print_error("store_open: %s\n", err);
-		remove_dir(f->dir);
 		free(f);
 		return -1;
 	}
