@@ -33,7 +33,7 @@ UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
 
-.PHONY: all test test-suites run-stack unit integration check asan tsan valgrind fuzz fuzz-targets run bench soak deps docs-assets clean help install uninstall
+.PHONY: all test test-suites run-stack unit integration check asan tsan valgrind fuzz fuzz-targets run bench soak test-loaded deps docs-assets clean help install uninstall
 all: $(PROGRAMS)
 
 help:
@@ -46,6 +46,7 @@ help:
 	@echo "                concurrent tests under TSan, and the fuzzers (make fuzz)"
 	@echo "make bench      throughput, latency, deletion lag, memory, beside the original (BENCH_QUICK=1)"
 	@echo "make soak       100,000 requests through the stack: memory, descriptors, disk flat"
+	@echo "make test-loaded  make test RUNS (5) times in a row beside LOAD (1) busy loops"
 	@echo "make deps       install the Debian packages (as root)"
 
 $(BUILD)/gen/schema.inc: lib/schema.sql
@@ -128,6 +129,12 @@ bench: $(PROGRAMS)
 # past SOAK_DB_MAX_MIB, or a message is left undeleted.
 soak: $(PROGRAMS)
 	OTP_BUILD_DIR=$(BUILD) /usr/bin/python3 tests/soak/soak.py
+
+# `make test` RUNS times in a row (5) beside LOAD busy loops (1): not in CI.
+test-loaded: deps
+	RUNS=$(RUNS) LOAD=$(LOAD) BUILD=$(BUILD) tests/loaded.sh
+RUNS ?= 5
+LOAD ?= 1
 
 run: deps
 	@$(MAKE) --no-print-directory run-stack
