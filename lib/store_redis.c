@@ -27,6 +27,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -41,6 +42,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "secmem.h"
 
 #define CONNECT_TIMEOUT_MS 1000
 #define COMMAND_TIMEOUT_MS 2000
@@ -343,6 +345,52 @@ static int simple(struct redis_store *s, redisReply **out, const char *what, int
 	return 0;
 }
 
+/* AUTH, written from a buffer of ours that is wiped after: hiredis 0.14 formats every command
+ * into an output buffer it frees without wiping (and takes no allocator), so the password would
+ * linger in freed memory. The reply is read through hiredis as usual; it never echoes it. */
+static int authenticate(struct redis_store *s)
+{
+	size_t len = strlen(s->password), cap = len + 64, n, done = 0;
+	char *cmd = malloc(cap);
+	redisReply *r = NULL;
+	ssize_t w;
+	int rc = -1;
+
+	if (cmd == NULL) {
+		set_err(s, "AUTH: out of memory");
+		return -1;
+	}
+	n = (size_t)snprintf(cmd, cap, "*2\r\n$4\r\nAUTH\r\n$%zu\r\n", len);
+	memcpy(cmd + n, s->password, len);
+	memcpy(cmd + n + len, "\r\n", 2);
+	n += len + 2;
+	while (done < n) {
+		w = write(s->c->fd, cmd + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			set_err(s, "AUTH: sending: %s", w < 0 ? strerror(errno) : "connection closed");
+			goto out;
+		}
+		done += (size_t)w;
+	}
+	if (redisGetReply(s->c, (void **)&r) != REDIS_OK || r == NULL) {
+		set_err(s, "AUTH: %s", s->c->errstr[0] != '\0' ? s->c->errstr : "no answer");
+		goto out;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		set_err(s, "AUTH: %.200s", r->str);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (r != NULL)
+		freeReplyObject(r);
+	secmem_wipe(cmd, cap);
+	free(cmd);
+	return rc;
+}
+
 static int load_script(struct redis_store *s, enum script_id id)
 {
 	const char *argv[3] = { "SCRIPT", "LOAD", script_src[id] };
@@ -381,13 +429,8 @@ static int connect_now(struct redis_store *s)
 		set_err(s, "setting the Redis timeout: %s", s->c->errstr);
 		goto fail;
 	}
-	if (s->password != NULL) {
-		const char *argv[2] = { "AUTH", s->password };
-		size_t lens[2] = { 4, strlen(s->password) };
-
-		if (simple(s, NULL, "AUTH", 2, argv, lens) != 0)
-			goto fail;
-	}
+	if (s->password != NULL && authenticate(s) != 0)
+		goto fail;
 	if (s->url.db != 0) {
 		const char *argv[2] = { "SELECT", db };
 		size_t lens[2] = { 6, 0 };
@@ -585,26 +628,41 @@ static void message_field(const char *chat_id, long long message_id, char *out, 
 
 /* ---- opening -------------------------------------------------------------------------------- */
 
+/* Read with read(2), not stdio, whose buffer would be freed unwiped. A password of
+ * PASSWORD_MAX bytes or more is refused rather than cut. */
+#define PASSWORD_MAX 1024
 static char *read_password(const char *path, char *err, size_t errlen)
 {
-	char buf[1024];
-	FILE *f = fopen(path, "re");
-	size_t n;
+	char buf[PASSWORD_MAX + 1];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t n = 0;
+	ssize_t got = 0;
 	char *pw = NULL;
 
-	if (f == NULL) {
+	if (fd < 0) {
 		snprintf(err, errlen, "OTP_REDIS_PASSWORD_FILE %s: %s", path, strerror(errno));
 		return NULL;
 	}
-	n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
+	while (n < sizeof buf - 1 && ((got = read(fd, buf + n, sizeof buf - 1 - n)) > 0 ||
+				      (got < 0 && errno == EINTR)))
+		if (got > 0)
+			n += (size_t)got;
+	if (got < 0)
+		snprintf(err, errlen, "OTP_REDIS_PASSWORD_FILE %s: %s", path, strerror(errno));
+	close(fd);
+	if (got < 0)
+		goto out;
 	buf[n] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
 	if (buf[0] == '\0')
 		snprintf(err, errlen, "OTP_REDIS_PASSWORD_FILE %s: empty", path);
+	else if (strlen(buf) >= PASSWORD_MAX)
+		snprintf(err, errlen, "OTP_REDIS_PASSWORD_FILE %s: the password is longer than %d bytes",
+			 path, PASSWORD_MAX - 1);
 	else if ((pw = strdup(buf)) == NULL)
 		snprintf(err, errlen, "out of memory");
-	explicit_bzero(buf, sizeof buf);
+out:
+	secmem_wipe(buf, sizeof buf);
 	return pw;
 }
 

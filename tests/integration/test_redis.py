@@ -223,6 +223,14 @@ def test_the_two_host_example_runs_with_its_password_from_a_file(make_gateway, b
                              text=True, timeout=20)
         assert out.returncode != 0
         assert "AUTH" in out.stderr and password not in out.stderr, out.stderr
+        # a password too long to hold is refused by name, never cut and tried
+        with open(pw_file, "w") as f:
+            f.write("x" * 1024 + "\n")
+        out = subprocess.run([str(BUILD / "otp-deleter")], env={**gw.env,
+                             "OTP_REDIS_PASSWORD_FILE": pw_file}, capture_output=True,
+                             text=True, timeout=20)
+        assert out.returncode != 0
+        assert "longer than 1023 bytes" in out.stderr, out.stderr
     finally:
         stop_process(server)
 
