@@ -77,6 +77,17 @@ static int64_t lateness_allowed_us(const struct policy *p)
 	return half > 10000 ? half : 10000;
 }
 
+/* A turn in the send queue asked for at now_us: taken only within the send wait, and held by
+ * the send pause for at most max_pause_ms. */
+static struct store_slot_request send_slot(const struct policy *p, int64_t now_us)
+{
+	return (struct store_slot_request){ .now_us = now_us,
+					    .spacing_us = spacing_us(p),
+					    .latest_us = now_us + p->send_wait_ms * 1000,
+					    .pause_kind = pause_names[POLICY_PAUSE_SEND],
+					    .pause_cap_us = now_us + p->max_pause_ms * 1000 };
+}
+
 int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 		 const char *remote_addr, int64_t now_ms, struct policy_admission *a)
 {
@@ -97,10 +108,7 @@ int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 						     p->per_ip, now_ms - p->ip_window_ms };
 		scopes[n++] = POLICY_SCOPE_IP;
 	}
-	slot.spacing_us = spacing_us(p);
-	slot.now_us = now_ms * 1000;
-	slot.latest_us = slot.now_us + p->send_wait_ms * 1000;
-	slot.pause_kind = pause_names[POLICY_PAUSE_SEND];
+	slot = send_slot(p, now_ms * 1000);
 	if (store_rate_take(s, rules, n, &slot, now_ms, &a->taken) != 0)
 		return -1;
 	if (a->taken.refused_rule >= 0) {
@@ -135,8 +143,7 @@ int policy_wait_for_turn(const struct policy *p, struct store *s, struct policy_
 		now = clock_now_us();
 		if (now - a->send_at_us <= lateness_allowed_us(p) || requeues == POLICY_REQUEUES_MAX)
 			return 0;
-		slot = (struct store_slot_request){ now, spacing_us(p), now + p->send_wait_ms * 1000,
-						    pause_names[POLICY_PAUSE_SEND] };
+		slot = send_slot(p, now);
 		if (store_rate_take(s, NULL, 0, &slot, now / 1000, &v) != 0)
 			return -1;
 		if (v.slot_refused) {

@@ -65,6 +65,8 @@ struct store_slot_request {
 	int64_t spacing_us;
 	int64_t latest_us;
 	const char *pause_kind; /* the pause that holds this queue ("send"), or NULL */
+	int64_t pause_cap_us;   /* a pause is honoured up to this instant at most (a hand-edited
+				 * row cannot hold the queue longer than any 429 could) */
 };
 
 /* What store_rate_take() did. */

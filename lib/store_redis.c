@@ -93,7 +93,7 @@ enum script_id {
 static const char *const script_src[SC_COUNT_] = {
 	/* KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent)
 	 * ARGV: n, now_ms, per rule (limit, expired_ms, ttl_ms, subjects key, subject), then
-	 * has_slot, now_us, spacing_us, latest_us, has_pause.
+	 * has_slot, now_us, spacing_us, latest_us, has_pause, pause_cap_us.
 	 * Returns {refused rule (1-based) or -1, freeing_at_ms, slot_refused, slot_paused,
 	 * slot_us, id1, at1, id2, at2, ...} */
 	[SC_RATE_TAKE] = LUA_AT LUA_TRIM
@@ -118,8 +118,9 @@ static const char *const script_src[SC_COUNT_] = {
 		"  if nxt > latest + spacing then nxt = now_us end\n"
 		"  slot = math.max(nxt, now_us)\n"
 		"  if ARGV[a+4] == '1' then\n"
-		"    local p = tonumber(redis.call('HGET', KEYS[n+3], 'until_ms') or 0)\n"
-		"    if p * 1000 > slot then slot = p * 1000; paused = 1 end\n"
+		"    local p = tonumber(redis.call('HGET', KEYS[n+3], 'until_ms') or 0) * 1000\n"
+		"    p = math.min(p, tonumber(ARGV[a+5]))\n"
+		"    if p > slot then slot = p; paused = 1 end\n"
 		"  end\n"
 		"  if slot > latest then return {-1, 0, 1, paused, slot} end\n"
 		"  redis.call('SET', KEYS[n+2], string.format('%.0f', slot + spacing))\n"
@@ -767,6 +768,7 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 	arg_int(a, slot != NULL ? slot->spacing_us : 0);
 	arg_int(a, slot != NULL ? slot->latest_us : 0);
 	arg_str(a, slot != NULL && slot->pause_kind != NULL ? "1" : "0");
+	arg_int(a, slot != NULL ? slot->pause_cap_us : 0);
 	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 3, a->n, a->v, a->len);
 	if (r == NULL)
 		goto out;

@@ -757,8 +757,8 @@ static int reserve_slot(struct sqlite_store *s, const struct store_slot_request 
 		sqlite3_bind_text(st, 1, q->pause_kind, -1, SQLITE_STATIC);
 		if (step_int64(s, st, &pause_ms, "read Telegram's pause") < 0)
 			return -1;
-		if (pause_ms > INT64_MAX / 4000)
-			pause_ms = INT64_MAX / 4000; /* a hand-written row: no overflow below */
+		if (pause_ms > q->pause_cap_us / 1000)
+			pause_ms = q->pause_cap_us / 1000; /* a hand-written row */
 		if (pause_ms * 1000 > at) {
 			at = pause_ms * 1000;
 			v->slot_paused = 1;

@@ -369,6 +369,23 @@ static void untrusted_retry_after_is_clamped_without_overflow(void **state)
 	assert_int_equal(until, now + 60000);
 }
 
+static void a_hand_written_send_pause_holds_the_queue_no_longer_than_the_bound(void **state)
+{
+	struct fixture *f = *state;
+	struct policy_admission a;
+	const int64_t now = 1700000000000LL;
+
+	f->p.max_pause_ms = 60000;
+	/* a row of a year, written past policy_pause(): e.g. with the sqlite3 shell */
+	assert_int_equal(store_pause_extend(f->s, "send", now + 365LL * 86400000, "hand"), 0);
+	assert_int_equal(admit(f, "1", "", now, &a), POLICY_SENDS_PAUSED);
+	assert_int_equal(a.retry_after_ms, 60000);
+	assert_int_equal(store_rate_count(f->s, "chat", "1"), 0);
+	/* as policy_paused_until() reads it: the bound from now, never the row's year */
+	assert_int_equal(admit(f, "1", "", now + 30000, &a), POLICY_SENDS_PAUSED);
+	assert_int_equal(a.retry_after_ms, 60000);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -377,6 +394,7 @@ int main(void)
 		T(ip_limit_is_checked_after_the_chat_and_a_refusal_takes_nothing),
 		T(release_gives_the_places_back),
 		T(channel_usernames_are_one_subject_whatever_their_case),
+		T(a_hand_written_send_pause_holds_the_queue_no_longer_than_the_bound),
 		T(prune_drops_what_left_each_scopes_window),
 		T(a_limit_of_a_million_answers_as_fast_as_a_limit_of_ten),
 		T(sends_get_instants_in_arrival_order_spaced_by_the_budget),

@@ -409,10 +409,12 @@ static void rate_take_with_too_many_rules_fails(void **state)
 
 /* ---- the send queue and pauses -------------------------------------------------------- */
 
+#define NO_PAUSE_CAP 1000000000000LL /* µs: later than any instant these tests use */
+
 static void slots_are_spaced_and_refused_beyond_the_latest(void **state)
 {
 	struct fixture *f = *state;
-	struct store_slot_request q = { 1000000, 100000, 1250000, "send" };
+	struct store_slot_request q = { 1000000, 100000, 1250000, "send", NO_PAUSE_CAP };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
@@ -440,7 +442,7 @@ static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **s
 {
 	struct fixture *f = *state;
 	struct store_rate_rule r = rule("chat", "q", 1, 0);
-	struct store_slot_request q = { 1000000, 100000, 1050000, NULL };
+	struct store_slot_request q = { 1000000, 100000, 1050000, NULL, NO_PAUSE_CAP };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 1000, &v), 0);
@@ -458,7 +460,7 @@ static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **s
 static void pauses_are_per_kind_and_only_extended(void **state)
 {
 	struct fixture *f = *state;
-	struct store_slot_request q = { 1000000, 1000, 4000000, "send" };
+	struct store_slot_request q = { 1000000, 1000, 4000000, "send", NO_PAUSE_CAP };
 	struct store_rate_verdict v;
 	int64_t until = 0;
 
