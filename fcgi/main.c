@@ -191,13 +191,13 @@ static void usage(FILE *f)
  * the listening socket's path to vanish (checked every second): a signal can be lost, e.g. one
  * lighttpd sends between its fork and our exec, and lighttpd removes its sockets as it exits
  * without waiting for us. Then waits for requests in flight: as long as the longest request can
- * take, so that a message Telegram delivered is always recorded for deletion before the
- * process exits. */
+ * take, so that a message Telegram delivered is always recorded for deletion (or, when the
+ * record fails, deleted again at once: a second Bot API call) before the process exits. */
 static void wait_for_stop(struct app *app)
 {
 	const struct cfg *cfg = app->cfg;
-	int64_t grace = cfg->send_wait_ms + cfg->telegram_timeout_ms + 2 * STORE_BUSY_TIMEOUT_MS +
-			1000;
+	int64_t grace = cfg->send_wait_ms + 2 * cfg->telegram_timeout_ms +
+			2 * STORE_BUSY_TIMEOUT_MS + 1000;
 	struct timespec second = { 1, 0 };
 	sigset_t set;
 	int sig;
