@@ -146,7 +146,7 @@ int metrics_flush(struct store *s)
 	struct delta *batch = malloc(MAX_SERIES * sizeof *batch);
 	struct store_metric *rows = malloc(MAX_SERIES * sizeof *rows);
 	long reopened;
-	int i, n = 0, rc = -1;
+	int i, n = 0, added = 0, rc = -1;
 
 	if (batch == NULL || rows == NULL)
 		goto out; /* the deltas stay for the next flush */
@@ -164,12 +164,12 @@ int metrics_flush(struct store *s)
 		rows[i].labels = batch[i].labels;
 		rows[i].value = batch[i].value;
 	}
-	if (n == 0 || store_metrics_add(s, rows, n) == 0) {
+	if (n == 0 || store_metrics_add(s, rows, n, &added) == 0) {
 		rc = 0;
 		goto out;
 	}
-	pthread_mutex_lock(&lock); /* keep them for the next flush */
-	for (i = 0; i < n; i++)
+	pthread_mutex_lock(&lock); /* keep what was not added for the next flush */
+	for (i = added; i < n; i++)
 		add_locked(batch[i].name, batch[i].labels, batch[i].value);
 	pthread_mutex_unlock(&lock);
 out:

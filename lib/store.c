@@ -163,10 +163,11 @@ int store_pause_get(struct store *s, const char *kind, int64_t *until_ms)
 			   : redis_store_pause_get(s->rd, kind, until_ms);
 }
 
-int store_metrics_add(struct store *s, const struct store_metric *deltas, int n)
+int store_metrics_add(struct store *s, const struct store_metric *deltas, int n, int *added)
 {
+	*added = 0;
 	return s->sq != NULL ? sqlite_store_metrics_add(s->sq, deltas, n)
-			   : redis_store_metrics_add(s->rd, deltas, n);
+			   : redis_store_metrics_add(s->rd, deltas, n, added);
 }
 
 int store_metrics_read(struct store *s, void (*fn)(void *ctx, const struct store_metric *m),

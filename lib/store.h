@@ -178,8 +178,10 @@ struct store_metric {
 	double value;
 };
 
-/* Adds each delta to its series' stored total, in one transaction. */
-int store_metrics_add(struct store *s, const struct store_metric *deltas, int n);
+/* Adds each delta to its series' stored total. Returns 0, or -1 with *added set to how many
+ * deltas, from the first, were added all the same (SQLite: one transaction, so none; Redis:
+ * the chunks written before the failure): the caller keeps only the rest for a retry. */
+int store_metrics_add(struct store *s, const struct store_metric *deltas, int n, int *added);
 
 /* Calls fn for every stored series; the strings live until fn returns. Returns 0 or -1. */
 int store_metrics_read(struct store *s, void (*fn)(void *ctx, const struct store_metric *m),

@@ -71,7 +71,8 @@ int redis_store_pending_remove_many(struct redis_store *s, const int64_t *ids, i
 int redis_store_pause_extend(struct redis_store *s, const char *kind, int64_t until_ms,
 			     const char *program);
 int redis_store_pause_get(struct redis_store *s, const char *kind, int64_t *until_ms);
-int redis_store_metrics_add(struct redis_store *s, const struct store_metric *deltas, int n);
+int redis_store_metrics_add(struct redis_store *s, const struct store_metric *deltas, int n,
+			    int *added);
 int redis_store_metrics_read(struct redis_store *s, void (*fn)(void *ctx,
 			     const struct store_metric *m), void *ctx);
 int redis_store_heartbeat_set(struct redis_store *s, const char *program, int64_t now_ms);

@@ -1192,7 +1192,8 @@ int redis_store_heartbeat_get(struct redis_store *s, const char *program, int64_
 
 /* Metrics stay per host (P metrics:<host>): each host's /metrics answers its own totals, so
  * Prometheus scraping every host sums them without counting anything twice. */
-int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d, int n)
+int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d, int n,
+			    int *added)
 {
 	char k[KEY_MAX];
 	struct args *a;
@@ -1232,10 +1233,12 @@ int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d,
 		if (rc != 0)
 			break;
 		r = eval(s, SC_METRICS_ADD, 0, "add to metrics", 1, a->n, a->v, a->len);
-		if (r == NULL)
+		if (r == NULL) {
 			rc = -1;
-		else
-			freeReplyObject(r);
+			break;
+		}
+		freeReplyObject(r);
+		*added = done + chunk;
 	}
 	free(fields);
 	free(a);
