@@ -38,10 +38,9 @@
 /* glibc gives up to 8 malloc arenas per core, each keeping its own free memory: with hundreds
  * of threads mostly waiting on the network, a few shared arenas hold far less. */
 #define MALLOC_ARENAS 2
-/* Stores kept open while idle: about as many as store calls overlap in one process at
- * 1,000 sends/s (a call takes well under a millisecond). A burst opens more, closed as they
- * come back. */
-#define STORE_POOL_IDLE_MAX 8
+/* The most stores a process opens: SQLite's writes queue on one lock, so more connections
+ * would only hold memory while they wait for it. */
+#define STORE_POOL_MAX 16
 
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int in_flight;
@@ -312,7 +311,7 @@ int main(int argc, char **argv)
 	app.cfg = &cfg;
 	policy_from_cfg(&app.policy, &cfg);
 	cfg_store_config(&cfg, &sc);
-	app.stores = store_pool_new(&sc, STORE_POOL_IDLE_MAX);
+	app.stores = store_pool_new(&sc, STORE_POOL_MAX);
 	atomic_init(&app.stopping, 0);
 	workers = calloc((size_t)cfg.fcgi_threads, sizeof *workers);
 	if (app.stores == NULL || workers == NULL || pthread_attr_init(&attr) != 0)
