@@ -119,8 +119,9 @@ def otp_fcgi_pids(gw):
 def test_sends_waiting_on_telegram_hold_no_store(make_gateway, bot):
     # 64 sends at once, each waiting a second or more on the Bot API: the store is needed only
     # for the store calls around it, so the processes hold a few connections, not one per thread
-    gw = make_gateway(env={"OTP_FCGI_THREADS": "64", "TELEGRAM_MAX_SENDS_PER_SECOND": "1000"})
     latency = 1.5 * SLOW
+    gw = make_gateway(env={"OTP_FCGI_THREADS": "64", "TELEGRAM_MAX_SENDS_PER_SECOND": "1000",
+                           "TELEGRAM_TIMEOUT_SECONDS": str(int(latency) + 5)})
     bot.config(method_latency_ms={"sendMessage": latency * 1000})
     with ThreadPoolExecutor(1) as background:
         sending = background.submit(fire, gw, 64, 40000)
