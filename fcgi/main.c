@@ -78,7 +78,7 @@ static void serve(struct worker *w, FCGX_Request *fr, struct request_buf *buf)
 	memset(&resp, 0, sizeof resp);
 	fcgi_io_read_request(fr, buf, &req);
 	router_dispatch(w, &req, &resp);
-	worker_store_give(w); /* a handler may end holding one: the next request takes its own */
+	worker_store_give(w); /* a handler may return holding one: no idle thread keeps a store */
 	if (resp.status == 0)
 		http_respond_detail(&resp, 500, "Internal Server Error");
 	fcgi_io_write_response(fr, &resp);
@@ -171,10 +171,10 @@ static int check_database(const struct cfg *cfg)
 	return 0;
 }
 
-/* Each worker thread holds a Bot API connection, and the pool's stores hold two descriptors
- * each (SQLite's database and -wal), as many stores as store calls run at once: 256 threads
- * (paid broadcast) with the FastCGI connections approach the usual soft limit of 1024 when a
- * burst opens many stores, so take the hard one. */
+/* Each worker thread holds about four descriptors (its Bot API connection, the wake-up pair of
+ * its curl handle, its FastCGI connection); the stores, shared (at most STORE_POOL_MAX), two
+ * each (SQLite's database and -wal). 256 threads (paid broadcast) reach the usual soft limit of
+ * 1024 (about 1,040 were open per process at 1,000 sends/s), so take the hard one. */
 static void raise_open_files_limit(void)
 {
 	struct rlimit rl;
