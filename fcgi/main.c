@@ -174,7 +174,7 @@ static int check_database(const struct cfg *cfg)
 /* Each worker thread holds about four descriptors (its Bot API connection, the wake-up pair of
  * its curl handle, its FastCGI connection); the stores, shared (at most STORE_POOL_MAX), two
  * each (SQLite's database and -wal). 256 threads (paid broadcast) reach the usual soft limit of
- * 1024 (about 1,040 were open per process at 1,000 sends/s), so take the hard one. */
+ * 1024 (about 1,000 were open per process at 1,000 sends/s), so take the hard one. */
 static void raise_open_files_limit(void)
 {
 	struct rlimit rl;
