@@ -112,6 +112,7 @@ tsan:
 	OTP_BUILD_DIR=build/tsan /usr/bin/python3 -m pytest -p no:cacheprovider -q \
 		"tests/integration/test_concurrency.py::test_sixty_concurrent_clients_at_300_ms_latency_within_the_send_budget" \
 		"tests/integration/test_concurrency.py::test_telegram_429_pauses_every_process" \
+		"tests/integration/test_concurrency.py::test_sends_waiting_on_telegram_hold_no_store" \
 		tests/integration/test_rate_limits.py
 
 valgrind: $(UNIT_BIN)

@@ -96,31 +96,37 @@ static void hand_over(struct store *s, const struct revoke_otp_request *r, const
 	}
 }
 
-/* Deletes a claimed row's message now; on any failure gives the row back to otp-deleter. */
-static void delete_claimed(struct worker *w, struct store *s, const struct revoke_otp_request *r,
+/* Deletes a claimed row's message now, holding no store during the Bot API call; on any
+ * failure gives the row back to otp-deleter. */
+static void delete_claimed(struct worker *w, const struct revoke_otp_request *r,
 			   const struct pending *row, struct response *resp)
 {
 	struct tg_result res;
+	struct store *s;
 	int64_t now;
 
+	worker_store_give(w);
 	tg_delete_message(w->tg, row->chat_id, row->message_id, &res);
 	now = clock_now_ms();
+	s = worker_store(w); /* NULL (logged): each use below reports its own failure */
 	if (res.status == TG_OK || res.status == TG_NOT_FOUND) {
 		/* if this fails the lease runs out and otp-deleter's repeat is answered "not
 		 * found", which it counts as done */
-		if (store_pending_remove(s, row->id) != 0)
-			log_msg(LOG_ERROR, "removing a revoked message's row: %s", store_strerror(s));
+		if (s == NULL || store_pending_remove(s, row->id) != 0)
+			log_msg(LOG_ERROR, "removing a revoked message's row: %s",
+				worker_store_strerror(w));
 		log_revoke(resp, r->message_id, "deleted", &res);
 		answer_deleted(r, now, resp);
 		return;
 	}
 	if (res.status == TG_RETRY_AFTER &&
-	    policy_pause(&w->app->policy, s, POLICY_PAUSE_DELETE, res.retry_after_s, now,
-			 "otp-fcgi", NULL) != 0)
-		log_msg(LOG_ERROR, "recording Telegram's pause: %s", store_strerror(s));
+	    (s == NULL || policy_pause(&w->app->policy, s, POLICY_PAUSE_DELETE, res.retry_after_s,
+				       now, "otp-fcgi", NULL) != 0))
+		log_msg(LOG_ERROR, "recording Telegram's pause: %s", worker_store_strerror(w));
 	/* if this fails the row stays claimed until the lease ends, then otp-deleter has it */
-	if (store_pending_release(s, row->id, now) != 0)
-		log_msg(LOG_ERROR, "handing a revoked message to otp-deleter: %s", store_strerror(s));
+	if (s == NULL || store_pending_release(s, row->id, now) != 0)
+		log_msg(LOG_ERROR, "handing a revoked message to otp-deleter: %s",
+			worker_store_strerror(w));
 	log_revoke(resp, r->message_id, "scheduled", &res);
 	answer_scheduled(r,
 			 res.status == TG_RETRY_AFTER
@@ -172,7 +178,7 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 				 "The message is already being deleted", resp);
 		break;
 	case STORE_CLAIM_TAKEN:
-		delete_claimed(w, s, &r, &row, resp);
+		delete_claimed(w, &r, &row, resp);
 		break;
 	default:
 		log_msg(LOG_ERROR, "revoking a message: %s", store_strerror(s));

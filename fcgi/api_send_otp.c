@@ -5,7 +5,10 @@
  * The order keeps the promise that no code is sent that nobody will delete: the limits and the
  * turn are taken (one write) before the send; after Telegram confirms, the pending row is
  * written; if that write fails, the message is deleted at once and the client gets 500. The one window that cannot be
- * closed: Telegram delivered but its answer was lost (504): the message id is then unknown. */
+ * closed: Telegram delivered but its answer was lost (504): the message id is then unknown.
+ *
+ * No store is held while the request waits (for its turn, for Telegram): worker_store() takes
+ * one from the process's pool for each run of store calls, worker_store_give() gives it back. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +129,7 @@ static void undo_send(struct worker *w, const char *chat_id, long long message_i
 {
 	struct tg_result res;
 
+	worker_store_give(w);
 	tg_delete_message(w->tg, chat_id, message_id, &res);
 	if (res.status == TG_OK || res.status == TG_NOT_FOUND)
 		log_json(LOG_ERROR, "pending row not written: message deleted at once",
@@ -154,41 +158,73 @@ static void answer_sent(const struct send_otp_request *r, int64_t confirmed_ms,
 			       "chat_id", r->chat_id));
 }
 
+/* Gives back what the admission counted (nothing reached Telegram), on whatever store the
+ * worker holds or can take. */
+static void release(struct worker *w, const struct policy_admission *adm)
+{
+	struct store *s = worker_store(w);
+
+	if (s != NULL && policy_release(s, adm) != 0)
+		log_msg(LOG_WARNING, "giving back a rate-limit slot: %s", store_strerror(s));
+}
+
+/* Sleeps until the admitted turn holding no store; takes one only to requeue a thread that woke
+ * too late. Returns 0 (holding none), or policy_requeue()'s 1 or -1 (logged). */
+static int wait_for_turn(struct worker *w, struct policy_admission *adm)
+{
+	const struct policy *pol = &w->app->policy;
+	struct store *s;
+	int rc;
+
+	worker_store_give(w);
+	while (policy_sleep_for_turn(pol, adm) != 0) {
+		if ((s = worker_store(w)) == NULL)
+			return -1;
+		rc = policy_requeue(pol, s, adm);
+		if (rc < 0)
+			log_msg(LOG_ERROR, "taking a new turn to send: %s", store_strerror(s));
+		if (rc != 0)
+			return rc;
+		worker_store_give(w);
+	}
+	return 0;
+}
+
 /* Waits for the admitted turn, sends r and answers; what the admission counted is given back if
  * nothing reached Telegram. */
-static void send_and_record(struct worker *w, struct store *s, const struct send_otp_request *r,
+static void send_and_record(struct worker *w, const struct send_otp_request *r,
 			    struct policy_admission *adm, struct response *resp)
 {
 	const struct cfg *cfg = w->app->cfg;
 	const struct policy *pol = &w->app->policy;
 	char *text = NULL;
 	struct tg_result res;
+	struct store *s;
 	int64_t confirmed_ms, until = 0, now;
 
 	text = malloc(MESSAGE_MAX);
 	if (text == NULL || message_render(cfg->message_template, r->otp, r->expire_seconds, text,
 					   MESSAGE_MAX) != 0) {
-		policy_release(s, adm);
+		release(w, adm);
 		count_failure("internal");
 		http_respond_failure(resp, 500, "The message could not be rendered");
 		goto out;
 	}
-	switch (policy_wait_for_turn(pol, s, adm)) {
+	switch (wait_for_turn(w, adm)) {
 	case 0:
 		break;
 	case 1:
-		policy_release(s, adm);
+		release(w, adm);
 		answer_busy(adm->verdict, adm->retry_after_ms, resp);
 		goto out;
 	default:
-		log_msg(LOG_ERROR, "taking a new turn to send: %s", store_strerror(s));
-		policy_release(s, adm);
+		release(w, adm);
 		count_failure("store_error");
 		http_respond_failure(resp, 500, "The database is unavailable");
 		goto out;
 	}
 	if (atomic_load(&w->app->stopping)) {
-		policy_release(s, adm);
+		release(w, adm);
 		count_failure("shutting_down");
 		resp->retry_after_s = 1;
 		http_respond_failure(resp, 503, "The gateway is restarting; retry in a moment");
@@ -196,31 +232,36 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 	}
 	/* a 429 another send got while this one waited for its turn holds it too */
 	now = clock_now_ms();
-	if (policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0) {
-		log_msg(LOG_ERROR, "reading Telegram's pause: %s", store_strerror(s));
-		policy_release(s, adm);
+	if ((s = worker_store(w)) == NULL ||
+	    policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0) {
+		log_msg(LOG_ERROR, "reading Telegram's pause: %s", worker_store_strerror(w));
+		release(w, adm);
 		count_failure("store_error");
 		http_respond_failure(resp, 500, "The database is unavailable");
 		goto out;
 	}
 	if (until > now) {
-		policy_release(s, adm);
+		release(w, adm);
 		answer_busy(POLICY_SENDS_PAUSED, until - now, resp);
 		goto out;
 	}
+	worker_store_give(w);
 	tg_send_message(w->tg, r->chat_id, text, &res);
 	confirmed_ms = clock_now_ms();
+	s = worker_store(w); /* NULL (logged): each use below reports its own failure */
 	if (res.status == TG_RETRY_AFTER) {
-		if (policy_pause(pol, s, POLICY_PAUSE_SEND, res.retry_after_s, confirmed_ms,
-				 "otp-fcgi", &until) != 0)
-			log_msg(LOG_ERROR, "recording Telegram's pause: %s", store_strerror(s));
+		until = policy_pause_end(pol, confirmed_ms, res.retry_after_s);
+		if (s == NULL || policy_pause(pol, s, POLICY_PAUSE_SEND, res.retry_after_s,
+					      confirmed_ms, "otp-fcgi", NULL) != 0)
+			log_msg(LOG_ERROR, "recording Telegram's pause: %s",
+				worker_store_strerror(w));
 		/* clamped: a client is never told to wait longer than any process will */
 		res.retry_after_s = (int)((until - confirmed_ms + 999) / 1000);
 	}
 	if (res.status != TG_OK) {
 		/* 503s are ours and do not count; nothing was delivered when unreachable */
 		if (res.status == TG_RETRY_AFTER || res.status == TG_UNREACHABLE)
-			policy_release(s, adm);
+			release(w, adm);
 		/* a success without a usable message_id may have delivered a code we cannot
 		 * delete: that one is an error, the others are Telegram's answers */
 		log_json(res.status == TG_BAD_REPLY ? LOG_ERROR : LOG_WARNING,
@@ -235,9 +276,9 @@ static void send_and_record(struct worker *w, struct store *s, const struct send
 		answer_telegram_failure(&res, resp);
 		goto out;
 	}
-	if (store_pending_add(s, r->chat_id, res.message_id,
-			      confirmed_ms + (int64_t)r->expire_seconds * 1000) != 0) {
-		log_msg(LOG_ERROR, "recording a pending deletion: %s", store_strerror(s));
+	if (s == NULL || store_pending_add(s, r->chat_id, res.message_id,
+					   confirmed_ms + (int64_t)r->expire_seconds * 1000) != 0) {
+		log_msg(LOG_ERROR, "recording a pending deletion: %s", worker_store_strerror(w));
 		undo_send(w, r->chat_id, res.message_id, resp);
 		count_failure("store_error");
 		goto out;
@@ -301,7 +342,7 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	}
 	switch (adm.verdict) {
 	case POLICY_ADMITTED:
-		send_and_record(w, s, &r, &adm, resp);
+		send_and_record(w, &r, &adm, resp);
 		break;
 	case POLICY_RATE_LIMITED:
 		log_json(LOG_INFO, "rate limit exceeded",

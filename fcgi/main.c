@@ -27,6 +27,7 @@
 #include "router.h"
 #include "secmem.h"
 #include "store.h"
+#include "store_pool.h"
 #include "tg.h"
 
 #define METRICS_FLUSH_MS 250
@@ -37,6 +38,9 @@
 /* glibc gives up to 8 malloc arenas per core, each keeping its own free memory: with hundreds
  * of threads mostly waiting on the network, a few shared arenas hold far less. */
 #define MALLOC_ARENAS 2
+/* The most stores a process opens: SQLite's writes queue on one lock, so more connections
+ * would only hold memory while they wait for it. */
+#define STORE_POOL_MAX 16
 
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int in_flight;
@@ -74,6 +78,7 @@ static void serve(struct worker *w, FCGX_Request *fr, struct request_buf *buf)
 	memset(&resp, 0, sizeof resp);
 	fcgi_io_read_request(fr, buf, &req);
 	router_dispatch(w, &req, &resp);
+	worker_store_give(w); /* a handler may return holding one: no idle thread keeps a store */
 	if (resp.status == 0)
 		http_respond_detail(&resp, 500, "Internal Server Error");
 	fcgi_io_write_response(fr, &resp);
@@ -166,8 +171,10 @@ static int check_database(const struct cfg *cfg)
 	return 0;
 }
 
-/* Each worker thread holds a Bot API connection and its own database files (2 descriptors):
- * 256 threads (paid broadcast) approach the usual soft limit of 1024, so take the hard one. */
+/* Each worker thread holds about four descriptors (its Bot API connection, the wake-up pair of
+ * its curl handle, its FastCGI connection); the stores, shared (at most STORE_POOL_MAX), two
+ * each (SQLite's database and -wal). 256 threads (paid broadcast) reach the usual soft limit of
+ * 1024 (about 1,000 were open per process at 1,000 sends/s), so take the hard one. */
 static void raise_open_files_limit(void)
 {
 	struct rlimit rl;
@@ -232,7 +239,8 @@ static void wait_for_stop(struct app *app)
 int main(int argc, char **argv)
 {
 	struct cfg cfg;
-	struct app app;
+	struct app app = { 0 };
+	struct store_config sc;
 	struct worker *workers = NULL;
 	pthread_t tid;
 	pthread_attr_t attr;
@@ -302,9 +310,11 @@ int main(int argc, char **argv)
 
 	app.cfg = &cfg;
 	policy_from_cfg(&app.policy, &cfg);
+	cfg_store_config(&cfg, &sc);
+	app.stores = store_pool_new(&sc, STORE_POOL_MAX);
 	atomic_init(&app.stopping, 0);
 	workers = calloc((size_t)cfg.fcgi_threads, sizeof *workers);
-	if (workers == NULL || pthread_attr_init(&attr) != 0)
+	if (app.stores == NULL || workers == NULL || pthread_attr_init(&attr) != 0)
 		goto out;
 	pthread_attr_setstacksize(&attr, WORKER_STACK_BYTES);
 	for (i = 0; i < cfg.fcgi_threads; i++) {
@@ -334,6 +344,7 @@ int main(int argc, char **argv)
 	 * tearing down what they use */
 	_exit(rc);
 out:
+	store_pool_free(app.stores);
 	cfg_free(&cfg);
 	free(workers);
 	return rc;

@@ -131,28 +131,29 @@ int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 
 #define POLICY_REQUEUES_MAX 3
 
-int policy_wait_for_turn(const struct policy *p, struct store *s, struct policy_admission *a)
+int policy_sleep_for_turn(const struct policy *p, struct policy_admission *a)
 {
-	struct store_rate_verdict v;
-	struct store_slot_request slot;
-	int64_t now;
-	int requeues;
+	clock_sleep_us(a->send_at_us - clock_now_us());
+	return clock_now_us() - a->send_at_us > lateness_allowed_us(p) &&
+	       a->requeues < POLICY_REQUEUES_MAX;
+}
 
-	for (requeues = 0;; requeues++) {
-		clock_sleep_us(a->send_at_us - clock_now_us());
-		now = clock_now_us();
-		if (now - a->send_at_us <= lateness_allowed_us(p) || requeues == POLICY_REQUEUES_MAX)
-			return 0;
-		slot = send_slot(p, now);
-		if (store_rate_take(s, NULL, 0, &slot, now / 1000, &v) != 0)
-			return -1;
-		if (v.slot_refused) {
-			a->verdict = v.slot_paused ? POLICY_SENDS_PAUSED : POLICY_QUEUE_FULL;
-			a->retry_after_ms = ms_until(v.slot_us, now);
-			return 1;
-		}
-		a->send_at_us = v.slot_us;
+int policy_requeue(const struct policy *p, struct store *s, struct policy_admission *a)
+{
+	int64_t now = clock_now_us();
+	struct store_slot_request slot = send_slot(p, now);
+	struct store_rate_verdict v;
+
+	a->requeues++;
+	if (store_rate_take(s, NULL, 0, &slot, now / 1000, &v) != 0)
+		return -1;
+	if (v.slot_refused) {
+		a->verdict = v.slot_paused ? POLICY_SENDS_PAUSED : POLICY_QUEUE_FULL;
+		a->retry_after_ms = ms_until(v.slot_us, now);
+		return 1;
 	}
+	a->send_at_us = v.slot_us;
+	return 0;
 }
 
 int policy_release(struct store *s, const struct policy_admission *a)

@@ -54,7 +54,7 @@ int policy_chat_subject(const char *chat_id, char *out, size_t outlen);
 
 /* What policy_admit() decided. */
 enum policy_verdict {
-	POLICY_ADMITTED,     /* send at send_at_us (policy_wait_for_turn); events taken */
+	POLICY_ADMITTED,     /* send at send_at_us (policy_sleep_for_turn); events taken */
 	POLICY_RATE_LIMITED, /* scope is full: 429; nothing taken */
 	POLICY_QUEUE_FULL,   /* the send queue has no instant within the wait: 503; nothing taken */
 	POLICY_SENDS_PAUSED, /* Telegram's pause on sends lasts longer than the wait: 503 */
@@ -65,6 +65,7 @@ struct policy_admission {
 	enum policy_scope scope;     /* POLICY_RATE_LIMITED: the full scope */
 	int64_t retry_after_ms;      /* refused: when to come back (≥ 1) */
 	int64_t send_at_us;          /* admitted: the reserved instant (µs since the epoch) */
+	int requeues;                /* admitted: new instants taken after waking too late */
 	struct store_rate_verdict taken; /* admitted: the events, for policy_release() */
 };
 
@@ -74,14 +75,18 @@ struct policy_admission {
 int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 		 const char *remote_addr, int64_t now_ms, struct policy_admission *a);
 
-/* Sleeps until the admitted instant (measured on the monotonic clock from now). A thread that
- * wakes later than half a spacing (at least 10 ms) after it (the machine stalled it) does not
- * send late, in a burst with the sends after it: it takes the next free instant (one more store
- * write) and waits for that, at most 3 times (a machine that stalls it every time gets its send
- * through late rather than never). Returns 0 when it is time to send, 1 when no new instant is free
- * within the wait (a->verdict and a->retry_after_ms say why; the events stay taken), -1 on a
- * store error. */
-int policy_wait_for_turn(const struct policy *p, struct store *s, struct policy_admission *a);
+/* Sleeps until the admitted instant (measured on the monotonic clock from now). Takes no store:
+ * a caller that shares its stores gives its own back first. Returns 0 when it is time to send;
+ * 1 when the thread woke later than half a spacing (at least 10 ms) after it (the machine
+ * stalled it): it must not send late, in a burst with the sends after it, but take the next
+ * free instant with policy_requeue() and sleep again. After 3 requeues it answers 0 whatever
+ * (a machine that stalls it every time gets its send through late rather than never). */
+int policy_sleep_for_turn(const struct policy *p, struct policy_admission *a);
+
+/* Takes the next free send instant for an admission that woke too late (one store write).
+ * Returns 0 (sleep again for it), 1 when no instant is free within the wait (a->verdict and
+ * a->retry_after_ms say why; the events stay taken), -1 on a store error. */
+int policy_requeue(const struct policy *p, struct store *s, struct policy_admission *a);
 
 /* Gives back what an admission counted (nothing was sent after all). */
 int policy_release(struct store *s, const struct policy_admission *a);

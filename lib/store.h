@@ -13,7 +13,7 @@
  *   script (atomic). A lost connection is retried on use with a backoff (calls fail meanwhile).
  *   Differences a caller must know are marked "Redis:" below.
  *
- * One handle per thread. The OTP and the message text are never given to the store.
+ * A handle is used by one thread at a time (it may pass from thread to thread). The OTP and the message text are never given to the store.
  *
  * Errors: functions returning int answer 0 (or a count) on success and -1 on failure, with the
  * reason in store_strerror(); the caller reports it once, with its own context.
@@ -50,7 +50,7 @@ struct pending {
  * expired_ms no longer count (the caller turns its window into that instant). */
 struct store_rate_rule {
 	const char *scope;    /* "chat", "ip", … */
-	const char *subject;  /* the chat id, the client address, … */
+	const char *subject;  /* the chat id, the client address, … (< STORE_SUBJECT_MAX bytes) */
 	int limit;
 	int64_t expired_ms;
 };
@@ -69,6 +69,17 @@ struct store_slot_request {
 				 * row cannot hold the queue longer than any 429 could) */
 };
 
+#define STORE_SCOPE_MAX 16
+#define STORE_SUBJECT_MAX 128
+
+/* Where store_rate_take() recorded one event: with its id, all that any handle of the store
+ * needs to give it back (Redis keeps each subject's events in a list of its own). */
+struct store_rate_event {
+	int64_t at_ms;
+	char scope[STORE_SCOPE_MAX];
+	char subject[STORE_SUBJECT_MAX];
+};
+
 /* What store_rate_take() did. */
 struct store_rate_verdict {
 	int refused_rule;        /* index of the first rule that is full, or -1 */
@@ -78,6 +89,8 @@ struct store_rate_verdict {
 				  * queue's next free instant) */
 	int64_t slot_us;         /* the instant reserved (or that would have been) */
 	int64_t slot_ids[STORE_RATE_RULES_MAX]; /* the events taken: for store_rate_release() */
+	/* where each of them is, for a backend that needs more than the id (Redis) */
+	struct store_rate_event slot_events[STORE_RATE_RULES_MAX];
 	int nslots;
 };
 
@@ -128,8 +141,8 @@ int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nr
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *verdict);
 
-/* Gives back the events a verdict took (the request did not go to Telegram after all).
- * Redis: on the handle that took them (it remembers where its last events went). */
+/* Gives back the events a verdict took (the request did not go to Telegram after all), on any
+ * handle of the same store. */
 int store_rate_release(struct store *s, const struct store_rate_verdict *verdict);
 
 /* Drops events of scope at or before expired_ms. Returns the number dropped, or -1. */

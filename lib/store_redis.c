@@ -265,15 +265,6 @@ static const char *const script_src[SC_COUNT_] = {
 
 /* ---- the handle ---------------------------------------------------------------------------- */
 
-/* One counted event this handle took last, for store_rate_release(). */
-struct taken_event {
-	int64_t id;
-	char key[KEY_MAX];
-	char subjects[KEY_MAX];
-	char subject[128];
-	char member[48];
-};
-
 struct redis_store {
 	redisContext *c;
 	struct store_url url;
@@ -284,8 +275,6 @@ struct redis_store {
 	int64_t next_connect_ms;      /* no reconnection attempt before this */
 	int64_t backoff_ms;
 	char sha[SC_COUNT_][41];
-	struct taken_event taken[STORE_RATE_RULES_MAX];
-	int ntaken;
 	char err[256];
 };
 
@@ -743,6 +732,12 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 		goto out;
 	}
 	for (i = 0; i < nrules; i++)
+		if (strlen(rules[i].scope) >= STORE_SCOPE_MAX ||
+		    strlen(rules[i].subject) >= STORE_SUBJECT_MAX) {
+			set_err(s, "take rate events: scope or subject too long");
+			goto out;
+		}
+	for (i = 0; i < nrules; i++)
 		if (key(s, keys[i], "rate:%s:%s", rules[i].scope, rules[i].subject) != 0 ||
 		    key(s, subjects[i], "rate-subjects:%s", rules[i].scope) != 0)
 			goto out;
@@ -791,18 +786,14 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 	v->slot_refused = (int)int_of(r->element[2]);
 	v->slot_paused = (int)int_of(r->element[3]);
 	v->slot_us = int_of(r->element[4]);
-	if (!v->slot_refused && nrules > 0) {
-		s->ntaken = 0;
+	if (!v->slot_refused) {
 		for (i = 0; i < nrules; i++) {
-			struct taken_event *t = &s->taken[s->ntaken++];
+			struct store_rate_event *e = &v->slot_events[v->nslots];
 
-			t->id = int_of(r->element[5 + 2 * i]);
-			snprintf(t->key, sizeof t->key, "%s", keys[i]);
-			snprintf(t->subjects, sizeof t->subjects, "%s", subjects[i]);
-			snprintf(t->subject, sizeof t->subject, "%s", rules[i].subject);
-			snprintf(t->member, sizeof t->member, "%lld:%lld",
-				 int_of(r->element[6 + 2 * i]), (long long)t->id);
-			v->slot_ids[v->nslots++] = t->id;
+			e->at_ms = int_of(r->element[6 + 2 * i]);
+			snprintf(e->scope, sizeof e->scope, "%s", rules[i].scope);
+			snprintf(e->subject, sizeof e->subject, "%s", rules[i].subject);
+			v->slot_ids[v->nslots++] = int_of(r->element[5 + 2 * i]);
 		}
 	}
 	rc = 0;
@@ -815,24 +806,24 @@ out:
 
 int redis_store_rate_release(struct redis_store *s, const struct store_rate_verdict *v)
 {
-	int i, j;
+	char list[KEY_MAX], subjects[KEY_MAX], member[48];
+	int i;
 
 	for (i = 0; i < v->nslots; i++) {
+		const struct store_rate_event *e = &v->slot_events[i];
 		struct args a = { .n = 0 };
 		redisReply *r;
 
-		for (j = 0; j < s->ntaken; j++)
-			if (s->taken[j].id == v->slot_ids[i])
-				break;
-		if (j == s->ntaken) {
-			set_err(s, "release rate event %lld: not taken by this handle",
-				(long long)v->slot_ids[i]);
+		if (key(s, list, "rate:%s:%s", e->scope, e->subject) != 0 ||
+		    key(s, subjects, "rate-subjects:%s", e->scope) != 0)
 			return -1;
-		}
-		arg_str(&a, s->taken[j].key);
-		arg_str(&a, s->taken[j].subjects);
-		arg_str(&a, s->taken[j].member);
-		arg_str(&a, s->taken[j].subject);
+		/* the member as the take script wrote it */
+		snprintf(member, sizeof member, "%lld:%lld", (long long)e->at_ms,
+			 (long long)v->slot_ids[i]);
+		arg_str(&a, list);
+		arg_str(&a, subjects);
+		arg_str(&a, member);
+		arg_str(&a, e->subject);
 		/* removing an event twice removes nothing the second time: retried like a read */
 		if ((r = eval(s, SC_RATE_RELEASE, 1, "release rate event", 2, a.n, a.v, a.len)) ==
 		    NULL)

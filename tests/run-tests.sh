@@ -47,7 +47,8 @@ run_unit_redis() {
 		--appendonly no --dir "$dir" --logfile "$dir/redis.log" &
 	pid=$!
 	for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
-	for t in "$build"/tests/test_store "$build"/tests/test_store_claim "$build"/tests/test_policy; do
+	for t in "$build"/tests/test_store "$build"/tests/test_store_claim "$build"/tests/test_store_pool \
+		"$build"/tests/test_policy; do
 		[ -x "$t" ] || continue
 		echo "== $(basename "$t") against Redis"
 		if [ "$mode" = valgrind ]; then

@@ -1,7 +1,9 @@
 """Real Bot API latency (issue #9): one process serves many requests at once, the bot's send
 budget holds across processes, and Telegram's 429 pauses every process."""
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from conftest import SLOW, wait_until
 
@@ -82,3 +84,80 @@ def test_a_full_budget_delays_then_answers_503_with_retry_after(make_gateway, bo
     assert sends[1] >= fired + 0.5, "the second send waited for its turn"
     assert gw.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'chat'") == [(2,)], \
         "a 503 does not count against the client's limit"
+
+
+# otp-fcgi opens at most this many stores per process (fcgi/main.c STORE_POOL_MAX), plus the
+# metrics thread's own.
+STORE_POOL_MAX = 16
+
+
+def store_connections(gw, pid):
+    """The store connections otp-fcgi process pid holds: its descriptors on the SQLite file, or
+    its TCP connections to the Redis server."""
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass  # closed meanwhile
+    if gw.redis is None:
+        return sum(1 for t in targets.values() if t == gw.db_path)
+    to_redis = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == gw.redis.port:
+                to_redis.add(f"socket:[{fields[9]}]")
+    return sum(1 for t in targets.values() if t in to_redis)
+
+
+def otp_fcgi_pids(gw):
+    return [pid for pid in gw.children_left()
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "otp-fcgi"]
+
+
+def test_sends_waiting_on_telegram_hold_no_store(make_gateway, bot):
+    # 64 sends at once, each waiting a second or more on the Bot API: the store is needed only
+    # for the store calls around it, so the processes hold a few connections, not one per thread
+    latency = 1.5 * SLOW
+    gw = make_gateway(env={"OTP_FCGI_THREADS": "64", "TELEGRAM_MAX_SENDS_PER_SECOND": "1000",
+                           "TELEGRAM_TIMEOUT_SECONDS": str(int(latency) + 5)})
+    bot.config(method_latency_ms={"sendMessage": latency * 1000})
+    with ThreadPoolExecutor(1) as background:
+        sending = background.submit(fire, gw, 64, 40000)
+
+        def all_waiting():
+            calls = bot.requests("sendMessage")
+            return len(calls) == 64 and all(c["answered_at"] is None for c in calls)
+        wait_until(all_waiting, latency, "64 sends waiting on the Bot API")
+        held = {pid: store_connections(gw, pid) for pid in otp_fcgi_pids(gw)}
+        results = sending.result()
+    assert [r.status for r in results] == [200] * 64, [r for r in results if r.status != 200][:3]
+    assert len(held) == 2, held
+    assert all(1 <= n <= STORE_POOL_MAX + 1 for n in held.values()), held
+    assert sum(held.values()) < 64, held
+
+
+def test_stores_come_back_after_failures(make_gateway, bot):
+    # every failure path gives its store back: more failures than the pool holds stores, then a
+    # send still finds one (a store kept would leave later requests waiting for ever)
+    gw = make_gateway(env={"OTP_FCGI_THREADS": "2"})
+    failures = 3 * STORE_POOL_MAX  # per process at least STORE_POOL_MAX + 1 of each
+    bot.config(unknown_chats=["41000"])
+    for i in range(failures):
+        assert gw.send_otp({"chat_id": "41000", "otp": "1234"}).status == 502
+    bot.config(server_errors={"count": failures, "status": 502})
+    for i in range(failures):
+        assert gw.send_otp({"chat_id": str(41001 + i), "otp": "1234"}).status == 502
+    bot.config(close_after_read={"count": failures, "methods": ["sendMessage"]})
+    for i in range(failures):
+        assert gw.send_otp({"chat_id": str(41100 + i), "otp": "1234"}).status == 504
+    for i in range(failures):
+        r = gw.request("POST", "/revoke-otp", {"chat_id": "41000", "message_id": 1 + i},
+                       headers={"Content-Type": "application/json"})
+        assert r.status == 404, r
+    r = gw.request("POST", "/send-otp", {"chat_id": "41200", "otp": "1234"},
+                   headers={"Content-Type": "application/json"}, timeout=10 * SLOW)
+    assert r.status == 200, r
+    held = {pid: store_connections(gw, pid) for pid in otp_fcgi_pids(gw)}
+    assert all(n <= STORE_POOL_MAX + 1 for n in held.values()), held

@@ -394,6 +394,27 @@ static void rate_release_and_prune_keep_the_counts_exact(void **state)
 	assert_int_equal(store_rate_count(f->s, "ip", "r"), 0);
 }
 
+/* otp-fcgi's threads share a pool of handles: the one that gives events back is often not the
+ * one that took them, and that one has taken others since. */
+static void rate_events_are_released_on_any_handle(void **state)
+{
+	struct fixture *f = *state;
+	const struct store_rate_rule rules[2] = { rule("chat", "@Any", 5, 0),
+						  rule("ip", "2001:db8::1", 5, 0) };
+	struct store_rate_verdict v, later;
+	struct store *s2 = open_second(f);
+
+	assert_int_equal(store_rate_take(f->s, rules, 2, NULL, 1000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, rules, 2, NULL, 2000, &later), 0);
+	assert_int_equal(store_rate_release(s2, &v), 0);
+	assert_int_equal(store_rate_count(f->s, "chat", "@Any"), 1);
+	assert_int_equal(store_rate_count(f->s, "ip", "2001:db8::1"), 1);
+	assert_int_equal(store_rate_release(s2, &later), 0);
+	assert_int_equal(store_rate_count(f->s, "chat", "@Any"), 0);
+	assert_int_equal(store_rate_count(f->s, "ip", "2001:db8::1"), 0);
+	store_close(s2);
+}
+
 static void rate_take_with_too_many_rules_fails(void **state)
 {
 	struct fixture *f = *state;
@@ -582,6 +603,7 @@ int main(void)
 		T(redis_due_rows_are_claimed_until_the_lease_ends),
 		T(rate_take_refuses_at_the_limit_naming_the_oldest_event),
 		T(rate_release_and_prune_keep_the_counts_exact),
+		T(rate_events_are_released_on_any_handle),
 		T(rate_take_with_too_many_rules_fails),
 		T(slots_are_spaced_and_refused_beyond_the_latest),
 		T(a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event),
