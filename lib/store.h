@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #define STORE_BUSY_TIMEOUT_MS 5000
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_CHAT_ID_MAX 48
 
 struct store;
@@ -116,18 +116,21 @@ const char *store_strerror(const struct store *s);
 /* 1 if the file lives on tmpfs (RAM), 0 if not, -1 if that cannot be told (and for Redis). */
 int store_is_on_tmpfs(const struct store *s);
 
-/* In one write: drops each rule's expired events; unless a rule is full (then refused_rule is the
- * first full one in array order, with freeing_at_ms) and unless slot (may be NULL) cannot be
- * reserved in time (then slot_refused), records one event at now_ms in every rule and reserves
- * the slot. Either everything is taken or nothing. Costs O(1) per call plus O(1) per expired
- * event, whatever the limits (a per-subject count is kept with the events).
+/* In one write: unless a rule is full (then refused_rule is the first full one in array order,
+ * with freeing_at_ms) and unless slot (may be NULL) cannot be reserved in time (then
+ * slot_refused), records one event at now_ms in every rule and reserves the slot. Either
+ * everything is taken or nothing. Only events after expired_ms count; expired ones are dropped
+ * at the latest when they would decide (SQLite: when the subject's count, expired ones included,
+ * reaches its limit; Redis: every call), the others by store_rate_prune(). Costs O(1) per call
+ * plus O(1) per expired event, whatever the limits (a per-subject count is kept with the events).
  * Returns 0 (whatever the verdict) or -1. */
 int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *verdict);
 
-/* Gives back the events a verdict took (the request did not go to Telegram after all).
- * Redis: on the handle that took them (it remembers where its last events went). */
+/* Gives back the events a verdict took (the request did not go to Telegram after all), on the
+ * handle that took them, before that handle takes events again: it remembers where its last
+ * events went. */
 int store_rate_release(struct store *s, const struct store_rate_verdict *verdict);
 
 /* Drops events of scope at or before expired_ms. Returns the number dropped, or -1. */
