@@ -39,23 +39,15 @@ WITH RECURSIVE one (scope, subject, at_ms, n) AS (
 SELECT scope, subject, at_ms FROM one;
 
 -- How many events each (scope, subject) holds in rate_log, expired ones included until they
--- are dropped, kept by the triggers below: a limit is checked by reading one row, never by
--- counting the window.
+-- are dropped: a limit is checked by reading one row, never by counting the window. The store
+-- adds each event's count with the event (it has just read the row: one update, no trigger);
+-- the trigger below takes deleted rows' events off (pruning, otp-deleter's sweep).
 CREATE TABLE IF NOT EXISTS rate_counts (
     scope   TEXT    NOT NULL,
     subject TEXT    NOT NULL,
     events  INTEGER NOT NULL,
     PRIMARY KEY (scope, subject)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS rate_log_counted AFTER INSERT ON rate_log BEGIN
-    INSERT INTO rate_counts (scope, subject, events) VALUES (new.scope, new.subject, new.events)
-        ON CONFLICT (scope, subject) DO UPDATE SET events = events + new.events;
-END;
-CREATE TRIGGER IF NOT EXISTS rate_log_recounted AFTER UPDATE OF events ON rate_log BEGIN
-    UPDATE rate_counts SET events = events + new.events - old.events
-        WHERE scope = old.scope AND subject = old.subject;
-    DELETE FROM rate_counts WHERE scope = old.scope AND subject = old.subject AND events <= 0;
-END;
 CREATE TRIGGER IF NOT EXISTS rate_log_uncounted AFTER DELETE ON rate_log BEGIN
     UPDATE rate_counts SET events = events - old.events
         WHERE scope = old.scope AND subject = old.subject;

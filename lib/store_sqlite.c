@@ -33,6 +33,9 @@ enum stmt_id {
 	ST_RATE_COUNT,
 	ST_RATE_OLDEST,
 	ST_RATE_ADD,
+	ST_RATE_COUNT_UP,
+	ST_RATE_COUNT_NEW,
+	ST_RATE_COUNT_DOWN,
 	ST_RATE_TAKE_BACK,
 	ST_RATE_DROP_EMPTY,
 	ST_RATE_EXPIRED,
@@ -67,6 +70,13 @@ static const char *const stmt_sql[ST_COUNT_] = {
 	/* a busy subject's requests in one millisecond update one row */
 	[ST_RATE_ADD] = "INSERT INTO rate_log (scope, subject, at_ms, events) VALUES (?1, ?2, ?3, 1) "
 			"ON CONFLICT (scope, subject, at_ms) DO UPDATE SET events = events + 1",
+	/* the count row of an event added: rate_add() knows whether it exists (no trigger) */
+	[ST_RATE_COUNT_UP] = "UPDATE rate_counts SET events = events + 1 "
+			     "WHERE scope = ?1 AND subject = ?2",
+	[ST_RATE_COUNT_NEW] = "INSERT INTO rate_counts (scope, subject, events) VALUES (?1, ?2, 1) "
+			      "ON CONFLICT (scope, subject) DO UPDATE SET events = events + 1",
+	[ST_RATE_COUNT_DOWN] = "UPDATE rate_counts SET events = events - 1 "
+			       "WHERE scope = ?1 AND subject = ?2",
 	[ST_RATE_TAKE_BACK] = "UPDATE rate_log SET events = events - 1 "
 			      "WHERE scope = ?1 AND subject = ?2 AND at_ms = ?3",
 	[ST_RATE_DROP_EMPTY] = "DELETE FROM rate_log "
@@ -217,13 +227,15 @@ static const char migrate_events_before_sql[] =
 	"ALTER TABLE rate_events RENAME TO rate_events_before_v3;";
 
 /* After schema.sql, on a version 1 or 2 file: the events move to rate_log, one row per
- * millisecond, and rate_log's triggers count them afresh; version 1's 'send' events go (the send
+ * millisecond, and are counted afresh; version 1's 'send' events go (the send
  * queue replaced them), and its one pause of every kind becomes one pause per kind. */
 static const char migrate_events_after_sql[] =
-	"DELETE FROM rate_counts;"
 	"INSERT INTO rate_log (scope, subject, at_ms, events) "
 	"  SELECT scope, subject, at_ms, count(*) FROM rate_events_before_v3 "
 	"  WHERE scope <> 'send' GROUP BY scope, subject, at_ms;"
+	"DELETE FROM rate_counts;"
+	"INSERT INTO rate_counts (scope, subject, events) "
+	"  SELECT scope, subject, sum(events) FROM rate_log GROUP BY scope, subject;"
 	"DROP TABLE rate_events_before_v3;"
 	"CREATE TABLE IF NOT EXISTS telegram_pause (id INTEGER PRIMARY KEY, "
 	"  until_ms INTEGER NOT NULL, set_by TEXT NOT NULL);"
@@ -785,34 +797,35 @@ static int rate_nth_oldest(struct sqlite_store *s, const struct store_rate_rule 
  * Below the limit, counting the expired events too, a place is free whatever expired: only a
  * subject at its limit has its expired events dropped here (otp-deleter's sweep drops the
  * others), so that a busy subject far below its limit costs one row read. */
-static int rate_check(struct sqlite_store *s, const struct store_rate_rule *r, int *full,
-		      int64_t *freeing_at_ms)
+static int rate_check(struct sqlite_store *s, const struct store_rate_rule *r, int64_t *count,
+		      int *full, int64_t *freeing_at_ms)
 {
 	sqlite3_stmt *st;
-	int64_t count;
 
 	*full = 0;
-	if (rate_held(s, r, &count) != 0)
+	if (rate_held(s, r, count) != 0)
 		return -1;
-	if (count < r->limit)
+	if (*count < r->limit)
 		return 0;
 	if ((st = rule_stmt(s, ST_RATE_PRUNE_SUBJECT, r->scope, r->subject)) == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 3, r->expired_ms);
-	if (step_done(s, st, "prune rate events") != 0 || rate_held(s, r, &count) != 0)
+	if (step_done(s, st, "prune rate events") != 0 || rate_held(s, r, count) != 0)
 		return -1;
-	if (count < r->limit)
+	if (*count < r->limit)
 		return 0;
 	/* a place frees when the (count - limit + 1)-th oldest event expires */
-	if (rate_nth_oldest(s, r, count - r->limit, freeing_at_ms) != 0)
+	if (rate_nth_oldest(s, r, *count - r->limit, freeing_at_ms) != 0)
 		return -1;
 	*full = 1;
 	return 0;
 }
 
-/* Counts one event of rule r at at_ms, and remembers it for sqlite_store_rate_release(). */
-static int rate_add(struct sqlite_store *s, const struct store_rate_rule *r, int64_t at_ms,
-		    struct store_rate_verdict *v)
+/* Counts one event of rule r at at_ms in a subject that held `held` events, and remembers it for
+ * sqlite_store_rate_release(). The count row is written here, not by a trigger: held tells
+ * whether to update it or create it, so a busy subject's event costs two row updates. */
+static int rate_add(struct sqlite_store *s, const struct store_rate_rule *r, int64_t held,
+		    int64_t at_ms, struct store_rate_verdict *v)
 {
 	struct taken_event *t = &s->taken[s->ntaken];
 	sqlite3_stmt *st;
@@ -827,6 +840,16 @@ static int rate_add(struct sqlite_store *s, const struct store_rate_rule *r, int
 	sqlite3_bind_int64(st, 3, at_ms);
 	if (step_done(s, st, "insert rate event") != 0)
 		return -1;
+	if (held > 0) {
+		st = rule_stmt(s, ST_RATE_COUNT_UP, r->scope, r->subject);
+		if (st == NULL || step_done(s, st, "count rate event") != 0)
+			return -1;
+	}
+	if (held <= 0 || sqlite3_changes(s->db) == 0) {
+		st = rule_stmt(s, ST_RATE_COUNT_NEW, r->scope, r->subject);
+		if (st == NULL || step_done(s, st, "count rate event") != 0)
+			return -1;
+	}
 	t->at_ms = at_ms;
 	t->id = ++s->last_taken_id;
 	s->ntaken++;
@@ -878,6 +901,7 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *v)
 {
+	int64_t held[STORE_RATE_RULES_MAX];
 	int i, full;
 
 	memset(v, 0, sizeof *v);
@@ -889,7 +913,7 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 	if (begin(s) != 0)
 		return -1;
 	for (i = 0; i < nrules; i++) {
-		if (rate_check(s, &rules[i], &full, &v->freeing_at_ms) != 0)
+		if (rate_check(s, &rules[i], &held[i], &full, &v->freeing_at_ms) != 0)
 			goto fail;
 		if (full) {
 			v->refused_rule = i;
@@ -905,7 +929,7 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 	if (nrules > 0)
 		s->ntaken = 0; /* a take of the queue alone keeps the events to give back */
 	for (i = 0; i < nrules; i++)
-		if (rate_add(s, &rules[i], now_ms, v) != 0)
+		if (rate_add(s, &rules[i], held[i], now_ms, v) != 0)
 			goto fail;
 	if (commit(s) != 0)
 		goto fail;
@@ -919,7 +943,7 @@ fail:
 }
 
 /* Takes back one event of each taken row (equal times are interchangeable: which of them goes
- * does not matter), dropping a row left empty. */
+ * does not matter), and its count, dropping a row left empty. */
 int sqlite_store_rate_release(struct sqlite_store *s, const struct store_rate_verdict *v)
 {
 	const struct taken_event *t;
@@ -944,6 +968,12 @@ int sqlite_store_rate_release(struct sqlite_store *s, const struct store_rate_ve
 		sqlite3_bind_int64(st, 3, t->at_ms);
 		if (step_done(s, st, "release rate event") != 0)
 			goto fail;
+		if (sqlite3_changes(s->db) == 0)
+			continue; /* pruned meanwhile: nothing to give back */
+		st = rule_stmt(s, ST_RATE_COUNT_DOWN, t->scope, t->subject);
+		if (st == NULL || step_done(s, st, "release rate event") != 0)
+			goto fail;
+		/* the trigger drops the count row too when it reaches 0 */
 		if ((st = rule_stmt(s, ST_RATE_DROP_EMPTY, t->scope, t->subject)) == NULL)
 			goto fail;
 		sqlite3_bind_int64(st, 3, t->at_ms);
