@@ -26,7 +26,7 @@ Environment:
   BENCH_SMOKE=1      tiny runs, only to show the harness works (the test suite runs it)
   BENCH_WRK_SECONDS, BENCH_OPEN_SECONDS   override the durations (10 and 60 s in a full run)
   BENCH_COST_PAIRS, BENCH_COST_SECONDS     scenario 1's cost of the per-address limit: pairs of
-                     wrk runs (default 3; 1 in a smoke run) and their length (5 s; quick 3 s)
+                     wrk runs (5; quick 3; smoke 1) and their length (5 s; quick 3 s; smoke 1 s)
   BENCH_BROADCAST_RATE   scenario 2's rate (default 1000 sends/s)
   BENCH_ONLY=zero,broadcast,default       run only these scenarios (cost: only scenario 1's
                      cost of the per-address limit)
@@ -73,7 +73,7 @@ LATENCY_MS = 300
 # after the load, wait for the deletions: at most expire_seconds plus this, and never more than
 # this without a new deletion (a stack that falls behind is not waited for: its figures say so)
 DRAIN_SECONDS = 8 if SMOKE else 15 if QUICK else 30
-COST_PAIRS = int(os.environ.get("BENCH_COST_PAIRS", 1 if SMOKE else 3))
+COST_PAIRS = int(os.environ.get("BENCH_COST_PAIRS", 1 if SMOKE else 3 if QUICK else 5))
 COST_SECONDS = int(os.environ.get("BENCH_COST_SECONDS", 1 if SMOKE else 3 if QUICK else 5))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RAISED = {"RATE_LIMIT_PER_IP": "1000000", "TELEGRAM_MAX_SENDS_PER_SECOND": "10000"}
