@@ -112,8 +112,9 @@ int policy_pause(const struct policy *p, struct store *s, enum policy_pause_kind
 int policy_paused_until(const struct policy *p, struct store *s, enum policy_pause_kind kind,
 			int64_t now_ms, int64_t *until_ms);
 
-/* Drops every scope's events that left their window (subjects that never come back are pruned
- * here; the others as they come). Returns the number dropped, or -1. */
+/* Drops every scope's events that left their window (a subject's own requests drop them only
+ * once they would decide: SQLite leaves those of a subject below its limit to this sweep).
+ * Returns the number dropped, or -1. */
 int policy_prune(const struct policy *p, struct store *s, int64_t now_ms);
 
 #endif

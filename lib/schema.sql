@@ -1,4 +1,4 @@
--- schema.sql — the database otp-fcgi and otp-deleter share (PRAGMA user_version = 2).
+-- schema.sql — the database otp-fcgi and otp-deleter share (PRAGMA user_version = 3).
 -- Compiled into store.c; README.md documents it for people who inspect it with sqlite3.
 -- Times are milliseconds since the Unix epoch (UTC); the *_readable view shows them as text.
 
@@ -15,31 +15,42 @@ CREATE TABLE IF NOT EXISTS pending_deletions (
 );
 CREATE INDEX IF NOT EXISTS pending_deletions_by_next_try ON pending_deletions (next_try_ms);
 
--- Rolling-window rate limits: one row per counted request, pruned once out of its window
--- (each row is deleted once: by the next request of its subject, or by otp-deleter's sweep).
-CREATE TABLE IF NOT EXISTS rate_events (
-    id      INTEGER PRIMARY KEY,
+-- Rolling-window rate limits: the counted requests of each (scope, subject), as one row per
+-- millisecond that holds any, with how many (a busy client address counts several requests in
+-- one millisecond: one row updated, not a row and its index entries per request). A row leaves
+-- once out of its window: when its subject reaches its limit (the check drops what expired
+-- first), or by otp-deleter's sweep every 10 s.
+CREATE TABLE IF NOT EXISTS rate_log (
     scope   TEXT    NOT NULL,                -- 'chat' or 'ip'
     subject TEXT    NOT NULL,                -- the normalised chat_id or the client address
-    at_ms   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rate_events_by_subject ON rate_events (scope, subject, at_ms);
-CREATE INDEX IF NOT EXISTS rate_events_by_time ON rate_events (scope, at_ms);
+    at_ms   INTEGER NOT NULL,
+    events  INTEGER NOT NULL,                -- requests counted at at_ms (≥ 1)
+    PRIMARY KEY (scope, subject, at_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rate_log_by_time ON rate_log (scope, at_ms);
 
--- How many rate_events rows each (scope, subject) holds, kept by the triggers below: a limit is
--- checked by reading one row, never by counting the window.
+-- One row per counted request, as before version 3 (for people and tests that read them).
+CREATE VIEW IF NOT EXISTS rate_events (scope, subject, at_ms) AS
+WITH RECURSIVE one (scope, subject, at_ms, n) AS (
+    SELECT scope, subject, at_ms, events FROM rate_log
+    UNION ALL
+    SELECT scope, subject, at_ms, n - 1 FROM one WHERE n > 1
+)
+SELECT scope, subject, at_ms FROM one;
+
+-- How many events each (scope, subject) holds in rate_log, expired ones included until they
+-- are dropped: a limit is checked by reading one row, never by counting the window. The store
+-- adds each event's count with the event (it has just read the row: one update, no trigger);
+-- the trigger below takes deleted rows' events off (pruning, otp-deleter's sweep).
 CREATE TABLE IF NOT EXISTS rate_counts (
     scope   TEXT    NOT NULL,
     subject TEXT    NOT NULL,
     events  INTEGER NOT NULL,
     PRIMARY KEY (scope, subject)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS rate_events_counted AFTER INSERT ON rate_events BEGIN
-    INSERT INTO rate_counts (scope, subject, events) VALUES (new.scope, new.subject, 1)
-        ON CONFLICT (scope, subject) DO UPDATE SET events = events + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS rate_events_uncounted AFTER DELETE ON rate_events BEGIN
-    UPDATE rate_counts SET events = events - 1 WHERE scope = old.scope AND subject = old.subject;
+CREATE TRIGGER IF NOT EXISTS rate_log_uncounted AFTER DELETE ON rate_log BEGIN
+    UPDATE rate_counts SET events = events - old.events
+        WHERE scope = old.scope AND subject = old.subject;
     DELETE FROM rate_counts WHERE scope = old.scope AND subject = old.subject AND events <= 0;
 END;
 

@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 #define STORE_BUSY_TIMEOUT_MS 5000
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_CHAT_ID_MAX 48
 
 struct store;
@@ -88,7 +88,7 @@ struct store_rate_verdict {
 	int slot_paused;         /* 1: the pause of pause_kind set slot_us (it ends later than the
 				  * queue's next free instant) */
 	int64_t slot_us;         /* the instant reserved (or that would have been) */
-	int64_t slot_ids[STORE_RATE_RULES_MAX]; /* the events taken: for store_rate_release() */
+	int64_t slot_ids[STORE_RATE_RULES_MAX]; /* the events taken (ids for logs and tests) */
 	/* where each of them is, for a backend that needs more than the id (Redis) */
 	struct store_rate_event slot_events[STORE_RATE_RULES_MAX];
 	int nslots;
@@ -131,11 +131,13 @@ const char *store_strerror(const struct store *s);
 /* 1 if the file lives on tmpfs (RAM), 0 if not, -1 if that cannot be told (and for Redis). */
 int store_is_on_tmpfs(const struct store *s);
 
-/* In one write: drops each rule's expired events; unless a rule is full (then refused_rule is the
- * first full one in array order, with freeing_at_ms) and unless slot (may be NULL) cannot be
- * reserved in time (then slot_refused), records one event at now_ms in every rule and reserves
- * the slot. Either everything is taken or nothing. Costs O(1) per call plus O(1) per expired
- * event, whatever the limits (a per-subject count is kept with the events).
+/* In one write: unless a rule is full (then refused_rule is the first full one in array order,
+ * with freeing_at_ms) and unless slot (may be NULL) cannot be reserved in time (then
+ * slot_refused), records one event at now_ms in every rule and reserves the slot. Either
+ * everything is taken or nothing. Only events after expired_ms count; expired ones are dropped
+ * at the latest when they would decide (SQLite: when the subject's count, expired ones included,
+ * reaches its limit; Redis: every call), the others by store_rate_prune(). Costs O(1) per call
+ * plus O(1) per expired event, whatever the limits (a per-subject count is kept with the events).
  * Returns 0 (whatever the verdict) or -1. */
 int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
 		    const struct store_slot_request *slot, int64_t now_ms,

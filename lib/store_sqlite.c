@@ -31,9 +31,14 @@ static const char schema_sql[] =
 enum stmt_id {
 	ST_RATE_PRUNE_SUBJECT,
 	ST_RATE_COUNT,
-	ST_RATE_NTH_OLDEST,
-	ST_RATE_INSERT,
-	ST_RATE_DELETE,
+	ST_RATE_OLDEST,
+	ST_RATE_ADD,
+	ST_RATE_COUNT_UP,
+	ST_RATE_COUNT_NEW,
+	ST_RATE_COUNT_DOWN,
+	ST_RATE_TAKE_BACK,
+	ST_RATE_DROP_EMPTY,
+	ST_RATE_EXPIRED,
 	ST_RATE_PRUNE_SCOPE,
 	ST_QUEUE_GET,
 	ST_QUEUE_SET,
@@ -57,15 +62,28 @@ enum stmt_id {
 
 static const char *const stmt_sql[ST_COUNT_] = {
 	[ST_RATE_PRUNE_SUBJECT] =
-		"DELETE FROM rate_events WHERE scope = ?1 AND subject = ?2 AND at_ms <= ?3",
+		"DELETE FROM rate_log WHERE scope = ?1 AND subject = ?2 AND at_ms <= ?3",
 	/* kept by triggers (schema.sql): one row read, however many events the window holds */
 	[ST_RATE_COUNT] = "SELECT events FROM rate_counts WHERE scope = ?1 AND subject = ?2",
-	/* OFFSET is 0 unless a limit was lowered below what its log already holds */
-	[ST_RATE_NTH_OLDEST] = "SELECT at_ms FROM rate_events WHERE scope = ?1 AND subject = ?2 "
-			       "ORDER BY at_ms LIMIT 1 OFFSET ?3",
-	[ST_RATE_INSERT] = "INSERT INTO rate_events (scope, subject, at_ms) VALUES (?1, ?2, ?3)",
-	[ST_RATE_DELETE] = "DELETE FROM rate_events WHERE id = ?1",
-	[ST_RATE_PRUNE_SCOPE] = "DELETE FROM rate_events WHERE scope = ?1 AND at_ms <= ?2",
+	[ST_RATE_OLDEST] = "SELECT at_ms, events FROM rate_log WHERE scope = ?1 AND subject = ?2 "
+			   "ORDER BY at_ms",
+	/* a busy subject's requests in one millisecond update one row */
+	[ST_RATE_ADD] = "INSERT INTO rate_log (scope, subject, at_ms, events) VALUES (?1, ?2, ?3, 1) "
+			"ON CONFLICT (scope, subject, at_ms) DO UPDATE SET events = events + 1",
+	/* the count row of an event added: rate_add() knows whether it exists (no trigger) */
+	[ST_RATE_COUNT_UP] = "UPDATE rate_counts SET events = events + 1 "
+			     "WHERE scope = ?1 AND subject = ?2",
+	[ST_RATE_COUNT_NEW] = "INSERT INTO rate_counts (scope, subject, events) VALUES (?1, ?2, 1) "
+			      "ON CONFLICT (scope, subject) DO UPDATE SET events = events + 1",
+	[ST_RATE_COUNT_DOWN] = "UPDATE rate_counts SET events = events - 1 "
+			       "WHERE scope = ?1 AND subject = ?2",
+	[ST_RATE_TAKE_BACK] = "UPDATE rate_log SET events = events - 1 "
+			      "WHERE scope = ?1 AND subject = ?2 AND at_ms = ?3",
+	[ST_RATE_DROP_EMPTY] = "DELETE FROM rate_log "
+			       "WHERE scope = ?1 AND subject = ?2 AND at_ms = ?3 AND events <= 0",
+	[ST_RATE_EXPIRED] = "SELECT coalesce(sum(events), 0) FROM rate_log "
+			    "WHERE scope = ?1 AND at_ms <= ?2",
+	[ST_RATE_PRUNE_SCOPE] = "DELETE FROM rate_log WHERE scope = ?1 AND at_ms <= ?2",
 	[ST_QUEUE_GET] = "SELECT next_us FROM send_queue WHERE id = 1",
 	[ST_QUEUE_SET] = "INSERT INTO send_queue (id, next_us) VALUES (1, ?1) "
 			 "ON CONFLICT (id) DO UPDATE SET next_us = ?1",
@@ -188,15 +206,26 @@ static int exec_retrying(struct sqlite_store *s, const char *sql, const char *wh
 	return 0;
 }
 
-/* From version 1 (run after schema.sql, in the same transaction; a no-op on any other version):
- * the per-subject counts are computed once from the events, the old budget's 'send' events go
- * (the send queue replaced them), and the one pause of every kind becomes one pause per kind. */
-static const char migrate_v1_sql[] =
-	"DELETE FROM rate_events WHERE scope = 'send' "
-	"  AND (SELECT user_version FROM pragma_user_version) = 1;"
+/* Before schema.sql, on a version 1 or 2 file: the one-row-per-event table makes way for
+ * rate_log (and the view that takes its name), its triggers and indexes go with it. */
+static const char migrate_events_before_sql[] =
+	"DROP TRIGGER IF EXISTS rate_events_counted;"
+	"DROP TRIGGER IF EXISTS rate_events_uncounted;"
+	"DROP INDEX IF EXISTS rate_events_by_subject;"
+	"DROP INDEX IF EXISTS rate_events_by_time;"
+	"ALTER TABLE rate_events RENAME TO rate_events_before_v3;";
+
+/* After schema.sql, on a version 1 or 2 file: the events move to rate_log, one row per
+ * millisecond, and are counted afresh; version 1's 'send' events go (the send
+ * queue replaced them), and its one pause of every kind becomes one pause per kind. */
+static const char migrate_events_after_sql[] =
+	"INSERT INTO rate_log (scope, subject, at_ms, events) "
+	"  SELECT scope, subject, at_ms, count(*) FROM rate_events_before_v3 "
+	"  WHERE scope <> 'send' GROUP BY scope, subject, at_ms;"
+	"DELETE FROM rate_counts;"
 	"INSERT INTO rate_counts (scope, subject, events) "
-	"  SELECT scope, subject, count(*) FROM rate_events "
-	"  WHERE (SELECT user_version FROM pragma_user_version) = 1 GROUP BY scope, subject;"
+	"  SELECT scope, subject, sum(events) FROM rate_log GROUP BY scope, subject;"
+	"DROP TABLE rate_events_before_v3;"
 	"CREATE TABLE IF NOT EXISTS telegram_pause (id INTEGER PRIMARY KEY, "
 	"  until_ms INTEGER NOT NULL, set_by TEXT NOT NULL);"
 	"INSERT OR IGNORE INTO telegram_pauses (kind, until_ms, set_by) "
@@ -219,32 +248,40 @@ static int schema_version(struct sqlite_store *s)
 	return v;
 }
 
+/* Creates the schema, or migrates an older one in place. The version is read inside the write
+ * transaction: two processes opening an old file at once migrate it once. */
 static int create_schema(struct sqlite_store *s)
 {
-	char sql[sizeof schema_sql + sizeof migrate_v1_sql + 128];
-	int version;
+	char sql[sizeof schema_sql + sizeof migrate_events_before_sql +
+		 sizeof migrate_events_after_sql + 64];
+	int version, old;
 
 	/* a small WAL: checkpoint every 64 pages (256 KiB), and cut the file back to 256 KiB
 	 * after each checkpoint (it otherwise keeps its largest size: ~4 MB seen on tmpfs) */
 	if (exec_retrying(s, "PRAGMA journal_mode=WAL", "enable WAL") != 0 ||
 	    exec_retrying(s, "PRAGMA synchronous=NORMAL", "set synchronous") != 0 ||
 	    exec_retrying(s, "PRAGMA wal_autocheckpoint=64", "set wal_autocheckpoint") != 0 ||
-	    exec_retrying(s, "PRAGMA journal_size_limit=262144", "set journal_size_limit") != 0)
+	    exec_retrying(s, "PRAGMA journal_size_limit=262144", "set journal_size_limit") != 0 ||
+	    exec_retrying(s, "BEGIN IMMEDIATE", "begin creating the schema") != 0)
 		return -1;
 	if ((version = schema_version(s)) < 0)
-		return -1;
+		goto fail;
 	if (version > STORE_SCHEMA_VERSION) {
 		set_err(s, "%s has schema version %d, newer than this program's %d", s->path,
 			version, STORE_SCHEMA_VERSION);
-		return -1;
+		goto fail;
 	}
-	snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; %s %s PRAGMA user_version = %d; COMMIT;",
-		 schema_sql, migrate_v1_sql, STORE_SCHEMA_VERSION);
-	if (exec_retrying(s, sql, "create schema") != 0) {
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
-	}
+	old = version == 1 || version == 2;
+	snprintf(sql, sizeof sql, "%s %s %s PRAGMA user_version = %d;",
+		 old ? migrate_events_before_sql : "", schema_sql,
+		 old ? migrate_events_after_sql : "", STORE_SCHEMA_VERSION);
+	if (exec_retrying(s, sql, "create schema") != 0 ||
+	    exec_retrying(s, "COMMIT", "commit the schema") != 0)
+		goto fail;
 	return 0;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
 }
 
 /* The directory holding the database must be ours alone: another user who may write it could
@@ -697,41 +734,115 @@ fail:
 	return -1;
 }
 
-/* Prunes one rule's expired events and tells whether it has a free place; if not, the time of
- * the event whose expiry frees one. */
-static int rate_check(struct sqlite_store *s, const struct store_rate_rule *r, int *full,
-		      int64_t *freeing_at_ms)
+/* Binds a rule's scope and subject as ?1 and ?2 of statement id; NULL on failure. */
+static sqlite3_stmt *rule_stmt(struct sqlite_store *s, enum stmt_id id, const char *scope,
+			       const char *subject)
+{
+	sqlite3_stmt *st = stmt(s, id);
+
+	if (st != NULL) {
+		sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, subject, -1, SQLITE_STATIC);
+	}
+	return st;
+}
+
+/* The number of events a rule's subject holds, expired ones included: one row read. */
+static int rate_held(struct sqlite_store *s, const struct store_rate_rule *r, int64_t *count)
+{
+	sqlite3_stmt *st = rule_stmt(s, ST_RATE_COUNT, r->scope, r->subject);
+
+	*count = 0;
+	return st == NULL || step_int64(s, st, count, "count rate events") < 0 ? -1 : 0;
+}
+
+/* The time of the (skip + 1)-th oldest event of a rule's subject (0 if it holds fewer). */
+static int rate_nth_oldest(struct sqlite_store *s, const struct store_rate_rule *r, int64_t skip,
+			   int64_t *at_ms)
+{
+	sqlite3_stmt *st = rule_stmt(s, ST_RATE_OLDEST, r->scope, r->subject);
+	int rc;
+
+	*at_ms = 0;
+	if (st == NULL)
+		return -1;
+	/* skip is 0 unless a limit was lowered below what its log already holds */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		skip -= sqlite3_column_int64(st, 1);
+		if (skip < 0) {
+			*at_ms = sqlite3_column_int64(st, 0);
+			break;
+		}
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		set_db_err(s, "find oldest rate event");
+		return -1;
+	}
+	return 0;
+}
+
+/* Tells whether a rule has a free place; if not, the time of the event whose expiry frees one.
+ * Below the limit, counting the expired events too, a place is free whatever expired: only a
+ * subject at its limit has its expired events dropped here (otp-deleter's sweep drops the
+ * others), so that a busy subject far below its limit costs one row read. */
+static int rate_check(struct sqlite_store *s, const struct store_rate_rule *r, int64_t *count,
+		      int *full, int64_t *freeing_at_ms)
 {
 	sqlite3_stmt *st;
-	int64_t count = 0;
 
 	*full = 0;
-	if ((st = stmt(s, ST_RATE_PRUNE_SUBJECT)) == NULL)
+	if (rate_held(s, r, count) != 0)
 		return -1;
-	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, r->expired_ms);
-	if (step_done(s, st, "prune rate events") != 0)
-		return -1;
-
-	if ((st = stmt(s, ST_RATE_COUNT)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
-	if (step_int64(s, st, &count, "count rate events") < 0)
-		return -1;
-	if (count < r->limit)
+	if (*count < r->limit)
 		return 0;
-
-	/* a place frees when the (count - limit + 1)-th oldest event expires */
-	if ((st = stmt(s, ST_RATE_NTH_OLDEST)) == NULL)
+	if ((st = rule_stmt(s, ST_RATE_PRUNE_SUBJECT, r->scope, r->subject)) == NULL)
 		return -1;
-	sqlite3_bind_text(st, 1, r->scope, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->subject, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, count - r->limit);
-	if (step_int64(s, st, freeing_at_ms, "find oldest rate event") < 0)
+	sqlite3_bind_int64(st, 3, r->expired_ms);
+	if (step_done(s, st, "prune rate events") != 0 || rate_held(s, r, count) != 0)
+		return -1;
+	if (*count < r->limit)
+		return 0;
+	/* a place frees when the (count - limit + 1)-th oldest event expires */
+	if (rate_nth_oldest(s, r, *count - r->limit, freeing_at_ms) != 0)
 		return -1;
 	*full = 1;
+	return 0;
+}
+
+/* Counts one event of rule r at at_ms in a subject that held `held` events, and names its row in
+ * v for store_rate_release() (on any handle: otp-fcgi's threads share a pool of them). The
+ * count row is written here, not by a trigger: held tells whether to update it or create it,
+ * so a busy subject's event costs two row updates. */
+static int rate_add(struct sqlite_store *s, const struct store_rate_rule *r, int64_t held,
+		    int64_t at_ms, struct store_rate_verdict *v)
+{
+	struct store_rate_event *t = &v->slot_events[v->nslots];
+	sqlite3_stmt *st;
+
+	if (snprintf(t->scope, sizeof t->scope, "%s", r->scope) >= (int)sizeof t->scope ||
+	    snprintf(t->subject, sizeof t->subject, "%s", r->subject) >= (int)sizeof t->subject) {
+		set_err(s, "rate-limit subject too long: %.40s...", r->subject);
+		return -1;
+	}
+	if ((st = rule_stmt(s, ST_RATE_ADD, r->scope, r->subject)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 3, at_ms);
+	if (step_done(s, st, "insert rate event") != 0)
+		return -1;
+	if (held > 0) {
+		st = rule_stmt(s, ST_RATE_COUNT_UP, r->scope, r->subject);
+		if (st == NULL || step_done(s, st, "count rate event") != 0)
+			return -1;
+	}
+	if (held <= 0 || sqlite3_changes(s->db) == 0) {
+		st = rule_stmt(s, ST_RATE_COUNT_NEW, r->scope, r->subject);
+		if (st == NULL || step_done(s, st, "count rate event") != 0)
+			return -1;
+	}
+	t->at_ms = at_ms;
+	v->slot_ids[v->nslots] = v->nslots + 1;
+	v->nslots++;
 	return 0;
 }
 
@@ -779,7 +890,7 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *v)
 {
-	sqlite3_stmt *st;
+	int64_t held[STORE_RATE_RULES_MAX];
 	int i, full;
 
 	memset(v, 0, sizeof *v);
@@ -791,7 +902,7 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 	if (begin(s) != 0)
 		return -1;
 	for (i = 0; i < nrules; i++) {
-		if (rate_check(s, &rules[i], &full, &v->freeing_at_ms) != 0)
+		if (rate_check(s, &rules[i], &held[i], &full, &v->freeing_at_ms) != 0)
 			goto fail;
 		if (full) {
 			v->refused_rule = i;
@@ -804,16 +915,9 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 		if (v->slot_refused)
 			return commit(s);
 	}
-	for (i = 0; i < nrules; i++) {
-		if ((st = stmt(s, ST_RATE_INSERT)) == NULL)
+	for (i = 0; i < nrules; i++)
+		if (rate_add(s, &rules[i], held[i], now_ms, v) != 0)
 			goto fail;
-		sqlite3_bind_text(st, 1, rules[i].scope, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, rules[i].subject, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, now_ms);
-		if (step_done(s, st, "insert rate event") != 0)
-			goto fail;
-		v->slot_ids[v->nslots++] = sqlite3_last_insert_rowid(s->db);
-	}
 	if (commit(s) != 0)
 		goto fail;
 	return 0;
@@ -823,28 +927,68 @@ fail:
 	return -1;
 }
 
+/* Takes back one event of each taken row (equal times are interchangeable: which of them goes
+ * does not matter), and its count, dropping a row left empty. */
 int sqlite_store_rate_release(struct sqlite_store *s, const struct store_rate_verdict *v)
 {
-	return delete_ids(s, ST_RATE_DELETE, v->slot_ids, v->nslots, "release rate slot");
+	const struct store_rate_event *t;
+	sqlite3_stmt *st;
+	int i;
+
+	if (v->nslots == 0)
+		return 0;
+	if (begin(s) != 0)
+		return -1;
+	for (i = 0; i < v->nslots; i++) {
+		t = &v->slot_events[i];
+		if ((st = rule_stmt(s, ST_RATE_TAKE_BACK, t->scope, t->subject)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 3, t->at_ms);
+		if (step_done(s, st, "release rate event") != 0)
+			goto fail;
+		if (sqlite3_changes(s->db) == 0)
+			continue; /* pruned meanwhile: nothing to give back */
+		st = rule_stmt(s, ST_RATE_COUNT_DOWN, t->scope, t->subject);
+		if (st == NULL || step_done(s, st, "release rate event") != 0)
+			goto fail;
+		/* the trigger drops the count row too when it reaches 0 */
+		if ((st = rule_stmt(s, ST_RATE_DROP_EMPTY, t->scope, t->subject)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 3, t->at_ms);
+		if (step_done(s, st, "release rate event") != 0)
+			goto fail;
+	}
+	if (commit(s) != 0)
+		goto fail;
+	return 0;
+fail:
+	rollback(s);
+	return -1;
 }
 
+/* Returns the number of events dropped (not of rows). */
 int sqlite_store_rate_prune(struct sqlite_store *s, const char *scope, int64_t expired_ms)
 {
 	sqlite3_stmt *st;
-	int n;
+	int64_t n = 0;
 
 	if (begin(s) != 0)
 		return -1;
+	if ((st = stmt(s, ST_RATE_EXPIRED)) == NULL)
+		goto fail;
+	sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, expired_ms);
+	if (step_int64(s, st, &n, "count expired rate events") < 0)
+		goto fail;
 	if ((st = stmt(s, ST_RATE_PRUNE_SCOPE)) == NULL)
 		goto fail;
 	sqlite3_bind_text(st, 1, scope, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, expired_ms);
 	if (step_done(s, st, "prune rate events") != 0)
 		goto fail;
-	n = sqlite3_changes(s->db);
 	if (commit(s) != 0)
 		return -1;
-	return n;
+	return n > INT_MAX ? INT_MAX : (int)n;
 fail:
 	rollback(s);
 	return -1;

@@ -7,7 +7,11 @@ Scenarios (every request for a distinct chat):
     a backend caller would raise them (RATE_LIMIT_PER_IP=1000000,
     TELEGRAM_MAX_SENDS_PER_SECOND=10000; the original: OTP_PER_IP_LIMIT=1000000000/minute);
     ours again on a Redis store (OTP_STORE=redis+unix://..., when redis-server is installed)
-    and with RATE_LIMIT_PER_IP=0 (what the per-address limit costs per request).
+    and with RATE_LIMIT_PER_IP=0. Then what the per-address limit costs per request: pairs
+    of wrk runs at c=64, RATE_LIMIT_PER_IP=1000000 then 0 on a fresh stack each, alternating,
+    each giving the stack's CPU time (user + system of lighttpd, every otp-fcgi and otp-deleter,
+    from /proc/PID/stat) per 200 answer, which other load on the machine disturbs far less than
+    req/s; the median of the pairs' ratios.
  2. 300 ms Bot API latency, TELEGRAM_PAID_BROADCAST=1, open loop at 1,000 sends/s
     (tests/bench/openloop.py), expire_seconds 5: answers, p50/p99 counted from when each
     request was due, sends and deletions seen by the fake, deletion lag, the stack's peak RSS
@@ -21,8 +25,11 @@ Environment:
   BENCH_QUICK=1      short runs (wrk 3 s, open loops 15 s): about 5 minutes in all (full: 8-10)
   BENCH_SMOKE=1      tiny runs, only to show the harness works (the test suite runs it)
   BENCH_WRK_SECONDS, BENCH_OPEN_SECONDS   override the durations (10 and 60 s in a full run)
+  BENCH_COST_PAIRS, BENCH_COST_SECONDS     scenario 1's cost of the per-address limit: pairs of
+                     wrk runs (5; quick 3; smoke 1) and their length (5 s; quick 3 s; smoke 1 s)
   BENCH_BROADCAST_RATE   scenario 2's rate (default 1000 sends/s)
-  BENCH_ONLY=zero,broadcast,default       run only these scenarios
+  BENCH_ONLY=zero,broadcast,default       run only these scenarios (cost: only scenario 1's
+                     cost of the per-address limit)
   ORIGINAL_DIR       the original's directory (with run.sh; default ../shared/original beside the
                      project); empty or "none" leaves the original out
   ORIGINAL_WORKERS   uvicorn workers for the original in scenarios 2 and 3 (default 2)
@@ -34,6 +41,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +73,9 @@ LATENCY_MS = 300
 # after the load, wait for the deletions: at most expire_seconds plus this, and never more than
 # this without a new deletion (a stack that falls behind is not waited for: its figures say so)
 DRAIN_SECONDS = 8 if SMOKE else 15 if QUICK else 30
+COST_PAIRS = int(os.environ.get("BENCH_COST_PAIRS", 1 if SMOKE else 3 if QUICK else 5))
+COST_SECONDS = int(os.environ.get("BENCH_COST_SECONDS", 1 if SMOKE else 3 if QUICK else 5))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 RAISED = {"RATE_LIMIT_PER_IP": "1000000", "TELEGRAM_MAX_SENDS_PER_SECOND": "10000"}
 ORIGINAL_RAISED = {"OTP_PER_IP_LIMIT": "1000000000/minute"}
 ORIGINAL_MODULES = ("fastapi", "uvicorn", "httpx", "pydantic", "prometheus_client", "dotenv")
@@ -356,12 +367,12 @@ def wrk_ms(text):
     return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[m.group(2)]
 
 
-def wrk(stack, conns, workdir, base):
+def wrk(stack, conns, workdir, base, seconds=WRK_SECONDS):
     script = Path(workdir) / f"post-{base}.lua"
     script.write_text(WRK_LUA % base)
-    p = subprocess.run(["wrk", f"-t{min(2, conns)}", f"-c{conns}", f"-d{WRK_SECONDS}s", "--latency",
+    p = subprocess.run(["wrk", f"-t{min(2, conns)}", f"-c{conns}", f"-d{seconds}s", "--latency",
                         "-s", str(script), f"http://127.0.0.1:{stack.port}/"],
-                       capture_output=True, text=True, timeout=WRK_SECONDS + 120)
+                       capture_output=True, text=True, timeout=seconds + 120)
     out = p.stdout
     total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     if p.returncode != 0 or not total:
@@ -425,6 +436,62 @@ def scenario_zero(workdir, original):
             theirs = rows[label]
             print(f"   otp-gateway / {label}: c=1 {ratio(rows['otp-gateway'][0], theirs[0])}, "
                   f"c=64 {ratio(ours, theirs[1])} (req/s)")
+    per_ip_cost(workdir)
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of these processes (all their threads, and children they reaped)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+        except (OSError, IndexError, ValueError):
+            pass  # exited meanwhile: its parent's cutime/cstime has it once reaped
+    return ticks / CLK_TCK
+
+
+def cost_run(workdir, bot, per_ip, base):
+    """One wrk run at c=64 on a fresh stack: (CPU µs of the stack per 200 answer, 200s per s)."""
+    label = f"otp-gateway, RATE_LIMIT_PER_IP={per_ip}"
+    stack = Ours(workdir, bot, dict(RAISED, RATE_LIMIT_PER_IP=per_ip), label)
+    try:
+        pids = with_descendants(stack.root_pids())
+        before = cpu_seconds(pids)
+        res = wrk(stack, 64, workdir, base, COST_SECONDS)
+        pids |= with_descendants(stack.root_pids())  # a worker respawned meanwhile
+        used = cpu_seconds(pids) - before
+    finally:
+        stack.stop()
+    ok = res["answers"] - res["non200"]
+    return (used * 1e6 / ok if ok else float("nan")), res["ok_per_s"]
+
+
+def per_ip_cost(workdir):
+    """What RATE_LIMIT_PER_IP=1000000 costs over 0 per request, in pairs of runs alternating the
+    two (the machine's other load drifts between runs: each pair sees about the same)."""
+    print(f"\n   Cost of the per-address limit: {COST_PAIRS} pair(s) of wrk runs, c=64, "
+          f"{COST_SECONDS} s each, a fresh stack each, RATE_LIMIT_PER_IP=1000000 then 0\n"
+          "   (CPU = user + system time of lighttpd, otp-fcgi and otp-deleter during the run, "
+          f"per 200 answer; {load()})")
+    print(f"   {'pair':>6}{'CPU µs/req on':>16}{'off':>8}{'ratio':>8}{'req/s on':>11}{'off':>8}"
+          f"{'ratio':>8}")
+    bot = nginx_bot.NginxBot(workdir, 0)
+    cpu_ratios, rate_ratios = [], []
+    try:
+        for i in range(COST_PAIRS):
+            base = 5_000_000_000 + i * 200_000_000
+            on_cpu, on_rate = cost_run(workdir, bot, "1000000", base)
+            off_cpu, off_rate = cost_run(workdir, bot, "0", base + 100_000_000)
+            cpu_ratios.append(on_cpu / off_cpu)
+            rate_ratios.append(off_rate / on_rate if on_rate else float("nan"))
+            print(f"   {i + 1:>6}{on_cpu:>16.0f}{off_cpu:>8.0f}{cpu_ratios[-1]:>8.3f}"
+                  f"{on_rate:>11.0f}{off_rate:>8.0f}{rate_ratios[-1]:>8.3f}", flush=True)
+    finally:
+        bot.stop()
+    print(f"   cost per request with RATE_LIMIT_PER_IP=1000000 over 0, median of the pairs: "
+          f"CPU {(statistics.median(cpu_ratios) - 1) * 100:+.1f} %, "
+          f"1 / req/s {(statistics.median(rate_ratios) - 1) * 100:+.1f} % ({load()})")
 
 
 class RedisStore:
@@ -594,7 +661,7 @@ def main():
     if why:
         print(f"bench: {why}: nothing to measure", file=sys.stderr)
         return 1
-    if shutil.which("wrk") is None and "zero" in ONLY:
+    if shutil.which("wrk") is None and ONLY & {"zero", "cost"}:
         print("bench: wrk is not installed (Debian package wrk)", file=sys.stderr)
         return 1
     original, why_not = find_original()
@@ -607,6 +674,10 @@ def main():
     try:
         if "zero" in ONLY:
             scenario_zero(workdir, original)
+        elif "cost" in ONLY:  # scenario 1's last part alone
+            print(f"\n1. Zero Bot API latency, limits raised (RATE_LIMIT_PER_IP=1000000, "
+                  "TELEGRAM_MAX_SENDS_PER_SECOND=10000)")
+            per_ip_cost(workdir)
         if "broadcast" in ONLY:
             scenario_open(workdir, original, "2. Paid broadcast: TELEGRAM_PAID_BROADCAST=1, "
                           "RATE_LIMIT_PER_IP=1000000", BROADCAST_RATE,

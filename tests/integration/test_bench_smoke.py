@@ -74,6 +74,9 @@ def test_make_bench_smoke_run_completes():
     # then one row in each open-loop scenario
     rows = 5 if shutil.which("redis-server") else 4
     assert len(re.findall(r"^   otp-gateway\b.*\d", out, re.M)) == rows, out
+    # then the per-address limit's cost: one pair of runs (CPU µs per request, req/s) and the median
+    assert re.search(r"^\s+1\s+\d+\s+\d+\s+[\d.]+\s+\d+\s+\d+\s+[\d.]+$", out, re.M), out
+    assert re.search(r"over 0, median of the pairs: CPU [+-][\d.]+ %", out), out
     # scenario 3 (30 sends/s for 1 s, within the default budget): every request answered 200,
     # seen by the fake and deleted; the harness matched each deletion to its send
     row = re.search(r"^   otp-gateway\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+\S+\s+(\d+)\s",

@@ -169,7 +169,8 @@ def test_without_paid_broadcast_sends_do_not_ask_for_it(gateway, bot):
 
 @pytest.mark.sqlite_only
 def test_a_version_1_database_is_migrated_in_place(make_gateway, bot, workdir):
-    """Schema v2 (the send queue, counts, pauses by kind) over a database version 1 left."""
+    """The current schema (v2: the send queue, counts, pauses by kind; v3: events by millisecond)
+    over a database version 1 left."""
     from pathlib import Path
     db = str(Path(workdir) / "v1.db")
     now_ms = int(time.time() * 1000)
@@ -186,7 +187,7 @@ def test_a_version_1_database_is_migrated_in_place(make_gateway, bot, workdir):
 
     gw = make_gateway(env={"OTP_DB_PATH": db, "RATE_LIMIT_PER_USER": "2"})
     gw.db_path = db
-    assert gw.db_rows("PRAGMA user_version") == [(2,)]
+    assert gw.db_rows("PRAGMA user_version") == [(3,)]
     assert sorted(gw.db_rows("SELECT scope, subject, events FROM rate_counts")) == \
         [("chat", "500", 2), ("ip", "127.0.0.1", 1)]
     assert gw.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'send'") == [(0,)]
@@ -196,3 +197,42 @@ def test_a_version_1_database_is_migrated_in_place(make_gateway, bot, workdir):
     # the migrated counts hold: chat 500 already sent 2 within the hour
     assert gw.send_otp({"chat_id": "500", "otp": "1234"}).status == 429
     assert gw.send_otp({"chat_id": "501", "otp": "1234"}).status == 200
+
+
+@pytest.mark.sqlite_only
+def test_a_version_2_database_is_migrated_in_place(make_gateway, bot, workdir):
+    """Schema v3 (events by millisecond in rate_log) over a database version 2 left: every
+    event kept with its time, the counts and the refusals' Retry-After as before."""
+    from pathlib import Path
+    db = str(Path(workdir) / "v2.db")
+    now_ms = int(time.time() * 1000)
+    con = sqlite3.connect(db)
+    con.executescript((Path(__file__).parent / "schema_v2.sql").read_text())
+    con.execute("PRAGMA user_version = 2")
+    con.executemany("INSERT INTO rate_events (scope, subject, at_ms) VALUES (?, ?, ?)",
+                    [("chat", "600", now_ms - 3000), ("chat", "600", now_ms - 3000),
+                     ("chat", "601", now_ms - 2000), ("ip", "127.0.0.1", now_ms - 1000)])
+    con.commit()
+    assert con.execute("SELECT scope, subject, events FROM rate_counts ORDER BY 1, 2").fetchall() \
+        == [("chat", "600", 2), ("chat", "601", 1), ("ip", "127.0.0.1", 1)]
+    con.close()
+
+    gw = make_gateway(env={"OTP_DB_PATH": db, "RATE_LIMIT_PER_USER": "2",
+                           "RATE_LIMIT_WINDOW_SECONDS": "100"})
+    gw.db_path = db
+    assert gw.db_rows("PRAGMA user_version") == [(3,)]
+    assert sorted(gw.db_rows("SELECT scope, subject, at_ms, events FROM rate_log")) == \
+        [("chat", "600", now_ms - 3000, 2), ("chat", "601", now_ms - 2000, 1),
+         ("ip", "127.0.0.1", now_ms - 1000, 1)]
+    assert sorted(gw.db_rows("SELECT scope, subject, events FROM rate_counts")) == \
+        [("chat", "600", 2), ("chat", "601", 1), ("ip", "127.0.0.1", 1)]
+    assert gw.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'chat'") == [(3,)]
+    assert gw.db_rows("SELECT name FROM sqlite_master WHERE name LIKE 'rate_events%' "
+                      "AND type <> 'view'") == []
+    # chat 600 is full until its two events of now - 3 s leave the 100 s window
+    r = gw.send_otp({"chat_id": "600", "otp": "1234"})
+    assert r.status == 429, r
+    assert 96 <= int(r.headers["Retry-After"]) <= 98, dict(r.headers)
+    assert gw.send_otp({"chat_id": "601", "otp": "1234"}).status == 200
+    assert gw.db_rows("SELECT events FROM rate_counts WHERE scope = 'chat' AND subject = '601'") \
+        == [(2,)]

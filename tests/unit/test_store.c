@@ -415,6 +415,66 @@ static void rate_events_are_released_on_any_handle(void **state)
 	store_close(s2);
 }
 
+/* Expired events never refuse a request: below the limit they may stay counted until a sweep
+ * (SQLite) or go at once (Redis); at the limit they are dropped before deciding. */
+static void rate_expired_events_are_dropped_before_they_could_refuse(void **state)
+{
+	struct fixture *f = *state;
+	struct store_rate_rule r = rule("chat", "old", 3, 0);
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 1000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 2000, &v), 0);
+	r.expired_ms = 50000; /* both left the window */
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 60000, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 60001, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 60002, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_count(f->s, "chat", "old"), 3);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 60003, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+	assert_int_equal(v.freeing_at_ms, 60000);
+}
+
+/* A busy subject counts several events in one millisecond (SQLite keeps them as one row): each
+ * counts, names its instant when it frees a place, goes back and is pruned one by one. */
+static void rate_events_of_one_instant_count_one_by_one(void **state)
+{
+	struct fixture *f = *state;
+	struct store_rate_rule r = rule("ip", "busy", 3, 0);
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 1000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 1000, &v), 0);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 1500, &v), 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(store_rate_count(f->s, "ip", "busy"), 3);
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 2000, &v), 0);
+	assert_int_equal(v.refused_rule, 0);
+	assert_int_equal(v.freeing_at_ms, 1000);
+	/* a limit lowered below what the log holds: a place frees when the second oldest leaves
+	 * (limit 2: the other event of 1000), or the third (limit 1: 1500) */
+	r.limit = 2;
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 2000, &v), 0);
+	assert_int_equal(v.freeing_at_ms, 1000);
+	r.limit = 1;
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 2000, &v), 0);
+	assert_int_equal(v.freeing_at_ms, 1500);
+	/* one of two events of an instant goes back, the other stays */
+	r.limit = 10;
+	assert_int_equal(store_rate_take(f->s, &r, 1, NULL, 1500, &v), 0);
+	assert_int_equal(store_rate_count(f->s, "ip", "busy"), 4);
+	assert_int_equal(store_rate_release(f->s, &v), 0);
+	assert_int_equal(store_rate_count(f->s, "ip", "busy"), 3);
+	/* pruning counts events, not instants */
+	assert_int_equal(store_rate_prune(f->s, "ip", 1000), 2);
+	assert_int_equal(store_rate_count(f->s, "ip", "busy"), 1);
+	assert_int_equal(store_rate_prune(f->s, "ip", 1500), 1);
+	assert_int_equal(store_rate_count(f->s, "ip", "busy"), 0);
+}
+
 static void rate_take_with_too_many_rules_fails(void **state)
 {
 	struct fixture *f = *state;
@@ -604,6 +664,8 @@ int main(void)
 		T(rate_take_refuses_at_the_limit_naming_the_oldest_event),
 		T(rate_release_and_prune_keep_the_counts_exact),
 		T(rate_events_are_released_on_any_handle),
+		T(rate_expired_events_are_dropped_before_they_could_refuse),
+		T(rate_events_of_one_instant_count_one_by_one),
 		T(rate_take_with_too_many_rules_fails),
 		T(slots_are_spaced_and_refused_beyond_the_latest),
 		T(a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event),
