@@ -22,9 +22,10 @@ there fails the run):
 - lighttpd holds no client connection and no connection to an otp-fcgi, and no otp-fcgi holds
   a FastCGI connection;
 - otp-deleter has deleted every message sent so far (no row left: the last ones fall due 5 s
-  after the pause began). Its samples are then each taken at rest after the same kind of work,
-  every one after it has deleted at all (without the wait, at 1,500 requests a second the
-  10,000th comes about when the first rows fall due, before its pool is open).
+  after the pause began) and sleeps until the next due row (its pass over: the pass's memory
+  given back). Its samples are then each taken at rest after the same kind of work, every one
+  after it has deleted at all (without the wait, at 1,500 requests a second the 10,000th comes
+  about when the first rows fall due, before its pool is open).
 Then every process is sampled and the clients go on. Between sample points each client keeps
 one connection alive (reopened only when lighttpd ends it, after 1,000 requests: its default
 server.max-keep-alive-requests); closing them at the quiet point makes lighttpd's count exact
@@ -140,6 +141,15 @@ class Stack:
                     busy.append(f"{name}: a FastCGI connection")
         return busy
 
+    def deleter_asleep(self):
+        """otp-deleter waits for the next due row (nanosleep), its pass over: it gives back
+        the pass's memory as the pass ends. True where the kernel does not tell (wchan 0)."""
+        try:
+            wchan = Path(f"/proc/{self.pids['otp-deleter']}/wchan").read_text()
+        except FileNotFoundError:
+            raise AssertionError("otp-deleter exited during the run") from None
+        return wchan == "0" or "nanosleep" in wchan
+
     def sample(self):
         """{name: (RSS KiB, descriptors, of which connections to the Bot API)} once quiet."""
         last = []
@@ -151,8 +161,9 @@ class Stack:
             wait_until(quiet, SETTLE_S, "a quiet point", interval=0.01)
         except AssertionError as e:
             raise AssertionError(f"{e}: still {last}") from None
-        wait_until(lambda: self.gw.db_rows("SELECT count(*) FROM pending_deletions") == [(0,)],
-                   DRAIN_S, "otp-deleter to delete every message sent", interval=0.05)
+        wait_until(lambda: self.gw.db_rows("SELECT count(*) FROM pending_deletions") == [(0,)]
+                   and self.deleter_asleep(), DRAIN_S,
+                   "otp-deleter to delete every message sent and go to sleep", interval=0.05)
         out = {}
         for name, pid in self.pids.items():
             fds = self.descriptors(name)
