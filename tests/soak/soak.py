@@ -15,8 +15,8 @@ Checks, and exits 1 when one fails:
 Prints the figures (for the README): a table of every process's samples.
 
 Once, from the 50,000th request, otp-deleter is stopped (SIGSTOP) until the first rows sent
-are SOAK_BACKLOG_S (4; 0: no stop) overdue, 9 s (DELETER_HEARTBEAT_STALE_SECONDS is raised to
-30 so that sends go on): a Telegram outage in miniature. The backlog it then works off
+are SOAK_BACKLOG_S (4; 0: no stop) overdue, 5 + 4 = 9 s (DELETER_HEARTBEAT_STALE_SECONDS is
+raised to 30 so that sends go on): a Telegram outage in miniature. The backlog it then works off
 (thousands of rows, calls queued by the thousand) must not leave its memory higher: glibc kept
 such a backlog's freed heap, 11 % more RSS for good, until otp-deleter gave it back after
 each pass.
@@ -68,8 +68,8 @@ DELETER_POOL = 16  # DELETER_CONCURRENCY's default
 DB_MAX = float(os.environ.get("SOAK_DB_MAX_MIB", "32")) * 1024 * 1024
 FLAT = 0.05
 SETTLE_S = 30 * SLOW
-DRAIN_S = (5 + 60) * SLOW  # the expiry, and time enough for the last pass
 EXPIRY_S = 5
+DRAIN_S = (EXPIRY_S + 60) * SLOW  # the last rows fall due, and time enough for their pass
 BACKLOG_S = float(os.environ.get("SOAK_BACKLOG_S", "4"))
 BACKLOG_AT = POINTS[len(POINTS) // 2 + 1]  # the stretch that ends here (60,000) has it
 TCP_LISTEN = "0A"
