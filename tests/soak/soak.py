@@ -14,9 +14,10 @@ Checks, and exits 1 when one fails:
 - every request got 200 and every message sent is deleted at the end.
 Prints the figures (for the README): a table of every process's samples.
 
-Once, from the 50,000th request, otp-deleter is stopped (SIGSTOP) until the first rows sent
-are SOAK_BACKLOG_S (4; 0: no stop) overdue, 5 + 4 = 9 s (DELETER_HEARTBEAT_STALE_SECONDS is
-raised to 30 so that sends go on): a Telegram outage in miniature. The backlog it then works off
+Once, from the 50,000th request, otp-deleter is stopped (SIGSTOP) until SOAK_BACKLOG_ROWS
+(8,000; 0: no stop) rows are overdue, at most 20 s (DELETER_HEARTBEAT_STALE_SECONDS is raised
+to 30 so that sends go on): a Telegram outage in miniature, of the same size whatever the
+machine's speed (the memory a backlog leaves grows with it). The backlog it then works off
 (thousands of rows, calls queued by the thousand) must not leave its memory higher: glibc kept
 such a backlog's freed heap, 11 % more RSS for good, until otp-deleter gave it back after
 each pass.
@@ -70,8 +71,10 @@ FLAT = 0.05
 SETTLE_S = 30 * SLOW
 EXPIRY_S = 5
 DRAIN_S = (EXPIRY_S + 60) * SLOW  # the last rows fall due, and time enough for their pass
-BACKLOG_S = float(os.environ.get("SOAK_BACKLOG_S", "4"))
 BACKLOG_AT = POINTS[len(POINTS) // 2 + 1]  # the stretch that ends here (60,000) has it
+# as many rows as the stretch can make overdue, in a shorter run
+BACKLOG_ROWS = min(int(os.environ.get("SOAK_BACKLOG_ROWS", "8000")), FROM * 8 // 10)
+STOP_MAX_S = 20  # below DELETER_HEARTBEAT_STALE_SECONDS, 30 here: sends go on
 TCP_LISTEN = "0A"
 UNIX_LISTENING = 0x10000  # __SO_ACCEPTCON in /proc/net/unix's flags
 
@@ -338,20 +341,31 @@ def soak(gw, bot):
     clients = Clients(gw.port)
     deleter = stack.pids["otp-deleter"]
     backlog = []
+    ending = threading.Event()
 
-    def resume():
-        now_ms = int(time.time() * 1000)
-        backlog.append(gw.db_rows("SELECT count(*) FROM pending_deletions WHERE "
-                                  f"delete_at_ms <= {now_ms}")[0][0])
-        os.kill(deleter, signal.SIGCONT)
-    timer = threading.Timer(EXPIRY_S + BACKLOG_S, resume)
+    def overdue():
+        return gw.db_rows("SELECT count(*) FROM pending_deletions WHERE "
+                          f"delete_at_ms <= {int(time.time() * 1000)}")[0][0]
+
+    def hold():
+        """otp-deleter stays stopped until BACKLOG_ROWS rows are overdue (a deadline: the
+        heartbeat's 30 s)."""
+        start = time.monotonic()
+        try:
+            while not ending.is_set() and time.monotonic() - start < STOP_MAX_S and \
+                    overdue() < BACKLOG_ROWS:
+                time.sleep(0.05)
+            backlog.append((overdue(), time.monotonic() - start))
+        finally:
+            os.kill(deleter, signal.SIGCONT)
+    holder = threading.Thread(target=hold, daemon=True)
     try:
         t0 = time.monotonic()
         paused = 0.0
         for n in POINTS:
-            if n == BACKLOG_AT and BACKLOG_S > 0:
+            if n == BACKLOG_AT and BACKLOG_ROWS > 0:
                 os.kill(deleter, signal.SIGSTOP)
-                timer.start()
+                holder.start()
             clients.run_to(n)
             t1 = time.monotonic()
             samples[n] = stack.sample()
@@ -360,7 +374,9 @@ def soak(gw, bot):
             print(f"{n:>8d} requests, {time.monotonic() - t0:4.0f} s", flush=True)
         took = time.monotonic() - t0
     finally:
-        timer.cancel()
+        ending.set()
+        if holder.is_alive():
+            holder.join()
         os.kill(deleter, signal.SIGCONT)
         clients.finish()
         running.clear()
@@ -378,8 +394,8 @@ def soak(gw, bot):
     print(f"messages sent {sent}, all deleted")
     if backlog:
         at = POINTS[POINTS.index(BACKLOG_AT) - 1]
-        print(f"otp-deleter stopped for {EXPIRY_S + BACKLOG_S:g} s from the {at}th request: "
-              f"{backlog[0]} rows overdue when it went on")
+        print(f"otp-deleter stopped for {backlog[0][1]:.1f} s from the {at}th request: "
+              f"{backlog[0][0]} rows overdue when it went on")
     if sent != REQUESTS - clients.bad:
         failures.append(f"{sent} messages at Telegram for {REQUESTS - clients.bad} 200s")
 
