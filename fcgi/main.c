@@ -44,6 +44,7 @@
 
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int in_flight;
+static atomic_long served; /* requests answered, for metrics_flusher's malloc_trim */
 
 /* One log line and the request metrics for every request. */
 static void account(const struct request *req, const struct response *resp, int64_t start_ms)
@@ -119,6 +120,7 @@ static void *worker_main(void *arg)
 		serve(w, &fr, buf);
 		FCGX_Finish_r(&fr);
 		atomic_fetch_sub(&in_flight, 1);
+		atomic_fetch_add(&served, 1);
 	}
 	FCGX_Free(&fr, 0);
 	free(buf);
@@ -127,18 +129,26 @@ static void *worker_main(void *arg)
 
 /* Moves this process's metric counts into the store every METRICS_FLUSH_MS, so that /metrics
  * answered by any process shows them, and checks that the database file is still the one at
- * its path (an idle process notices a removed file within a second, and logs it once). Runs
- * for the life of the process. */
+ * its path (an idle process notices a removed file within a second, and logs it once). When
+ * the process has gone idle after requests, gives their freed heap back: glibc keeps it, and
+ * RSS wandered by up to 0.8 MiB (5 %) from one quiet moment to the next (make soak). Runs for
+ * the life of the process. */
 static void *metrics_flusher(void *arg)
 {
 	const struct cfg *cfg = arg;
 	struct store *s = NULL;
 	struct store_config sc;
+	long trimmed = 0, n;
 	char err[256];
 
 	cfg_store_config(cfg, &sc);
 	for (;;) {
 		clock_sleep_ms(METRICS_FLUSH_MS);
+		n = atomic_load(&served);
+		if (n != trimmed && atomic_load(&in_flight) == 0) {
+			malloc_trim(0);
+			trimmed = n;
+		}
 		if (s == NULL && (s = store_open_config(&sc, err, sizeof err)) == NULL) {
 			log_msg(LOG_ERROR, "metrics: opening the database: %s", err);
 			continue;

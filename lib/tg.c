@@ -770,6 +770,10 @@ struct tg_batch *tg_batch_new(struct tg *tg, int max_parallel)
 		goto fail;
 	curl_multi_setopt(b->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)max_parallel);
 	curl_multi_setopt(b->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)max_parallel);
+	/* keep every connection for reuse: by default the multi handle keeps 4 per attached call,
+	 * so as a pass winds down it closes connections the next pass opens again (a TCP and TLS
+	 * handshake each: in the soak, 537 connections for 10,000 deletions; with this, 16) */
+	curl_multi_setopt(b->multi, CURLMOPT_MAXCONNECTS, (long)max_parallel);
 	for (i = 0; i < max_parallel; i++) {
 		b->idle[i] = curl_easy_init();
 		if (b->idle[i] == NULL)

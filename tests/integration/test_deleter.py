@@ -1,5 +1,6 @@
 """otp-deleter: messages vanish on time, never early; failures retried; the gateway fails closed."""
 import signal
+import time
 
 import pytest
 
@@ -105,3 +106,35 @@ def test_a_second_deleter_refuses_to_run(gateway):
                        text=True, timeout=10)
     assert p.returncode == 1
     assert "another otp-deleter is running" in p.stderr
+
+
+
+def test_deletions_reuse_the_kept_alive_connections_of_earlier_passes(make_gateway, bot):
+    """otp-deleter keeps its pool's connections from one pass to the next (each a TCP and TLS
+    handshake against Telegram). libcurl's default keeps 4 per call under way, so a pass of a
+    single call closed one of them, and the next busy pass opened new ones."""
+    from concurrent.futures import ThreadPoolExecutor
+    pool = 8
+    gw = make_gateway(env={"DELETER_CONCURRENCY": str(pool),
+                           "TELEGRAM_MAX_SENDS_PER_SECOND": "1000"})
+    bot.config(method_latency_ms={"deleteMessage": 200})  # calls overlap: the pool fills
+    chats = iter(range(2100, 2200))
+
+    def burst(n):
+        with ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(lambda c: gw.send_otp({"chat_id": str(c), "otp": "1234",
+                                                     "expire_seconds": 5}),
+                             [next(chats) for _ in range(n)]))
+        assert [r.status for r in rs] == [200] * n, rs
+
+    burst(pool)  # due together: a pass with every connection of the pool busy
+    for _ in range(4):  # passes of one call each, 0.5 s apart
+        time.sleep(0.5)  # spacing the sends: what the test is about, not a wait for them
+        burst(1)
+    time.sleep(0.5)
+    burst(pool)  # the pool busy again
+    wait_until(lambda: gw.db_rows() == [], 15 * SLOW, "every deletion")
+    calls = bot.requests("deleteMessage")
+    assert len(calls) == 2 * pool + 4, calls
+    ports = {c["client_port"] for c in calls}
+    assert len(ports) <= pool, f"{len(ports)} connections for a pool of {pool}"
