@@ -89,7 +89,7 @@ struct store_rate_verdict {
 				  * queue's next free instant) */
 	int64_t slot_us;         /* the instant reserved (or that would have been) */
 	int64_t slot_ids[STORE_RATE_RULES_MAX]; /* the events taken (ids for logs and tests) */
-	/* where each of them is, for a backend that needs more than the id (Redis) */
+	/* where each of them is: what store_rate_release() gives back, on any handle */
 	struct store_rate_event slot_events[STORE_RATE_RULES_MAX];
 	int nslots;
 };
