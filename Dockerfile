@@ -26,7 +26,7 @@ FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config libfcgi-dev libjansson-dev libcurl4-openssl-dev \
-      libsqlite3-dev libhiredis-dev ca-certificates \
+      libsqlite3-dev libhiredis-dev libssl-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -6,9 +6,9 @@
 
 BUILD     ?= build
 CC        ?= cc
-PKGS      := fcgi jansson libcurl sqlite3
+PKGS      := fcgi jansson libcurl libcrypto sqlite3
 # each program links only what it uses: otp-deleter has no FastCGI
-FCGI_PKGS    := fcgi jansson libcurl sqlite3
+FCGI_PKGS    := fcgi jansson libcurl libcrypto sqlite3
 DELETER_PKGS := jansson libcurl sqlite3
 # hiredis: only lib/store_redis.c includes it (as <hiredis/hiredis.h>): linked, not on -I
 CFLAGS    ?= -O2 -g

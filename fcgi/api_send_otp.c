@@ -52,8 +52,8 @@ static void answer_validation(struct response *resp, json_t *detail)
 }
 
 /* 429 in the original's words; Retry-After in whole seconds, rounded up. */
-static void answer_rate_limited(const struct cfg *cfg, enum policy_scope scope, int64_t retry_ms,
-				struct response *resp)
+static void answer_rate_limited(const struct cfg *cfg, enum policy_scope scope, int key_limit,
+				int64_t retry_ms, struct response *resp)
 {
 	char detail[160];
 
@@ -65,10 +65,13 @@ static void answer_rate_limited(const struct cfg *cfg, enum policy_scope scope, 
 		snprintf(detail, sizeof detail,
 			 "Rate limit exceeded. Maximum %d OTPs per %d second(s)",
 			 cfg->rate_limit_per_user, cfg->rate_limit_window_s);
-	else
+	else if (scope == POLICY_SCOPE_IP)
 		snprintf(detail, sizeof detail,
 			 "Rate limit exceeded. Maximum %d requests per minute from this IP address",
 			 cfg->rate_limit_per_ip);
+	else
+		snprintf(detail, sizeof detail,
+			 "Rate limit exceeded. Maximum %d OTPs per minute for this API key", key_limit);
 	resp->retry_after_s = (long)((retry_ms + 999) / 1000);
 	http_respond_detail(resp, 429, detail);
 }
@@ -196,6 +199,7 @@ static int wait_for_turn(struct worker *w, struct policy_admission *adm)
 /* Waits for the admitted turn, sends r and answers; what the admission counted is given back if
  * nothing reached Telegram. */
 static void send_and_record(struct worker *w, const struct send_otp_request *r,
+			    const struct apikey_match *caller,
 			    struct policy_admission *adm, struct response *resp)
 {
 	const struct cfg *cfg = w->app->cfg;
@@ -290,6 +294,12 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		 json_pack("{s:s, s:I, s:i}", "chat_id", resp->chat_id_masked, "message_id",
 			   (json_int_t)res.message_id, "expire_seconds", r->expire_seconds));
 	metrics_count("otp_sent_total", "", 1);
+	if (caller->owner[0] != '\0') {
+		char labels[APIKEY_NAME_MAX + 16];
+
+		snprintf(labels, sizeof labels, "key=\"%s\"", caller->owner);
+		metrics_count("otp_sent_by_key_total", labels, 1);
+	}
 	answer_sent(r, confirmed_ms, res.message_id, resp);
 out:
 	if (text != NULL)
@@ -304,6 +314,7 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 					     cfg->default_expire_s };
 	struct send_otp_request r;
 	struct policy_admission adm;
+	struct policy_client client;
 	struct store *s;
 	json_t *detail;
 	int64_t age_ms;
@@ -334,8 +345,9 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 		goto out;
 	}
 
-	if (policy_admit(&w->app->policy, s, r.chat_id, req->remote_addr, clock_now_ms(),
-			 &adm) != 0) {
+	client = (struct policy_client){ req->remote_addr, req->caller.owner,
+					 req->caller.limit_per_minute };
+	if (policy_admit(&w->app->policy, s, r.chat_id, &client, clock_now_ms(), &adm) != 0) {
 		log_msg(LOG_ERROR, "taking a rate-limit slot: %s", store_strerror(s));
 		count_failure("store_error");
 		resp->retry_after_s = 1;
@@ -345,7 +357,7 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	}
 	switch (adm.verdict) {
 	case POLICY_ADMITTED:
-		send_and_record(w, &r, &adm, resp);
+		send_and_record(w, &r, &req->caller, &adm, resp);
 		break;
 	case POLICY_RATE_LIMITED:
 		log_json(LOG_INFO, "rate limit exceeded",
@@ -353,7 +365,8 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 				   policy_scope_name(adm.scope)));
 		metrics_count("rate_limit_exceeded_total", "", 1);
 		count_failure("rate_limited");
-		answer_rate_limited(cfg, adm.scope, adm.retry_after_ms, resp);
+		answer_rate_limited(cfg, adm.scope, policy_key_limit(&w->app->policy, &client),
+				    adm.retry_after_ms, resp);
 		break;
 	case POLICY_QUEUE_FULL:
 	case POLICY_SENDS_PAUSED:

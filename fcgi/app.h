@@ -9,6 +9,7 @@
 #include "http.h"
 #include "policy.h"
 
+struct apikeys;
 struct store;
 struct store_pool;
 struct tg;
@@ -17,6 +18,7 @@ struct app {
 	const struct cfg *cfg;
 	struct policy policy;      /* the limits, from cfg */
 	struct store_pool *stores; /* shared by the workers (store_pool.h) */
+	struct apikeys *keys;      /* who may call the POST endpoints (apikeys.h) */
 	atomic_int stopping;       /* set on SIGTERM: requests not yet sent are answered 503 */
 };
 

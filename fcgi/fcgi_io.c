@@ -139,6 +139,8 @@ void fcgi_io_write_response(FCGX_Request *fr, const struct response *resp)
 		     http_reason(resp->status));
 	if (resp->allow != NULL)
 		FCGX_FPrintF(fr->out, "Allow: %s\r\n", resp->allow);
+	if (resp->www_authenticate != NULL)
+		FCGX_FPrintF(fr->out, "WWW-Authenticate: %s\r\n", resp->www_authenticate);
 	if (resp->retry_after_s > 0)
 		FCGX_FPrintF(fr->out, "Retry-After: %ld\r\n", resp->retry_after_s);
 	FCGX_FPrintF(fr->out, "Cache-Control: no-store\r\n\r\n%s",

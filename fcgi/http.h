@@ -7,6 +7,8 @@
 
 #include <jansson.h>
 
+#include "apikeys.h"
+
 /* The responder's own body limit (DECISIONS: web-server caps are set higher). */
 #define HTTP_BODY_MAX 4096
 
@@ -16,6 +18,8 @@ struct request {
 	const char *content_type;  /* NULL or "" when absent */
 	const char *remote_addr;   /* the client's address, "" when unknown */
 	const char *api_key;       /* X-API-Key, or the token of "Authorization: Bearer", or "" */
+	struct apikey_match caller; /* the key that matched (router_dispatch fills it); name and
+				     * owner "" when no key is configured */
 	long long content_length;  /* -1 when absent or empty (the body is then read to its end) */
 	int content_length_bad;    /* CONTENT_LENGTH present but not a number */
 	int redirect_status;       /* the web server's error status when it hands us its error page */
@@ -31,6 +35,7 @@ struct response {
 	char *text;                /* owned; a non-JSON body (with content_type), when body is NULL */
 	const char *content_type;  /* for text; JSON otherwise */
 	const char *allow;         /* Allow header for 405 */
+	const char *www_authenticate; /* WWW-Authenticate header for 401 */
 	long retry_after_s;        /* Retry-After header when > 0 */
 	char chat_id_masked[40];   /* for the access log, when the request named a chat */
 };

@@ -18,6 +18,7 @@
 
 #include <fcgiapp.h>
 
+#include "apikeys.h"
 #include "app.h"
 #include "cfg.h"
 #include "clock.h"
@@ -204,7 +205,7 @@ static void usage(FILE *f)
 		   "otp-fcgi(8) and README.md.\n");
 }
 
-/* Waits for SIGTERM/SIGINT (SIGHUP is ignored: lighttpd's error log is its to reopen), or for
+/* Waits for SIGTERM/SIGINT (SIGHUP reads the API keys file again), or for
  * the listening socket's path to vanish (checked every second): a signal can be lost, e.g. one
  * lighttpd sends between its fork and our exec, and lighttpd removes its sockets as it exits
  * without waiting for us. Then waits for requests in flight: as long as the longest request can
@@ -229,6 +230,10 @@ static void wait_for_stop(struct app *app)
 		if (sig == SIGTERM || sig == SIGINT) {
 			log_msg(LOG_INFO, "stopping on signal %d", sig);
 			break;
+		}
+		if (sig == SIGHUP) {
+			apikeys_reload(app->keys);
+			continue;
 		}
 		if (sig < 0 && errno != EAGAIN && errno != EINTR) {
 			log_msg(LOG_ERROR, "waiting for signals: %s: stopping", strerror(errno));
@@ -296,6 +301,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_init("otp-fcgi", cfg.log_level);
+	app.keys = apikeys_new(&(struct apikeys_config){ cfg.api_key, cfg.api_keys, cfg.api_keys_file },
+			       err, sizeof err);
+	if (app.keys == NULL) {
+		log_msg(LOG_ERROR, "configuration: %s", err);
+		goto out;
+	}
 	if (argc > 1) { /* --check-config */
 		printf("configuration ok: database %s, %s mode, %d threads\n", cfg.store_url,
 		       cfg.sandbox ? "sandbox" : "live", cfg.fcgi_threads);
@@ -351,8 +362,9 @@ int main(int argc, char **argv)
 	}
 	pthread_detach(tid);
 	log_json(LOG_INFO, "otp-fcgi started",
-		 json_pack("{s:i, s:s, s:s}", "threads", cfg.fcgi_threads, "mode",
-			   cfg.sandbox ? "sandbox" : "live", "database", cfg.store_url));
+		 json_pack("{s:i, s:s, s:s, s:i}", "threads", cfg.fcgi_threads, "mode",
+			   cfg.sandbox ? "sandbox" : "live", "database", cfg.store_url, "api_keys",
+			   apikeys_count(app.keys)));
 	wait_for_stop(&app);
 	rc = 0;
 	/* workers may still sit in accept or in a request past the grace period: exit without
@@ -360,6 +372,7 @@ int main(int argc, char **argv)
 	_exit(rc);
 out:
 	store_pool_free(app.stores);
+	apikeys_free(app.keys);
 	cfg_free(&cfg);
 	free(workers);
 	return rc;

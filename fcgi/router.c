@@ -6,6 +6,11 @@
 #include <strings.h>
 
 #include "api.h"
+#include "apikeys.h"
+#include "clock.h"
+
+#define UNAUTHORIZED_DETAIL \
+	"Missing or invalid API key: send it in the X-API-Key header or as Authorization: Bearer <key>"
 
 struct route {
 	const char *path;
@@ -41,17 +46,6 @@ static int is_json_type(const char *ct)
 	       strncasecmp(ct + n - 5, "+json", 5) == 0;
 }
 
-/* Compares in time that depends on the lengths only, not on where the strings differ. */
-static int same_secret(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b), i;
-	unsigned char diff = la != lb;
-
-	for (i = 0; i < la; i++)
-		diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-	return lb > 0 && diff == 0;
-}
-
 /* The web server hands us its own errors (lighttpd's server.error-handler), so that every
  * error a client sees is JSON. */
 static void answer_server_error(const struct request *req, struct response *resp)
@@ -82,7 +76,7 @@ const char *router_metric_path(const char *path)
 	return "other";
 }
 
-void router_dispatch(struct worker *w, const struct request *req, struct response *resp)
+void router_dispatch(struct worker *w, struct request *req, struct response *resp)
 {
 	const struct route *r = NULL;
 	char detail[96];
@@ -107,9 +101,11 @@ void router_dispatch(struct worker *w, const struct request *req, struct respons
 		http_respond_detail(resp, 405, "Method Not Allowed");
 		return;
 	}
-	if (r->needs_key && w->app->cfg->api_key != NULL &&
-	    !same_secret(req->api_key != NULL ? req->api_key : "", w->app->cfg->api_key)) {
-		http_respond_detail(resp, 401, "Missing or invalid API key (X-API-Key header)");
+	if (r->needs_key && apikeys_enabled(w->app->keys) &&
+	    !apikeys_check(w->app->keys, req->api_key != NULL ? req->api_key : "", clock_mono_ms(),
+			   &req->caller)) {
+		resp->www_authenticate = "Bearer realm=\"otp-gateway\"";
+		http_respond_detail(resp, 401, UNAUTHORIZED_DETAIL);
 		return;
 	}
 	if (r->takes_json) {

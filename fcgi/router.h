@@ -10,6 +10,6 @@
 const char *router_metric_path(const char *path);
 
 /* Answers req into resp by the route table. */
-void router_dispatch(struct worker *w, const struct request *req, struct response *resp);
+void router_dispatch(struct worker *w, struct request *req, struct response *resp);
 
 #endif

@@ -433,6 +433,15 @@ int cfg_load(struct cfg *cfg, char *err, size_t errlen)
 	v = env("API_KEY");
 	if (v != NULL && dup_str(v, &cfg->api_key, err, errlen) != 0)
 		goto fail;
+	v = env("OTP_API_KEYS");
+	if (v != NULL && dup_str(v, &cfg->api_keys, err, errlen) != 0)
+		goto fail;
+	v = env("OTP_API_KEYS_FILE");
+	if (v != NULL && dup_str(v, &cfg->api_keys_file, err, errlen) != 0)
+		goto fail;
+	if (get_int("OTP_KEY_LIMIT_PER_MINUTE", 0, 0, 1000000, &cfg->key_limit_per_minute, err,
+		    errlen) != 0)
+		goto fail;
 	v = env("HOST");
 	if (dup_str(v != NULL ? v : "127.0.0.1", &cfg->host, err, errlen) != 0)
 		goto fail;
@@ -446,6 +455,8 @@ void cfg_free(struct cfg *cfg)
 {
 	secmem_free_str(cfg->bot_token);
 	secmem_free_str(cfg->api_key);
+	secmem_free_str(cfg->api_keys);
+	free(cfg->api_keys_file);
 	free(cfg->api_base);
 	free(cfg->ca_file);
 	free(cfg->host);

@@ -12,7 +12,10 @@
 
 struct cfg {
 	char *bot_token;          /* secret: never logged; wiped by cfg_free() */
-	char *api_key;            /* API_KEY: when set, POST /send-otp needs it; secret; or NULL */
+	char *api_key;            /* API_KEY: one unnamed key; secret; or NULL */
+	char *api_keys;           /* OTP_API_KEYS: "key" or "name:key", comma-separated; secret; or NULL */
+	char *api_keys_file;      /* OTP_API_KEYS_FILE: "name key|sha256:<hex> [limit=N]" lines; or NULL */
+	int key_limit_per_minute; /* OTP_KEY_LIMIT_PER_MINUTE: OTPs per key per minute; 0: off */
 	char *api_base;           /* TELEGRAM_API_BASE, without a trailing slash */
 	char *ca_file;            /* TELEGRAM_CA_FILE: the CAs the Bot API's certificate must verify
 				   * against, or NULL for the system's store */

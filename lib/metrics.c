@@ -25,6 +25,9 @@ static const double duration_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 static const struct metric_def defs[] = {
 	{ "otp_sent_total", COUNTER, "OTPs sent (Telegram confirmed the message)", NULL },
+	{ "otp_sent_by_key_total", COUNTER,
+	  "OTPs sent, by the API key that asked: its name, or # and a digest prefix for an unnamed key",
+	  NULL },
 	{ "otp_failed_total", COUNTER, "OTP requests that did not end in a sent message, by reason",
 	  NULL },
 	{ "rate_limit_exceeded_total", COUNTER, "Requests refused by a rate limit (429)", NULL },

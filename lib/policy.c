@@ -8,10 +8,12 @@
 #include "clock.h"
 
 #define IP_WINDOW_MS (60 * 1000)
+#define KEY_WINDOW_MS (60 * 1000) /* OTP_KEY_LIMIT_PER_MINUTE */
 
 static const char *const scope_names[] = {
 	[POLICY_SCOPE_CHAT] = "chat",
 	[POLICY_SCOPE_IP] = "ip",
+	[POLICY_SCOPE_KEY] = "key",
 };
 
 static const char *const pause_names[] = {
@@ -26,6 +28,8 @@ void policy_from_cfg(struct policy *p, const struct cfg *cfg)
 	p->chat_window_ms = (int64_t)cfg->rate_limit_window_s * 1000;
 	p->per_ip = cfg->rate_limit_per_ip;
 	p->ip_window_ms = IP_WINDOW_MS;
+	p->per_key = cfg->key_limit_per_minute;
+	p->key_window_ms = KEY_WINDOW_MS;
 	p->sends_per_second = cfg->max_sends_per_second;
 	p->send_wait_ms = cfg->send_wait_ms;
 	p->max_pause_ms = (int64_t)cfg->max_pause_s * 1000;
@@ -88,11 +92,20 @@ static struct store_slot_request send_slot(const struct policy *p, int64_t now_u
 					    .pause_cap_us = now_us + p->max_pause_ms * 1000 };
 }
 
-int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
-		 const char *remote_addr, int64_t now_ms, struct policy_admission *a)
+int policy_key_limit(const struct policy *p, const struct policy_client *client)
 {
-	struct store_rate_rule rules[2];
-	enum policy_scope scopes[2];
+	if (client == NULL || client->key_owner == NULL || client->key_owner[0] == '\0')
+		return 0;
+	return client->key_limit > 0 ? client->key_limit : p->per_key;
+}
+
+int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
+		 const struct policy_client *client, int64_t now_ms, struct policy_admission *a)
+{
+	const char *remote_addr = client != NULL ? client->remote_addr : NULL;
+	int key_limit = policy_key_limit(p, client);
+	struct store_rate_rule rules[3];
+	enum policy_scope scopes[3];
 	struct store_slot_request slot;
 	char subject[POLICY_SUBJECT_MAX];
 	int n = 0;
@@ -107,6 +120,11 @@ int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 		rules[n] = (struct store_rate_rule){ scope_names[POLICY_SCOPE_IP], remote_addr,
 						     p->per_ip, now_ms - p->ip_window_ms };
 		scopes[n++] = POLICY_SCOPE_IP;
+	}
+	if (key_limit > 0) {
+		rules[n] = (struct store_rate_rule){ scope_names[POLICY_SCOPE_KEY], client->key_owner,
+						     key_limit, now_ms - p->key_window_ms };
+		scopes[n++] = POLICY_SCOPE_KEY;
 	}
 	slot = send_slot(p, now_ms * 1000);
 	if (store_rate_take(s, rules, n, &slot, now_ms, &a->taken) != 0)

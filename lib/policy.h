@@ -33,6 +33,9 @@ struct policy {
 	int64_t chat_window_ms;
 	int per_ip;                /* requests per client address per ip_window_ms; 0: off */
 	int64_t ip_window_ms;
+	int per_key;               /* OTPs per API key per key_window_ms, unless the key has its
+				    * own limit; 0: off */
+	int64_t key_window_ms;
 	int sends_per_second;      /* the bot's send budget, every process together */
 	int64_t send_wait_ms;      /* the longest a send waits for its instant */
 	int64_t max_pause_ms;      /* the longest pause a 429 can impose */
@@ -41,9 +44,16 @@ struct policy {
 void policy_from_cfg(struct policy *p, const struct cfg *cfg);
 
 /* The rate-limit scopes, in the order they are checked (the first full one answers). */
-enum policy_scope { POLICY_SCOPE_CHAT, POLICY_SCOPE_IP };
+enum policy_scope { POLICY_SCOPE_CHAT, POLICY_SCOPE_IP, POLICY_SCOPE_KEY };
 
-/* "chat", "ip": the scope's name in the store. */
+/* Who asks, for the per-address and per-key limits. */
+struct policy_client {
+	const char *remote_addr; /* "" or NULL: unknown, no per-address limit */
+	const char *key_owner;   /* the API key's owner (apikeys.h); "" or NULL: no per-key limit */
+	int key_limit;           /* the key's own limit; 0: the policy's per_key */
+};
+
+/* "chat", "ip", "key": the scope's name in the store. */
 const char *policy_scope_name(enum policy_scope scope);
 
 #define POLICY_SUBJECT_MAX 64
@@ -69,11 +79,13 @@ struct policy_admission {
 	struct store_rate_verdict taken; /* admitted: the events, for policy_release() */
 };
 
-/* Checks the chat's and the client address's limits and reserves the next send instant, in one
- * store write, at now_ms (the wall clock). remote_addr may be "" (no per-address limit).
- * Returns 0 with a->verdict set, or -1. */
+/* Checks the chat's, the client address's and the API key's limits and reserves the next send
+ * instant, in one store write, at now_ms (the wall clock). Returns 0 with a->verdict set, or -1. */
 int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
-		 const char *remote_addr, int64_t now_ms, struct policy_admission *a);
+		 const struct policy_client *client, int64_t now_ms, struct policy_admission *a);
+
+/* The limit that applies to client's key: its own, else the policy's; 0: none. */
+int policy_key_limit(const struct policy *p, const struct policy_client *client);
 
 /* Sleeps until the admitted instant (measured on the monotonic clock from now). Takes no store:
  * a caller that shares its stores gives its own back first. Returns 0 when it is time to send;

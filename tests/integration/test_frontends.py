@@ -125,7 +125,7 @@ def test_errors_are_json_with_the_right_status_and_send_nothing(stack, case):
         if case == "401-wrong":
             headers["X-API-Key"] = "wrong"
         r = post(gw, {"chat_id": "7003", "otp": "1234"}, headers=headers)
-        assert (r.status, detail(r)) == (401, "Missing or invalid API key (X-API-Key header)")
+        assert (r.status, detail(r)) == (401, "Missing or invalid API key: send it in the X-API-Key header or as Authorization: Bearer <key>")
     elif case.startswith("413"):
         big = json.dumps({"chat_id": "7003", "otp": "1234", "pad": "x" * 70000})
         if case == "413":

@@ -164,7 +164,7 @@ def test_api_key_is_required_when_set(make_gateway, bot):
     for headers in [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}]:
         r = revoke(gw, pair, headers=headers)
         assert r.status == 401, (headers, r)
-        assert r.json == {"detail": "Missing or invalid API key (X-API-Key header)"}
+        assert r.json == {"detail": "Missing or invalid API key: send it in the X-API-Key header or as Authorization: Bearer <key>"}
     r = revoke(gw, "not json", headers={})
     assert r.status == 401, "the key is checked before the body"
     assert delete_calls(bot) == []

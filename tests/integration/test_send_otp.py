@@ -204,7 +204,7 @@ def test_api_key_when_configured_is_checked_after_the_method_and_before_the_body
         r = gw.request("POST", "/send-otp", body=body,
                        headers={"Content-Type": "application/json", **headers})
         assert r.status == 401, (headers, r)
-        assert r.json == {"detail": "Missing or invalid API key (X-API-Key header)"}
+        assert r.json == {"detail": "Missing or invalid API key: send it in the X-API-Key header or as Authorization: Bearer <key>"}
     assert gw.request("GET", "/send-otp").status == 405, "405 comes before 401"
     r = gw.request("POST", "/send-otp", body="x" * 5000, headers={"Content-Type": "text/plain"})
     assert r.status == 401, "401 comes before 413 and 415"

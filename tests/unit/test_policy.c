@@ -39,7 +39,8 @@ static int setup(void **state)
 	}
 	/* limits that stay out of the way unless a test sets them */
 	f->p = (struct policy){ .per_chat = 1000, .chat_window_ms = 3600000, .per_ip = 0,
-				.ip_window_ms = 60000, .sends_per_second = 10000,
+				.ip_window_ms = 60000, .key_window_ms = 60000,
+				.sends_per_second = 10000,
 				.send_wait_ms = 2000, .max_pause_ms = 3600000 };
 	*state = f;
 	return 0;
@@ -58,7 +59,18 @@ static int teardown(void **state)
 static enum policy_verdict admit(struct fixture *f, const char *chat, const char *ip, int64_t now,
 				 struct policy_admission *a)
 {
-	assert_int_equal(policy_admit(&f->p, f->s, chat, ip, now, a), 0);
+	struct policy_client client = { ip, NULL, 0 };
+
+	assert_int_equal(policy_admit(&f->p, f->s, chat, &client, now, a), 0);
+	return a->verdict;
+}
+
+static enum policy_verdict admit_key(struct fixture *f, const char *chat, const char *owner,
+				     int key_limit, int64_t now, struct policy_admission *a)
+{
+	struct policy_client client = { "", owner, key_limit };
+
+	assert_int_equal(policy_admit(&f->p, f->s, chat, &client, now, a), 0);
 	return a->verdict;
 }
 
@@ -118,6 +130,33 @@ static void ip_limit_is_checked_after_the_chat_and_a_refusal_takes_nothing(void 
 	/* per_ip 0 turns the limit off */
 	f->p.per_ip = 0;
 	assert_int_equal(admit(f, "5", "10.0.0.1", 3000, &a), POLICY_ADMITTED);
+}
+
+static void key_limit_counts_per_owner_and_a_key_s_own_limit_wins(void **state)
+{
+	struct fixture *f = *state;
+	struct policy_admission a;
+
+	f->p.per_key = 2;
+	assert_int_equal(admit_key(f, "1", "shop", 0, 1000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_key(f, "2", "shop", 0, 2000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_key(f, "3", "shop", 0, 3000, &a), POLICY_RATE_LIMITED);
+	assert_int_equal(a.scope, POLICY_SCOPE_KEY);
+	assert_int_equal(a.retry_after_ms, 1000 + 60000 - 3000);
+	assert_int_equal(store_rate_count(f->s, "chat", "3"), 0);
+	/* another key has a budget of its own; a key's own limit replaces the default */
+	assert_int_equal(admit_key(f, "3", "forum", 0, 3000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_key(f, "4", "admin", 3, 3000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_key(f, "5", "admin", 3, 3000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_key(f, "6", "admin", 3, 3000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_key(f, "7", "admin", 3, 3000, &a), POLICY_RATE_LIMITED);
+	/* no key (no keys configured), or the default off: no per-key limit */
+	assert_int_equal(admit_key(f, "8", "", 0, 3000, &a), POLICY_ADMITTED);
+	f->p.per_key = 0;
+	assert_int_equal(admit_key(f, "9", "shop", 0, 3000, &a), POLICY_ADMITTED);
+	/* the window rolls: a place frees when the oldest event leaves it */
+	f->p.per_key = 2;
+	assert_int_equal(admit_key(f, "10", "shop", 0, 61001, &a), POLICY_ADMITTED);
 }
 
 static void release_gives_the_places_back(void **state)
@@ -403,6 +442,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(chat_limit_refuses_with_retry_after_until_the_oldest_leaves),
 		T(ip_limit_is_checked_after_the_chat_and_a_refusal_takes_nothing),
+		T(key_limit_counts_per_owner_and_a_key_s_own_limit_wins),
 		T(release_gives_the_places_back),
 		T(channel_usernames_are_one_subject_whatever_their_case),
 		T(a_hand_written_send_pause_holds_the_queue_no_longer_than_the_bound),
