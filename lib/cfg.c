@@ -365,6 +365,11 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 			 cfg->min_expire_s, cfg->max_expire_s, cfg->default_expire_s);
 		return -1;
 	}
+	/* by default a stop waits for the last code a client can have been given, with room for
+	 * its deletion call */
+	if (get_int("DELETER_STOP_TIMEOUT_SECONDS", cfg->max_expire_s + 10, 0, 90000,
+		    &cfg->deleter_stop_timeout_s, err, errlen) != 0)
+		return -1;
 	cfg->telegram_timeout_ms = timeout_s * 1000;
 	cfg->rate_limit_window_s =
 		env("RATE_LIMIT_WINDOW_SECONDS") != NULL ? window_s : cfg->rate_limit_window_hours * 3600;

@@ -42,6 +42,8 @@ struct cfg {
 	int heartbeat_stale_s;    /* DELETER_HEARTBEAT_STALE_SECONDS */
 	int deleter_poll_ms;      /* DELETER_POLL_MS: longest sleep before looking for new rows */
 	int deleter_concurrency;  /* DELETER_CONCURRENCY: deletions in flight at once */
+	int deleter_stop_timeout_s; /* DELETER_STOP_TIMEOUT_SECONDS: the longest drain at a stop;
+				     * 0: none (pending rows wait in the store for the next start) */
 };
 
 /* Reads every setting into cfg (zeroed first). On failure returns -1 with one line naming the

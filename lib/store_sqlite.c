@@ -45,6 +45,7 @@ enum stmt_id {
 	ST_PENDING_ADD,
 	ST_PENDING_DUE,
 	ST_PENDING_NEXT,
+	ST_PENDING_LAST,
 	ST_PENDING_COUNT,
 	ST_PENDING_REMOVE,
 	ST_PENDING_RETRY,
@@ -93,6 +94,7 @@ static const char *const stmt_sql[ST_COUNT_] = {
 			   "FROM pending_deletions WHERE next_try_ms <= ?1 "
 			   "ORDER BY next_try_ms LIMIT ?2",
 	[ST_PENDING_NEXT] = "SELECT min(next_try_ms) FROM pending_deletions",
+	[ST_PENDING_LAST] = "SELECT max(next_try_ms) FROM pending_deletions",
 	[ST_PENDING_COUNT] = "SELECT count(*) FROM pending_deletions",
 	[ST_PENDING_REMOVE] = "DELETE FROM pending_deletions WHERE id = ?1",
 	[ST_PENDING_RETRY] = "UPDATE pending_deletions SET attempts = attempts + 1, "
@@ -1080,6 +1082,15 @@ int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms)
 	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_NEXT)) == NULL)
 		return -1;
 	return step_int64(s, st, next_ms, "read next deletion");
+}
+
+int sqlite_store_pending_last(struct sqlite_store *s, int64_t *last_ms)
+{
+	sqlite3_stmt *st;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_LAST)) == NULL)
+		return -1;
+	return step_int64(s, st, last_ms, "read last deletion");
 }
 
 long long sqlite_store_pending_count(struct sqlite_store *s)
