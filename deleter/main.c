@@ -164,6 +164,7 @@ static int64_t sleep_for(struct store *s, int64_t now, int64_t pause_until, int 
 
 /* What the daemon does besides deleting: run between passes and between the steps of one. */
 struct housekeeping {
+	const struct cfg *cfg;
 	const struct policy *policy;
 	const struct options *opt;
 	struct store *store;
@@ -185,10 +186,14 @@ static void beat(struct housekeeping *h, int64_t now)
 		if (store_heartbeat_get(h->store, PROGRAM, &at) != 0)
 			return; /* there (or unreadable: the write below would fail too) */
 	}
-	if (store_heartbeat_set(h->store, PROGRAM, clock_now_ms()) != 0)
+	if (store_heartbeat_set(h->store, PROGRAM, clock_now_ms()) != 0) {
 		log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(h->store));
-	else
+	} else {
 		h->last_beat_ms = h->last_look_ms = now;
+		/* seen from outside by an otp-fcgi of another user (cfg.h) */
+		if (cfg_touch_db_dir(h->cfg) != 0)
+			log_msg(LOG_DEBUG, "touching the database's directory: %s", strerror(errno));
+	}
 	if (metrics_flush(h->store) != 0)
 		log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(h->store));
 }
@@ -296,7 +301,8 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 {
 	int64_t t0 = clock_mono_ms(), now;
 	struct policy policy;
-	struct housekeeping h = { &policy, o, s, t0, t0 - HEARTBEAT_EVERY_MS, t0 - PRUNE_EVERY_MS, t0, 0 };
+	struct housekeeping h = { cfg, &policy, o, s, t0, t0 - HEARTBEAT_EVERY_MS,
+				  t0 - PRUNE_EVERY_MS, t0, 0 };
 	struct drain d = { 0 };
 	struct reaper r;
 	long long left;
@@ -394,6 +400,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_init(PROGRAM, cfg.log_level);
+	cfg_log_warnings(&cfg);
 	install_signals();
 	/* one otp-deleter per SQLite file; with Redis, one per host or more: they claim rows
 	 * with a lease (store.h), so they share the work instead of excluding each other */

@@ -296,6 +296,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_init("otp-fcgi", cfg.log_level);
+	cfg_log_warnings(&cfg);
+	/* the web server listens where HOST says (the shipped configs read it): beyond loopback,
+	 * without a key, anyone who reaches it sends codes through this bot */
+	if (!cfg_host_is_loopback(cfg.host) && cfg.api_key == NULL)
+		log_msg(LOG_WARNING, "HOST=%s is reachable beyond this machine and API_KEY is not "
+				     "set: anyone who reaches it can send and revoke codes; set "
+				     "API_KEY, or listen on 127.0.0.1", cfg.host);
 	if (argc > 1) { /* --check-config */
 		printf("configuration ok: database %s, %s mode, %d threads\n", cfg.store_url,
 		       cfg.sandbox ? "sandbox" : "live", cfg.fcgi_threads);

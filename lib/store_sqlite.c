@@ -123,7 +123,7 @@ struct sqlite_store {
 	int64_t busy_since_ms;
 	int writing;          /* holds write_lock: between begin() and commit() or rollback() */
 	sqlite3_stmt *stmts[ST_COUNT_];
-	char err[256];
+	char err[512];
 };
 
 /* The file this process last opened at its path, so that a removal or replacement is logged
@@ -312,9 +312,20 @@ static int check_dir(struct sqlite_store *s)
 			dir, (unsigned)st.st_uid, (unsigned)geteuid());
 		return -1;
 	}
-	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+	/* a directory others share (/dev/shm, /tmp) is the common case: the fix is a private
+	 * directory in it, never a change to its mode (which would break every other user) */
+	if ((st.st_mode & (S_IWOTH | S_ISVTX)) != 0) {
 		set_err(s, "database directory %s is writable by its group or others (mode %04o): "
-			   "refusing it (chmod go-w %s)",
+			   "refusing it; make a private directory in it (mkdir -m 0700 "
+			   "%s/otp-gateway) and set OTP_DB_PATH to a file there; never change the "
+			   "mode of a directory others share",
+			dir, (unsigned)(st.st_mode & 07777), dir);
+		return -1;
+	}
+	if ((st.st_mode & S_IWGRP) != 0) {
+		set_err(s, "database directory %s is writable by its group or others (mode %04o): "
+			   "refusing it (its group could replace the database); use a directory only "
+			   "this user may write (chmod g-w %s if it is this service's own)",
 			dir, (unsigned)(st.st_mode & 07777), dir);
 		return -1;
 	}
