@@ -429,7 +429,7 @@ int main(int argc, char **argv)
 		log_msg(LOG_WARNING, "the database %s is not on tmpfs: its rows reach the disk",
 			cfg.db_path);
 	tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
-	if (tg != NULL)
+	if (tg != NULL && (cfg.ca_file == NULL || tg_set_ca_file(tg, cfg.ca_file) == 0))
 		batch = tg_batch_new(tg, cfg.deleter_concurrency);
 	if (batch == NULL) {
 		log_msg(LOG_ERROR, "cannot create the Bot API client");

@@ -103,7 +103,10 @@ static void answer_telegram_failure(const struct tg_result *res, struct response
 		http_respond_failure(resp, 504, "Telegram did not answer in time");
 		break;
 	case TG_UNREACHABLE:
-		http_respond_failure(resp, 504, "Telegram is unreachable");
+		if (res->untrusted_certificate) /* a gateway in front answered, and is not Telegram */
+			http_respond_failure(resp, 502, res->description);
+		else
+			http_respond_failure(resp, 504, "Telegram is unreachable");
 		break;
 	case TG_NO_ANSWER:
 		http_respond_failure(resp, 504, "Telegram closed the connection without answering");

@@ -339,6 +339,11 @@ int main(int argc, char **argv)
 		workers[i].tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
 		if (workers[i].tg != NULL)
 			tg_set_paid_broadcast(workers[i].tg, cfg.paid_broadcast);
+		if (workers[i].tg != NULL && cfg.ca_file != NULL &&
+		    tg_set_ca_file(workers[i].tg, cfg.ca_file) != 0) {
+			tg_free(workers[i].tg);
+			workers[i].tg = NULL;
+		}
 		if (workers[i].tg == NULL || pthread_create(&tid, &attr, worker_main, &workers[i]) != 0) {
 			log_msg(LOG_ERROR, "starting worker thread %d failed", i);
 			if (i == 0)

@@ -38,7 +38,8 @@ static const char *const SETTINGS[] = {
 	"OTP_REDIS_PASSWORD_FILE", "OTP_REDIS_PREFIX", "OTP_SANDBOX", "OTP_STORE", "PORT",
 	"RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER", "RATE_LIMIT_WINDOW_HOURS",
 	"RATE_LIMIT_WINDOW_SECONDS", "RUNTIME_DIRECTORY", "TELEGRAM_API_BASE",
-	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_MAX_PAUSE_SECONDS",
+	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_CA_FILE",
+	"TELEGRAM_MAX_PAUSE_SECONDS",
 	"TELEGRAM_MAX_SENDS_PER_SECOND", "TELEGRAM_PAID_BROADCAST", "TELEGRAM_SEND_WAIT_MS",
 	"TELEGRAM_TIMEOUT_SECONDS",
 };
@@ -236,6 +237,47 @@ static int load_token(struct cfg *cfg, int token_in_env, int file_in_env, const 
 	return 0;
 }
 
+/* TELEGRAM_CA_FILE must name a readable PEM file holding a certificate: a typo would otherwise
+ * surface only as every Bot API call failing. A bundle larger than CA_FILE_MAX is refused. */
+#define CA_FILE_MAX (4 << 20)
+static int load_ca_file(struct cfg *cfg, char *err, size_t errlen)
+{
+	const char *v = env("TELEGRAM_CA_FILE");
+	char *text = NULL;
+	size_t len = 0;
+	int rc = -1;
+	FILE *f;
+
+	if (v == NULL || v[0] == '\0')
+		return 0;
+	f = fopen(v, "re");
+	if (f == NULL) {
+		snprintf(err, errlen, "TELEGRAM_CA_FILE: cannot open %.200s: %s", v, strerror(errno));
+		return -1;
+	}
+	text = malloc(CA_FILE_MAX + 1);
+	if (text == NULL) {
+		snprintf(err, errlen, "TELEGRAM_CA_FILE: out of memory");
+		goto out;
+	}
+	len = fread(text, 1, CA_FILE_MAX + 1, f);
+	if (ferror(f) || len > CA_FILE_MAX) {
+		snprintf(err, errlen, "TELEGRAM_CA_FILE: %.200s: %s", v,
+			 ferror(f) ? "read error" : "larger than 4 MiB");
+		goto out;
+	}
+	text[len] = '\0';
+	if (strstr(text, "-----BEGIN CERTIFICATE-----") == NULL) {
+		snprintf(err, errlen, "TELEGRAM_CA_FILE: %.200s holds no PEM certificate", v);
+		goto out;
+	}
+	rc = dup_str(v, &cfg->ca_file, err, errlen);
+out:
+	free(text);
+	fclose(f);
+	return rc;
+}
+
 static int load_api_base(struct cfg *cfg, char *err, size_t errlen)
 {
 	const char *v = env("TELEGRAM_API_BASE");
@@ -258,7 +300,7 @@ static int load_api_base(struct cfg *cfg, char *err, size_t errlen)
 	len = strlen(cfg->api_base);
 	while (len > 0 && cfg->api_base[len - 1] == '/')
 		cfg->api_base[--len] = '\0';
-	return 0;
+	return load_ca_file(cfg, err, errlen);
 }
 
 /* Turns the two-character sequence "\n" into a newline, so a one-line env value can hold one. */
@@ -616,6 +658,7 @@ void cfg_free(struct cfg *cfg)
 	secmem_free_str(cfg->bot_token);
 	secmem_free_str(cfg->api_key);
 	free(cfg->api_base);
+	free(cfg->ca_file);
 	free(cfg->host);
 	free(cfg->message_template);
 	free(cfg->db_path);

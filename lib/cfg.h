@@ -15,6 +15,8 @@ struct cfg {
 	char *bot_token;          /* secret: never logged; wiped by cfg_free() */
 	char *api_key;            /* API_KEY: when set, POST /send-otp needs it; secret; or NULL */
 	char *api_base;           /* TELEGRAM_API_BASE, without a trailing slash */
+	char *ca_file;            /* TELEGRAM_CA_FILE: the CAs the Bot API's certificate must verify
+				   * against, or NULL for the system's store */
 	int sandbox;              /* OTP_SANDBOX=1: talking to the bundled emulator */
 	int telegram_timeout_ms;  /* TELEGRAM_TIMEOUT_SECONDS */
 	int max_sends_per_second; /* TELEGRAM_MAX_SENDS_PER_SECOND: the bot's send budget, all processes */

@@ -23,6 +23,7 @@ struct tg {
 	char *url_prefix;   /* api_base + "/bot" + token + "/": secret */
 	char *token;        /* to scrub from curl's messages */
 	long timeout_ms;
+	char *ca_file;      /* TELEGRAM_CA_FILE, or NULL: the system's store */
 	int paid_broadcast;   /* sendMessage with allow_paid_broadcast */
 	struct curl_slist *headers;
 };
@@ -158,10 +159,22 @@ void tg_set_paid_broadcast(struct tg *tg, int on)
 	tg->paid_broadcast = on;
 }
 
+int tg_set_ca_file(struct tg *tg, const char *ca_file)
+{
+	char *copy = strdup(ca_file);
+
+	if (copy == NULL)
+		return -1;
+	free(tg->ca_file);
+	tg->ca_file = copy;
+	return 0;
+}
+
 void tg_free(struct tg *tg)
 {
 	if (tg == NULL)
 		return;
+	free(tg->ca_file);
 	if (tg->curl != NULL)
 		curl_easy_cleanup(tg->curl);
 	curl_slist_free_all(tg->headers);
@@ -454,7 +467,12 @@ static void describe_curl_error(const struct tg *tg, CURLcode rc, const char *er
 				struct tg_result *res)
 {
 	const char *msg = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
+	char text[CURL_ERROR_SIZE + 64];
 
+	if (rc == CURLE_PEER_FAILED_VERIFICATION) {
+		snprintf(text, sizeof text, "the Bot API's certificate is not trusted: %s", msg);
+		msg = text;
+	}
 	tg_clean_text(res->description, sizeof res->description, msg, strlen(msg), tg->token);
 }
 
@@ -480,6 +498,8 @@ static void prepare(const struct tg *tg, CURL *easy, const char *url, struct exc
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for timeouts */
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "otp-gateway/1.0");
+	if (tg->ca_file != NULL)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, tg->ca_file);
 	/* bodies and replies are a few KiB, and hundreds of handles are alive at once: curl's
 	 * 16 KiB receive and 64 KiB upload buffers per handle (wiped whole when freed, so always
 	 * resident) would cost more than the rest of a call */
@@ -519,6 +539,8 @@ static void conclude(const struct tg *tg, enum tg_method method, CURL *easy, CUR
 				 "the connection closed after the request went out; not repeated");
 		else
 			describe_curl_error(tg, rc, errbuf, res);
+		/* the handshake failed before any of the request went out */
+		res->untrusted_certificate = rc == CURLE_PEER_FAILED_VERIFICATION;
 	} else if (ex->overflow) {
 		memset(res, 0, sizeof *res);
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res->http_status);

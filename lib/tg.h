@@ -15,7 +15,8 @@ enum tg_status {
 	TG_RETRY_AFTER,  /* 429 flood control: wait retry_after_s seconds */
 	TG_SERVER_ERROR, /* 5xx, or a reply that is not the Bot API's JSON */
 	TG_TIMEOUT,      /* no complete answer in time: the call may or may not have taken effect */
-	TG_UNREACHABLE,  /* nothing was sent: could not connect (refused, DNS, TLS) */
+	TG_UNREACHABLE,  /* nothing was sent: could not connect (refused, DNS, TLS). When the
+			  * Bot API's certificate did not verify, untrusted_certificate is set */
 	TG_NO_ANSWER,    /* the connection broke after the request went out: it may have taken
 			  * effect. The request is never sent a second time (see tg_send_message) */
 	TG_BAD_REPLY,    /* an answer that cannot be believed: not the Bot API's JSON (below 500), or
@@ -43,6 +44,8 @@ struct tg_result {
 				  * in 400..599, else 0 */
 	int retry_after_s;       /* for TG_RETRY_AFTER: in [1, TG_RETRY_AFTER_MAX] */
 	long long message_id;    /* sendMessage with TG_OK: in [1, TG_MESSAGE_ID_MAX] */
+	int untrusted_certificate; /* TG_UNREACHABLE because the Bot API's certificate did not
+				    * verify against the trusted CAs; description says why */
 	/* Telegram's description, or our reason: valid UTF-8 of at most TG_DESCRIPTION_MAX bytes
 	 * (plus "…" when cut), without control characters, and never holding the token's secret
 	 * or any 4-byte piece of it. Fit for a client's answer and a log line as it is. */
@@ -58,6 +61,11 @@ void tg_global_cleanup(void);
 /* A client for api_base ("https://api.telegram.org") and token. NULL on failure (no memory). */
 struct tg *tg_new(const char *api_base, const char *token, long timeout_ms);
 void tg_free(struct tg *tg);
+
+/* Trusts only the CA certificates in the PEM file ca_file (a private CA in front of a
+ * self-hosted Bot API server) instead of the system's store. Verification itself is never
+ * turned off. Returns 0, or -1 when out of memory. */
+int tg_set_ca_file(struct tg *tg, const char *ca_file);
 
 /* From now on sendMessage asks for paid broadcast (allow_paid_broadcast: up to 1,000 messages
  * per second, each paid in Telegram Stars from the bot's balance). */
