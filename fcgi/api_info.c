@@ -45,11 +45,13 @@ int api_deleter_alive(struct worker *w, int64_t *age_ms)
 
 #define DELETER_DOWN "Message deletion is not running (otp-deleter's heartbeat is stale); no " \
 		     "OTP is sent until it is back"
-#define DELETER_OTHER_USER                                                                    \
-	"Message deletion is not running for this database: otp-deleter runs as another user, "  \
-	"with a database of its own. Set OTP_DB_PATH to a directory both users can write, or "   \
-	"have the web server run otp-fcgi as the account's user (suEXEC); no OTP is sent until " \
-	"then"
+/* one user must own the SQLite database's directory (store.h), so two users cannot share one:
+ * the fix is one user for both programs, or a store that is not a file */
+#define DELETER_OTHER_USER                                                                     \
+	"Message deletion is not running for this database: otp-deleter runs as another user, "   \
+	"with a database of its own. Both programs must run as one user: have the web server run " \
+	"otp-fcgi as the account's user (suEXEC), or run otp-deleter as the web server's user; "   \
+	"or give both one Redis store (OTP_STORE). No OTP is sent until then"
 
 const char *api_deleter_down_detail(struct worker *w)
 {
@@ -64,9 +66,9 @@ const char *api_deleter_down_detail(struct worker *w)
 	if (atomic_exchange(&logged, 1) == 0)
 		log_msg(LOG_WARNING, "otp-deleter runs as uid %ld (its database directory %s is "
 				     "live) while otp-fcgi runs as uid %ld with %s: they do not share "
-				     "a database; set OTP_DB_PATH to a directory both users can "
-				     "write, or have the web server run otp-fcgi as the account's "
-				     "user (suEXEC)",
+				     "a database; run both as one user (the web server running "
+				     "otp-fcgi as the account's user: suEXEC), or give both one Redis "
+				     "store (OTP_STORE)",
 			uid, dir, (long)geteuid(), cfg->db_path);
 	return DELETER_OTHER_USER;
 }

@@ -58,6 +58,8 @@ static const char *const SCRIPT_NAMES[] = {
 static const char *const SETTING_PREFIXES[] = {
 	"OTP_", "TELEGRAM_", "DELETER_", "RATE_LIMIT_", "API_KEY",
 };
+/* Read before any settings file is: in one, they would be ignored without a word. */
+static const char *const ENVIRONMENT_ONLY[] = { "OTP_ALLOW_CORE_DUMPS", "OTP_ENV_FILE" };
 static const char *const TEST_PREFIXES[] = { "OTP_TEST_", "OTP_BUILD_DIR", "OTP_FRONTEND" };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -771,6 +773,11 @@ int cfg_read_env_file(const char *path, char *err, size_t errlen)
 		/* a mistyped key (API_KEYS for API_KEY) must not pass for a setting */
 		if (r == 1 && !cfg_is_known_name(key)) {
 			snprintf(err, errlen, "%s:%d: unknown setting %s", path, lineno, key);
+			goto out;
+		}
+		if (r == 1 && in_list(key, strlen(key), ENVIRONMENT_ONLY, COUNT(ENVIRONMENT_ONLY))) {
+			snprintf(err, errlen, "%s:%d: %s is read from the environment only", path,
+				 lineno, key);
 			goto out;
 		}
 		if (r == 1 && setenv(key, value, 0) != 0) {

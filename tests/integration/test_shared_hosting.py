@@ -188,7 +188,7 @@ def test_web_server_and_cron_as_different_users_get_a_503_naming_the_fix(account
         assert r.status == 503, r
         detail = r.json["detail"]
         assert "otp-deleter runs as another user" in detail
-        assert "OTP_DB_PATH" in detail and "suEXEC" in detail, detail
+        assert "suEXEC" in detail and "OTP_STORE" in detail, detail
         assert str(uid) not in detail and "/dev/shm" not in detail, "no paths or uids to clients"
         assert gw.get("/health").json["detail"] == detail
         assert bot.requests("sendMessage") == [], "nothing sent that nobody would delete"

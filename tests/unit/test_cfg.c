@@ -404,6 +404,21 @@ static void unknown_key_in_the_settings_file_is_an_error_naming_it(void **state)
 	assert_null(getenv("API_KEYS"));
 }
 
+/* Settings read before the file would be ignored there: an error, not silence. */
+static void environment_only_settings_in_the_file_are_an_error(void **state)
+{
+	struct fixture *f = *state;
+	char expect[300];
+	const char *path = write_file(f, "otp.env",
+				      "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\n"
+				      "OTP_ALLOW_CORE_DUMPS=1\n");
+
+	snprintf(expect, sizeof expect, "%s:2: OTP_ALLOW_CORE_DUMPS is read from the environment only",
+		 path);
+	setenv("OTP_ENV_FILE", path, 1);
+	load_fails_naming(f, expect);
+}
+
 /* The scripts' own names may stand beside the settings (make run's .env). */
 static void script_names_in_the_settings_file_are_accepted(void **state)
 {
@@ -823,6 +838,7 @@ int main(void)
 		T(token_and_token_file_together_are_an_error_naming_both),
 		T(unknown_key_in_the_settings_file_is_an_error_naming_it),
 		T(script_names_in_the_settings_file_are_accepted),
+		T(environment_only_settings_in_the_file_are_an_error),
 		T(unknown_setting_like_names_in_the_environment_are_listed),
 		cmocka_unit_test(every_setting_is_a_known_name),
 		cmocka_unit_test(loopback_hosts_are_told_from_the_others),
