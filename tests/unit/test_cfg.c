@@ -359,6 +359,7 @@ static void stop_timeout_defaults_past_the_longest_expiry_and_is_bounded(void **
 	setenv("DELETER_STOP_TIMEOUT_SECONDS", "0", 1); /* no drain */
 	load_ok(f);
 	assert_int_equal(f->cfg.deleter_stop_timeout_s, 0);
+	cfg_free(&f->cfg);
 	setenv("DELETER_STOP_TIMEOUT_SECONDS", "-1", 1);
 	load_fails_naming(f, "DELETER_STOP_TIMEOUT_SECONDS");
 	setenv("DELETER_STOP_TIMEOUT_SECONDS", "90001", 1);
