@@ -286,9 +286,10 @@ static void drain_report(const struct drain *d, const struct cfg *cfg, struct st
 			 json_pack("{s:I, s:i}", "deleted_early", (json_int_t)r->stats.deleted_early,
 				   "stop_timeout_seconds", cfg->deleter_stop_timeout_s));
 	if (!drain_done(d, s, r))
-		log_json(LOG_ERROR, "stop timeout reached with messages still to delete: their rows "
-				    "wait in the store for the next otp-deleter",
-			 json_pack("{s:I, s:i}", "pending", (json_int_t)store_pending_count(s),
+		log_json(LOG_ERROR, "the stop ended with messages still to delete: their rows wait "
+				    "in the store for the next otp-deleter",
+			 json_pack("{s:I, s:s, s:i}", "pending", (json_int_t)store_pending_count(s),
+				   "ended_by", stop_now ? "second SIGINT" : "stop timeout",
 				   "stop_timeout_seconds", cfg->deleter_stop_timeout_s));
 }
 

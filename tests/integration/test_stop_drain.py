@@ -156,6 +156,8 @@ def test_a_second_sigint_ends_the_drain_at_once_and_keeps_the_row(make_gateway, 
     assert code == 0
     assert deleted_at(bot, "7301", row["mid"]) is None
     assert [r[:2] for r in gw.db_rows()] == [("7301", row["mid"])], "left for the next start"
+    [line] = deleter_lines(gw, "the stop ended with messages still to delete")
+    assert line["level"] == "ERROR" and line["pending"] == 1 and line["ended_by"] == "second SIGINT"
 
 
 def test_drain_option_takes_over_from_a_cron_run_and_deletes_on_time(make_gateway, bot):
@@ -179,3 +181,25 @@ def test_drain_option_takes_over_from_a_cron_run_and_deletes_on_time(make_gatewa
     assert gone is not None and gone >= row["answered"] + row["expire"]
     assert gone - row["answered"] - row["expire"] <= DEADLINE
     assert gw.db_rows() == []
+
+
+def test_rows_telegram_refuses_to_the_end_stay_for_the_next_start(make_gateway, bot):
+    """The Bot API is down for the whole stop: the timeout still bounds it, the row stays in the
+    store (not lost), and an ERROR line says so."""
+    gw = make_gateway(env={"DELETER_STOP_TIMEOUT_SECONDS": "4", "MIN_EXPIRE_SECONDS": "1",
+                           "TELEGRAM_TIMEOUT_SECONDS": "1"})
+    row = send(gw, bot, "7501", 1)
+    bot.config(down_s=30)
+    signalled = time.time()
+    gw.deleter.send_signal(signal.SIGTERM)
+    code, gone_at = wait_exit(gw.deleter, 4 + 3 * DEADLINE)
+    bot.config(down_s=0)
+    assert code == 0
+    assert gone_at - signalled <= 4 + DEADLINE, "the stop timeout is a bound"
+    assert deleted_at(bot, "7501", row["mid"]) is None
+    assert [r[:2] for r in gw.db_rows()] == [("7501", row["mid"])], "kept for the next start"
+    [line] = deleter_lines(gw, "the stop ended with messages still to delete")
+    assert line["level"] == "ERROR" and line["ended_by"] == "stop timeout" and line["pending"] == 1
+    # the next otp-deleter deletes it
+    gw.start_deleter()
+    wait_until(lambda: deleted_at(bot, "7501", row["mid"]), 5 * SLOW, "the deletion after restart")
