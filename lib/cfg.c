@@ -4,13 +4,13 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -39,9 +39,8 @@ static const char *const SETTINGS[] = {
 	"RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER", "RATE_LIMIT_WINDOW_HOURS",
 	"RATE_LIMIT_WINDOW_SECONDS", "RUNTIME_DIRECTORY", "TELEGRAM_API_BASE",
 	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_CA_FILE",
-	"TELEGRAM_MAX_PAUSE_SECONDS",
-	"TELEGRAM_MAX_SENDS_PER_SECOND", "TELEGRAM_PAID_BROADCAST", "TELEGRAM_SEND_WAIT_MS",
-	"TELEGRAM_TIMEOUT_SECONDS",
+	"TELEGRAM_MAX_PAUSE_SECONDS", "TELEGRAM_MAX_SENDS_PER_SECOND", "TELEGRAM_PAID_BROADCAST",
+	"TELEGRAM_SEND_WAIT_MS", "TELEGRAM_TIMEOUT_SECONDS",
 };
 
 /* Names the project's own scripts read beside the settings (conf/run.sh and serve.sh, the
@@ -480,7 +479,8 @@ long cfg_other_users_deleter(const struct cfg *cfg, int64_t fresh_ms, char *dir,
 		unsigned long uid;
 		int64_t age_ms;
 
-		if (strncmp(e->d_name, SHM_PREFIX, strlen(SHM_PREFIX)) != 0 || !isdigit((unsigned char)*digits))
+		if (strncmp(e->d_name, SHM_PREFIX, strlen(SHM_PREFIX)) != 0 ||
+		    !isdigit((unsigned char)*digits))
 			continue;
 		errno = 0;
 		uid = strtoul(digits, &end, 10);
