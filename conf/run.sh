@@ -65,6 +65,8 @@ trap 'exit 0' INT TERM
 
 if [ -z "${TELEGRAM_BOT_TOKEN:-}${TELEGRAM_BOT_TOKEN_FILE:-}" ]; then
 	export OTP_SANDBOX=1
+	# the emulator's messages go with it: a stop need not wait for their deletion
+	export DELETER_STOP_TIMEOUT_SECONDS=${DELETER_STOP_TIMEOUT_SECONDS:-0}
 	if [ -z "${OTP_DB_PATH:-}" ]; then
 		# a directory of our own (the programs refuse one that others may write), emptied at
 		# each start: the emulator numbers its messages from 1 again

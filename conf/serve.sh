@@ -114,15 +114,18 @@ render_apache() {
 		{ cat "$OTP_RUN_DIR/apache-t.log" >&2; return 1; }
 }
 
-# mod_fcgid passes no environment: the settings we were given go to an env file it names
+# mod_fcgid passes no environment: the settings we were given go to an env file it names (the
+# settings only: otp-fcgi refuses a key there that is none, and a sanitizer's options would
+# come too late from a file)
 write_env_file() {
 	local f=$OTP_RUN_DIR/otp-gateway.env name value
 	(umask 077 && : >"$f")
 	while IFS= read -r -d '' name; do
 		value=${!name}
 		case $value in *'"'*) printf "%s='%s'\n" "$name" "$value" ;; *) printf '%s="%s"\n' "$name" "$value" ;; esac
-	done < <(compgen -e | grep -E '^(TELEGRAM_|OTP_|RATE_LIMIT_|DEFAULT_EXPIRE|MIN_EXPIRE|MAX_EXPIRE|LOG_LEVEL$|MESSAGE_TEMPLATE$|API_KEY$|DELETER_|ASAN_|UBSAN_)' |
-		grep -vE '^(OTP_ENV_FILE|OTP_RUN_DIR|OTP_WWW_DIR|OTP_FCGI_BIN)$' | tr '\n' '\0') >>"$f"
+	done < <(compgen -e | grep -E '^(TELEGRAM_|OTP_|RATE_LIMIT_|DEFAULT_EXPIRE|MIN_EXPIRE|MAX_EXPIRE|LOG_LEVEL$|MESSAGE_TEMPLATE$|API_KEY$|DELETER_)' |
+		grep -vE '^(OTP_ENV_FILE|OTP_RUN_DIR|OTP_WWW_DIR|OTP_FCGI_BIN|OTP_ALLOW_CORE_DUMPS|OTP_TEST_.*|OTP_BUILD_DIR|OTP_FRONTEND)$' |
+		tr '\n' '\0') >>"$f"
 	root_user && chown "$web_user" "$f"
 	export OTP_ENV_FILE=$f
 }

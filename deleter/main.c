@@ -3,7 +3,13 @@
  * It sleeps until the earliest due row (but at most DELETER_POLL_MS, to notice new rows), reaps
  * what is due, beats its heartbeat (otp-fcgi refuses to send while it is stale) and prunes old
  * rate-limit events. One instance runs per database (a lock file beside it); --run-for N exits
- * after N seconds, for cron-driven shared hosting. */
+ * after N seconds, for cron-driven shared hosting, and hands what is pending to the next run.
+ *
+ * A stop (SIGTERM, SIGINT, or --drain) drains: the rows pending when it came are deleted at
+ * their delete_at, the heartbeat going on meanwhile, within DELETER_STOP_TIMEOUT_SECONDS; what
+ * would fall due after that is deleted early, shortly before it ends. Rows added after the stop
+ * that fall due later are left to the next otp-deleter (a restart under traffic deletes
+ * nothing early). A second SIGINT ends the drain at once. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -34,17 +40,22 @@
 #define STORE_ERROR_BACKOFF_MS 1000
 #define LOCK_WAIT_MS 15000
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested; /* SIGTERM, SIGINT: drain, then exit */
+static volatile sig_atomic_t stop_now;       /* a second SIGINT (Ctrl-C again): exit at once */
 static volatile sig_atomic_t reopen_requested;
+/* the reaper starts no new call once this is set: the end of the drain or of --run-for */
+static volatile sig_atomic_t reap_halt;
 
 struct options {
 	long run_for_s;        /* 0: run until a signal */
+	int drain;             /* --drain: drain at once, then exit */
 	const char *log_file;  /* NULL: stderr */
 };
 
 static void on_stop(int sig)
 {
-	(void)sig;
+	if (sig == SIGINT && stop_requested)
+		stop_now = 1;
 	stop_requested = 1;
 }
 
@@ -125,13 +136,15 @@ static int parse_args(int argc, char **argv, struct options *o)
 			o->run_for_s = strtol(argv[++i], &end, 10);
 			if (*end != '\0' || o->run_for_s <= 0)
 				return -1;
+		} else if (strcmp(argv[i], "--drain") == 0) {
+			o->drain = 1;
 		} else if (strcmp(argv[i], "--log-file") == 0 && i + 1 < argc) {
 			o->log_file = argv[++i];
 		} else {
 			return -1;
 		}
 	}
-	return 0;
+	return o->drain && o->run_for_s > 0 ? -1 : 0;
 }
 
 /* How long to sleep: until the next due row (not before a 429 pause ends), at most poll_ms so
@@ -151,10 +164,12 @@ static int64_t sleep_for(struct store *s, int64_t now, int64_t pause_until, int 
 
 /* What the daemon does besides deleting: run between passes and between the steps of one. */
 struct housekeeping {
+	const struct cfg *cfg;
 	const struct policy *policy;
 	const struct options *opt;
 	struct store *store;
 	int64_t started_ms, last_beat_ms, last_prune_ms, last_look_ms; /* clock_mono_ms() */
+	int run_over;                        /* --run-for's time is up */
 };
 
 /* The heartbeat (otp-fcgi stops sending while it is stale): every second, and at once when a
@@ -171,10 +186,14 @@ static void beat(struct housekeeping *h, int64_t now)
 		if (store_heartbeat_get(h->store, PROGRAM, &at) != 0)
 			return; /* there (or unreadable: the write below would fail too) */
 	}
-	if (store_heartbeat_set(h->store, PROGRAM, clock_now_ms()) != 0)
+	if (store_heartbeat_set(h->store, PROGRAM, clock_now_ms()) != 0) {
 		log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(h->store));
-	else
+	} else {
 		h->last_beat_ms = h->last_look_ms = now;
+		/* seen from outside by an otp-fcgi of another user (cfg.h) */
+		if (cfg_touch_db_dir(h->cfg) != 0)
+			log_msg(LOG_DEBUG, "touching the database's directory: %s", strerror(errno));
+	}
 	if (metrics_flush(h->store) != 0)
 		log_msg(LOG_WARNING, "flushing metrics: %s", store_strerror(h->store));
 }
@@ -184,7 +203,7 @@ static void housekeep(struct housekeeping *h)
 	int64_t now = clock_mono_ms();
 
 	if (h->opt->run_for_s > 0 && now - h->started_ms >= h->opt->run_for_s * 1000)
-		stop_requested = 1;
+		h->run_over = 1;
 	if (reopen_requested) {
 		reopen_requested = 0;
 		open_log(h->opt->log_file);
@@ -198,23 +217,111 @@ static void housekeep(struct housekeeping *h)
 	}
 }
 
+/* A stop under way (see the top of this file). */
+struct drain {
+	int on;
+	int64_t early_from_ms;  /* clock_mono_ms(): from here, what is left is deleted early */
+	int64_t deadline_ms;    /* clock_mono_ms(): the stop timeout ends */
+	int64_t horizon_ms;     /* wall clock: the latest next try of a row pending at the stop */
+};
+
+/* Starts the drain: notes the last row pending now, and when to give up waiting for it. The
+ * early deletion starts one Bot API timeout (plus a second) before the stop timeout ends, so
+ * that its calls finish within it. */
+static void drain_begin(struct drain *d, const struct cfg *cfg, struct store *s,
+			struct reaper *r)
+{
+	int64_t now = clock_now_ms(), budget = (int64_t)cfg->deleter_stop_timeout_s * 1000;
+	int64_t margin = cfg->telegram_timeout_ms + 1000;
+	long long pending = store_pending_count(s);
+	int found = store_pending_last(s, &d->horizon_ms);
+
+	if (margin > budget / 2)
+		margin = budget / 2;
+	d->on = 1;
+	d->deadline_ms = clock_mono_ms() + budget;
+	d->early_from_ms = d->deadline_ms - margin;
+	if (found < 0) {
+		/* unknown: wait for any row a client can have been given by now */
+		log_msg(LOG_ERROR, "reading the pending deletions at the stop: %s",
+			store_strerror(s));
+		d->horizon_ms = now + (int64_t)cfg->max_expire_s * 1000;
+	} else if (found == 0) {
+		d->horizon_ms = 0;
+	}
+	r->last_retry_ms = 0;
+	log_json(LOG_INFO, "otp-deleter stopping: deleting the pending messages at their delete_at",
+		 json_pack("{s:I, s:f, s:i}", "pending", (json_int_t)pending, "wait_seconds",
+			   d->horizon_ms > now ? (double)(d->horizon_ms - now) / 1000.0 : 0.0,
+			   "stop_timeout_seconds", cfg->deleter_stop_timeout_s));
+}
+
+/* 1 when no row the drain waits for is left: every row still pending is due after the horizon
+ * (a row added since the stop, for the next otp-deleter), or none is. A row of the drain whose
+ * deletion failed moves the horizon to its retry. 0 while some are left or when the store
+ * cannot tell. */
+static int drain_done(const struct drain *d, struct store *s, const struct reaper *r)
+{
+	int64_t next = 0, horizon = d->horizon_ms > r->last_retry_ms ? d->horizon_ms
+								     : r->last_retry_ms;
+
+	switch (store_pending_next(s, &next)) {
+	case 0:
+		return 1;
+	case 1:
+		return next > horizon;
+	default:
+		log_msg(LOG_ERROR, "reading the next deletion: %s", store_strerror(s));
+		return 0;
+	}
+}
+
+/* What a drain did, logged once at its end. */
+static void drain_report(const struct drain *d, const struct cfg *cfg, struct store *s,
+			 const struct reaper *r)
+{
+	if (r->stats.deleted_early > 0)
+		log_json(LOG_WARNING, "stop timeout shorter than the wait: messages deleted before "
+				      "their delete_at",
+			 json_pack("{s:I, s:i}", "deleted_early", (json_int_t)r->stats.deleted_early,
+				   "stop_timeout_seconds", cfg->deleter_stop_timeout_s));
+	if (!drain_done(d, s, r))
+		log_json(LOG_ERROR, "the stop ended with messages still to delete: their rows wait "
+				    "in the store for the next otp-deleter",
+			 json_pack("{s:I, s:s, s:i}", "pending", (json_int_t)store_pending_count(s),
+				   "ended_by", stop_now ? "second SIGINT" : "stop timeout",
+				   "stop_timeout_seconds", cfg->deleter_stop_timeout_s));
+}
+
 /* The loop: housekeeping, then one step of the pass under way, or a new pass, or a sleep until
  * the next row is due. A store failure backs off for a second (not hammering the database, nor
- * Telegram with deletions whose rows cannot be updated). */
+ * Telegram with deletions whose rows cannot be updated). After a stop the loop goes on as a
+ * drain; in its last part (early) a pass takes every row due by the horizon. */
 static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 	       struct tg_batch *batch)
 {
-	int64_t t0 = clock_mono_ms();
+	int64_t t0 = clock_mono_ms(), now;
 	struct policy policy;
-	struct housekeeping h = { &policy, o, s, t0, t0 - HEARTBEAT_EVERY_MS, t0 - PRUNE_EVERY_MS, t0 };
+	struct housekeeping h = { cfg, &policy, o, s, t0, t0 - HEARTBEAT_EVERY_MS,
+				  t0 - PRUNE_EVERY_MS, t0, 0 };
+	struct drain d = { 0 };
 	struct reaper r;
+	long long left;
 	int n;
 
 	policy_from_cfg(&policy, cfg);
-	reap_init(&r, s, &policy, batch, &reap_tg_batch_ops, &stop_requested,
+	reap_init(&r, s, &policy, batch, &reap_tg_batch_ops, &reap_halt,
 		  (unsigned int)(clock_now_ms() ^ getpid()));
 	for (;;) {
 		housekeep(&h);
+		if (stop_requested && !d.on && !reap_halt) {
+			if (cfg->deleter_stop_timeout_s > 0)
+				drain_begin(&d, cfg, s, &r);
+			else
+				reap_halt = 1;
+		}
+		if (stop_now || (h.run_over && !d.on) || (d.on && clock_mono_ms() >= d.deadline_ms))
+			reap_halt = 1;
 		if (reap_busy(&r)) {
 			n = reap_step(&r, REAP_FETCH_EVERY_MS);
 			if (n <= 0) {
@@ -230,9 +337,12 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 				clock_sleep_ms(STORE_ERROR_BACKOFF_MS);
 			continue; /* a pass that ended: look at once for more due rows */
 		}
-		if (stop_requested)
+		if (reap_halt || (d.on && drain_done(&d, s, &r)))
 			break;
-		n = reap_pass(&r, clock_now_ms(), REAP_BATCH);
+		now = clock_now_ms();
+		if (d.on && clock_mono_ms() >= d.early_from_ms && d.horizon_ms > now)
+			now = d.horizon_ms; /* the stop cannot wait for them: delete them now */
+		n = reap_pass(&r, now, REAP_BATCH);
 		if (n < 0) {
 			clock_sleep_ms(STORE_ERROR_BACKOFF_MS);
 			continue;
@@ -241,11 +351,15 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 			clock_sleep_ms(sleep_for(s, clock_now_ms(), r.pause_until_ms,
 						 cfg->deleter_poll_ms));
 	}
+	if (d.on)
+		drain_report(&d, cfg, s, &r);
 	metrics_flush(s);
+	left = store_pending_count(s);
 	log_json(LOG_INFO, "otp-deleter stopping",
-		 json_pack("{s:I, s:I, s:I}", "deleted", (json_int_t)r.stats.deleted,
+		 json_pack("{s:I, s:I, s:I, s:I, s:I}", "deleted", (json_int_t)r.stats.deleted,
+			   "deleted_early", (json_int_t)r.stats.deleted_early,
 			   "failed_permanently", (json_int_t)r.stats.failed_permanently, "retried",
-			   (json_int_t)r.stats.retried));
+			   (json_int_t)r.stats.retried, "pending_left", (json_int_t)left));
 	reap_free(&r);
 	return 0;
 }
@@ -266,7 +380,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (parse_args(argc, argv, &opt) != 0) {
-		fprintf(stderr, "usage: otp-deleter [--run-for SECONDS] [--log-file PATH]\n");
+		fprintf(stderr, "usage: otp-deleter [--run-for SECONDS | --drain] [--log-file PATH]\n");
 		return 2;
 	}
 	secmem_install_json_allocator();
@@ -287,11 +401,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_init(PROGRAM, cfg.log_level);
+	cfg_log_warnings(&cfg);
 	install_signals();
 	/* one otp-deleter per SQLite file; with Redis, one per host or more: they claim rows
 	 * with a lease (store.h), so they share the work instead of excluding each other */
 	if (!cfg.store_is_redis) {
-		lock_fd = take_lock(cfg.db_path, opt.run_for_s > 0 ? LOCK_WAIT_MS : 0);
+		/* --drain waits for a --run-for run to end (its pending rows are what it is for) */
+		lock_fd = take_lock(cfg.db_path, opt.drain ? (int64_t)cfg.deleter_stop_timeout_s * 1000
+					  : opt.run_for_s > 0 ? LOCK_WAIT_MS : 0);
 		if (lock_fd == -2) {
 			log_msg(opt.run_for_s > 0 ? LOG_DEBUG : LOG_ERROR,
 				"another otp-deleter is running for %s", cfg.db_path);
@@ -320,9 +437,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_json(LOG_INFO, "otp-deleter started",
-		 json_pack("{s:s, s:s, s:i, s:i}", "database", cfg.store_url, "mode",
+		 json_pack("{s:s, s:s, s:i, s:i, s:i}", "database", cfg.store_url, "mode",
 			   cfg.sandbox ? "sandbox" : "live", "poll_ms", cfg.deleter_poll_ms,
-			   "concurrency", cfg.deleter_concurrency));
+			   "concurrency", cfg.deleter_concurrency, "stop_timeout_seconds",
+			   cfg.deleter_stop_timeout_s));
+	if (opt.drain)
+		stop_requested = 1;
 	rc = run(&cfg, &opt, s, batch);
 out:
 	tg_batch_free(batch);

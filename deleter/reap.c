@@ -193,6 +193,8 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 							       : "message already gone",
 				p, res, now);
 			r->stats.deleted++;
+			if (now < p->delete_at_ms)
+				r->stats.deleted_early++;
 			metrics_count("otp_deleted_total", "", 1);
 			metrics_observe("otp_delete_lag_seconds", "",
 					(double)(now - p->delete_at_ms) / 1000.0);
@@ -213,6 +215,11 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 			next = res->status == TG_RETRY_AFTER
 				       ? now
 				       : now + reap_backoff_ms(p->attempts + 1, &r->seed);
+			/* the store never moves a try before delete_at */
+			if (next < p->delete_at_ms)
+				next = p->delete_at_ms;
+			if (next > r->last_retry_ms)
+				r->last_retry_ms = next;
 			if (store_pending_retry(r->store, p->id, next) != 0)
 				r->failed = 1;
 			break;

@@ -26,6 +26,7 @@ enum reap_outcome {
 
 struct reap_stats {
 	long deleted, failed_permanently, retried;
+	long deleted_early; /* of deleted: before their delete_at (a stop that could not wait) */
 };
 
 #define REAP_BATCH_MAX 1000
@@ -53,6 +54,7 @@ struct reaper {
 
 	int64_t pause_until_ms;              /* Telegram's 429: no call before this */
 	struct reap_stats stats;
+	int64_t last_retry_ms;               /* the latest next try given to a failed row */
 	unsigned int seed;                   /* backoff jitter */
 
 	/* the pass under way */

@@ -24,4 +24,10 @@ void api_metrics(struct worker *w, const struct request *req, struct response *r
  * set, or -1 when it never beat), -1 on a store error. */
 int api_deleter_alive(struct worker *w, int64_t *age_ms);
 
+/* Why no OTP is sent while otp-deleter's heartbeat is stale or missing, for a 503's detail.
+ * When otp-deleter runs as another user with a database of its own (shared hosting where the
+ * web server runs otp-fcgi as its user: cfg_other_users_deleter), says so and names the fix,
+ * and logs it (once per process, with the uids and directories the detail keeps to itself). */
+const char *api_deleter_down_detail(struct worker *w);
+
 #endif

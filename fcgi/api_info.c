@@ -1,6 +1,10 @@
-/* api_info.c — GET / and GET /health: cheap answers, no Bot API call. */
+/* api_info.c — GET / and GET /health: cheap answers, no Bot API call; and what they and
+ * POST /send-otp say of otp-deleter. */
+#include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "clock.h"
@@ -37,6 +41,36 @@ int api_deleter_alive(struct worker *w, int64_t *age_ms)
 		return 0;
 	*age_ms = now - beat;
 	return *age_ms <= (int64_t)w->app->cfg->heartbeat_stale_s * 1000;
+}
+
+#define DELETER_DOWN "Message deletion is not running (otp-deleter's heartbeat is stale); no " \
+		     "OTP is sent until it is back"
+/* one user must own the SQLite database's directory (store.h), so two users cannot share one:
+ * the fix is one user for both programs, or a store that is not a file */
+#define DELETER_OTHER_USER                                                                     \
+	"Message deletion is not running for this database: otp-deleter runs as another user, "   \
+	"with a database of its own. Both programs must run as one user: have the web server run " \
+	"otp-fcgi as the account's user (suEXEC), or run otp-deleter as the web server's user; "   \
+	"or give both one Redis store (OTP_STORE). No OTP is sent until then"
+
+const char *api_deleter_down_detail(struct worker *w)
+{
+	static atomic_int logged; /* one line per process is enough to be found */
+	const struct cfg *cfg = w->app->cfg;
+	char dir[PATH_MAX];
+	long uid = cfg_other_users_deleter(cfg, (int64_t)cfg->heartbeat_stale_s * 1000, dir,
+					   sizeof dir);
+
+	if (uid < 0)
+		return DELETER_DOWN;
+	if (atomic_exchange(&logged, 1) == 0)
+		log_msg(LOG_WARNING, "otp-deleter runs as uid %ld (its database directory %s is "
+				     "live) while otp-fcgi runs as uid %ld with %s: they do not share "
+				     "a database; run both as one user (the web server running "
+				     "otp-fcgi as the account's user: suEXEC), or give both one Redis "
+				     "store (OTP_STORE)",
+			uid, dir, (long)geteuid(), cfg->db_path);
+	return DELETER_OTHER_USER;
 }
 
 /* Seconds left of Telegram's pause of kind (0 when none), or -1 when it cannot be read. */
@@ -98,7 +132,9 @@ void api_health(struct worker *w, const struct request *req, struct response *re
 				    json_real(delete_pause));
 	if (failed != NULL)
 		json_object_set_new(body, "failed_check", json_string(failed));
-	if (sends[0] == 'p')
+	if (alive == 0 && strcmp(failed, "deleter") == 0)
+		json_object_set_new(body, "detail", json_string(api_deleter_down_detail(w)));
+	else if (sends[0] == 'p' && strcmp(failed, "telegram_sends") == 0)
 		json_object_set_new(body, "detail",
 				    json_string("Telegram's flood control (a 429 on sendMessage) has "
 						"paused sending; POST /send-otp answers 503 until "

@@ -338,9 +338,7 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 					     "The store is unreachable; no OTP is sent until it is back");
 		} else {
 			resp->retry_after_s = 5;
-			http_respond_failure(resp, 503,
-					     "Message deletion is not running (otp-deleter's heartbeat is "
-					     "stale); no OTP is sent until it is back");
+			http_respond_failure(resp, 503, api_deleter_down_detail(w));
 		}
 		goto out;
 	}

@@ -307,6 +307,13 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERROR, "configuration: %s", err);
 		goto out;
 	}
+	cfg_log_warnings(&cfg);
+	/* the web server listens where HOST says (the shipped configs read it): beyond loopback,
+	 * without a key, anyone who reaches it sends codes through this bot */
+	if (!cfg_host_is_loopback(cfg.host) && !apikeys_enabled(app.keys))
+		log_msg(LOG_WARNING, "HOST=%s is reachable beyond this machine and no API key is "
+				     "set: anyone who reaches it can send and revoke codes; set "
+				     "an API key, or listen on 127.0.0.1", cfg.host);
 	if (argc > 1) { /* --check-config */
 		printf("configuration ok: database %s, %s mode, %d threads\n", cfg.store_url,
 		       cfg.sandbox ? "sandbox" : "live", cfg.fcgi_threads);

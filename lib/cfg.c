@@ -2,14 +2,18 @@
 #define _GNU_SOURCE
 #include "cfg.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "secmem.h"
@@ -21,6 +25,72 @@
 	"⚠️ This message will self-destruct."
 
 #define TMPFS_MAGIC_NUMBER 0x01021994
+/* where a user without /run keeps the database by default: SHM_DIR/SHM_PREFIX<uid> */
+#define SHM_DIR "/dev/shm"
+#define SHM_PREFIX "otp-gateway-"
+
+/* Every setting the programs read: the keys a settings file (OTP_ENV_FILE) may hold. */
+static const char *const SETTINGS[] = {
+	"API_KEY", "DEFAULT_EXPIRE_SECONDS", "DELETER_CONCURRENCY",
+	"DELETER_HEARTBEAT_STALE_SECONDS", "DELETER_POLL_MS", "DELETER_STOP_TIMEOUT_SECONDS",
+	"HOST", "LOG_LEVEL", "MAX_EXPIRE_SECONDS", "MESSAGE_TEMPLATE", "MIN_EXPIRE_SECONDS",
+	"OTP_ALLOW_CORE_DUMPS", "OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_DB_PATH", "OTP_ENV_FILE",
+	"OTP_FCGI_THREADS", "OTP_HOST_NAME", "OTP_KEY_LIMIT_PER_MINUTE", "OTP_REDIS_PASSWORD_FILE",
+	"OTP_REDIS_PREFIX", "OTP_SANDBOX", "OTP_STORE", "PORT",
+	"RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER", "RATE_LIMIT_WINDOW_HOURS",
+	"RATE_LIMIT_WINDOW_SECONDS", "RUNTIME_DIRECTORY", "TELEGRAM_API_BASE",
+	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_CA_FILE",
+	"TELEGRAM_MAX_PAUSE_SECONDS", "TELEGRAM_MAX_SENDS_PER_SECOND", "TELEGRAM_PAID_BROADCAST",
+	"TELEGRAM_SEND_WAIT_MS", "TELEGRAM_TIMEOUT_SECONDS",
+};
+
+/* Names the project's own scripts read beside the settings (conf/run.sh and serve.sh, the
+ * container's entrypoint, the shared-hosting wrapper): they reach the programs' environment
+ * and may stand in the same file. */
+static const char *const SCRIPT_NAMES[] = {
+	"OTP_DELETER_BIN", "OTP_FCGI_BIN", "OTP_HOME", "OTP_LIGHTTPD_CONF", "OTP_RUN_DIR",
+	"OTP_WEB_USER", "OTP_WWW_DIR", "SANDBOX_LATENCY_MS", "SERVER",
+};
+
+/* What a setting's name looks like: an unknown name with one of these prefixes in the
+ * environment is most likely a mistyped setting (API_KEYS for API_KEY). The test suite's own
+ * names (OTP_TEST_*, OTP_BUILD_DIR, OTP_FRONTEND) are its business. */
+static const char *const SETTING_PREFIXES[] = {
+	"OTP_", "TELEGRAM_", "DELETER_", "RATE_LIMIT_", "API_KEY",
+};
+/* Read before any settings file is: in one, they would be ignored without a word. */
+static const char *const ENVIRONMENT_ONLY[] = { "OTP_ALLOW_CORE_DUMPS", "OTP_ENV_FILE" };
+static const char *const TEST_PREFIXES[] = { "OTP_TEST_", "OTP_BUILD_DIR", "OTP_FRONTEND" };
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static int in_list(const char *name, size_t len, const char *const *list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strlen(list[i]) == len && strncmp(list[i], name, len) == 0)
+			return 1;
+	return 0;
+}
+
+static int has_prefix(const char *name, const char *const *list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strncmp(name, list[i], strlen(list[i])) == 0)
+			return 1;
+	return 0;
+}
+
+int cfg_is_known_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	return in_list(name, len, SETTINGS, COUNT(SETTINGS)) ||
+	       in_list(name, len, SCRIPT_NAMES, COUNT(SCRIPT_NAMES));
+}
 
 static const char *env(const char *name)
 {
@@ -125,13 +195,27 @@ out:
 	return rc;
 }
 
-static int load_token(struct cfg *cfg, char *err, size_t errlen)
+/* The token, from TELEGRAM_BOT_TOKEN or the file TELEGRAM_BOT_TOKEN_FILE names: never both,
+ * where one would win silently (a forgotten example line over the service manager's
+ * credential). env_file names the settings file, to say where each one was set. */
+static int load_token(struct cfg *cfg, int token_in_env, int file_in_env, const char *env_file,
+		      char *err, size_t errlen)
 {
 	const char *file = env("TELEGRAM_BOT_TOKEN_FILE");
 	const char *tok = env("TELEGRAM_BOT_TOKEN");
 
 	if (get_bool("OTP_SANDBOX", &cfg->sandbox, err, errlen) != 0)
 		return -1;
+	if (tok != NULL && file != NULL) {
+		const char *in_file = env_file != NULL ? env_file : "the settings file";
+
+		snprintf(err, errlen,
+			 "TELEGRAM_BOT_TOKEN (set in %s) and TELEGRAM_BOT_TOKEN_FILE (set in %s) both "
+			 "give the bot token: keep one of them",
+			 token_in_env ? "the environment" : in_file,
+			 file_in_env ? "the environment" : in_file);
+		return -1;
+	}
 	if (tok != NULL) {
 		if (dup_str(tok, &cfg->bot_token, err, errlen) != 0)
 			return -1;
@@ -339,7 +423,7 @@ static int load_db_default(struct cfg *cfg, char *err, size_t errlen)
 	}
 	if (is_tmpfs_dir("/run") && usable_dir("/run/otp-gateway"))
 		return dup_str("/run/otp-gateway/pending.db", &cfg->db_path, err, errlen);
-	snprintf(dir, sizeof dir, "/dev/shm/otp-gateway-%u", (unsigned)getuid());
+	snprintf(dir, sizeof dir, SHM_DIR "/" SHM_PREFIX "%u", (unsigned)getuid());
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
 		snprintf(err, errlen, "OTP_DB_PATH is not set and %s cannot be created: %s", dir,
 			 strerror(errno));
@@ -354,7 +438,67 @@ static int load_db_default(struct cfg *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(path, sizeof path, "%s/pending.db", dir);
+	cfg->db_in_user_shm_dir = 1;
 	return dup_str(path, &cfg->db_path, err, errlen);
+}
+
+/* The directory part of the database's path, into dir. Returns 0, or -1 if it does not fit. */
+static int db_dir(const struct cfg *cfg, char *dir, size_t len)
+{
+	const char *slash = cfg->db_path != NULL ? strrchr(cfg->db_path, '/') : NULL;
+
+	if (slash == NULL || (size_t)(slash - cfg->db_path) >= len)
+		return -1;
+	memcpy(dir, cfg->db_path, (size_t)(slash - cfg->db_path));
+	dir[slash - cfg->db_path] = '\0';
+	return 0;
+}
+
+int cfg_touch_db_dir(const struct cfg *cfg)
+{
+	char dir[PATH_MAX];
+
+	if (!cfg->db_in_user_shm_dir || db_dir(cfg, dir, sizeof dir) != 0)
+		return 0;
+	return utimensat(AT_FDCWD, dir, NULL, 0);
+}
+
+long cfg_other_users_deleter(const struct cfg *cfg, int64_t fresh_ms, char *dir, size_t len)
+{
+	struct timespec now;
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+	long found = -1;
+
+	if (!cfg->db_in_user_shm_dir || (d = opendir(SHM_DIR)) == NULL)
+		return -1;
+	clock_gettime(CLOCK_REALTIME, &now);
+	while (found < 0 && (e = readdir(d)) != NULL) {
+		const char *digits = e->d_name + strlen(SHM_PREFIX);
+		char *end;
+		unsigned long uid;
+		int64_t age_ms;
+
+		if (strncmp(e->d_name, SHM_PREFIX, strlen(SHM_PREFIX)) != 0 ||
+		    !isdigit((unsigned char)*digits))
+			continue;
+		errno = 0;
+		uid = strtoul(digits, &end, 10);
+		/* only a default directory its own user made: the name says whose it is */
+		if (errno != 0 || *end != '\0' || uid == (unsigned long)geteuid() ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISDIR(st.st_mode) || (unsigned long)st.st_uid != uid)
+			continue;
+		age_ms = ((int64_t)now.tv_sec - st.st_mtim.tv_sec) * 1000 +
+			 (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+		if (age_ms <= fresh_ms) {
+			found = (long)uid;
+			snprintf(dir, len, SHM_DIR "/%s", e->d_name);
+		}
+	}
+	closedir(d);
+	return found;
 }
 
 /* Paid broadcast lifts Telegram's limit to 1,000 messages/s: the budget and the calls in flight
@@ -406,21 +550,57 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 			 cfg->min_expire_s, cfg->max_expire_s, cfg->default_expire_s);
 		return -1;
 	}
+	/* by default a stop waits for the last code a client can have been given, with room for
+	 * its deletion call */
+	if (get_int("DELETER_STOP_TIMEOUT_SECONDS", cfg->max_expire_s + 10, 0, 90000,
+		    &cfg->deleter_stop_timeout_s, err, errlen) != 0)
+		return -1;
 	cfg->telegram_timeout_ms = timeout_s * 1000;
 	cfg->rate_limit_window_s =
 		env("RATE_LIMIT_WINDOW_SECONDS") != NULL ? window_s : cfg->rate_limit_window_hours * 3600;
 	return 0;
 }
 
+/* Names in the environment that look like settings and are none, as "A, B" (NULL: none). */
+static int find_unknown_names(struct cfg *cfg, char *err, size_t errlen)
+{
+	extern char **environ;
+	size_t used = 0, len;
+	char **e, *p;
+
+	for (e = environ; *e != NULL; e++) {
+		len = strcspn(*e, "=");
+		if (!has_prefix(*e, SETTING_PREFIXES, COUNT(SETTING_PREFIXES)) ||
+		    has_prefix(*e, TEST_PREFIXES, COUNT(TEST_PREFIXES)) ||
+		    in_list(*e, len, SETTINGS, COUNT(SETTINGS)) ||
+		    in_list(*e, len, SCRIPT_NAMES, COUNT(SCRIPT_NAMES)))
+			continue;
+		if (used > 1000)
+			break; /* enough to be told */
+		p = realloc(cfg->unknown_names, used + len + 3);
+		if (p == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		cfg->unknown_names = p;
+		used += (size_t)snprintf(p + used, len + 3, "%s%.*s", used > 0 ? ", " : "",
+					 (int)len, *e);
+	}
+	return 0;
+}
+
 int cfg_load(struct cfg *cfg, char *err, size_t errlen)
 {
 	const char *v;
+	int token_in_env = env("TELEGRAM_BOT_TOKEN") != NULL;
+	int file_in_env = env("TELEGRAM_BOT_TOKEN_FILE") != NULL;
 
 	memset(cfg, 0, sizeof *cfg);
 	v = env("OTP_ENV_FILE");
 	if (v != NULL && cfg_read_env_file(v, err, errlen) != 0)
 		goto fail;
-	if (load_token(cfg, err, errlen) != 0 || load_api_base(cfg, err, errlen) != 0 ||
+	if (load_token(cfg, token_in_env, file_in_env, v, err, errlen) != 0 ||
+	    find_unknown_names(cfg, err, errlen) != 0 || load_api_base(cfg, err, errlen) != 0 ||
 	    load_numbers(cfg, err, errlen) != 0 || load_template(cfg, err, errlen) != 0 ||
 	    load_store(cfg, err, errlen) != 0)
 		goto fail;
@@ -451,6 +631,40 @@ fail:
 	return -1;
 }
 
+int cfg_host_is_loopback(const char *host)
+{
+	char buf[INET6_ADDRSTRLEN + 2];
+	unsigned char a[16];
+	size_t n = strlen(host);
+
+	if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0 ||
+	    strcasecmp(host, "ip6-localhost") == 0)
+		return 1;
+	if (n >= 2 && host[0] == '[' && host[n - 1] == ']') { /* [::1] */
+		if (n - 2 >= sizeof buf)
+			return 0;
+		memcpy(buf, host + 1, n - 2);
+		buf[n - 2] = '\0';
+		host = buf;
+	}
+	if (inet_pton(AF_INET, host, a) == 1)
+		return a[0] == 127;
+	if (inet_pton(AF_INET6, host, a) == 1) {
+		static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+		if (memcmp(a, v4mapped, sizeof v4mapped) == 0)
+			return a[12] == 127;
+		return memcmp(a, in6addr_loopback.s6_addr, 16) == 0;
+	}
+	return 0; /* 0.0.0.0, ::, an interface's address or a name: reachable from elsewhere */
+}
+
+void cfg_log_warnings(const struct cfg *cfg)
+{
+	if (cfg->unknown_names != NULL)
+		log_msg(LOG_WARNING, "not a setting, ignored (mistyped?): %s", cfg->unknown_names);
+}
+
 void cfg_free(struct cfg *cfg)
 {
 	secmem_free_str(cfg->bot_token);
@@ -466,6 +680,7 @@ void cfg_free(struct cfg *cfg)
 	free(cfg->redis_password_file);
 	free(cfg->redis_prefix);
 	free(cfg->host_name);
+	free(cfg->unknown_names);
 	memset(cfg, 0, sizeof *cfg);
 }
 
@@ -565,6 +780,16 @@ int cfg_read_env_file(const char *path, char *err, size_t errlen)
 		r = cfg_parse_env_line(line, key, sizeof key, value, sizeof value, why, sizeof why);
 		if (r < 0) {
 			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+			goto out;
+		}
+		/* a mistyped key (API_KEYS for API_KEY) must not pass for a setting */
+		if (r == 1 && !cfg_is_known_name(key)) {
+			snprintf(err, errlen, "%s:%d: unknown setting %s", path, lineno, key);
+			goto out;
+		}
+		if (r == 1 && in_list(key, strlen(key), ENVIRONMENT_ONLY, COUNT(ENVIRONMENT_ONLY))) {
+			snprintf(err, errlen, "%s:%d: %s is read from the environment only", path,
+				 lineno, key);
 			goto out;
 		}
 		if (r == 1 && setenv(key, value, 0) != 0) {

@@ -7,6 +7,7 @@
 #define OTP_CFG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "log.h"
 
@@ -37,6 +38,8 @@ struct cfg {
 	enum log_level log_level;
 	char *message_template;   /* HTML with {otp} and {sec} */
 	char *db_path;            /* the SQLite file: OTP_DB_PATH or the tmpfs default; NULL for Redis */
+	int db_in_user_shm_dir;   /* db_path is the default of a user without /run: a directory of
+				   * its own named after its uid under /dev/shm */
 	char *store_url;          /* OTP_STORE, or db_path when it is unset */
 	int store_is_redis;       /* OTP_STORE names a Redis server: several hosts share it */
 	char *redis_password_file; /* OTP_REDIS_PASSWORD_FILE, or NULL */
@@ -47,11 +50,33 @@ struct cfg {
 	int heartbeat_stale_s;    /* DELETER_HEARTBEAT_STALE_SECONDS */
 	int deleter_poll_ms;      /* DELETER_POLL_MS: longest sleep before looking for new rows */
 	int deleter_concurrency;  /* DELETER_CONCURRENCY: deletions in flight at once */
+	char *unknown_names;      /* names in the environment that look like settings and are
+				   * none ("OTP_X, API_KEYS"), or NULL: the programs warn */
+	int deleter_stop_timeout_s; /* DELETER_STOP_TIMEOUT_SECONDS: the longest drain at a stop;
+				     * 0: none (pending rows wait in the store for the next start) */
 };
 
 /* Reads every setting into cfg (zeroed first). On failure returns -1 with one line naming the
- * setting in err; cfg then holds nothing to free. The token is never copied into err. */
+ * setting in err; cfg then holds nothing to free. The token is never copied into err. A token
+ * given both directly and as a file is an error naming both. */
 int cfg_load(struct cfg *cfg, char *err, size_t errlen);
+
+/* Logs what cfg_load() found worth a warning (names in the environment that are no
+ * setting), once, at start. */
+void cfg_log_warnings(const struct cfg *cfg);
+
+/* 1 if host (HOST's value: an address, [v6], or localhost) is a loopback address only this
+ * machine reaches; 0 for anything else (0.0.0.0, ::, another address, another name). */
+int cfg_host_is_loopback(const char *host);
+
+/* Shared hosting where the web server runs otp-fcgi as its own user and cron runs otp-deleter
+ * as the account's: each takes the default database of its own uid, and they never meet.
+ * otp-deleter touches its default directory with each heartbeat (cfg_touch_db_dir: 0, or -1
+ * with errno), so that another user sees it live from outside without reading in it.
+ * cfg_other_users_deleter: when cfg's database is that default, the uid of another user whose
+ * default directory was touched within fresh_ms (its path into dir), else -1. */
+int cfg_touch_db_dir(const struct cfg *cfg);
+long cfg_other_users_deleter(const struct cfg *cfg, int64_t fresh_ms, char *dir, size_t len);
 
 struct store_config;
 /* The store's settings as store_open_config() takes them (pointers into cfg). */
@@ -60,9 +85,13 @@ void cfg_store_config(const struct cfg *cfg, struct store_config *sc);
 /* Frees what cfg_load() allocated and wipes the token. Safe on a zeroed cfg. */
 void cfg_free(struct cfg *cfg);
 
+/* 1 if name is a setting, or a name the project's scripts read beside them; else 0. */
+int cfg_is_known_name(const char *name);
+
 /* Reads a .env-style file: KEY=VALUE lines, '#' comments, blank lines, an optional "export ",
  * values optionally in single or double quotes, no expansion. Each key the environment does not
- * already set is set. A line longer than 4095 bytes (its newline aside) is an error, not split.
+ * already set is set. A line longer than 4095 bytes (its newline aside) is an error, not split;
+ * so is a key that is not a setting (cfg_is_known_name).
  * Returns 0, or -1 with "FILE:LINE: reason" in err. */
 int cfg_read_env_file(const char *path, char *err, size_t errlen);
 

@@ -128,6 +128,12 @@ int store_pending_next(struct store *s, int64_t *next_ms)
 			   : redis_store_pending_next(s->rd, next_ms);
 }
 
+int store_pending_last(struct store *s, int64_t *last_ms)
+{
+	return s->sq != NULL ? sqlite_store_pending_last(s->sq, last_ms)
+			   : redis_store_pending_last(s->rd, last_ms);
+}
+
 long long store_pending_count(struct store *s)
 {
 	return s->sq != NULL ? sqlite_store_pending_count(s->sq) : redis_store_pending_count(s->rd);

@@ -168,6 +168,10 @@ int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int 
  * empty, -1 on error. */
 int store_pending_next(struct store *s, int64_t *next_ms);
 
+/* The latest next try of any row into *last_ms (when the last of the rows pending now will be
+ * handled, as things stand); returns 1 if there is one, 0 if the table is empty, -1 on error. */
+int store_pending_last(struct store *s, int64_t *last_ms);
+
 /* Number of rows in the table, or -1. */
 long long store_pending_count(struct store *s);
 

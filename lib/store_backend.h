@@ -29,6 +29,7 @@ int sqlite_store_pending_add(struct sqlite_store *s, const char *chat_id, long l
 			     int64_t delete_at_ms);
 int sqlite_store_pending_due(struct sqlite_store *s, int64_t now_ms, struct pending *out, int max);
 int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms);
+int sqlite_store_pending_last(struct sqlite_store *s, int64_t *last_ms);
 long long sqlite_store_pending_count(struct sqlite_store *s);
 int sqlite_store_pending_remove(struct sqlite_store *s, int64_t id);
 int sqlite_store_pending_retry(struct sqlite_store *s, int64_t id, int64_t next_try_ms);
@@ -64,6 +65,7 @@ int redis_store_pending_add(struct redis_store *s, const char *chat_id, long lon
 			    int64_t delete_at_ms);
 int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pending *out, int max);
 int redis_store_pending_next(struct redis_store *s, int64_t *next_ms);
+int redis_store_pending_last(struct redis_store *s, int64_t *last_ms);
 long long redis_store_pending_count(struct redis_store *s);
 int redis_store_pending_remove(struct redis_store *s, int64_t id);
 int redis_store_pending_retry(struct redis_store *s, int64_t id, int64_t next_try_ms);

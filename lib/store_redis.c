@@ -977,6 +977,27 @@ int redis_store_pending_next(struct redis_store *s, int64_t *next_ms)
 	return found;
 }
 
+int redis_store_pending_last(struct redis_store *s, int64_t *last_ms)
+{
+	char kdue[KEY_MAX];
+	const char *argv[5] = { "ZRANGE", kdue, "-1", "-1", "WITHSCORES" };
+	size_t lens[5] = { 6, 0, 2, 2, 10 };
+	redisReply *r;
+	int found = 0;
+
+	if (key(s, kdue, "pending:due") != 0)
+		return -1;
+	lens[1] = strlen(kdue);
+	if ((r = run(s, 1, "read last deletion", 5, argv, lens)) == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+		*last_ms = int_of(r->element[1]);
+		found = 1;
+	}
+	freeReplyObject(r);
+	return found;
+}
+
 long long redis_store_pending_count(struct redis_store *s)
 {
 	char kdue[KEY_MAX];

@@ -45,6 +45,7 @@ enum stmt_id {
 	ST_PENDING_ADD,
 	ST_PENDING_DUE,
 	ST_PENDING_NEXT,
+	ST_PENDING_LAST,
 	ST_PENDING_COUNT,
 	ST_PENDING_REMOVE,
 	ST_PENDING_RETRY,
@@ -93,6 +94,7 @@ static const char *const stmt_sql[ST_COUNT_] = {
 			   "FROM pending_deletions WHERE next_try_ms <= ?1 "
 			   "ORDER BY next_try_ms LIMIT ?2",
 	[ST_PENDING_NEXT] = "SELECT min(next_try_ms) FROM pending_deletions",
+	[ST_PENDING_LAST] = "SELECT max(next_try_ms) FROM pending_deletions",
 	[ST_PENDING_COUNT] = "SELECT count(*) FROM pending_deletions",
 	[ST_PENDING_REMOVE] = "DELETE FROM pending_deletions WHERE id = ?1",
 	[ST_PENDING_RETRY] = "UPDATE pending_deletions SET attempts = attempts + 1, "
@@ -121,7 +123,7 @@ struct sqlite_store {
 	int64_t busy_since_ms;
 	int writing;          /* holds write_lock: between begin() and commit() or rollback() */
 	sqlite3_stmt *stmts[ST_COUNT_];
-	char err[256];
+	char err[512];
 };
 
 /* The file this process last opened at its path, so that a removal or replacement is logged
@@ -310,9 +312,20 @@ static int check_dir(struct sqlite_store *s)
 			dir, (unsigned)st.st_uid, (unsigned)geteuid());
 		return -1;
 	}
-	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+	/* a directory others share (/dev/shm, /tmp) is the common case: the fix is a private
+	 * directory in it, never a change to its mode (which would break every other user) */
+	if ((st.st_mode & (S_IWOTH | S_ISVTX)) != 0) {
 		set_err(s, "database directory %s is writable by its group or others (mode %04o): "
-			   "refusing it (chmod go-w %s)",
+			   "refusing it; make a private directory in it (mkdir -m 0700 "
+			   "%s/otp-gateway) and set OTP_DB_PATH to a file there; never change the "
+			   "mode of a directory others share",
+			dir, (unsigned)(st.st_mode & 07777), dir);
+		return -1;
+	}
+	if ((st.st_mode & S_IWGRP) != 0) {
+		set_err(s, "database directory %s is writable by its group or others (mode %04o): "
+			   "refusing it (its group could replace the database); use a directory only "
+			   "this user may write (chmod g-w %s if it is this service's own)",
 			dir, (unsigned)(st.st_mode & 07777), dir);
 		return -1;
 	}
@@ -1080,6 +1093,15 @@ int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms)
 	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_NEXT)) == NULL)
 		return -1;
 	return step_int64(s, st, next_ms, "read next deletion");
+}
+
+int sqlite_store_pending_last(struct sqlite_store *s, int64_t *last_ms)
+{
+	sqlite3_stmt *st;
+
+	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_LAST)) == NULL)
+		return -1;
+	return step_int64(s, st, last_ms, "read last deletion");
 }
 
 long long sqlite_store_pending_count(struct sqlite_store *s)

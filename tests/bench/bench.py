@@ -229,7 +229,9 @@ class Ours:
                     "HOST": "127.0.0.1", "PORT": str(self.port),
                     "OTP_FCGI_BIN": str(BUILD / "otp-fcgi"), "OTP_RUN_DIR": str(self.dir / "run"),
                     "OTP_WWW_DIR": str(ROOT / "www"), "TELEGRAM_BOT_TOKEN": TOKEN,
-                    "TELEGRAM_API_BASE": bot.url, "OTP_DB_PATH": str(self.dir / "pending.db")}
+                    "TELEGRAM_API_BASE": bot.url, "OTP_DB_PATH": str(self.dir / "pending.db"),
+                    # the teardown does not wait for the codes still pending (a stop drains)
+                    "DELETER_STOP_TIMEOUT_SECONDS": "0"}
         self.env.update(settings)
         self.procs = []
         try:

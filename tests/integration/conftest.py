@@ -251,8 +251,12 @@ class Gateway:
             "RATE_LIMIT_PER_IP": "1000",
             "RATE_LIMIT_PER_USER": "1000",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+            # a stop drains the pending deletions (up to MAX_EXPIRE_SECONDS): the teardown
+            # does not wait for them; test_stop_drain.py sets it (None: the default)
+            "DELETER_STOP_TIMEOUT_SECONDS": "0",
         }
         self.env.update(env or {})
+        self.env = {k: v for k, v in self.env.items() if v is not None}
         self.redis = self.redis_prefix = None  # set by make_gateway for a Redis store
         self.lighttpd = None  # the front end's process (conf/serve.sh), whichever it is
         self.deleter = None

@@ -149,7 +149,8 @@ def test_docker_entrypoint_runs_the_stack_and_stops_on_sigterm(workdir, bot):
     proc, log, gw = start_entrypoint(workdir, env)
     try:
         wait_until(gw.healthy, 15 * SLOW, "the entrypoint's stack")
-        assert gw.send_otp({"chat_id": "61", "otp": "1234"}).status == 200
+        sent = gw.send_otp({"chat_id": "61", "otp": "1234", "expire_seconds": 5})
+        assert sent.status == 200
         assert Path(f"{workdir}/run/pending.db").exists(), "the database defaults into OTP_RUN_DIR"
         dockerfile = (ROOT / "Dockerfile").read_text()
         check = re.search(r'HEALTHCHECK .*CMD \["bash", "-c", "(.*)"\]', dockerfile).group(1)
@@ -160,6 +161,9 @@ def test_docker_entrypoint_runs_the_stack_and_stops_on_sigterm(workdir, bot):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         log.close()
+    # the stop waited for the pending code's delete_at and deleted it
+    [msg] = bot.messages("61")
+    assert msg["deleted_at"] is not None and msg["deleted_at"] >= parse_iso(sent.json["delete_at"])
     wait_until(lambda: not processes_with_marker(marker), 10 * SLOW, "every started process to exit")
 
 
@@ -178,8 +182,9 @@ def test_shipped_env_example_is_a_valid_configuration(workdir):
     assert "live mode" in p.stdout
 
 
-def test_sigterm_lets_a_send_under_way_finish_and_be_recorded(workdir, bot):
-    """Stopping the stack never leaves a delivered code without its pending row."""
+def test_sigterm_lets_a_send_under_way_finish_and_be_deleted(workdir, bot):
+    """Stopping the stack never leaves a delivered code behind: the send under way is answered
+    and recorded, and the deleter's drain deletes it at its delete_at before the stack exits."""
     import sqlite3
     import threading
     port = free_port()
@@ -189,7 +194,7 @@ def test_sigterm_lets_a_send_under_way_finish_and_be_recorded(workdir, bot):
         bot.config(method_latency_ms={"sendMessage": 1500})
         result = {}
         t = threading.Thread(target=lambda: result.update(
-            r=gw.send_otp({"chat_id": "62", "otp": "1234"})))
+            r=gw.send_otp({"chat_id": "62", "otp": "1234", "expire_seconds": 5})))
         t.start()
         wait_until(lambda: bot.requests("sendMessage"), 5 * SLOW, "the send to reach Telegram")
         proc.send_signal(signal.SIGTERM)
@@ -204,4 +209,8 @@ def test_sigterm_lets_a_send_under_way_finish_and_be_recorded(workdir, bot):
     con = sqlite3.connect(f"{workdir}/run/pending.db")
     rows = con.execute("SELECT chat_id, message_id FROM pending_deletions").fetchall()
     con.close()
-    assert rows == [("62", result["r"].json["message_id"])], "the delivered code is recorded"
+    assert rows == [], "the delivered code was recorded, then deleted"
+    [msg] = bot.messages("62")
+    assert msg["message_id"] == result["r"].json["message_id"]
+    assert msg["deleted_at"] is not None
+    assert msg["deleted_at"] >= parse_iso(result["r"].json["delete_at"])

@@ -136,7 +136,26 @@ def test_a_directory_others_may_write_is_refused_with_one_line(workdir, program)
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr
     assert str(shared) in lines[0] and "writable by its group or others" in lines[0], lines[0]
+    # the advice is a private directory in it, never a change to a directory others share
+    assert f"mkdir -m 0700 {shared}/otp-gateway" in lines[0], lines[0]
+    assert "set OTP_DB_PATH to a file there" in lines[0], lines[0]
+    assert "chmod" not in lines[0], lines[0]
     assert not (shared / "pending.db").exists()
+
+
+def test_a_directory_its_group_may_write_is_refused_naming_the_fix(workdir):
+    own = Path(workdir) / "own"
+    own.mkdir()
+    own.chmod(0o770)
+    env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": TOKEN,
+           "TELEGRAM_API_BASE": "http://127.0.0.1:9", "OTP_DB_PATH": f"{own}/pending.db"}
+    p = subprocess.run([str(BUILD / "otp-deleter")], env=env, capture_output=True, text=True,
+                       timeout=20 * SLOW)
+    assert p.returncode == 1, p
+    [line] = p.stderr.strip().splitlines()
+    assert f"{own} is writable by its group or others (mode 0770)" in line, line
+    assert f"chmod g-w {own}" in line, line
+    assert not (own / "pending.db").exists()
 
 
 def test_dev_shm_fallback_of_another_user_is_refused(workdir):

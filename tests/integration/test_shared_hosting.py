@@ -137,3 +137,67 @@ def test_shared_hosting_recipe_runs_without_root_and_without_daemons(account, bo
             p.wait(timeout=20)
         text = (home / "apache/error.log").read_text(errors="replace") if (home / "apache/error.log").exists() else ""
     assert TOKEN.split(":")[1] not in text
+    assert "while otp-fcgi runs as uid" not in text, "one user: no mismatch to report"
+
+
+def test_web_server_and_cron_as_different_users_get_a_503_naming_the_fix(account, bot,
+                                                                           installed_tree):
+    """Without suEXEC, Apache runs otp-fcgi as its own user while cron runs otp-deleter as the
+    account's: each takes the default database of its uid and they never meet. otp-fcgi says
+    so (a log line, and a 503 detail naming the fix) instead of a bare "not running"."""
+    uid, home = account
+    web_uid = uid + 10000  # the web server's user: not the account's
+    env_file = home / "otp-gateway/otp-gateway.env"
+    example = (Path(installed_tree["share"]) / SHARED / "otp-gateway.env.example").read_text()
+    env_file.write_text(re.sub(r"^TELEGRAM_BOT_TOKEN=.*$", f"TELEGRAM_BOT_TOKEN={TOKEN}", example, flags=re.M)
+                        + f"TELEGRAM_API_BASE={bot.url}\n")
+    os.chown(env_file, uid, uid)
+    os.chmod(env_file, 0o644)  # what the web server's user needs to start at all
+    for d, _, files in os.walk(home / "apache"):  # Apache's own files are its user's
+        os.chown(d, web_uid, web_uid)
+        for f in files:
+            os.chown(os.path.join(d, f), web_uid, web_uid)
+    port = free_port()
+    conf = home / "apache/host.conf"
+    conf.write_text(HOST_CONF.format(port=port, apache=home / "apache", www=home / "public_html"))
+    [line] = [l for l in (Path(installed_tree["share"]) / SHARED / "crontab").read_text().splitlines()
+              if l and not l.startswith("#")]
+    command = line.split(None, 5)[5]
+    cron_env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"}
+    deleter_log = home / "otp-gateway/deleter.log"
+    cron = subprocess.Popen([*as_user(uid), "/bin/sh", "-c", command], env=cron_env,
+                            start_new_session=True)
+    apache = subprocess.Popen([*as_user(web_uid), "apache2", "-f", str(conf), "-D", "FOREGROUND"],
+                              env={"PATH": "/usr/sbin:/usr/bin:/bin"}, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw = Gateway.__new__(Gateway)  # a client only
+    gw.port = port
+    error_log = home / "apache/error.log"
+    try:
+        wait_until(lambda: deleter_log.exists() and "otp-deleter started" in deleter_log.read_text(),
+                   10 * SLOW, "the account's otp-deleter")
+
+        def answered():
+            try:
+                return gw.get("/health")
+            except OSError:
+                return None
+        health = wait_until(answered, 20 * SLOW, "Apache and otp-fcgi")
+        assert health.status == 503 and health.json["failed_check"] == "deleter", health
+        r = gw.send_otp({"chat_id": "9002", "otp": "5555"})
+        assert r.status == 503, r
+        detail = r.json["detail"]
+        assert "otp-deleter runs as another user" in detail
+        assert "suEXEC" in detail and "OTP_STORE" in detail, detail
+        assert str(uid) not in detail and "/dev/shm" not in detail, "no paths or uids to clients"
+        assert gw.get("/health").json["detail"] == detail
+        assert bot.requests("sendMessage") == [], "nothing sent that nobody would delete"
+        wait_until(lambda: error_log.exists() and "while otp-fcgi runs as uid" in error_log.read_text(),
+                   5 * SLOW, "the log line")
+        [warning] = [l for l in error_log.read_text().splitlines() if "while otp-fcgi runs as uid" in l]
+        assert f"otp-deleter runs as uid {uid}" in warning and f"otp-gateway-{uid}" in warning
+        assert f"runs as uid {web_uid} with /dev/shm/otp-gateway-{web_uid}/pending.db" in warning
+    finally:
+        stop_process(apache, signal.SIGTERM)
+        stop_process(cron, signal.SIGTERM)
+        shutil.rmtree(f"/dev/shm/otp-gateway-{web_uid}", ignore_errors=True)

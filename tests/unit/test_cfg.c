@@ -26,7 +26,9 @@ static const char *const SETTINGS[] = {
 	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_TIMEOUT_SECONDS",
 	"TELEGRAM_MAX_SENDS_PER_SECOND", "TELEGRAM_SEND_WAIT_MS", "TELEGRAM_MAX_PAUSE_SECONDS",
 	"TELEGRAM_PAID_BROADCAST", "OTP_STORE", "OTP_REDIS_PASSWORD_FILE", "OTP_REDIS_PREFIX",
-	"OTP_HOST_NAME", "API_KEY", "OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_KEY_LIMIT_PER_MINUTE",
+	"OTP_HOST_NAME", "DELETER_STOP_TIMEOUT_SECONDS", "API_KEY", "OTP_ALLOW_CORE_DUMPS",
+	"TELEGRAM_CA_FILE",
+	"OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_KEY_LIMIT_PER_MINUTE",
 };
 
 #define GOOD_TOKEN "123456:ABCdef_ghi-JKL"
@@ -341,6 +343,162 @@ static void max_pause_is_a_bounded_setting(void **state)
 	setenv("TELEGRAM_MAX_PAUSE_SECONDS", "60", 1);
 	load_ok(f);
 	assert_int_equal(f->cfg.max_pause_s, 60);
+}
+
+static void stop_timeout_defaults_past_the_longest_expiry_and_is_bounded(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.deleter_stop_timeout_s, 60 + 10);
+	cfg_free(&f->cfg);
+	setenv("MAX_EXPIRE_SECONDS", "300", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.deleter_stop_timeout_s, 300 + 10);
+	cfg_free(&f->cfg);
+	setenv("DELETER_STOP_TIMEOUT_SECONDS", "0", 1); /* no drain */
+	load_ok(f);
+	assert_int_equal(f->cfg.deleter_stop_timeout_s, 0);
+	cfg_free(&f->cfg);
+	setenv("DELETER_STOP_TIMEOUT_SECONDS", "-1", 1);
+	load_fails_naming(f, "DELETER_STOP_TIMEOUT_SECONDS");
+	setenv("DELETER_STOP_TIMEOUT_SECONDS", "90001", 1);
+	load_fails_naming(f, "DELETER_STOP_TIMEOUT_SECONDS");
+}
+
+/* The token said twice is an error naming both and where each was set, never the token. */
+static void token_and_token_file_together_are_an_error_naming_both(void **state)
+{
+	struct fixture *f = *state;
+	const char *token_file = write_file(f, "token", "987654:FromFile_xyz\n");
+	char env_path[256];
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("TELEGRAM_BOT_TOKEN_FILE", token_file, 1);
+	load_fails_naming(f, "TELEGRAM_BOT_TOKEN_FILE (set in the environment)");
+	assert_non_null(strstr(f->err, "TELEGRAM_BOT_TOKEN (set in the environment)"));
+	assert_null(strstr(f->err, "ABCdef"));
+	assert_null(strstr(f->err, "FromFile"));
+	/* the token in the settings file, the file from the service manager (LoadCredential) */
+	unsetenv("TELEGRAM_BOT_TOKEN");
+	snprintf(env_path, sizeof env_path, "%s",
+		 write_file(f, "otp.env", "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\n"));
+	setenv("OTP_ENV_FILE", env_path, 1);
+	load_fails_naming(f, "TELEGRAM_BOT_TOKEN (set in ");
+	assert_non_null(strstr(f->err, env_path));
+	assert_non_null(strstr(f->err, "TELEGRAM_BOT_TOKEN_FILE (set in the environment)"));
+	assert_null(strstr(f->err, "ABCdef"));
+}
+
+static void unknown_key_in_the_settings_file_is_an_error_naming_it(void **state)
+{
+	struct fixture *f = *state;
+	char expect[300];
+	const char *path = write_file(f, "otp.env",
+				      "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\n"
+				      "API_KEYS=secret-key\n");
+
+	snprintf(expect, sizeof expect, "%s:2: unknown setting API_KEYS", path);
+	setenv("OTP_ENV_FILE", path, 1);
+	load_fails_naming(f, expect);
+	assert_null(strstr(f->err, "secret-key"));
+	assert_null(getenv("API_KEYS"));
+}
+
+/* Settings read before the file would be ignored there: an error, not silence. */
+static void environment_only_settings_in_the_file_are_an_error(void **state)
+{
+	struct fixture *f = *state;
+	char expect[300];
+	const char *path = write_file(f, "otp.env",
+				      "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\n"
+				      "OTP_ALLOW_CORE_DUMPS=1\n");
+
+	snprintf(expect, sizeof expect, "%s:2: OTP_ALLOW_CORE_DUMPS is read from the environment only",
+		 path);
+	setenv("OTP_ENV_FILE", path, 1);
+	load_fails_naming(f, expect);
+}
+
+/* The scripts' own names may stand beside the settings (make run's .env). */
+static void script_names_in_the_settings_file_are_accepted(void **state)
+{
+	struct fixture *f = *state;
+	const char *path = write_file(f, "otp.env",
+				      "TELEGRAM_BOT_TOKEN=" GOOD_TOKEN "\n"
+				      "SERVER=nginx\n"
+				      "OTP_RUN_DIR=/tmp/x\n");
+
+	setenv("OTP_ENV_FILE", path, 1);
+	load_ok(f);
+	unsetenv("SERVER");
+	unsetenv("OTP_RUN_DIR");
+}
+
+static void unknown_setting_like_names_in_the_environment_are_listed(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("API_KEYS", "x", 1);
+	setenv("OTP_DB_PATHS", "x", 1);
+	setenv("RATE_LIMIT_PER_HOUR", "x", 1);
+	setenv("OTP_WWW_DIR", "x", 1);   /* a script's */
+	setenv("OTP_TEST_MARKER", "x", 1); /* the test suite's */
+	setenv("HOME_DIR", "x", 1);      /* not a setting's shape */
+	load_ok(f);
+	assert_non_null(f->cfg.unknown_names);
+	assert_non_null(strstr(f->cfg.unknown_names, "API_KEYS"));
+	assert_non_null(strstr(f->cfg.unknown_names, "OTP_DB_PATHS"));
+	assert_non_null(strstr(f->cfg.unknown_names, "RATE_LIMIT_PER_HOUR"));
+	assert_null(strstr(f->cfg.unknown_names, "OTP_WWW_DIR"));
+	assert_null(strstr(f->cfg.unknown_names, "OTP_TEST_MARKER"));
+	assert_null(strstr(f->cfg.unknown_names, "HOME_DIR"));
+	assert_null(strstr(f->cfg.unknown_names, "=")); /* names, never values */
+	unsetenv("API_KEYS");
+	unsetenv("OTP_DB_PATHS");
+	unsetenv("RATE_LIMIT_PER_HOUR");
+	unsetenv("OTP_WWW_DIR");
+	unsetenv("OTP_TEST_MARKER");
+	unsetenv("HOME_DIR");
+	cfg_free(&f->cfg);
+	load_ok(f);
+	if (f->cfg.unknown_names != NULL) /* the runner's own environment may hold some */
+		assert_null(strstr(f->cfg.unknown_names, "API_KEYS"));
+}
+
+static void every_setting_is_a_known_name(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof SETTINGS / sizeof SETTINGS[0]; i++) {
+		if (!cfg_is_known_name(SETTINGS[i]))
+			print_error("%s is read but not known\n", SETTINGS[i]);
+		assert_true(cfg_is_known_name(SETTINGS[i]));
+	}
+	assert_false(cfg_is_known_name("API_KEYS"));
+	assert_false(cfg_is_known_name("PORT2"));
+	assert_false(cfg_is_known_name("POR"));
+}
+
+static void loopback_hosts_are_told_from_the_others(void **state)
+{
+	static const char *const loopback[] = { "127.0.0.1", "127.1.2.3", "localhost", "::1",
+						"[::1]", "::ffff:127.0.0.1", "LOCALHOST" };
+	static const char *const beyond[] = { "0.0.0.0", "::", "[::]", "10.0.0.5", "192.168.1.1",
+					      "example.org", "", "128.0.0.1", "::ffff:10.0.0.1" };
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof loopback / sizeof loopback[0]; i++)
+		assert_true(cfg_host_is_loopback(loopback[i]));
+	for (i = 0; i < sizeof beyond / sizeof beyond[0]; i++) {
+		if (cfg_host_is_loopback(beyond[i]))
+			print_error("%s taken for loopback\n", beyond[i]);
+		assert_false(cfg_host_is_loopback(beyond[i]));
+	}
 }
 
 static void missing_token_without_sandbox_fails(void **state)
@@ -678,6 +836,14 @@ int main(void)
 		T(paid_broadcast_raises_the_budget_and_concurrency_defaults),
 		T(max_pause_is_a_bounded_setting),
 		T(missing_token_without_sandbox_fails),
+		T(stop_timeout_defaults_past_the_longest_expiry_and_is_bounded),
+		T(token_and_token_file_together_are_an_error_naming_both),
+		T(unknown_key_in_the_settings_file_is_an_error_naming_it),
+		T(script_names_in_the_settings_file_are_accepted),
+		T(environment_only_settings_in_the_file_are_an_error),
+		T(unknown_setting_like_names_in_the_environment_are_listed),
+		cmocka_unit_test(every_setting_is_a_known_name),
+		cmocka_unit_test(loopback_hosts_are_told_from_the_others),
 		T(malformed_token_is_rejected_without_echoing_it),
 		T(port_not_a_number_is_named),
 		T(min_above_max_is_rejected),

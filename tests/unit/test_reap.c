@@ -421,6 +421,46 @@ static void stop_drops_the_calls_not_answered_and_keeps_their_rows(void **state)
 	assert_int_equal(store_pending_count(f->s), 2);
 }
 
+static void answer_server_error(const struct fake_call *c, struct tg_result *res)
+{
+	(void)c;
+	res->status = TG_SERVER_ERROR;
+	res->http_status = res->error_code = 502;
+}
+
+/* The early part of a stop's drain: a pass at a later instant takes rows not yet due; those
+ * deleted before their delete_at are counted apart. */
+static void rows_deleted_before_their_delete_at_are_counted_early(void **state)
+{
+	struct reap_fixture *f = *state;
+	int64_t now = clock_now_ms();
+
+	add_due(f, "1", 1, 1);                                       /* due already */
+	assert_int_equal(store_pending_add(f->s, "2", 2, now + 30000), 0); /* due in 30 s */
+	assert_int_equal(reap_pass(&f->r, now + 30000, 500), 2);
+	assert_int_equal(run_pass(f), 0);
+	assert_int_equal(f->r.stats.deleted, 2);
+	assert_int_equal(f->r.stats.deleted_early, 1);
+	assert_int_equal(store_pending_count(f->s), 0);
+}
+
+/* A failed row's next try is noted (a drain waits for it), never before its delete_at. */
+static void a_retry_notes_its_next_try(void **state)
+{
+	struct reap_fixture *f = *state;
+	int64_t now = clock_now_ms(), last = 0;
+
+	f->batch.answer = answer_server_error;
+	assert_int_equal(store_pending_add(f->s, "3", 3, now + 30000), 0);
+	assert_int_equal(reap_pass(&f->r, now + 30000, 500), 1);
+	assert_int_equal(run_pass(f), 0);
+	assert_int_equal(f->r.stats.retried, 1);
+	assert_int_equal(f->r.stats.deleted_early, 0);
+	assert_true(f->r.last_retry_ms >= now + 30000);
+	assert_int_equal(store_pending_last(f->s, &last), 1);
+	assert_int_equal(last, f->r.last_retry_ms);
+}
+
 int main(void)
 {
 #define R(fn) cmocka_unit_test_setup_teardown(fn, reap_setup, reap_teardown)
@@ -431,6 +471,8 @@ int main(void)
 		R(failed_first_read_is_minus_one),
 		R(failed_removal_is_retried_without_calling_telegram_again),
 		R(stop_drops_the_calls_not_answered_and_keeps_their_rows),
+		R(rows_deleted_before_their_delete_at_are_counted_early),
+		R(a_retry_notes_its_next_try),
 		cmocka_unit_test(ok_is_done),
 		cmocka_unit_test(not_found_is_done),
 		cmocka_unit_test(refused_400_and_403_are_permanent),

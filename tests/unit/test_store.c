@@ -209,6 +209,25 @@ static void pending_next_is_empty_then_the_earliest_try(void **state)
 	assert_int_equal(next, 1000);
 }
 
+static void pending_last_is_empty_then_the_latest_try_retries_included(void **state)
+{
+	struct fixture *f = *state;
+	struct pending p[4];
+	int64_t last = -1;
+
+	assert_int_equal(store_pending_last(f->s, &last), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 3000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 2, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 3, 2000), 0);
+	assert_int_equal(store_pending_last(f->s, &last), 1);
+	assert_int_equal(last, 3000);
+	/* a retry moves the row's next try: the last one is the latest of them */
+	assert_int_equal(store_pending_due(f->s, 1000, p, 4), 1);
+	assert_int_equal(store_pending_retry(f->s, p[0].id, 9000), 0);
+	assert_int_equal(store_pending_last(f->s, &last), 1);
+	assert_int_equal(last, 9000);
+}
+
 static void pending_count_and_remove(void **state)
 {
 	struct fixture *f = *state;
@@ -656,6 +675,7 @@ int main(void)
 		T(directory_of_another_user_is_refused),
 		T(pending_add_then_due_returns_the_row_at_its_time),
 		T(pending_next_is_empty_then_the_earliest_try),
+		T(pending_last_is_empty_then_the_latest_try_retries_included),
 		T(pending_count_and_remove),
 		T(pending_retry_increments_attempts_and_moves_the_next_try),
 		T(pending_retry_is_never_earlier_than_delete_at),
