@@ -313,7 +313,8 @@ int main(int argc, char **argv)
 	if (!cfg_host_is_loopback(cfg.host) && !apikeys_enabled(app.keys))
 		log_msg(LOG_WARNING, "HOST=%s is reachable beyond this machine and no API key is "
 				     "set: anyone who reaches it can send and revoke codes; set "
-				     "an API key, or listen on 127.0.0.1", cfg.host);
+				     "API_KEY (or OTP_API_KEYS, OTP_API_KEYS_FILE), or listen on "
+				     "127.0.0.1", cfg.host);
 	if (argc > 1) { /* --check-config */
 		printf("configuration ok: database %s, %s mode, %d threads\n", cfg.store_url,
 		       cfg.sandbox ? "sandbox" : "live", cfg.fcgi_threads);
