@@ -147,11 +147,14 @@ static void undo_send(struct worker *w, const char *chat_id, long long message_i
 			     "The message could not be recorded for deletion and was withdrawn");
 }
 
-static void answer_sent(const struct send_otp_request *r, int64_t confirmed_ms,
+/* The answer is built from the deletion instant the store keeps (on the store's clock, shared by
+ * every host): sent_at is that instant less expire_seconds, truncated to the second, so that the
+ * delete_at the client is told is never later than the instant the row is deleted at. */
+static void answer_sent(const struct send_otp_request *r, int64_t stored_delete_at_ms,
 			long long message_id, struct response *resp)
 {
 	char sent_at[CLOCK_ISO_LEN], delete_at[CLOCK_ISO_LEN];
-	int64_t sent_s = confirmed_ms / 1000;
+	int64_t sent_s = (stored_delete_at_ms - (int64_t)r->expire_seconds * 1000) / 1000;
 
 	clock_format_utc(sent_s, sent_at);
 	clock_format_utc(sent_s + r->expire_seconds, delete_at);
@@ -203,7 +206,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	char *text = NULL;
 	struct tg_result res;
 	struct store *s;
-	int64_t confirmed_ms, until = 0, now;
+	int64_t confirmed_ms, stored_ms, until = 0, now;
 
 	text = malloc(MESSAGE_MAX);
 	if (text == NULL || message_render(cfg->message_template, r->otp, r->expire_seconds, text,
@@ -280,7 +283,8 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		goto out;
 	}
 	if (s == NULL || store_pending_add(s, r->chat_id, res.message_id,
-					   confirmed_ms + (int64_t)r->expire_seconds * 1000) != 0) {
+					   confirmed_ms + (int64_t)r->expire_seconds * 1000,
+					   &stored_ms) != 0) {
 		log_msg(LOG_ERROR, "recording a pending deletion: %s", worker_store_strerror(w));
 		undo_send(w, r->chat_id, res.message_id, resp);
 		count_failure("store_error");
@@ -290,7 +294,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		 json_pack("{s:s, s:I, s:i}", "chat_id", resp->chat_id_masked, "message_id",
 			   (json_int_t)res.message_id, "expire_seconds", r->expire_seconds));
 	metrics_count("otp_sent_total", "", 1);
-	answer_sent(r, confirmed_ms, res.message_id, resp);
+	answer_sent(r, stored_ms, res.message_id, resp);
 out:
 	if (text != NULL)
 		secmem_wipe(text, MESSAGE_MAX);

@@ -153,9 +153,11 @@ int store_rate_prune(struct store *s, const char *scope, int64_t expired_ms);
 /* The number of events (scope, subject) holds, expired or not (tests, inspection), or -1. */
 long long store_rate_count(struct store *s, const char *scope, const char *subject);
 
-/* Records that message_id in chat_id is to be deleted at delete_at_ms. */
+/* Records that message_id in chat_id is to be deleted at delete_at_ms (the caller's clock), and
+ * puts in *stored_ms (may be NULL) that instant as the store keeps it: on the store's clock
+ * (see "Clocks"), what a client is to be told. */
 int store_pending_add(struct store *s, const char *chat_id, long long message_id,
-		      int64_t delete_at_ms);
+		      int64_t delete_at_ms, int64_t *stored_ms);
 
 /* Fills out with up to max rows whose next try is due at now_ms, earliest first.
  * Returns the number of rows, or -1.

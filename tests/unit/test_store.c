@@ -79,7 +79,7 @@ static void open_creates_the_schema_and_a_second_open_works(void **state)
 
 	s2 = open_second(f);
 	assert_int_equal(store_pending_count(s2), 0);
-	assert_int_equal(store_pending_add(f->s, "100", 1, 5000), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 1, 5000, NULL), 0);
 	assert_int_equal(store_pending_count(s2), 1);
 	store_close(s2);
 }
@@ -118,7 +118,7 @@ static void database_files_are_private(void **state)
 	SQLITE_ONLY();
 	old = umask(0);
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_mode_0600(f->path);
 	snprintf(aux, sizeof aux, "%s-wal", f->path);
 	assert_mode_0600(aux);
@@ -185,7 +185,7 @@ static void pending_add_then_due_returns_the_row_at_its_time(void **state)
 	struct pending p[4];
 
 	memset(p, 0, sizeof p);
-	assert_int_equal(store_pending_add(f->s, "-1001234567890", 77, 10000), 0);
+	assert_int_equal(store_pending_add(f->s, "-1001234567890", 77, 10000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 9999, p, 4), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 4), 1);
 	assert_true(p[0].id > 0);
@@ -202,9 +202,9 @@ static void pending_next_is_empty_then_the_earliest_try(void **state)
 	int64_t next = -1;
 
 	assert_int_equal(store_pending_next(f->s, &next), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 1, 3000), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 2, 1000), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 3, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 3000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 2, 1000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 3, 2000, NULL), 0);
 	assert_int_equal(store_pending_next(f->s, &next), 1);
 	assert_int_equal(next, 1000);
 }
@@ -214,8 +214,8 @@ static void pending_count_and_remove(void **state)
 	struct fixture *f = *state;
 	struct pending p[4];
 
-	assert_int_equal(store_pending_add(f->s, "@channel_one", 10, 1000), 0);
-	assert_int_equal(store_pending_add(f->s, "42", 11, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "@channel_one", 10, 1000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "42", 11, 2000, NULL), 0);
 	assert_int_equal(store_pending_count(f->s), 2);
 	assert_int_equal(store_pending_due(f->s, 1000, p, 4), 1);
 	assert_int_equal(p[0].message_id, 10);
@@ -234,7 +234,7 @@ static void pending_retry_increments_attempts_and_moves_the_next_try(void **stat
 	struct pending p[2];
 	int64_t next = 0, id;
 
-	assert_int_equal(store_pending_add(f->s, "5", 9, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "5", 9, 1000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 1000, p, 2), 1);
 	id = p[0].id;
 	assert_int_equal(store_pending_retry(f->s, id, 5000), 0);
@@ -259,7 +259,7 @@ static void pending_retry_is_never_earlier_than_delete_at(void **state)
 	struct pending p[2];
 	int64_t next = 0;
 
-	assert_int_equal(store_pending_add(f->s, "5", 9, 10000), 0);
+	assert_int_equal(store_pending_add(f->s, "5", 9, 10000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 2), 1);
 	assert_int_equal(store_pending_retry(f->s, p[0].id, 500), 0);
 	assert_int_equal(store_pending_next(f->s, &next), 1);
@@ -278,7 +278,7 @@ static void pending_due_is_earliest_first_and_respects_the_limit(void **state)
 	size_t i;
 
 	for (i = 0; i < sizeof at / sizeof at[0]; i++)
-		assert_int_equal(store_pending_add(f->s, "7", (long long)i + 100, at[i]), 0);
+		assert_int_equal(store_pending_add(f->s, "7", (long long)i + 100, at[i], NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 3), 3);
 	assert_int_equal(p[0].delete_at_ms, 1000);
 	assert_int_equal(p[1].delete_at_ms, 2000);
@@ -311,8 +311,8 @@ static void redis_due_rows_are_claimed_until_the_lease_ends(void **state)
 
 	if (!test_store_is_redis())
 		skip();
-	assert_int_equal(store_pending_add(f->s, "9", 1, 1000), 0);
-	assert_int_equal(store_pending_add(f->s, "9", 2, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "9", 1, 1000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "9", 2, 2000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 1500, p, 4), 1);
 	assert_int_equal(p[0].message_id, 1);
 	s2 = open_second(f);
@@ -603,9 +603,9 @@ static void unlinked_file_is_reopened_on_the_next_call(void **state)
 
 	SQLITE_ONLY();
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_int_equal(unlink(f->path), 0);
-	assert_int_equal(store_pending_add(f->s, "2", 2, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "2", 2, 2000, NULL), 0);
 	assert_int_equal(stat(f->path, &st), 0);
 
 	s2 = open_second(f);
@@ -629,14 +629,14 @@ static void unlinked_file_with_its_wal_is_reopened_empty(void **state)
 
 	SQLITE_ONLY();
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_int_equal(unlink(f->path), 0);
 	snprintf(aux, sizeof aux, "%s-wal", f->path);
 	unlink(aux);
 	snprintf(aux, sizeof aux, "%s-shm", f->path);
 	unlink(aux);
 	assert_int_equal(store_pending_count(f->s), 0);
-	assert_int_equal(store_pending_add(f->s, "2", 2, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "2", 2, 2000, NULL), 0);
 
 	s2 = open_second(f);
 	assert_int_equal(store_pending_due(s2, 10000, p, 4), 1);
