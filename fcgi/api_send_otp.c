@@ -88,6 +88,15 @@ static void answer_busy(enum policy_verdict why, int64_t retry_ms, struct respon
 	}
 }
 
+/* 503: the store (a Redis server other hosts share, or the database) failed or answered what it
+ * cannot have meant: fail closed, nothing is sent that could not be recorded for deletion. */
+static void answer_store_down(struct response *resp)
+{
+	count_failure("store_error");
+	resp->retry_after_s = 1;
+	http_respond_failure(resp, 503, "The store is unreachable; no OTP is sent until it is back");
+}
+
 static void answer_telegram_failure(const struct tg_result *res, struct response *resp)
 {
 	json_t *body;
@@ -225,8 +234,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		goto out;
 	default:
 		release(w, adm);
-		count_failure("store_error");
-		http_respond_failure(resp, 500, "The database is unavailable");
+		answer_store_down(resp);
 		goto out;
 	}
 	if (atomic_load(&w->app->stopping)) {
@@ -242,8 +250,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	    policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0) {
 		log_msg(LOG_ERROR, "reading Telegram's pause: %s", worker_store_strerror(w));
 		release(w, adm);
-		count_failure("store_error");
-		http_respond_failure(resp, 500, "The database is unavailable");
+		answer_store_down(resp);
 		goto out;
 	}
 	if (until > now) {
@@ -322,14 +329,10 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 
 	alive = api_deleter_alive(w, &age_ms);
 	if (alive != 1 || (s = worker_store(w)) == NULL) {
-		count_failure(alive < 0 ? "store_error" : "deleter_down");
 		if (alive < 0) {
-			/* fail closed: nothing is sent while the store (a Redis server other hosts
-			 * share, or the database) cannot take the pending deletion */
-			resp->retry_after_s = 1;
-			http_respond_failure(resp, 503,
-					     "The store is unreachable; no OTP is sent until it is back");
+			answer_store_down(resp);
 		} else {
+			count_failure("deleter_down");
 			resp->retry_after_s = 5;
 			http_respond_failure(resp, 503,
 					     "Message deletion is not running (otp-deleter's heartbeat is "
@@ -341,10 +344,7 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	if (policy_admit(&w->app->policy, s, r.chat_id, req->remote_addr, clock_now_ms(),
 			 &adm) != 0) {
 		log_msg(LOG_ERROR, "taking a rate-limit slot: %s", store_strerror(s));
-		count_failure("store_error");
-		resp->retry_after_s = 1;
-		http_respond_failure(resp, 503,
-				     "The store is unreachable; no OTP is sent until it is back");
+		answer_store_down(resp);
 		goto out;
 	}
 	switch (adm.verdict) {

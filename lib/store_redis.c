@@ -347,6 +347,7 @@ enum call_id {
 	CALL_LLEN,
 	CALL_ZCARD,
 	CALL_HGETALL,
+	CALL_TOO_LARGE,               /* any call: refused while hiredis read it */
 	CALL_COUNT_
 };
 
@@ -386,19 +387,25 @@ static void drop_connection(struct redis_store *s)
 	s->c = NULL;
 }
 
-/* A reply that is not what call (a call_id, or the script_id of EVALSHA) expects (why, from
- * store_redis_reply.h): a store error. The connection is dropped: what else the server sends on
- * it cannot be trusted either. Returns -1. */
-static int bad_reply(struct redis_store *s, int call, const char *what, const char *why)
+/* s->err, the first time this process meets a wrong reply to call. */
+static void log_bad_reply(const struct redis_store *s, int call)
 {
 	char where[STORE_URL_PATH_MAX + 16];
 
-	set_err(s, "%s: unexpected reply from Redis (%s)", what, why);
 	if (atomic_exchange(&bad_reply_logged[call], 1) == 0) {
 		describe(s, where, sizeof where);
 		log_msg(LOG_ERROR, "Redis at %s: %s; taken as a store error (logged once)", where,
 			s->err);
 	}
+}
+
+/* A reply that is not what call (a call_id, or the script_id of EVALSHA) expects (why, from
+ * store_redis_reply.h): a store error. The connection is dropped: what else the server sends on
+ * it cannot be trusted either. Returns -1. */
+static int bad_reply(struct redis_store *s, int call, const char *what, const char *why)
+{
+	set_err(s, "%s: unexpected reply from Redis (%s)", what, why);
+	log_bad_reply(s, call);
 	drop_connection(s);
 	return -1;
 }
@@ -406,9 +413,11 @@ static int bad_reply(struct redis_store *s, int call, const char *what, const ch
 /* The connection failed (s->c->err) or did not answer in time: the reason in s->err. */
 static void io_err(struct redis_store *s, const char *what)
 {
-	if (s->c->err == REDIS_ERR_OOM)
-		set_err(s, "%s: reply too large or out of memory", what);
-	else
+	if (s->c->err == REDIS_ERR_OOM) {
+		set_err(s, "%s: unexpected reply from Redis (an array or string beyond the bounds, "
+			"or out of memory)", what);
+		log_bad_reply(s, CALL_TOO_LARGE);
+	} else
 		set_err(s, "%s: %s", what, s->c->errstr[0] != '\0' ? s->c->errstr : "no answer");
 }
 
