@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "clock.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "tmpdir.h"
@@ -591,6 +592,65 @@ static void heartbeat_is_seen_by_another_handle(void **state)
 	store_close(s2);
 }
 
+/* ---- one clock for every host (Redis) ------------------------------------------------------ */
+
+/* A handle on the fixture's key space that reads Redis's clock (without clock=host), as hosts
+ * sharing a server do. */
+static struct store *open_on_redis_clock(const struct fixture *f)
+{
+	char url[256], err[256] = "", *p;
+	struct store *s;
+
+	snprintf(url, sizeof url, "%s", f->path);
+	if ((p = strstr(url, "&clock=host")) != NULL)
+		memmove(p, p + 11, strlen(p + 11) + 1);
+	s = store_open(url, err, sizeof err);
+	if (s == NULL)
+		print_error("store_open: %s\n", err);
+	assert_non_null(s);
+	return s;
+}
+
+/* A host whose clock runs an hour ahead writes a beat at Redis's now, not an hour ahead. */
+static void redis_heartbeat_is_the_stores_now_whatever_the_hosts_clock(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s;
+	int64_t beat = 0, now = clock_now_ms();
+
+	if (!test_store_is_redis())
+		skip();
+	s = open_on_redis_clock(f);
+	assert_int_equal(store_heartbeat_set(s, "otp-deleter", now + 3600000), 0);
+	assert_int_equal(store_heartbeat_get(s, "otp-deleter", &beat), 1);
+	assert_true(beat >= now - 2000 && beat <= clock_now_ms() + 2000);
+	store_close(s);
+}
+
+/* Instants a host hands over are its now plus a duration: kept as Redis's now plus that
+ * duration, and answered back on the host's clock. A host that believes it is an hour ahead
+ * does not make a row due early. */
+static void redis_instants_are_durations_on_the_stores_clock(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s;
+	struct pending p[2];
+	int64_t now = clock_now_ms(), stored = 0, next = 0, until = 0;
+
+	if (!test_store_is_redis())
+		skip();
+	s = open_on_redis_clock(f);
+	assert_int_equal(store_pending_add(s, "77", 1, now + 10000, &stored), 0);
+	assert_true(stored >= now + 10000 - 2000 && stored <= clock_now_ms() + 10000 + 2000);
+	assert_int_equal(store_pending_next(s, &next), 1);
+	assert_true(next >= stored - 2000 && next <= stored + 2000);
+	assert_int_equal(store_pending_due(s, now + 3600000, p, 2), 0);
+	assert_int_equal(store_pause_extend(s, "send", clock_now_ms() + 5000, "test"), 0);
+	assert_int_equal(store_pause_get(s, "send", &until), 1);
+	assert_true(until >= now + 5000 - 2000 && until <= clock_now_ms() + 5000 + 2000);
+	store_close(s);
+}
+
 /* ---- the file going away ---------------------------------------------------------------- */
 
 static void unlinked_file_is_reopened_on_the_next_call(void **state)
@@ -672,6 +732,8 @@ int main(void)
 		T(pauses_are_per_kind_and_only_extended),
 		T(heartbeat_absent_is_zero_then_set_and_get),
 		T(heartbeat_is_seen_by_another_handle),
+		T(redis_heartbeat_is_the_stores_now_whatever_the_hosts_clock),
+		T(redis_instants_are_durations_on_the_stores_clock),
 		T(unlinked_file_is_reopened_on_the_next_call),
 		T(unlinked_file_with_its_wal_is_reopened_empty),
 	};
