@@ -17,6 +17,11 @@ Scenarios (every request for a distinct chat):
     request was due, sends and deletions seen by the fake, deletion lag, the stack's peak RSS
     and PSS.
  3. The default configuration (30 sends/s) at 300 ms latency, open loop at 30 sends/s.
+ 4. The Bot API over TLS, as Telegram speaks it (the fake behind HTTPS with a private CA,
+    TELEGRAM_CA_FILE; session resumption by cache and tickets): zero latency at c=64 and the
+    paid broadcast of scenario 2, each beside the same run over plain HTTP, with the stack's
+    CPU time per send (user + system / sends) and the TLS connections the fake saw; the
+    original's CPU per send at zero latency over plain HTTP beside them.
 
 Deletion lag is measured at the fake Bot API, as Telegram would see it: when the deletion call
 arrived, minus (when the send was answered + expire_seconds).
@@ -28,7 +33,7 @@ Environment:
   BENCH_COST_PAIRS, BENCH_COST_SECONDS     scenario 1's cost of the per-address limit: pairs of
                      wrk runs (5; quick 3; smoke 1) and their length (5 s; quick 3 s; smoke 1 s)
   BENCH_BROADCAST_RATE   scenario 2's rate (default 1000 sends/s)
-  BENCH_ONLY=zero,broadcast,default       run only these scenarios (cost: only scenario 1's
+  BENCH_ONLY=zero,broadcast,default,tls   run only these scenarios (cost: only scenario 1's
                      cost of the per-address limit)
   ORIGINAL_DIR       the original's directory (with run.sh; default ../shared/original beside the
                      project); empty or "none" leaves the original out
@@ -53,8 +58,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 import nginx_bot  # noqa: E402
 import openloop  # noqa: E402
+import pki  # noqa: E402
 
 ROOT = HERE.parents[1]
 BUILD = Path(os.environ.get("OTP_BUILD_DIR", ROOT / "build")).resolve()
@@ -67,7 +74,7 @@ OPEN_SECONDS = int(os.environ.get("BENCH_OPEN_SECONDS", 1 if SMOKE else 15 if QU
 BROADCAST_RATE = int(os.environ.get("BENCH_BROADCAST_RATE", 100 if SMOKE else 1000))
 CLIENT_TIMEOUT = 10  # seconds an open-loop client waits for its answer, as a caller would
 FRONTEND = os.environ.get("BENCH_FRONTEND", "lighttpd")  # conf/serve.sh's: lighttpd, nginx, ...
-ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "zero,broadcast,default").split(",")))
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "zero,broadcast,default,tls").split(",")))
 EXPIRE = 5
 LATENCY_MS = 300
 # after the load, wait for the deletions: at most expire_seconds plus this, and never more than
@@ -565,6 +572,8 @@ def fmt(value, spec, unit=""):
 def open_loop(stack, bot, rate, base):
     """Runs the open loop against stack, then waits for the deletions; returns the figures."""
     rss = PeakRss(stack)
+    pids = with_descendants(stack.root_pids())
+    cpu_before = cpu_seconds(pids)
     try:
         res = openloop.run("127.0.0.1", stack.port, rate, OPEN_SECONDS, lambda i: (
             b'{"chat_id": "%d", "otp": "123456", "expire_seconds": %d}' % (base + i, EXPIRE)),
@@ -582,7 +591,11 @@ def open_loop(stack, bot, rate, base):
             time.sleep(0.5)
     finally:
         peak = rss.stop()
+    pids |= with_descendants(stack.root_pids())
+    cpu = cpu_seconds(pids) - cpu_before
     return {"asked": int(rate * OPEN_SECONDS), "statuses": res.statuses,
+            "cpu_per_send": cpu * 1e6 / len(sends) if sends else float("nan"),
+            "tls_connections": len({c.get("connection") for c in bot.calls()}),
             "ok": res.statuses.get(200, 0), "p50": percentile(res.latencies, .5) * 1000,
             "p99": percentile(res.latencies, .99) * 1000,
             "all_p99": percentile(res.all_latencies, .99) * 1000,
@@ -615,6 +628,81 @@ def calibrate(workdir, rate):
           f"{'':>7}{fmt(percentile(res.latencies, .5) * 1000, '>8.0f', 'ms')}"
           f"{fmt(percentile(res.latencies, .99) * 1000, '>8.0f', 'ms')}  the generator straight at the fake "
           f"for {seconds} s: this load's floor  {other}", flush=True)
+
+
+def scenario_tls(workdir, original):
+    """Scenario 4: the same loads over plain HTTP and over TLS, one after the other."""
+    print(f"\n4. The Bot API over TLS (a private CA, TELEGRAM_CA_FILE; session cache and tickets) "
+          f"beside plain HTTP ({load()})\n   CPU/send = user + system time of the whole stack "
+          "(lighttpd, every otp-fcgi, otp-deleter) during the run per message sent (the open "
+          "loop's until every deletion);\n"
+          "   connections = the client connections the fake saw (over TLS each began with a "
+          "handshake)")
+    certs = Path(workdir) / "pki"
+    certs.mkdir()
+    ca = pki.make_ca(certs, "bench-ca")
+    cert = pki.make_server_cert(certs, ca)
+    transports = [("HTTP", None, {}), ("TLS", cert, {"TELEGRAM_CA_FILE": str(ca[0])})]
+    print(f"   zero latency, wrk c=64 {WRK_SECONDS} s, limits raised\n"
+          f"   {'system':<34}{'req/s':>8}{'p50':>10}{'p99':>10}{'CPU/send':>11}{'connections':>13}")
+    for n, (transport, tls, extra) in enumerate(transports):
+        bot = nginx_bot.NginxBot(workdir, 0, tls=tls)
+        try:
+            stack = Ours(workdir, bot, dict(RAISED, **extra), f"otp-gateway, {transport}")
+            try:
+                pids = with_descendants(stack.root_pids())
+                before = cpu_seconds(pids)
+                res = wrk(stack, 64, workdir, 5_000_000_000 + n * 100_000_000)
+                pids |= with_descendants(stack.root_pids())
+                used = cpu_seconds(pids) - before
+            finally:
+                stack.stop()
+            ok = res["answers"] - res["non200"]
+            conns = len({c["connection"] for c in bot.calls()})
+        finally:
+            bot.stop()
+        print(f"   {'otp-gateway, ' + transport:<34}{res['ok_per_s']:>8.0f}"
+              f"{fmt(res['p50'], '>8.1f', 'ms')}{fmt(res['p99'], '>8.1f', 'ms')}"
+              f"{fmt(used * 1e6 / ok if ok else float('nan'), '>8.0f', 'µs')}{conns:>13}", flush=True)
+    if original:
+        bot = nginx_bot.NginxBot(workdir, 0)
+        try:
+            stack = Original(workdir, bot, ORIGINAL_RAISED, "original, 2 workers", original, 2)
+            try:
+                pids = with_descendants(stack.root_pids())
+                before = cpu_seconds(pids)
+                res = wrk(stack, 64, workdir, 5_500_000_000)
+                pids |= with_descendants(stack.root_pids())
+                used = cpu_seconds(pids) - before
+            finally:
+                stack.stop()
+        finally:
+            bot.stop()
+        ok = res["answers"] - res["non200"]
+        print(f"   {'original, 2 workers, plain HTTP':<34}{res['ok_per_s']:>8.0f}"
+              f"{fmt(res['p50'], '>8.1f', 'ms')}{fmt(res['p99'], '>8.1f', 'ms')}"
+              f"{fmt(used * 1e6 / ok if ok else float('nan'), '>8.0f', 'µs')}", flush=True)
+    settings = {"TELEGRAM_PAID_BROADCAST": "1", "RATE_LIMIT_PER_IP": "1000000"}
+    print(f"   paid broadcast, open loop at {BROADCAST_RATE} sends/s for {OPEN_SECONDS} s, Bot API "
+          f"latency {LATENCY_MS} ms, expire_seconds {EXPIRE} (columns as in scenario 2)\n"
+          f"   {'system':<22}{'asked':>7}{'200s':>7}{'sent':>7}{'p50':>10}{'p99':>10}"
+          f"{'deleted':>9}{'lag p50':>9}{'lag p99':>9}{'RSS':>12}{'PSS':>11}  other answers")
+    results = {}
+    for n, (transport, tls, extra) in enumerate(transports):
+        label = f"otp-gateway, {transport}"
+        bot = nginx_bot.NginxBot(workdir, LATENCY_MS, tls=tls)
+        try:
+            stack = Ours(workdir, bot, dict(settings, **extra), label)
+            try:
+                results[label] = open_loop(stack, bot, BROADCAST_RATE, 6_000_000_000 + n * 100_000_000)
+            finally:
+                stack.stop()
+        finally:
+            bot.stop()
+        print_open(label[:22], results[label])
+    for label, r in results.items():
+        print(f"   {label}: CPU {fmt(r['cpu_per_send'], '.0f')} µs per send, "
+              f"{r['tls_connections']} connections")
 
 
 def scenario_open(workdir, original, title, rate, settings, base):
@@ -687,6 +775,8 @@ def main():
             scenario_open(workdir, original, "3. Default configuration (30 sends/s budget), "
                           "RATE_LIMIT_PER_IP=1000000", 30, {"RATE_LIMIT_PER_IP": "1000000"},
                           4_000_000_000)
+        if "tls" in ONLY:
+            scenario_tls(workdir, original)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

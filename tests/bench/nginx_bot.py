@@ -15,7 +15,7 @@ connection number's last three digits and the connection's request count's last 
 connection is answered ten times within a millisecond. C is the request's chat_id (JSON or form).
 
 Every call is logged to calls.log: the time it was answered, how long it took, the status, the
-method, the message_id answered and the request body (JSON-escaped). calls() reads them back: that is when Telegram would
+method, the message_id answered, the connection and the request body (JSON-escaped). calls() reads them back: that is when Telegram would
 have seen each call, which is what the benchmark measures sends and deletion lag against.
 """
 import json
@@ -79,10 +79,10 @@ http {
         "~(^|&)chat_id=(?<c>-?\d+)" "$c";
         default "0";
     }
-    log_format calls escape=json '$msec $request_time $status $bench_method $bench_id $request_body';
+    log_format calls escape=json '$msec $request_time $status $bench_method $bench_id $connection $request_body';
 
     server {
-        listen 127.0.0.1:%(port)d backlog=4096;
+        listen 127.0.0.1:%(port)d backlog=4096%(tls)s;
         default_type application/json;
         set $bench_method "-";
         set $bench_id "-";
@@ -116,14 +116,19 @@ http {
 class NginxBot:
     """nginx answering as the Bot API on a free loopback port, in its own directory."""
 
-    def __init__(self, workdir, latency_ms=0):
+    def __init__(self, workdir, latency_ms=0, tls=None):
+        """tls: (certificate, key) to answer over HTTPS only, with session resumption by
+        cache and by tickets, as Telegram's servers offer both."""
         self.dir = Path(tempfile.mkdtemp(dir=workdir, prefix="nginx-bot-"))
         (self.dir / "tmp").mkdir()
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         sleep = f"echo_sleep {latency_ms / 1000:.3f};" if latency_ms > 0 else ""
+        tls_conf = (f" ssl;\n        ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};\n"
+                    "        ssl_session_cache shared:tls:10m;\n        ssl_session_tickets on"
+                    if tls else "")
         conf = CONF % {"module": ECHO_MODULE, "dir": self.dir, "port": self.port, "sleep": sleep,
-                       "user": "user root;" if os.geteuid() == 0 else ""}
+                       "user": "user root;" if os.geteuid() == 0 else "", "tls": tls_conf}
         (self.dir / "nginx.conf").write_text(conf)
         self.log = self.dir / "calls.log"
         self._read_at = 0
@@ -153,7 +158,8 @@ class NginxBot:
     def calls(self):
         """Every call logged so far: dicts with at (when the call arrived, epoch seconds), done
         (when it was answered), status, method, body (a dict: JSON or form fields), message_id
-        (what a sendMessage answered). The log is
+        (what a sendMessage answered), connection (nginx's serial number of the client's
+        connection: over TLS, each began with a handshake). The log is
         flushed every 200 ms: poll, do not expect the last call at once."""
         with open(self.log, "rb") as f:
             f.seek(self._read_at)
@@ -161,11 +167,11 @@ class NginxBot:
         end = data.rfind(b"\n") + 1
         self._read_at += end
         for line in data[:end].decode("utf-8", "replace").splitlines():
-            parts = line.split(" ", 5)
-            if len(parts) < 5:
+            parts = line.split(" ", 6)
+            if len(parts) < 6:
                 continue
             done, took, status, method = float(parts[0]), float(parts[1]), int(parts[2]), parts[3]
-            raw = json.loads('"' + parts[5] + '"') if len(parts) == 6 else ""
+            raw = json.loads('"' + parts[6] + '"') if len(parts) == 7 else ""
             try:
                 body = json.loads(raw) if raw.startswith("{") else {
                     k: v[0] for k, v in parse_qs(raw).items()}
@@ -173,6 +179,7 @@ class NginxBot:
                 body = {}
             self._calls.append({"at": done - took, "done": done, "status": status,
                                 "method": method.rsplit("/", 1)[-1], "body": body,
+                                "connection": int(parts[5]),
                                 "message_id": int(parts[4]) if parts[4].isdigit() else None})
         return self._calls
 

@@ -68,11 +68,13 @@ def test_make_bench_smoke_run_completes():
     out = p.stdout
     assert p.returncode == 0, out + p.stderr
     assert "original: skipped: ORIGINAL_DIR is empty" in out
-    for header in ("1. Zero Bot API latency", "2. Paid broadcast", "3. Default configuration"):
+    for header in ("1. Zero Bot API latency", "2. Paid broadcast", "3. Default configuration",
+                   "4. The Bot API over TLS"):
         assert header in out, out
     # scenario 1's rows (ours, on Redis when redis-server is there, per-address limit off),
-    # then one row in each open-loop scenario
-    rows = 5 if shutil.which("redis-server") else 4
+    # one row in each open-loop scenario, then scenario 4's: plain HTTP and TLS at zero
+    # latency and in the open loop, and the CPU per send of each open loop
+    rows = (5 if shutil.which("redis-server") else 4) + 6
     assert len(re.findall(r"^   otp-gateway\b.*\d", out, re.M)) == rows, out
     # then the per-address limit's cost: one pair of runs (CPU µs per request, req/s) and the median
     assert re.search(r"^\s+1\s+\d+\s+\d+\s+[\d.]+\s+\d+\s+\d+\s+[\d.]+$", out, re.M), out
@@ -82,3 +84,9 @@ def test_make_bench_smoke_run_completes():
     row = re.search(r"^   otp-gateway\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+\S+\s+(\d+)\s",
                     out.split("3. Default configuration")[1], re.M)
     assert row and row.groups() == ("30", "30", "30", "30"), out
+    # scenario 4: every send over TLS answered, seen by the fake and deleted; CPU per send printed
+    tls = out.split("4. The Bot API over TLS")[1]
+    assert re.search(r"^   otp-gateway, TLS\s+\d+\s+\S+ms\s+\S+ms\s+\d+µs\s+\d+$", tls, re.M), out
+    row = re.search(r"^   otp-gateway, TLS\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+\S+\s+(\d+)\s", tls, re.M)
+    assert row and len(set(row.groups())) == 1, out
+    assert re.search(r"^   otp-gateway, TLS: CPU \d+ µs per send, \d+ connections$", tls, re.M), out

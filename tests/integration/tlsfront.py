@@ -9,9 +9,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
-from conftest import SLOW, free_port, stop_process, wait_until
+from conftest import ROOT, SLOW, free_port, stop_process, wait_until
+
+sys.path.insert(0, str(ROOT / "tests"))
+from pki import make_ca, make_server_cert  # noqa: E402,F401  (the tests' CA)
 
 
 def missing():
@@ -20,36 +24,6 @@ def missing():
         if shutil.which(prog) is None and not Path(f"/usr/sbin/{prog}").exists():
             return f"{prog} is not installed"
     return None
-
-
-def openssl(*args, cwd):
-    p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, f"openssl {args[0]}: {p.stderr}"
-
-
-def make_ca(directory, name):
-    """A self-signed CA: (certificate path, key path)."""
-    d = Path(directory)
-    crt, key = d / f"{name}.pem", d / f"{name}.key"
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", str(key), "-out", str(crt), "-days", "2", "-subj", f"/CN={name}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    return crt, key
-
-
-def make_server_cert(directory, ca, name="bot-api"):
-    """A certificate for 127.0.0.1 and localhost signed by ca: (certificate path, key path)."""
-    d = Path(directory)
-    crt, key, csr = d / f"{name}.pem", d / f"{name}.key", d / f"{name}.csr"
-    ext = d / f"{name}.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                   "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}", cwd=d)
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-            "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext), cwd=d)
-    return crt, key
 
 
 CONF = """
