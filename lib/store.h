@@ -13,6 +13,16 @@
  *   script (atomic). A lost connection is retried on use with a backoff (calls fail meanwhile).
  *   Differences a caller must know are marked "Redis:" below.
  *
+ * Clocks: instants cross this interface on the caller's clock (clock_now_ms(); tests pass their
+ * own), and durations are measured on it. SQLite keeps them as they are: one host, one clock.
+ * Redis keeps every instant on its own clock (TIME, read inside the script that writes or
+ * compares it): an instant a caller hands over is its now plus a duration and is kept as Redis's
+ * now plus that duration, instants read back are moved onto the caller's clock, and the
+ * heartbeat is Redis's now whatever the caller says. So hosts whose clocks disagree share one
+ * clock; the one instant answered on the store's own clock is store_pending_add()'s *stored_ms,
+ * what a client is told. With "clock=host" in the URL (tests) Redis takes the caller's instants
+ * as they are.
+ *
  * A handle is used by one thread at a time (it may pass from thread to thread). The OTP and the message text are never given to the store.
  *
  * Errors: functions returning int answer 0 (or a count) on success and -1 on failure, with the
@@ -204,7 +214,7 @@ int store_metrics_add(struct store *s, const struct store_metric *deltas, int n,
 int store_metrics_read(struct store *s, void (*fn)(void *ctx, const struct store_metric *m),
 		       void *ctx);
 
-/* The heartbeat of a program (e.g. "otp-deleter"). */
+/* The heartbeat of a program (e.g. "otp-deleter"). Redis: the beat is the store's now. */
 int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms);
 /* Returns 1 with *beat_ms set, 0 if that program never beat, -1 on error. */
 int store_heartbeat_get(struct store *s, const char *program, int64_t *beat_ms);

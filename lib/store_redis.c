@@ -1,8 +1,10 @@
 /* store_redis.c — the Redis backend of store.h (see store_backend.h), for deployments where
  * several hosts share the pending deletions, the limits, the send queue, the pauses and the
- * heartbeat. The only file that includes hiredis.h.
+ * heartbeat. With store_redis_reply.c (which checks every reply before use), the only file that
+ * includes hiredis.h.
  *
- * Key layout (P = the prefix, "otp:" by default; README "Redis" shows them with redis-cli):
+ * Key layout (P = the prefix, "otp:" by default; docs/store.md shows them with redis-cli),
+ * every instant on Redis's clock (LUA_CLOCK):
  *   P pending:due          sorted set: pending id -> next try (ms); due when score <= now
  *   P pending:<id>         hash: chat_id, message_id, delete_at_ms, attempts, created_at_ms
  *   P pending:by-message   hash: "<chat_id lowercased>:<message_id>" -> id (POST /revoke-otp)
@@ -12,7 +14,7 @@
  *   P rate:seq             counter of event ids
  *   P queue:send           the send queue's next free instant (µs)
  *   P pause:<kind>         hash: until_ms, set_by (Telegram's 429 on "send" or "delete")
- *   P heartbeat:<program>  the latest beat (ms) of any instance of program, on any host
+ *   P heartbeat:<program>  Redis's now (ms) at the latest beat of any instance of program
  *   P metrics:<host>       hash: "<name>{<labels>}" -> total of that host's processes
  * Nothing else: no OTP, no message text.
  *
@@ -21,7 +23,9 @@
  * server forgets them). A lost connection is reopened on use, at most once per backoff step
  * (100 ms doubling to 2 s); meanwhile calls fail at once. The first failure of an outage and
  * the recovery are logged once per process. Reads are retried once on a fresh connection;
- * writes are not (a write whose answer was lost may have happened). */
+ * writes are not (a write whose answer was lost may have happened). Each command has one
+ * deadline for its whole reply (COMMAND_TIMEOUT_MS); a reply of the wrong shape is a store
+ * error, logged once per call and process, and drops the connection. */
 #define _GNU_SOURCE
 #include "store_backend.h"
 
