@@ -337,6 +337,7 @@ struct redis_store {
 	int64_t lease_ms;
 	int64_t next_connect_ms;      /* no reconnection attempt before this */
 	int64_t backoff_ms;
+	int64_t handshake_end_ms;     /* while connecting (clock_mono_ms()): one deadline for it all */
 	char sha[SC_COUNT_][41];
 	char err[256];
 };
@@ -425,13 +426,17 @@ static void io_err(struct redis_store *s, const char *what)
 		set_err(s, "%s: %s", what, s->c->errstr[0] != '\0' ? s->c->errstr : "no answer");
 }
 
-/* Writes what is buffered for the server, then reads one reply, within COMMAND_TIMEOUT_MS in all:
- * a server that trickles its reply a byte at a time cannot hold the caller longer than that
- * (the socket's own timeout bounds each read only). Returns the reply (the caller frees it), or
+/* Writes what is buffered for the server, then reads one reply, within COMMAND_TIMEOUT_MS in all
+ * (and within the handshake's deadline while connecting): a server that trickles its reply a
+ * byte at a time cannot hold the caller longer than that (the socket's own timeout bounds each
+ * read only). Returns the reply (the caller frees it), or
  * NULL with the reason in s->err; the connection is then unusable. */
 static redisReply *exchange(struct redis_store *s, const char *what)
 {
 	int64_t deadline = clock_mono_ms() + COMMAND_TIMEOUT_MS, left;
+
+	if (s->handshake_end_ms != 0 && s->handshake_end_ms < deadline)
+		deadline = s->handshake_end_ms;
 	void *reply = NULL;
 	struct pollfd pfd = { .fd = s->c->fd };
 	int done = 0, n;
@@ -568,8 +573,8 @@ static int load_script(struct redis_store *s, enum script_id id)
 	return rc;
 }
 
-/* Connects, authenticates, selects the database and loads the scripts. */
-static int connect_now(struct redis_store *s)
+/* What connect_now() does, without its deadline. */
+static int handshake(struct redis_store *s)
 {
 	struct timeval ct = { CONNECT_TIMEOUT_MS / 1000, (CONNECT_TIMEOUT_MS % 1000) * 1000 };
 	struct timeval tt = { COMMAND_TIMEOUT_MS / 1000, (COMMAND_TIMEOUT_MS % 1000) * 1000 };
@@ -589,7 +594,10 @@ static int connect_now(struct redis_store *s)
 		set_err(s, "connecting to Redis: %s", s->c->errstr);
 		goto fail;
 	}
-	redis_reply_limit(s->c->reader);
+	if (redis_reply_limit(s->c->reader) != 0) {
+		set_err(s, "connecting to Redis: out of memory");
+		goto fail;
+	}
 	if (redisSetTimeout(s->c, tt) != REDIS_OK) {
 		set_err(s, "setting the Redis timeout: %s", s->c->errstr);
 		goto fail;
@@ -611,6 +619,18 @@ static int connect_now(struct redis_store *s)
 fail:
 	drop_connection(s);
 	return -1;
+}
+
+/* Connects, authenticates, selects the database and loads the scripts, all of it within
+ * CONNECT_TIMEOUT_MS + COMMAND_TIMEOUT_MS. */
+static int connect_now(struct redis_store *s)
+{
+	int rc;
+
+	s->handshake_end_ms = clock_mono_ms() + CONNECT_TIMEOUT_MS + COMMAND_TIMEOUT_MS;
+	rc = handshake(s);
+	s->handshake_end_ms = 0;
+	return rc;
 }
 
 /* A live connection, reconnecting when the backoff allows. Logs the start and the end of an

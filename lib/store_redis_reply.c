@@ -3,14 +3,17 @@
 #include "store_redis_reply.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- bounds while reading ------------------------------------------------------------------ */
 
-/* The reader's own functions, kept before ours replace them (hiredis's defaults are static). */
+/* hiredis's own functions (static in hiredis: copied from a fresh reader, once per process) and
+ * ours, which check the bounds and hand over to them. */
 static redisReplyObjectFunctions default_fn;
 static redisReplyObjectFunctions limited_fn;
+static pthread_once_t fn_once = PTHREAD_ONCE_INIT;
 
 static void *create_array(const redisReadTask *task, int elements)
 {
@@ -26,18 +29,32 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
 	return default_fn.createString(task, str, len);
 }
 
-void redis_reply_limit(redisReader *reader)
+static int fn_ready;
+
+static void init_fn(void)
 {
-	/* every reader starts with hiredis's defaults: the same functions for every context */
-	if (reader->fn == NULL || reader->fn == &limited_fn)
-		return;
-	if (default_fn.createArray == NULL) {
-		default_fn = *reader->fn;
-		limited_fn = default_fn;
-		limited_fn.createArray = create_array;
-		limited_fn.createString = create_string;
-	}
-	reader->fn = &limited_fn;
+	redisReader *r = redisReaderCreate();
+
+	if (r == NULL || r->fn == NULL)
+		goto out;
+	default_fn = *r->fn;
+	limited_fn = default_fn;
+	limited_fn.createArray = create_array;
+	limited_fn.createString = create_string;
+	fn_ready = 1;
+out:
+	redisReaderFree(r);
+}
+
+int redis_reply_limit(redisReader *reader)
+{
+	pthread_once(&fn_once, init_fn);
+	if (!fn_ready || reader->fn == NULL)
+		return -1;
+	/* every reader starts with hiredis's defaults (replies as redisReply trees) */
+	if (reader->fn->createArray == default_fn.createArray)
+		reader->fn = &limited_fn;
+	return 0;
 }
 
 /* ---- typed accessors ------------------------------------------------------------------------ */

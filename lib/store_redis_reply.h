@@ -25,8 +25,9 @@
 
 /* Makes reader refuse, while reading and before hiredis allocates for them, an array of more than
  * REDIS_REPLY_ELEMENTS_MAX elements (or a negative count other than nil's -1) and a string
- * longer than REDIS_REPLY_STRING_MAX: the read fails as out of memory. */
-void redis_reply_limit(redisReader *reader);
+ * longer than REDIS_REPLY_STRING_MAX: the read fails as out of memory. Returns 0, or -1 when
+ * the process could not make its first reader (out of memory). */
+int redis_reply_limit(redisReader *reader);
 
 /* ---- typed accessors: one line per expected shape ----------------------------------------- */
 

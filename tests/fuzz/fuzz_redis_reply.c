@@ -81,9 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	nrules = data[0] % (STORE_RATE_RULES_MAX + 1);
 	max = 1 + (data[0] >> 4) % 16;
-	if ((reader = redisReaderCreate()) == NULL)
-		return 0;
-	redis_reply_limit(reader);
+	if ((reader = redisReaderCreate()) == NULL || redis_reply_limit(reader) != 0)
+		abort();
 	if (redisReaderFeed(reader, (const char *)data + 1, size - 1) != REDIS_OK)
 		goto out;
 	for (k = 0; k < 8; k++) {

@@ -22,7 +22,7 @@ static redisReply *read_reply(const char *resp, size_t len)
 	redisReaderFree(reader);
 	reader = redisReaderCreate();
 	assert_non_null(reader);
-	redis_reply_limit(reader);
+	assert_int_equal(redis_reply_limit(reader), 0);
 	assert_int_equal(redisReaderFeed(reader, resp, len), REDIS_OK);
 	if (redisReaderGetReply(reader, &r) != REDIS_OK)
 		return NULL;
