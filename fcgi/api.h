@@ -20,8 +20,9 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 /* GET /metrics: the Prometheus text of the whole pool's metrics. 200, or 500. */
 void api_metrics(struct worker *w, const struct request *req, struct response *resp);
 
-/* Whether otp-deleter's heartbeat is fresh. Returns 1 fresh, 0 stale or missing (with *age_ms
- * set, or -1 when it never beat), -1 on a store error. */
+/* Whether otp-deleter's heartbeat is fresh (policy_heartbeat()). Returns 1 fresh, 0 stale, from
+ * the future (logged) or missing (with *age_ms set, or -1 when it never beat), -1 on a store
+ * error. */
 int api_deleter_alive(struct worker *w, int64_t *age_ms);
 
 /* Why no OTP is sent while otp-deleter's heartbeat is stale or missing, for a 503's detail.

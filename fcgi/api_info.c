@@ -23,6 +23,9 @@ void api_root(struct worker *w, const struct request *req, struct response *resp
 			       "/openapi.json"));
 }
 
+/* A heartbeat from the future is logged once until the beats are fresh again. */
+static atomic_int future_beat_logged;
+
 int api_deleter_alive(struct worker *w, int64_t *age_ms)
 {
 	struct store *s = worker_store(w);
@@ -40,7 +43,20 @@ int api_deleter_alive(struct worker *w, int64_t *age_ms)
 	if (rc == 0)
 		return 0;
 	*age_ms = now - beat;
-	return *age_ms <= (int64_t)w->app->cfg->heartbeat_stale_s * 1000;
+	switch (policy_heartbeat(*age_ms, (int64_t)w->app->cfg->heartbeat_stale_s * 1000)) {
+	case POLICY_BEAT_FRESH:
+		atomic_store(&future_beat_logged, 0);
+		return 1;
+	case POLICY_BEAT_FROM_THE_FUTURE:
+		if (atomic_exchange(&future_beat_logged, 1) == 0)
+			log_json(LOG_ERROR,
+				 "otp-deleter's heartbeat is in the future: taken as stale (a clock "
+				 "ahead, or an edited store); no OTP is sent until a fresh beat",
+				 json_pack("{s:I}", "ahead_ms", (json_int_t)-*age_ms));
+		return 0;
+	default:
+		return 0;
+	}
 }
 
 #define DELETER_DOWN "Message deletion is not running (otp-deleter's heartbeat is stale); no " \

@@ -91,6 +91,15 @@ static void answer_busy(enum policy_verdict why, int64_t retry_ms, struct respon
 	}
 }
 
+/* 503: the store (a Redis server other hosts share, or the database) failed or answered what it
+ * cannot have meant: fail closed, nothing is sent that could not be recorded for deletion. */
+static void answer_store_down(struct response *resp)
+{
+	count_failure("store_error");
+	resp->retry_after_s = 1;
+	http_respond_failure(resp, 503, "The store is unreachable; no OTP is sent until it is back");
+}
+
 static void answer_telegram_failure(const struct tg_result *res, struct response *resp)
 {
 	json_t *body;
@@ -150,11 +159,14 @@ static void undo_send(struct worker *w, const char *chat_id, long long message_i
 			     "The message could not be recorded for deletion and was withdrawn");
 }
 
-static void answer_sent(const struct send_otp_request *r, int64_t confirmed_ms,
+/* The answer is built from the deletion instant the store keeps (on the store's clock, shared by
+ * every host): sent_at is that instant less expire_seconds, truncated to the second, so that the
+ * delete_at the client is told is never later than the instant the row is deleted at. */
+static void answer_sent(const struct send_otp_request *r, int64_t stored_delete_at_ms,
 			long long message_id, struct response *resp)
 {
 	char sent_at[CLOCK_ISO_LEN], delete_at[CLOCK_ISO_LEN];
-	int64_t sent_s = confirmed_ms / 1000;
+	int64_t sent_s = (stored_delete_at_ms - (int64_t)r->expire_seconds * 1000) / 1000;
 
 	clock_format_utc(sent_s, sent_at);
 	clock_format_utc(sent_s + r->expire_seconds, delete_at);
@@ -207,7 +219,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	char *text = NULL;
 	struct tg_result res;
 	struct store *s;
-	int64_t confirmed_ms, until = 0, now;
+	int64_t confirmed_ms, stored_ms, until = 0, now;
 
 	text = malloc(MESSAGE_MAX);
 	if (text == NULL || message_render(cfg->message_template, r->otp, r->expire_seconds, text,
@@ -226,8 +238,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		goto out;
 	default:
 		release(w, adm);
-		count_failure("store_error");
-		http_respond_failure(resp, 500, "The database is unavailable");
+		answer_store_down(resp);
 		goto out;
 	}
 	if (atomic_load(&w->app->stopping)) {
@@ -243,8 +254,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	    policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0) {
 		log_msg(LOG_ERROR, "reading Telegram's pause: %s", worker_store_strerror(w));
 		release(w, adm);
-		count_failure("store_error");
-		http_respond_failure(resp, 500, "The database is unavailable");
+		answer_store_down(resp);
 		goto out;
 	}
 	if (until > now) {
@@ -284,7 +294,8 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		goto out;
 	}
 	if (s == NULL || store_pending_add(s, r->chat_id, res.message_id,
-					   confirmed_ms + (int64_t)r->expire_seconds * 1000) != 0) {
+					   confirmed_ms + (int64_t)r->expire_seconds * 1000,
+					   &stored_ms) != 0) {
 		log_msg(LOG_ERROR, "recording a pending deletion: %s", worker_store_strerror(w));
 		undo_send(w, r->chat_id, res.message_id, resp);
 		count_failure("store_error");
@@ -300,7 +311,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		snprintf(labels, sizeof labels, "key=\"%s\"", caller->owner);
 		metrics_count("otp_sent_by_key_total", labels, 1);
 	}
-	answer_sent(r, confirmed_ms, res.message_id, resp);
+	answer_sent(r, stored_ms, res.message_id, resp);
 out:
 	if (text != NULL)
 		secmem_wipe(text, MESSAGE_MAX);
@@ -329,14 +340,10 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 
 	alive = api_deleter_alive(w, &age_ms);
 	if (alive != 1 || (s = worker_store(w)) == NULL) {
-		count_failure(alive < 0 ? "store_error" : "deleter_down");
 		if (alive < 0) {
-			/* fail closed: nothing is sent while the store (a Redis server other hosts
-			 * share, or the database) cannot take the pending deletion */
-			resp->retry_after_s = 1;
-			http_respond_failure(resp, 503,
-					     "The store is unreachable; no OTP is sent until it is back");
+			answer_store_down(resp);
 		} else {
+			count_failure("deleter_down");
 			resp->retry_after_s = 5;
 			http_respond_failure(resp, 503, api_deleter_down_detail(w));
 		}
@@ -347,10 +354,7 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 					 req->caller.limit_per_minute };
 	if (policy_admit(&w->app->policy, s, r.chat_id, &client, clock_now_ms(), &adm) != 0) {
 		log_msg(LOG_ERROR, "taking a rate-limit slot: %s", store_strerror(s));
-		count_failure("store_error");
-		resp->retry_after_s = 1;
-		http_respond_failure(resp, 503,
-				     "The store is unreachable; no OTP is sent until it is back");
+		answer_store_down(resp);
 		goto out;
 	}
 	switch (adm.verdict) {

@@ -212,6 +212,13 @@ int policy_paused_until(const struct policy *p, struct store *s, enum policy_pau
 	return 0;
 }
 
+enum policy_beat policy_heartbeat(int64_t age_ms, int64_t stale_ms)
+{
+	if (age_ms < -POLICY_BEAT_FUTURE_MS)
+		return POLICY_BEAT_FROM_THE_FUTURE;
+	return age_ms <= stale_ms ? POLICY_BEAT_FRESH : POLICY_BEAT_STALE;
+}
+
 int policy_prune(const struct policy *p, struct store *s, int64_t now_ms)
 {
 	int chat, ip;

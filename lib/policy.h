@@ -124,6 +124,16 @@ int policy_pause(const struct policy *p, struct store *s, enum policy_pause_kind
 int policy_paused_until(const struct policy *p, struct store *s, enum policy_pause_kind kind,
 			int64_t now_ms, int64_t *until_ms);
 
+/* A heartbeat more than this ahead of the reader's now cannot be a beat: a clock that ran ahead,
+ * or a hand edit. It counts as stale, or it would keep sends open with nothing deleting. */
+#define POLICY_BEAT_FUTURE_MS 3000
+
+enum policy_beat { POLICY_BEAT_FRESH, POLICY_BEAT_STALE, POLICY_BEAT_FROM_THE_FUTURE };
+
+/* What a heartbeat age_ms old (negative: ahead of now) means when beats go stale after
+ * stale_ms: fresh only within [-POLICY_BEAT_FUTURE_MS, stale_ms]. */
+enum policy_beat policy_heartbeat(int64_t age_ms, int64_t stale_ms);
+
 /* Drops every scope's events that left their window (a subject's own requests drop them only
  * once they would decide: SQLite leaves those of a subject below its limit to this sweep).
  * Returns the number dropped, or -1. */

@@ -110,10 +110,11 @@ long long store_rate_count(struct store *s, const char *scope, const char *subje
 }
 
 int store_pending_add(struct store *s, const char *chat_id, long long message_id,
-		      int64_t delete_at_ms)
+		      int64_t delete_at_ms, int64_t *stored_ms)
 {
-	return s->sq != NULL ? sqlite_store_pending_add(s->sq, chat_id, message_id, delete_at_ms)
-			   : redis_store_pending_add(s->rd, chat_id, message_id, delete_at_ms);
+	return s->sq != NULL
+		       ? sqlite_store_pending_add(s->sq, chat_id, message_id, delete_at_ms, stored_ms)
+		       : redis_store_pending_add(s->rd, chat_id, message_id, delete_at_ms, stored_ms);
 }
 
 int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int max)

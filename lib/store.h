@@ -13,6 +13,16 @@
  *   script (atomic). A lost connection is retried on use with a backoff (calls fail meanwhile).
  *   Differences a caller must know are marked "Redis:" below.
  *
+ * Clocks: instants cross this interface on the caller's clock (clock_now_ms(); tests pass their
+ * own), and durations are measured on it. SQLite keeps them as they are: one host, one clock.
+ * Redis keeps every instant on its own clock (TIME, read inside the script that writes or
+ * compares it): an instant a caller hands over is its now plus a duration and is kept as Redis's
+ * now plus that duration, instants read back are moved onto the caller's clock, and the
+ * heartbeat is Redis's now whatever the caller says. So hosts whose clocks disagree share one
+ * clock; the one instant answered on the store's own clock is store_pending_add()'s *stored_ms,
+ * what a client is told. With "clock=host" in the URL (tests) Redis takes the caller's instants
+ * as they are.
+ *
  * A handle is used by one thread at a time (it may pass from thread to thread). The OTP and the message text are never given to the store.
  *
  * Errors: functions returning int answer 0 (or a count) on success and -1 on failure, with the
@@ -153,9 +163,11 @@ int store_rate_prune(struct store *s, const char *scope, int64_t expired_ms);
 /* The number of events (scope, subject) holds, expired or not (tests, inspection), or -1. */
 long long store_rate_count(struct store *s, const char *scope, const char *subject);
 
-/* Records that message_id in chat_id is to be deleted at delete_at_ms. */
+/* Records that message_id in chat_id is to be deleted at delete_at_ms (the caller's clock), and
+ * puts in *stored_ms (may be NULL) that instant as the store keeps it: on the store's clock
+ * (see "Clocks"), what a client is to be told. */
 int store_pending_add(struct store *s, const char *chat_id, long long message_id,
-		      int64_t delete_at_ms);
+		      int64_t delete_at_ms, int64_t *stored_ms);
 
 /* Fills out with up to max rows whose next try is due at now_ms, earliest first.
  * Returns the number of rows, or -1.
@@ -206,7 +218,7 @@ int store_metrics_add(struct store *s, const struct store_metric *deltas, int n,
 int store_metrics_read(struct store *s, void (*fn)(void *ctx, const struct store_metric *m),
 		       void *ctx);
 
-/* The heartbeat of a program (e.g. "otp-deleter"). */
+/* The heartbeat of a program (e.g. "otp-deleter"). Redis: the beat is the store's now. */
 int store_heartbeat_set(struct store *s, const char *program, int64_t now_ms);
 /* Returns 1 with *beat_ms set, 0 if that program never beat, -1 on error. */
 int store_heartbeat_get(struct store *s, const char *program, int64_t *beat_ms);

@@ -26,7 +26,7 @@ int sqlite_store_rate_release(struct sqlite_store *s, const struct store_rate_ve
 int sqlite_store_rate_prune(struct sqlite_store *s, const char *scope, int64_t expired_ms);
 long long sqlite_store_rate_count(struct sqlite_store *s, const char *scope, const char *subject);
 int sqlite_store_pending_add(struct sqlite_store *s, const char *chat_id, long long message_id,
-			     int64_t delete_at_ms);
+			     int64_t delete_at_ms, int64_t *stored_ms);
 int sqlite_store_pending_due(struct sqlite_store *s, int64_t now_ms, struct pending *out, int max);
 int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms);
 int sqlite_store_pending_last(struct sqlite_store *s, int64_t *last_ms);
@@ -62,7 +62,7 @@ int redis_store_rate_release(struct redis_store *s, const struct store_rate_verd
 int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t expired_ms);
 long long redis_store_rate_count(struct redis_store *s, const char *scope, const char *subject);
 int redis_store_pending_add(struct redis_store *s, const char *chat_id, long long message_id,
-			    int64_t delete_at_ms);
+			    int64_t delete_at_ms, int64_t *stored_ms);
 int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pending *out, int max);
 int redis_store_pending_next(struct redis_store *s, int64_t *next_ms);
 int redis_store_pending_last(struct redis_store *s, int64_t *last_ms);

@@ -1,8 +1,10 @@
 /* store_redis.c — the Redis backend of store.h (see store_backend.h), for deployments where
  * several hosts share the pending deletions, the limits, the send queue, the pauses and the
- * heartbeat. The only file that includes hiredis.h.
+ * heartbeat. With store_redis_reply.c (which checks every reply before use), the only file that
+ * includes hiredis.h.
  *
- * Key layout (P = the prefix, "otp:" by default; README "Redis" shows them with redis-cli):
+ * Key layout (P = the prefix, "otp:" by default; docs/store.md shows them with redis-cli),
+ * every instant on Redis's clock (LUA_CLOCK):
  *   P pending:due          sorted set: pending id -> next try (ms); due when score <= now
  *   P pending:<id>         hash: chat_id, message_id, delete_at_ms, attempts, created_at_ms
  *   P pending:by-message   hash: "<chat_id lowercased>:<message_id>" -> id (POST /revoke-otp)
@@ -12,7 +14,7 @@
  *   P rate:seq             counter of event ids
  *   P queue:send           the send queue's next free instant (µs)
  *   P pause:<kind>         hash: until_ms, set_by (Telegram's 429 on "send" or "delete")
- *   P heartbeat:<program>  the latest beat (ms) of any instance of program, on any host
+ *   P heartbeat:<program>  Redis's now (ms) at the latest beat of any instance of program
  *   P metrics:<host>       hash: "<name>{<labels>}" -> total of that host's processes
  * Nothing else: no OTP, no message text.
  *
@@ -21,13 +23,17 @@
  * server forgets them). A lost connection is reopened on use, at most once per backoff step
  * (100 ms doubling to 2 s); meanwhile calls fail at once. The first failure of an outage and
  * the recovery are logged once per process. Reads are retried once on a fresh connection;
- * writes are not (a write whose answer was lost may have happened). */
+ * writes are not (a write whose answer was lost may have happened). Each command has one
+ * deadline for its whole reply (COMMAND_TIMEOUT_MS); a reply of the wrong shape is a store
+ * error, logged once per call and process, and drops the connection. */
 #define _GNU_SOURCE
 #include "store_backend.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -43,6 +49,7 @@
 #include "clock.h"
 #include "log.h"
 #include "secmem.h"
+#include "store_redis_reply.h"
 
 #define CONNECT_TIMEOUT_MS 1000
 #define COMMAND_TIMEOUT_MS 2000
@@ -58,6 +65,23 @@
 /* Lua numbers are doubles: integers up to 2^53 are exact (ms and µs since the epoch are far
  * below); '%.0f' writes them without an exponent. */
 #define LUA_AT "local function at_of(e) return tonumber(string.match(e, '^(%-?%d+)')) end\n"
+/* One clock for every host: a script that keeps or compares instants reads the store's own clock
+ * (TIME), and ARGV[1] is the calling host's clock (µs) when it built the call, so that an instant
+ * it sends (its now + a duration) is moved onto the store's clock: shifted by (store - host).
+ * A host's clock thus only measures durations and never decides an instant. ARGV[2] '1' takes
+ * the host's clock as the store's (clock=host: one host, or tests that set the time).
+ * Returns now (µs), now (ms) and the shifts to add to a host's instant in ms and in µs. */
+#define LUA_CLOCK                                                                                  \
+	"local function clock()\n"                                                                 \
+	"  local host_us = tonumber(ARGV[1])\n"                                                    \
+	"  local now_us = host_us\n"                                                               \
+	"  if ARGV[2] ~= '1' then\n"                                                               \
+	"    local t = redis.call('TIME')\n"                                                       \
+	"    now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                 \
+	"  end\n"                                                                                  \
+	"  local now = math.floor(now_us / 1000)\n"                                                \
+	"  return now_us, now, now - math.floor(host_us / 1000), now_us - host_us\n"               \
+	"end\n"
 /* Drops a subject's events at or before expired (the oldest are at the tail: O(1) each) and
  * files the subject in its scope's sorted set under its oldest event, or takes it out. */
 #define LUA_TRIM                                                                                   \
@@ -73,6 +97,8 @@
 	"    dropped = dropped + 1\n"                                                              \
 	"  end\n"                                                                                  \
 	"end\n"
+/* The answer of a script that reads one instant: {found (1 or 0), the instant, now_ms}. */
+#define LUA_INSTANT_OF(found, value) "return {" found ", " value ", now}\n"
 
 enum script_id {
 	SC_RATE_TAKE,
@@ -80,56 +106,62 @@ enum script_id {
 	SC_RATE_PRUNE,
 	SC_PENDING_ADD,
 	SC_PENDING_DUE,
+	SC_PENDING_NEXT,
+	SC_PENDING_LAST,
 	SC_PENDING_REMOVE,
 	SC_PENDING_RETRY,
 	SC_PENDING_CLAIM,
 	SC_PENDING_RELEASE,
 	SC_PAUSE_EXTEND,
+	SC_PAUSE_GET,
 	SC_HEARTBEAT_SET,
+	SC_HEARTBEAT_GET,
 	SC_METRICS_ADD,
 	SC_COUNT_
 };
 
+/* Each script's first line names it (SCRIPT LOAD keeps the text: for redis-cli and tests). */
 static const char *const script_src[SC_COUNT_] = {
 	/* KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent)
-	 * ARGV: n, now_ms, per rule (limit, expired_ms, ttl_ms, subjects key, subject), then
-	 * has_slot, now_us, spacing_us, latest_us, has_pause, pause_cap_us.
+	 * ARGV: host µs, trust, n, per rule (limit, expired_ms, ttl_ms, subjects key, subject),
+	 * then has_slot, spacing_us, latest_us, has_pause, pause_cap_us (host instants).
 	 * Returns {refused rule (1-based) or -1, freeing_at_ms, slot_refused, slot_paused,
-	 * slot_us, id1, at1, id2, at2, ...} */
-	[SC_RATE_TAKE] = LUA_AT LUA_TRIM
-		"local n, now = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+	 * slot_us, now_us, id1, at1, id2, at2, ...}: instants on the store's clock */
+	[SC_RATE_TAKE] = "-- rate_take\n" LUA_AT LUA_CLOCK LUA_TRIM
+		"local now_us, now, shift, shift_us = clock()\n"
+		"local n = tonumber(ARGV[3])\n"
 		"for i = 1, n do\n"
-		"  local b = 5 * i - 2\n"
+		"  local b = 5 * i - 1\n"
 		"  local key, limit = KEYS[i], tonumber(ARGV[b])\n"
-		"  trim(key, tonumber(ARGV[b+1]), ARGV[b+3], ARGV[b+4])\n"
+		"  trim(key, tonumber(ARGV[b+1]) + shift, ARGV[b+3], ARGV[b+4])\n"
 		"  local count = redis.call('LLEN', key)\n"
 		"  if count >= limit then\n"
 		"    local e = redis.call('LINDEX', key, limit - count - 1)\n"
-		"    return {i, e and at_of(e) or now, 0, 0, 0}\n"
+		"    return {i, e and at_of(e) or now, 0, 0, 0, now_us}\n"
 		"  end\n"
 		"end\n"
-		"local a = 5 * n + 3\n"
+		"local a = 5 * n + 4\n"
 		"local slot, paused = 0, 0\n"
 		"if ARGV[a] == '1' then\n"
-		"  local now_us, spacing, latest = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]),\n"
-		"                                  tonumber(ARGV[a+3])\n"
+		"  local spacing = tonumber(ARGV[a+1])\n"
+		"  local latest = tonumber(ARGV[a+2]) + shift_us\n"
 		"  local nxt = tonumber(redis.call('GET', KEYS[n+2]) or now_us)\n"
 		/* further ahead than any reservation could put it: a clock stepped back */
 		"  if nxt > latest + spacing then nxt = now_us end\n"
 		"  slot = math.max(nxt, now_us)\n"
-		"  if ARGV[a+4] == '1' then\n"
+		"  if ARGV[a+3] == '1' then\n"
 		"    local p = tonumber(redis.call('HGET', KEYS[n+3], 'until_ms') or 0) * 1000\n"
-		"    p = math.min(p, tonumber(ARGV[a+5]))\n"
+		"    p = math.min(p, tonumber(ARGV[a+4]) + shift_us)\n"
 		"    if p > slot then slot = p; paused = 1 end\n"
 		"  end\n"
-		"  if slot > latest then return {-1, 0, 1, paused, slot} end\n"
+		"  if slot > latest then return {-1, 0, 1, paused, slot, now_us} end\n"
 		"  redis.call('SET', KEYS[n+2], string.format('%.0f', slot + spacing))\n"
 		"end\n"
-		"local out = {-1, 0, 0, paused, slot}\n"
+		"local out = {-1, 0, 0, paused, slot, now_us}\n"
 		"for i = 1, n do\n"
-		"  local b = 5 * i - 2\n"
+		"  local b = 5 * i - 1\n"
 		"  local key, at = KEYS[i], now\n"
-		/* never older than the newest: the list stays sorted whatever the hosts' clocks */
+		/* never older than the newest: the list stays sorted even if the clock steps back */
 		"  local head = redis.call('LINDEX', key, 0)\n"
 		"  if head and at_of(head) > at then at = at_of(head) end\n"
 		"  local id = redis.call('INCR', KEYS[n+1])\n"
@@ -143,46 +175,52 @@ static const char *const script_src[SC_COUNT_] = {
 		"return out\n",
 
 	/* KEYS: list, subjects; ARGV: member, subject */
-	[SC_RATE_RELEASE] = LUA_AT
+	[SC_RATE_RELEASE] = "-- rate_release\n" LUA_AT
 		"redis.call('LREM', KEYS[1], 1, ARGV[1])\n"
 		"local last = redis.call('LINDEX', KEYS[1], -1)\n"
 		"if last then redis.call('ZADD', KEYS[2], at_of(last), ARGV[2])\n"
 		"else redis.call('ZREM', KEYS[2], ARGV[2]) end\n"
 		"return 0\n",
 
-	/* KEYS: subjects; ARGV: list key prefix, expired_ms, max subjects. Returns the number of
-	 * events dropped. */
-	[SC_RATE_PRUNE] = LUA_AT LUA_TRIM
-		"local expired = tonumber(ARGV[2])\n"
+	/* KEYS: subjects; ARGV: host µs, trust, list key prefix, expired_ms (host), max subjects.
+	 * Returns the number of events dropped. */
+	[SC_RATE_PRUNE] = "-- rate_prune\n" LUA_AT LUA_CLOCK LUA_TRIM
+		"local _, _, shift = clock()\n"
+		"local expired = tonumber(ARGV[4]) + shift\n"
 		"local dropped = 0\n"
 		"for _, sub in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', expired,\n"
-		"                                'LIMIT', 0, tonumber(ARGV[3]))) do\n"
-		"  dropped = dropped + trim(ARGV[1] .. sub, expired, KEYS[1], sub)\n"
+		"                                'LIMIT', 0, tonumber(ARGV[5]))) do\n"
+		"  dropped = dropped + trim(ARGV[3] .. sub, expired, KEYS[1], sub)\n"
 		"end\n"
 		"return dropped\n",
 
-	/* KEYS: counter, due, by-message; ARGV: prefix, chat_id, message_id, delete_at_ms,
-	 * created_at_ms, by-message field. Returns the id. */
-	[SC_PENDING_ADD] =
+	/* KEYS: counter, due, by-message; ARGV: host µs, trust, prefix, chat_id, message_id,
+	 * delete_at_ms (host), by-message field. Returns {id, delete_at_ms as stored}. */
+	[SC_PENDING_ADD] = "-- pending_add\n" LUA_CLOCK
+		"local _, now, shift = clock()\n"
+		"local da = tonumber(ARGV[6]) + shift\n"
 		"local id = redis.call('INCR', KEYS[1])\n"
-		"redis.call('HSET', ARGV[1] .. 'pending:' .. id, 'chat_id', ARGV[2], 'message_id',\n"
-		"           ARGV[3], 'delete_at_ms', ARGV[4], 'attempts', 0, 'created_at_ms', ARGV[5])\n"
-		"redis.call('ZADD', KEYS[2], ARGV[4], id)\n"
-		"redis.call('HSET', KEYS[3], ARGV[6], id)\n"
-		"return id\n",
+		"redis.call('HSET', ARGV[3] .. 'pending:' .. id, 'chat_id', ARGV[4], 'message_id',\n"
+		"           ARGV[5], 'delete_at_ms', string.format('%.0f', da), 'attempts', 0,\n"
+		"           'created_at_ms', string.format('%.0f', now))\n"
+		"redis.call('ZADD', KEYS[2], da, id)\n"
+		"redis.call('HSET', KEYS[3], ARGV[7], id)\n"
+		"return {id, da}\n",
 
-	/* KEYS: due; ARGV: prefix, now_ms, max, lease end. Claims and returns the due rows:
-	 * {{id, chat_id, message_id, delete_at_ms, next_try_ms, attempts}, ...} */
-	[SC_PENDING_DUE] =
-		"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES',\n"
-		"                       'LIMIT', 0, tonumber(ARGV[3]))\n"
-		"local out = {}\n"
+	/* KEYS: due; ARGV: host µs, trust, prefix, max, lease_ms. Claims and returns the rows due
+	 * by the store's clock: {now_ms, {id, chat_id, message_id, delete_at_ms, next_try_ms,
+	 * attempts}, ...} */
+	[SC_PENDING_DUE] = "-- pending_due\n" LUA_CLOCK
+		"local _, now = clock()\n"
+		"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES',\n"
+		"                       'LIMIT', 0, tonumber(ARGV[4]))\n"
+		"local out = {now}\n"
 		"for i = 1, #due, 2 do\n"
 		"  local id = due[i]\n"
-		"  local h = redis.call('HMGET', ARGV[1] .. 'pending:' .. id, 'chat_id',\n"
+		"  local h = redis.call('HMGET', ARGV[3] .. 'pending:' .. id, 'chat_id',\n"
 		"                       'message_id', 'delete_at_ms', 'attempts')\n"
 		"  if h[1] then\n"
-		"    redis.call('ZADD', KEYS[1], ARGV[4], id)\n"
+		"    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), id)\n"
 		"    out[#out+1] = {tonumber(id), h[1], tonumber(h[2]), tonumber(h[3]),\n"
 		"                   tonumber(due[i+1]), tonumber(h[4])}\n"
 		"  else\n"
@@ -191,8 +229,22 @@ static const char *const script_src[SC_COUNT_] = {
 		"end\n"
 		"return out\n",
 
+	/* KEYS: due; ARGV: host µs, trust. The earliest next try: {found, next_try_ms, now_ms}. */
+	[SC_PENDING_NEXT] = "-- pending_next\n" LUA_CLOCK
+		"local _, now = clock()\n"
+		"local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+		"if first[2] then " LUA_INSTANT_OF("1", "tonumber(first[2])") "end\n"
+		LUA_INSTANT_OF("0", "0"),
+
+	/* KEYS: due; ARGV: host µs, trust. The latest next try: {found, next_try_ms, now_ms}. */
+	[SC_PENDING_LAST] = "-- pending_last\n" LUA_CLOCK
+		"local _, now = clock()\n"
+		"local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')\n"
+		"if last[2] then " LUA_INSTANT_OF("1", "tonumber(last[2])") "end\n"
+		LUA_INSTANT_OF("0", "0"),
+
 	/* KEYS: due, by-message; ARGV: prefix, id... */
-	[SC_PENDING_REMOVE] =
+	[SC_PENDING_REMOVE] = "-- pending_remove\n"
 		"for i = 2, #ARGV do\n"
 		"  local key = ARGV[1] .. 'pending:' .. ARGV[i]\n"
 		"  local h = redis.call('HMGET', key, 'chat_id', 'message_id')\n"
@@ -205,61 +257,80 @@ static const char *const script_src[SC_COUNT_] = {
 		"end\n"
 		"return 0\n",
 
-	/* KEYS: due, row; ARGV: id, next_try_ms */
-	[SC_PENDING_RETRY] =
+	/* KEYS: due, row; ARGV: host µs, trust, id, next_try_ms (host). Never before delete_at. */
+	[SC_PENDING_RETRY] = "-- pending_retry\n" LUA_CLOCK
+		"local _, _, shift = clock()\n"
 		"local da = redis.call('HGET', KEYS[2], 'delete_at_ms')\n"
 		"if not da then return 0 end\n"
 		"redis.call('HINCRBY', KEYS[2], 'attempts', 1)\n"
-		"redis.call('ZADD', KEYS[1], math.max(tonumber(ARGV[2]), tonumber(da)), ARGV[1])\n"
+		"redis.call('ZADD', KEYS[1], math.max(tonumber(ARGV[4]) + shift, tonumber(da)), ARGV[3])\n"
 		"return 1\n",
 
-	/* KEYS: by-message, due; ARGV: prefix, field, now_ms, lease_ms, margin_ms.
-	 * Returns {claim, id, chat_id, message_id, delete_at_ms, next_try_ms, attempts}. */
-	[SC_PENDING_CLAIM] =
-		"local id = redis.call('HGET', KEYS[1], ARGV[2])\n"
-		"if not id then return {0} end\n"
-		"local row = ARGV[1] .. 'pending:' .. id\n"
+	/* KEYS: by-message, due; ARGV: host µs, trust, prefix, field, lease_ms, margin_ms.
+	 * Returns {claim, now_ms, id, chat_id, message_id, delete_at_ms, next_try_ms, attempts},
+	 * or {0, now_ms}. */
+	[SC_PENDING_CLAIM] = "-- pending_claim\n" LUA_CLOCK
+		"local _, now = clock()\n"
+		"local id = redis.call('HGET', KEYS[1], ARGV[4])\n"
+		"if not id then return {0, now} end\n"
+		"local row = ARGV[3] .. 'pending:' .. id\n"
 		"local h = redis.call('HMGET', row, 'chat_id', 'message_id', 'delete_at_ms', 'attempts')\n"
 		"local score = redis.call('ZSCORE', KEYS[2], id)\n"
-		"if not h[1] or not score then return {0} end\n"
-		"local now, lease = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+		"if not h[1] or not score then return {0, now} end\n"
+		"local lease = tonumber(ARGV[5])\n"
 		"local da = tonumber(h[3])\n"
-		"if da <= now + tonumber(ARGV[5]) then\n"
-		"  return {1, tonumber(id), h[1], tonumber(h[2]), da, tonumber(score), tonumber(h[4])}\n"
+		"if da <= now + tonumber(ARGV[6]) then\n"
+		"  return {1, now, tonumber(id), h[1], tonumber(h[2]), da, tonumber(score), tonumber(h[4])}\n"
 		"end\n"
-		"redis.call('HSET', row, 'delete_at_ms', ARGV[3])\n"
+		"redis.call('HSET', row, 'delete_at_ms', string.format('%.0f', now))\n"
 		"redis.call('ZADD', KEYS[2], now + lease, id)\n"
-		"return {2, tonumber(id), h[1], tonumber(h[2]), now, now + lease, tonumber(h[4])}\n",
+		"return {2, now, tonumber(id), h[1], tonumber(h[2]), now, now + lease, tonumber(h[4])}\n",
 
-	/* KEYS: due, row; ARGV: id, now_ms. Due at max(now, delete_at) if it is later now. */
-	[SC_PENDING_RELEASE] =
-		"local score = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+	/* KEYS: due, row; ARGV: host µs, trust, id. Due at max(now, delete_at) if it is later now. */
+	[SC_PENDING_RELEASE] = "-- pending_release\n" LUA_CLOCK
+		"local _, now = clock()\n"
+		"local score = redis.call('ZSCORE', KEYS[1], ARGV[3])\n"
 		"local da = redis.call('HGET', KEYS[2], 'delete_at_ms')\n"
-		"local now = tonumber(ARGV[2])\n"
 		"if score and da and tonumber(score) > now then\n"
-		"  redis.call('ZADD', KEYS[1], math.max(now, tonumber(da)), ARGV[1])\n"
+		"  redis.call('ZADD', KEYS[1], math.max(now, tonumber(da)), ARGV[3])\n"
 		"end\n"
 		"return 0\n",
 
-	/* KEYS: pause; ARGV: until_ms, program. Later, never earlier. */
-	[SC_PAUSE_EXTEND] =
+	/* KEYS: pause; ARGV: host µs, trust, until_ms (host), program. Later, never earlier. */
+	[SC_PAUSE_EXTEND] = "-- pause_extend\n" LUA_CLOCK
+		"local _, _, shift = clock()\n"
+		"local til = tonumber(ARGV[3]) + shift\n"
 		"local cur = redis.call('HGET', KEYS[1], 'until_ms')\n"
-		"if not cur or tonumber(cur) < tonumber(ARGV[1]) then\n"
-		"  redis.call('HSET', KEYS[1], 'until_ms', ARGV[1], 'set_by', ARGV[2])\n"
+		"if not cur or tonumber(cur) < til then\n"
+		"  redis.call('HSET', KEYS[1], 'until_ms', string.format('%.0f', til), 'set_by', ARGV[4])\n"
 		"end\n"
 		"return 0\n",
 
-	/* KEYS: heartbeat; ARGV: beat_ms. The latest beat of any instance wins. */
-	[SC_HEARTBEAT_SET] =
-		"local cur = redis.call('GET', KEYS[1])\n"
-		"if not cur or tonumber(cur) < tonumber(ARGV[1]) then\n"
-		"  redis.call('SET', KEYS[1], ARGV[1])\n"
-		"end\n"
+	/* KEYS: pause; ARGV: host µs, trust. {found, until_ms, now_ms}. */
+	[SC_PAUSE_GET] = "-- pause_get\n" LUA_CLOCK
+		"local _, now = clock()\n"
+		"local til = redis.call('HGET', KEYS[1], 'until_ms')\n"
+		"if til then " LUA_INSTANT_OF("1", "tonumber(til)") "end\n"
+		LUA_INSTANT_OF("0", "0"),
+
+	/* KEYS: heartbeat; ARGV: host µs, trust. The beat is the store's now: a host whose clock
+	 * runs ahead cannot write one from the future. */
+	[SC_HEARTBEAT_SET] = "-- heartbeat_set\n" LUA_CLOCK
+		"local _, now = clock()\n"
+		"redis.call('SET', KEYS[1], string.format('%.0f', now))\n"
 		"return 0\n",
+
+	/* KEYS: heartbeat; ARGV: host µs, trust. {found, beat_ms, now_ms}. */
+	[SC_HEARTBEAT_GET] = "-- heartbeat_get\n" LUA_CLOCK
+		"local _, now = clock()\n"
+		"local beat = redis.call('GET', KEYS[1])\n"
+		"if beat then " LUA_INSTANT_OF("1", "tonumber(beat)") "end\n"
+		LUA_INSTANT_OF("0", "0"),
 
 	/* KEYS: metrics hash; ARGV: field, delta, field, delta, ... */
 	[SC_METRICS_ADD] = /* parenthesised: clang's -Wstring-concatenation */
-		("for i = 1, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i+1]) end\n"
+		("-- metrics_add\n"
+		 "for i = 1, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i+1]) end\n"
 		 "return 0\n"),
 };
 
@@ -274,12 +345,28 @@ struct redis_store {
 	int64_t lease_ms;
 	int64_t next_connect_ms;      /* no reconnection attempt before this */
 	int64_t backoff_ms;
+	int64_t handshake_end_ms;     /* while connecting (clock_mono_ms()): one deadline for it all */
 	char sha[SC_COUNT_][41];
 	char err[256];
 };
 
+/* What a call's reply is checked against, for the log: each call whose reply had the wrong
+ * shape is logged once per process (a server answering nonsense would flood the log). */
+enum call_id {
+	CALL_SCRIPT_ = 0,             /* + script_id: EVALSHA of that script */
+	CALL_SCRIPT_LOAD = SC_COUNT_,
+	CALL_AUTH,
+	CALL_SELECT,
+	CALL_LLEN,
+	CALL_ZCARD,
+	CALL_HGETALL,
+	CALL_TOO_LARGE,               /* any call: refused while hiredis read it */
+	CALL_COUNT_
+};
+
 /* One outage is logged once per process, not once per thread's handle. */
 static atomic_int outage_logged;
+static atomic_int bad_reply_logged[CALL_COUNT_];
 
 static void set_err(struct redis_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -313,26 +400,120 @@ static void drop_connection(struct redis_store *s)
 	s->c = NULL;
 }
 
-/* A command on the raw context, with a reason in s->err when it fails or answers an error. */
-static int simple(struct redis_store *s, redisReply **out, const char *what, int argc,
-		  const char **argv, const size_t *lens)
+/* s->err, the first time this process meets a wrong reply to call. */
+static void log_bad_reply(const struct redis_store *s, int call)
 {
-	redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+	char where[STORE_URL_PATH_MAX + 16];
 
-	if (r == NULL) {
-		set_err(s, "%s: %s", what, s->c->errstr[0] != '\0' ? s->c->errstr : "no answer");
-		return -1;
+	if (atomic_exchange(&bad_reply_logged[call], 1) == 0) {
+		describe(s, where, sizeof where);
+		log_msg(LOG_ERROR, "Redis at %s: %s; taken as a store error (logged once)", where,
+			s->err);
 	}
+}
+
+/* A reply that is not what call (a call_id, or the script_id of EVALSHA) expects (why, from
+ * store_redis_reply.h): a store error. The connection is dropped: what else the server sends on
+ * it cannot be trusted either. Returns -1. */
+static int bad_reply(struct redis_store *s, int call, const char *what, const char *why)
+{
+	set_err(s, "%s: unexpected reply from Redis (%s)", what, why);
+	log_bad_reply(s, call);
+	drop_connection(s);
+	return -1;
+}
+
+/* The connection failed (s->c->err) or did not answer in time: the reason in s->err. */
+static void io_err(struct redis_store *s, const char *what)
+{
+	if (s->c->err == REDIS_ERR_OOM) {
+		set_err(s, "%s: unexpected reply from Redis (an array or string beyond the bounds, "
+			"or out of memory)", what);
+		log_bad_reply(s, CALL_TOO_LARGE);
+	} else
+		set_err(s, "%s: %s", what, s->c->errstr[0] != '\0' ? s->c->errstr : "no answer");
+}
+
+/* Writes what is buffered for the server, then reads one reply, within COMMAND_TIMEOUT_MS in all
+ * (and within the handshake's deadline while connecting): a server that trickles its reply a
+ * byte at a time cannot hold the caller longer than that (the socket's own timeout bounds each
+ * read only). Returns the reply (the caller frees it), or
+ * NULL with the reason in s->err; the connection is then unusable. */
+static redisReply *exchange(struct redis_store *s, const char *what)
+{
+	int64_t deadline = clock_mono_ms() + COMMAND_TIMEOUT_MS, left;
+
+	if (s->handshake_end_ms != 0 && s->handshake_end_ms < deadline)
+		deadline = s->handshake_end_ms;
+	void *reply = NULL;
+	struct pollfd pfd = { .fd = s->c->fd };
+	int done = 0, n;
+
+	while (!done) {
+		if (redisBufferWrite(s->c, &done) != REDIS_OK) {
+			io_err(s, what);
+			return NULL;
+		}
+	}
+	for (;;) {
+		if (redisGetReplyFromReader(s->c, &reply) != REDIS_OK) {
+			io_err(s, what);
+			return NULL;
+		}
+		if (reply != NULL)
+			return reply;
+		left = deadline - clock_mono_ms();
+		pfd.events = POLLIN;
+		n = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			set_err(s, "%s: %s", what, n == 0 ? "no answer in time" : strerror(errno));
+			s->c->err = REDIS_ERR_IO; /* half a reply may be buffered: never reuse it */
+			return NULL;
+		}
+		if (redisBufferRead(s->c) != REDIS_OK) {
+			io_err(s, what);
+			return NULL;
+		}
+	}
+}
+
+/* A command on the raw context: the reply, or NULL with a reason in s->err when it fails or
+ * answers an error. */
+static redisReply *command(struct redis_store *s, const char *what, int argc, const char **argv,
+			   const size_t *lens)
+{
+	redisReply *r;
+
+	if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) {
+		io_err(s, what);
+		return NULL;
+	}
+	if ((r = exchange(s, what)) == NULL)
+		return NULL;
 	if (r->type == REDIS_REPLY_ERROR) {
 		set_err(s, "%s: %.200s", what, r->str);
 		freeReplyObject(r);
-		return -1;
+		return NULL;
 	}
-	if (out != NULL)
-		*out = r;
-	else
-		freeReplyObject(r);
-	return 0;
+	return r;
+}
+
+/* A command whose reply must be "+OK". */
+static int command_ok(struct redis_store *s, enum call_id call, const char *what, int argc,
+		      const char **argv, const size_t *lens)
+{
+	redisReply *r = command(s, what, argc, argv, lens);
+	const char *why;
+	int rc = 0;
+
+	if (r == NULL)
+		return -1;
+	if (redis_reply_ok(r, &why) != 0)
+		rc = bad_reply(s, call, what, why);
+	freeReplyObject(r);
+	return rc;
 }
 
 /* AUTH, written from a buffer of ours that is wiped after: hiredis 0.14 formats every command
@@ -343,6 +524,7 @@ static int authenticate(struct redis_store *s)
 	size_t len = strlen(s->password), cap = len + 64, n, done = 0;
 	char *cmd = malloc(cap);
 	redisReply *r = NULL;
+	const char *why;
 	ssize_t w;
 	int rc = -1;
 
@@ -364,12 +546,14 @@ static int authenticate(struct redis_store *s)
 		}
 		done += (size_t)w;
 	}
-	if (redisGetReply(s->c, (void **)&r) != REDIS_OK || r == NULL) {
-		set_err(s, "AUTH: %s", s->c->errstr[0] != '\0' ? s->c->errstr : "no answer");
+	if ((r = exchange(s, "AUTH")) == NULL)
 		goto out;
-	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		set_err(s, "AUTH: %.200s", r->str);
+		goto out;
+	}
+	if (redis_reply_ok(r, &why) != 0) {
+		bad_reply(s, CALL_AUTH, "AUTH", why);
 		goto out;
 	}
 	rc = 0;
@@ -385,17 +569,20 @@ static int load_script(struct redis_store *s, enum script_id id)
 {
 	const char *argv[3] = { "SCRIPT", "LOAD", script_src[id] };
 	size_t lens[3] = { 6, 4, strlen(script_src[id]) };
-	redisReply *r;
+	redisReply *r = command(s, "SCRIPT LOAD", 3, argv, lens);
+	const char *why;
+	int rc = 0;
 
-	if (simple(s, &r, "SCRIPT LOAD", 3, argv, lens) != 0)
+	if (r == NULL)
 		return -1;
-	snprintf(s->sha[id], sizeof s->sha[id], "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+	if (redis_reply_sha(r, s->sha[id], &why) != 0)
+		rc = bad_reply(s, CALL_SCRIPT_LOAD, "SCRIPT LOAD", why);
 	freeReplyObject(r);
-	return 0;
+	return rc;
 }
 
-/* Connects, authenticates, selects the database and loads the scripts. */
-static int connect_now(struct redis_store *s)
+/* What connect_now() does, without its deadline. */
+static int handshake(struct redis_store *s)
 {
 	struct timeval ct = { CONNECT_TIMEOUT_MS / 1000, (CONNECT_TIMEOUT_MS % 1000) * 1000 };
 	struct timeval tt = { COMMAND_TIMEOUT_MS / 1000, (COMMAND_TIMEOUT_MS % 1000) * 1000 };
@@ -415,6 +602,10 @@ static int connect_now(struct redis_store *s)
 		set_err(s, "connecting to Redis: %s", s->c->errstr);
 		goto fail;
 	}
+	if (redis_reply_limit(s->c->reader) != 0) {
+		set_err(s, "connecting to Redis: out of memory");
+		goto fail;
+	}
 	if (redisSetTimeout(s->c, tt) != REDIS_OK) {
 		set_err(s, "setting the Redis timeout: %s", s->c->errstr);
 		goto fail;
@@ -426,7 +617,7 @@ static int connect_now(struct redis_store *s)
 		size_t lens[2] = { 6, 0 };
 
 		lens[1] = (size_t)snprintf(db, sizeof db, "%d", s->url.db);
-		if (simple(s, NULL, "SELECT", 2, argv, lens) != 0)
+		if (command_ok(s, CALL_SELECT, "SELECT", 2, argv, lens) != 0)
 			goto fail;
 	}
 	for (i = 0; i < SC_COUNT_; i++)
@@ -436,6 +627,18 @@ static int connect_now(struct redis_store *s)
 fail:
 	drop_connection(s);
 	return -1;
+}
+
+/* Connects, authenticates, selects the database and loads the scripts, all of it within
+ * CONNECT_TIMEOUT_MS + COMMAND_TIMEOUT_MS. */
+static int connect_now(struct redis_store *s)
+{
+	int rc;
+
+	s->handshake_end_ms = clock_mono_ms() + CONNECT_TIMEOUT_MS + COMMAND_TIMEOUT_MS;
+	rc = handshake(s);
+	s->handshake_end_ms = 0;
+	return rc;
 }
 
 /* A live connection, reconnecting when the backoff allows. Logs the start and the end of an
@@ -448,7 +651,7 @@ static int ensure_connected(struct redis_store *s)
 	if (s->c != NULL && s->c->err == 0)
 		return 0;
 	drop_connection(s);
-	now = clock_now_ms();
+	now = clock_mono_ms();
 	if (now < s->next_connect_ms) {
 		/* s->err still holds the failure that started the wait */
 		return -1;
@@ -471,7 +674,7 @@ static int ensure_connected(struct redis_store *s)
 	return 0;
 }
 
-/* Runs one command. reads may be retried once on a fresh connection: a read that failed
+/* Runs one command. Reads may be retried once on a fresh connection: a read that failed
  * because the server restarted should not fail the request. Returns the reply (the caller
  * frees it) or NULL with the reason in s->err. */
 static redisReply *run(struct redis_store *s, int idempotent, const char *what, int argc,
@@ -483,7 +686,7 @@ static redisReply *run(struct redis_store *s, int idempotent, const char *what, 
 	for (attempt = 0; attempt < 2; attempt++) {
 		if (ensure_connected(s) != 0)
 			return NULL;
-		if (simple(s, &r, what, argc, argv, lens) == 0)
+		if ((r = command(s, what, argc, argv, lens)) != NULL)
 			return r;
 		if (s->c->err == 0)
 			return NULL; /* an error answer: the connection is fine */
@@ -521,9 +724,9 @@ static redisReply *eval(struct redis_store *s, enum script_id id, int idempotent
 			argv[3 + i] = args[i];
 			argl[3 + i] = lens[i];
 		}
-		r = redisCommandArgv(s->c, nargs + 3, argv, argl);
-		if (r == NULL) {
-			set_err(s, "%s: %s", what, s->c->errstr[0] != '\0' ? s->c->errstr : "no answer");
+		if (redisAppendCommandArgv(s->c, nargs + 3, argv, argl) != REDIS_OK)
+			io_err(s, what);
+		if (s->c->err != 0 || (r = exchange(s, what)) == NULL) {
 			drop_connection(s);
 			if (!idempotent)
 				return NULL;
@@ -570,18 +773,6 @@ static int key(struct redis_store *s, char out[KEY_MAX], const char *fmt, ...)
 	return 0;
 }
 
-/* An integer from a reply element (an integer or a decimal string); 0 if neither. */
-static long long int_of(const redisReply *r)
-{
-	if (r == NULL)
-		return 0;
-	if (r->type == REDIS_REPLY_INTEGER)
-		return r->integer;
-	if (r->type == REDIS_REPLY_STRING)
-		return strtoll(r->str, NULL, 10);
-	return 0;
-}
-
 /* Formatted arguments kept alive for one call. */
 struct args {
 	const char *v[ARGS_MAX];
@@ -602,6 +793,21 @@ static void arg_int(struct args *a, long long x)
 	a->len[a->n] = (size_t)snprintf(a->buf[a->n], sizeof a->buf[a->n], "%lld", x);
 	a->v[a->n] = a->buf[a->n];
 	a->n++;
+}
+
+/* The arguments every script that reads the clock begins with (LUA_CLOCK): the caller's clock
+ * when it built the call (µs), and whether the store takes it as its own (clock=host). */
+static void arg_clock(const struct redis_store *s, struct args *a, int64_t host_us)
+{
+	arg_int(a, host_us);
+	arg_str(a, s->url.clock_host ? "1" : "0");
+}
+
+/* What to add to an instant on the store's clock to have it on the caller's: the store read
+ * store_now_ms when the caller's clock said host_ms. */
+static int64_t to_host(const struct redis_store *s, int64_t store_now_ms, int64_t host_ms)
+{
+	return s->url.clock_host ? 0 : host_ms - store_now_ms;
 }
 
 /* The by-message field: chat ids fold their case (an @username is one chat whatever its case;
@@ -718,7 +924,9 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 {
 	char keys[STORE_RATE_RULES_MAX + 3][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
 	struct args *a = calloc(1, sizeof *a);
+	int64_t host_us = slot != NULL ? slot->now_us : now_ms * 1000, store_us, shift_us;
 	redisReply *r = NULL;
+	const char *why;
 	int i, rc = -1;
 
 	memset(v, 0, sizeof *v);
@@ -747,19 +955,19 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 		goto out;
 	for (i = 0; i < nrules + 3; i++)
 		arg_str(a, keys[i]);
+	arg_clock(s, a, host_us);
 	arg_int(a, nrules);
-	arg_int(a, now_ms);
 	for (i = 0; i < nrules; i++) {
 		int64_t ttl = now_ms - rules[i].expired_ms + 1000;
 
 		arg_int(a, rules[i].limit);
-		arg_int(a, rules[i].expired_ms);
+		/* on the clock of host_us: the script moves it onto the store's */
+		arg_int(a, rules[i].expired_ms + (host_us / 1000 - now_ms));
 		arg_int(a, ttl > 1000 ? ttl : 1000);
 		arg_str(a, subjects[i]);
 		arg_str(a, rules[i].subject);
 	}
 	arg_str(a, slot != NULL ? "1" : "0");
-	arg_int(a, slot != NULL ? slot->now_us : 0);
 	arg_int(a, slot != NULL ? slot->spacing_us : 0);
 	arg_int(a, slot != NULL ? slot->latest_us : 0);
 	arg_str(a, slot != NULL && slot->pause_kind != NULL ? "1" : "0");
@@ -767,40 +975,67 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 3, a->n, a->v, a->len);
 	if (r == NULL)
 		goto out;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements < 5 ||
-	    (int_of(r->element[0]) < 0 && int_of(r->element[2]) == 0 &&
-	     r->elements != 5 + 2 * (size_t)nrules)) {
-		set_err(s, "take rate events: unexpected answer");
+	if (redis_reply_rate_take(r, nrules, v, &store_us, &why) != 0) {
+		rc = bad_reply(s, SC_RATE_TAKE, "take rate events", why);
+		memset(v, 0, sizeof *v);
+		v->refused_rule = -1;
 		goto out;
 	}
-	if (int_of(r->element[0]) > nrules) {
-		set_err(s, "take rate events: unexpected answer (rule %lld)", int_of(r->element[0]));
-		goto out;
-	}
-	if (int_of(r->element[0]) > 0) {
-		v->refused_rule = (int)int_of(r->element[0]) - 1;
-		v->freeing_at_ms = int_of(r->element[1]);
-		rc = 0;
-		goto out;
-	}
-	v->slot_refused = (int)int_of(r->element[2]);
-	v->slot_paused = (int)int_of(r->element[3]);
-	v->slot_us = int_of(r->element[4]);
-	if (!v->slot_refused) {
-		for (i = 0; i < nrules; i++) {
-			struct store_rate_event *e = &v->slot_events[v->nslots];
-
-			e->at_ms = int_of(r->element[6 + 2 * i]);
-			snprintf(e->scope, sizeof e->scope, "%s", rules[i].scope);
-			snprintf(e->subject, sizeof e->subject, "%s", rules[i].subject);
-			v->slot_ids[v->nslots++] = int_of(r->element[5 + 2 * i]);
-		}
+	/* instants answered on the caller's clock; the events' stay as stored (release finds
+	 * them by it) */
+	shift_us = s->url.clock_host ? 0 : host_us - store_us;
+	if (v->refused_rule >= 0)
+		v->freeing_at_ms += shift_us / 1000;
+	else
+		v->slot_us += shift_us;
+	for (i = 0; i < v->nslots; i++) {
+		snprintf(v->slot_events[i].scope, sizeof v->slot_events[i].scope, "%s",
+			 rules[i].scope);
+		snprintf(v->slot_events[i].subject, sizeof v->slot_events[i].subject, "%s",
+			 rules[i].subject);
 	}
 	rc = 0;
 out:
 	if (r != NULL)
 		freeReplyObject(r);
 	free(a);
+	return rc;
+}
+
+/* An integer reply in [lo, hi] from script id into *out (may be NULL); frees the reply.
+ * Returns 0, or -1 as bad_reply(). */
+static int int_reply(struct redis_store *s, enum script_id id, const char *what, redisReply *r,
+		     long long lo, long long hi, long long *out)
+{
+	const char *why;
+	long long x;
+	int rc = 0;
+
+	if (redis_reply_int(r, lo, hi, &x, &why) != 0)
+		rc = bad_reply(s, (int)id, what, why);
+	else if (out != NULL)
+		*out = x;
+	freeReplyObject(r);
+	return rc;
+}
+
+/* The reply {found, instant, now_ms} of script id, the instant moved onto the caller's clock
+ * (host_ms when it built the call). Returns 1 (found), 0, or -1 as bad_reply(). */
+static int instant_reply(struct redis_store *s, enum script_id id, const char *what,
+			 redisReply *r, int64_t host_ms, int64_t *out)
+{
+	int64_t value, now;
+	const char *why;
+	int found, rc;
+
+	if (redis_reply_instant(r, &found, &value, &now, &why) != 0) {
+		rc = bad_reply(s, (int)id, what, why);
+	} else {
+		if (found)
+			*out = value + to_host(s, now, host_ms);
+		rc = found;
+	}
+	freeReplyObject(r);
 	return rc;
 }
 
@@ -826,9 +1061,9 @@ int redis_store_rate_release(struct redis_store *s, const struct store_rate_verd
 		arg_str(&a, e->subject);
 		/* removing an event twice removes nothing the second time: retried like a read */
 		if ((r = eval(s, SC_RATE_RELEASE, 1, "release rate event", 2, a.n, a.v, a.len)) ==
-		    NULL)
+			    NULL ||
+		    int_reply(s, SC_RATE_RELEASE, "release rate event", r, 0, 0, NULL) != 0)
 			return -1;
-		freeReplyObject(r);
 	}
 	return 0;
 }
@@ -839,7 +1074,9 @@ int redis_store_rate_release(struct redis_store *s, const struct store_rate_verd
 int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t expired_ms)
 {
 	char ksub[KEY_MAX], klist[KEY_MAX];
-	int total = 0, n;
+	int64_t host_ms = clock_now_ms();
+	long long n = 0;
+	int total = 0;
 
 	if (key(s, ksub, "rate-subjects:%s", scope) != 0 || key(s, klist, "rate:%s:", scope) != 0)
 		return -1;
@@ -848,14 +1085,14 @@ int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t exp
 		redisReply *r;
 
 		arg_str(&a, ksub);
+		arg_clock(s, &a, host_ms * 1000);
 		arg_str(&a, klist);
 		arg_int(&a, expired_ms);
 		arg_int(&a, 1000);
-		if ((r = eval(s, SC_RATE_PRUNE, 1, "prune rate events", 1, a.n, a.v, a.len)) == NULL)
+		if ((r = eval(s, SC_RATE_PRUNE, 1, "prune rate events", 1, a.n, a.v, a.len)) == NULL ||
+		    int_reply(s, SC_RATE_PRUNE, "prune rate events", r, 0, INT_MAX - total, &n) != 0)
 			return -1;
-		n = (int)int_of(r);
-		freeReplyObject(r);
-		total += n;
+		total += (int)n;
 	} while (n >= 1000);
 	return total;
 }
@@ -863,17 +1100,18 @@ int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t exp
 long long redis_store_rate_count(struct redis_store *s, const char *scope, const char *subject)
 {
 	char k[KEY_MAX];
-	const char *argv[2] = { "LLEN", k };
+	const char *argv[2] = { "LLEN", k }, *why;
 	size_t lens[2] = { 4, 0 };
 	redisReply *r;
-	long long n;
+	long long n = -1;
 
 	if (key(s, k, "rate:%s:%s", scope, subject) != 0)
 		return -1;
 	lens[1] = strlen(k);
 	if ((r = run(s, 1, "count rate events", 2, argv, lens)) == NULL)
 		return -1;
-	n = int_of(r);
+	if (redis_reply_int(r, 0, REDIS_REPLY_NUMBER_MAX, &n, &why) != 0)
+		n = bad_reply(s, CALL_LLEN, "count rate events", why);
 	freeReplyObject(r);
 	return n;
 }
@@ -881,11 +1119,14 @@ long long redis_store_rate_count(struct redis_store *s, const char *scope, const
 /* ---- pending deletions ---------------------------------------------------------------------- */
 
 int redis_store_pending_add(struct redis_store *s, const char *chat_id, long long message_id,
-			    int64_t delete_at_ms)
+			    int64_t delete_at_ms, int64_t *stored_ms)
 {
 	char kseq[KEY_MAX], kdue[KEY_MAX], kidx[KEY_MAX], field[STORE_CHAT_ID_MAX + 24];
 	struct args a = { .n = 0 };
 	redisReply *r;
+	long long id, at;
+	const char *why;
+	int rc = 0;
 
 	if (key(s, kseq, "pending:seq") != 0 || key(s, kdue, "pending:due") != 0 ||
 	    key(s, kidx, "pending:by-message") != 0)
@@ -894,32 +1135,33 @@ int redis_store_pending_add(struct redis_store *s, const char *chat_id, long lon
 	arg_str(&a, kseq);
 	arg_str(&a, kdue);
 	arg_str(&a, kidx);
+	arg_clock(s, &a, clock_now_us());
 	arg_str(&a, s->prefix);
 	arg_str(&a, chat_id);
 	arg_int(&a, message_id);
 	arg_int(&a, delete_at_ms);
-	arg_int(&a, clock_now_ms());
 	arg_str(&a, field);
 	if ((r = eval(s, SC_PENDING_ADD, 0, "add pending deletion", 3, a.n, a.v, a.len)) == NULL)
 		return -1;
+	if (redis_reply_array(r, 2, 2, &why) != 0 ||
+	    redis_reply_int(r->element[0], 1, REDIS_REPLY_NUMBER_MAX, &id, &why) != 0 ||
+	    redis_reply_int(r->element[1], 0, REDIS_REPLY_NUMBER_MAX, &at, &why) != 0)
+		rc = bad_reply(s, SC_PENDING_ADD, "add pending deletion", why);
+	else if (stored_ms != NULL)
+		*stored_ms = at;
 	freeReplyObject(r);
-	return 0;
+	return rc;
 }
 
-/* Fills p from a reply array {id, chat_id, message_id, delete_at_ms, next_try_ms, attempts}
- * starting at element first. */
-static void pending_of(const redisReply *r, size_t first, struct pending *p)
+/* Rows answered on the caller's clock: shift added to each instant. */
+static void rows_to_host(struct pending *p, int n, int64_t shift)
 {
-	const redisReply *chat = r->element[first + 1];
+	int i;
 
-	memset(p, 0, sizeof *p);
-	p->id = int_of(r->element[first]);
-	snprintf(p->chat_id, sizeof p->chat_id, "%s",
-		 chat->type == REDIS_REPLY_STRING ? chat->str : "");
-	p->message_id = int_of(r->element[first + 2]);
-	p->delete_at_ms = int_of(r->element[first + 3]);
-	p->next_try_ms = int_of(r->element[first + 4]);
-	p->attempts = (int)int_of(r->element[first + 5]);
+	for (i = 0; i < n; i++) {
+		p[i].delete_at_ms += shift;
+		p[i].next_try_ms += shift;
+	}
 }
 
 int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pending *out, int max)
@@ -927,7 +1169,8 @@ int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pendin
 	char kdue[KEY_MAX];
 	struct args a = { .n = 0 };
 	redisReply *r;
-	size_t i;
+	const char *why;
+	int64_t store_now;
 	int n = 0;
 
 	if (max <= 0)
@@ -935,23 +1178,16 @@ int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pendin
 	if (key(s, kdue, "pending:due") != 0)
 		return -1;
 	arg_str(&a, kdue);
+	arg_clock(s, &a, now_ms * 1000);
 	arg_str(&a, s->prefix);
-	arg_int(&a, now_ms);
 	arg_int(&a, max);
-	arg_int(&a, now_ms + s->lease_ms);
+	arg_int(&a, s->lease_ms);
 	if ((r = eval(s, SC_PENDING_DUE, 0, "claim due deletions", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
-	if (r->type != REDIS_REPLY_ARRAY) {
-		set_err(s, "claim due deletions: unexpected answer");
-		freeReplyObject(r);
-		return -1;
-	}
-	for (i = 0; i < r->elements && n < max; i++) {
-		const redisReply *row = r->element[i];
-
-		if (row->type == REDIS_REPLY_ARRAY && row->elements == 6)
-			pending_of(row, 0, &out[n++]);
-	}
+	if (redis_reply_pending_due(r, max, out, &n, &store_now, &why) != 0)
+		n = bad_reply(s, SC_PENDING_DUE, "claim due deletions", why);
+	else
+		rows_to_host(out, n, to_host(s, store_now, now_ms));
 	freeReplyObject(r);
 	return n;
 }
@@ -959,59 +1195,50 @@ int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pendin
 int redis_store_pending_next(struct redis_store *s, int64_t *next_ms)
 {
 	char kdue[KEY_MAX];
-	const char *argv[5] = { "ZRANGE", kdue, "0", "0", "WITHSCORES" };
-	size_t lens[5] = { 6, 0, 1, 1, 10 };
+	struct args a = { .n = 0 };
+	int64_t host_ms = clock_now_ms();
 	redisReply *r;
-	int found = 0;
 
 	if (key(s, kdue, "pending:due") != 0)
 		return -1;
-	lens[1] = strlen(kdue);
-	if ((r = run(s, 1, "read next deletion", 5, argv, lens)) == NULL)
+	arg_str(&a, kdue);
+	arg_clock(s, &a, host_ms * 1000);
+	if ((r = eval(s, SC_PENDING_NEXT, 1, "read next deletion", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-		*next_ms = int_of(r->element[1]);
-		found = 1;
-	}
-	freeReplyObject(r);
-	return found;
+	return instant_reply(s, SC_PENDING_NEXT, "read next deletion", r, host_ms, next_ms);
 }
 
 int redis_store_pending_last(struct redis_store *s, int64_t *last_ms)
 {
 	char kdue[KEY_MAX];
-	const char *argv[5] = { "ZRANGE", kdue, "-1", "-1", "WITHSCORES" };
-	size_t lens[5] = { 6, 0, 2, 2, 10 };
+	struct args a = { .n = 0 };
+	int64_t host_ms = clock_now_ms();
 	redisReply *r;
-	int found = 0;
 
 	if (key(s, kdue, "pending:due") != 0)
 		return -1;
-	lens[1] = strlen(kdue);
-	if ((r = run(s, 1, "read last deletion", 5, argv, lens)) == NULL)
+	arg_str(&a, kdue);
+	arg_clock(s, &a, host_ms * 1000);
+	if ((r = eval(s, SC_PENDING_LAST, 1, "read last deletion", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-		*last_ms = int_of(r->element[1]);
-		found = 1;
-	}
-	freeReplyObject(r);
-	return found;
+	return instant_reply(s, SC_PENDING_LAST, "read last deletion", r, host_ms, last_ms);
 }
 
 long long redis_store_pending_count(struct redis_store *s)
 {
 	char kdue[KEY_MAX];
-	const char *argv[2] = { "ZCARD", kdue };
+	const char *argv[2] = { "ZCARD", kdue }, *why;
 	size_t lens[2] = { 5, 0 };
 	redisReply *r;
-	long long n;
+	long long n = -1;
 
 	if (key(s, kdue, "pending:due") != 0)
 		return -1;
 	lens[1] = strlen(kdue);
 	if ((r = run(s, 1, "count pending deletions", 2, argv, lens)) == NULL)
 		return -1;
-	n = int_of(r);
+	if (redis_reply_int(r, 0, REDIS_REPLY_NUMBER_MAX, &n, &why) != 0)
+		n = bad_reply(s, CALL_ZCARD, "count pending deletions", why);
 	freeReplyObject(r);
 	return n;
 }
@@ -1043,10 +1270,9 @@ int redis_store_pending_remove_many(struct redis_store *s, const int64_t *ids, i
 			arg_int(a, ids[done + i]);
 		/* removing twice is harmless: retried like a read */
 		r = eval(s, SC_PENDING_REMOVE, 1, "remove pending deletion", 2, a->n, a->v, a->len);
-		if (r == NULL)
+		if (r == NULL ||
+		    int_reply(s, SC_PENDING_REMOVE, "remove pending deletion", r, 0, 0, NULL) != 0)
 			rc = -1;
-		else
-			freeReplyObject(r);
 	}
 	free(a);
 	return rc;
@@ -1062,12 +1288,12 @@ int redis_store_pending_retry(struct redis_store *s, int64_t id, int64_t next_tr
 		return -1;
 	arg_str(&a, kdue);
 	arg_str(&a, krow);
+	arg_clock(s, &a, clock_now_us());
 	arg_int(&a, id);
 	arg_int(&a, next_try_ms);
 	if ((r = eval(s, SC_PENDING_RETRY, 0, "record retry", 2, a.n, a.v, a.len)) == NULL)
 		return -1;
-	freeReplyObject(r);
-	return 0;
+	return int_reply(s, SC_PENDING_RETRY, "record retry", r, 0, 1, NULL);
 }
 
 int redis_store_pending_claim(struct redis_store *s, const char *chat_id, long long message_id,
@@ -1075,33 +1301,29 @@ int redis_store_pending_claim(struct redis_store *s, const char *chat_id, long l
 {
 	char kidx[KEY_MAX], kdue[KEY_MAX], field[STORE_CHAT_ID_MAX + 24];
 	struct args a = { .n = 0 };
+	int64_t host_ms = clock_now_ms(), store_now;
 	redisReply *r;
-	int rc = -1;
+	const char *why;
+	int claim;
 
 	if (key(s, kidx, "pending:by-message") != 0 || key(s, kdue, "pending:due") != 0)
 		return -1;
 	message_field(chat_id, message_id, field, sizeof field);
 	arg_str(&a, kidx);
 	arg_str(&a, kdue);
+	arg_clock(s, &a, host_ms * 1000);
 	arg_str(&a, s->prefix);
 	arg_str(&a, field);
-	arg_int(&a, clock_now_ms());
 	arg_int(&a, lease_ms);
 	arg_int(&a, STORE_CLAIM_MARGIN_MS);
 	if ((r = eval(s, SC_PENDING_CLAIM, 0, "claim pending deletion", 2, a.n, a.v, a.len)) == NULL)
 		return -1;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
-		set_err(s, "claim pending deletion: unexpected answer");
-	} else if (int_of(r->element[0]) == 0) {
-		rc = STORE_CLAIM_NONE;
-	} else if (r->elements == 7) {
-		pending_of(r, 1, out);
-		rc = int_of(r->element[0]) == 2 ? STORE_CLAIM_TAKEN : STORE_CLAIM_DUE;
-	} else {
-		set_err(s, "claim pending deletion: unexpected answer");
-	}
+	if (redis_reply_claim(r, &claim, out, &store_now, &why) != 0)
+		claim = bad_reply(s, SC_PENDING_CLAIM, "claim pending deletion", why);
+	else if (claim != STORE_CLAIM_NONE)
+		rows_to_host(out, 1, to_host(s, store_now, host_ms));
 	freeReplyObject(r);
-	return rc;
+	return claim;
 }
 
 int redis_store_pending_release(struct redis_store *s, int64_t id, int64_t now_ms)
@@ -1114,13 +1336,12 @@ int redis_store_pending_release(struct redis_store *s, int64_t id, int64_t now_m
 		return -1;
 	arg_str(&a, kdue);
 	arg_str(&a, krow);
+	arg_clock(s, &a, now_ms * 1000);
 	arg_int(&a, id);
-	arg_int(&a, now_ms);
 	if ((r = eval(s, SC_PENDING_RELEASE, 1, "release pending deletion", 2, a.n, a.v, a.len)) ==
 	    NULL)
 		return -1;
-	freeReplyObject(r);
-	return 0;
+	return int_reply(s, SC_PENDING_RELEASE, "release pending deletion", r, 0, 0, NULL);
 }
 
 /* ---- pauses, heartbeats, metrics ------------------------------------------------------------ */
@@ -1135,33 +1356,28 @@ int redis_store_pause_extend(struct redis_store *s, const char *kind, int64_t un
 	if (key(s, k, "pause:%s", kind) != 0)
 		return -1;
 	arg_str(&a, k);
+	arg_clock(s, &a, clock_now_us());
 	arg_int(&a, until_ms);
 	arg_str(&a, program);
 	if ((r = eval(s, SC_PAUSE_EXTEND, 1, "record Telegram's pause", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
-	freeReplyObject(r);
-	return 0;
+	return int_reply(s, SC_PAUSE_EXTEND, "record Telegram's pause", r, 0, 0, NULL);
 }
 
 int redis_store_pause_get(struct redis_store *s, const char *kind, int64_t *until_ms)
 {
 	char k[KEY_MAX];
-	const char *argv[3] = { "HGET", k, "until_ms" };
-	size_t lens[3] = { 4, 0, 8 };
+	struct args a = { .n = 0 };
+	int64_t host_ms = clock_now_ms();
 	redisReply *r;
-	int found = 0;
 
 	if (key(s, k, "pause:%s", kind) != 0)
 		return -1;
-	lens[1] = strlen(k);
-	if ((r = run(s, 1, "read Telegram's pause", 3, argv, lens)) == NULL)
+	arg_str(&a, k);
+	arg_clock(s, &a, host_ms * 1000);
+	if ((r = eval(s, SC_PAUSE_GET, 1, "read Telegram's pause", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
-	if (r->type == REDIS_REPLY_STRING) {
-		*until_ms = int_of(r);
-		found = 1;
-	}
-	freeReplyObject(r);
-	return found;
+	return instant_reply(s, SC_PAUSE_GET, "read Telegram's pause", r, host_ms, until_ms);
 }
 
 int redis_store_heartbeat_set(struct redis_store *s, const char *program, int64_t now_ms)
@@ -1173,33 +1389,28 @@ int redis_store_heartbeat_set(struct redis_store *s, const char *program, int64_
 	if (key(s, k, "heartbeat:%s", program) != 0)
 		return -1;
 	arg_str(&a, k);
-	arg_int(&a, now_ms);
-	/* max(old, new): running it twice is harmless, so it is retried like a read */
+	/* the beat is the store's now; now_ms counts only with clock=host */
+	arg_clock(s, &a, now_ms * 1000);
+	/* writing the store's now twice is harmless, so it is retried like a read */
 	if ((r = eval(s, SC_HEARTBEAT_SET, 1, "write heartbeat", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
-	freeReplyObject(r);
-	return 0;
+	return int_reply(s, SC_HEARTBEAT_SET, "write heartbeat", r, 0, 0, NULL);
 }
 
 int redis_store_heartbeat_get(struct redis_store *s, const char *program, int64_t *beat_ms)
 {
 	char k[KEY_MAX];
-	const char *argv[2] = { "GET", k };
-	size_t lens[2] = { 3, 0 };
+	struct args a = { .n = 0 };
+	int64_t host_ms = clock_now_ms();
 	redisReply *r;
-	int found = 0;
 
 	if (key(s, k, "heartbeat:%s", program) != 0)
 		return -1;
-	lens[1] = strlen(k);
-	if ((r = run(s, 1, "read heartbeat", 2, argv, lens)) == NULL)
+	arg_str(&a, k);
+	arg_clock(s, &a, host_ms * 1000);
+	if ((r = eval(s, SC_HEARTBEAT_GET, 1, "read heartbeat", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
-	if (r->type == REDIS_REPLY_STRING) {
-		*beat_ms = int_of(r);
-		found = 1;
-	}
-	freeReplyObject(r);
-	return found;
+	return instant_reply(s, SC_HEARTBEAT_GET, "read heartbeat", r, host_ms, beat_ms);
 }
 
 /* Metrics stay per host (P metrics:<host>): each host's /metrics answers its own totals, so
@@ -1245,11 +1456,10 @@ int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d,
 		if (rc != 0)
 			break;
 		r = eval(s, SC_METRICS_ADD, 0, "add to metrics", 1, a->n, a->v, a->len);
-		if (r == NULL) {
+		if (r == NULL || int_reply(s, SC_METRICS_ADD, "add to metrics", r, 0, 0, NULL) != 0) {
 			rc = -1;
 			break;
 		}
-		freeReplyObject(r);
 		*added = done + chunk;
 	}
 	free(fields);
@@ -1261,23 +1471,29 @@ int redis_store_metrics_read(struct redis_store *s,
 			     void (*fn)(void *ctx, const struct store_metric *m), void *ctx)
 {
 	char k[KEY_MAX], name[256];
-	const char *argv[2] = { "HGETALL", k };
+	const char *argv[2] = { "HGETALL", k }, *why = NULL, *field;
 	size_t lens[2] = { 7, 0 }, i;
 	redisReply *r;
+	int rc = 0;
 
 	if (key(s, k, "metrics:%s", s->host) != 0)
 		return -1;
 	lens[1] = strlen(k);
 	if ((r = run(s, 1, "read metrics", 2, argv, lens)) == NULL)
 		return -1;
-	for (i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
-		const redisReply *f = r->element[i], *v = r->element[i + 1];
+	if (redis_reply_array(r, 0, REDIS_REPLY_ELEMENTS_MAX, &why) != 0 || r->elements % 2 != 0) {
+		rc = bad_reply(s, CALL_HGETALL, "read metrics", why != NULL ? why : "odd length");
+		goto out;
+	}
+	for (i = 0; i < r->elements; i += 2) {
 		struct store_metric m;
 		char *brace, *end;
 
-		if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
-			continue;
-		snprintf(name, sizeof name, "%s", f->str);
+		if (redis_reply_metric(r, i, &field, &m.value, &why) != 0) {
+			rc = bad_reply(s, CALL_HGETALL, "read metrics", why);
+			goto out;
+		}
+		snprintf(name, sizeof name, "%s", field);
 		brace = strchr(name, '{');
 		end = strrchr(name, '}');
 		if (brace == NULL || end == NULL || end < brace || end[1] != '\0')
@@ -1286,9 +1502,9 @@ int redis_store_metrics_read(struct redis_store *s,
 		*end = '\0';
 		m.name = name;
 		m.labels = brace + 1;
-		m.value = strtod(v->str, NULL);
 		fn(ctx, &m);
 	}
+out:
 	freeReplyObject(r);
-	return 0;
+	return rc;
 }

@@ -1045,9 +1045,12 @@ static sqlite3_stmt *begin_write(struct sqlite_store *s, enum stmt_id id)
 }
 
 int sqlite_store_pending_add(struct sqlite_store *s, const char *chat_id, long long message_id,
-		      int64_t delete_at_ms)
+		      int64_t delete_at_ms, int64_t *stored_ms)
 {
 	sqlite3_stmt *st;
+
+	if (stored_ms != NULL)
+		*stored_ms = delete_at_ms; /* one host: its clock is the store's */
 
 	if ((st = begin_write(s, ST_PENDING_ADD)) == NULL)
 		return -1;

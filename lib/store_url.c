@@ -42,7 +42,7 @@ static int parse_num(const char *s, const char *end, long lo, long hi, int *out)
 	return 0;
 }
 
-/* The query string q (after '?'): db=N and prefix=P, '&'-separated. */
+/* The query string q (after '?'): db=N, prefix=P and clock=redis|host, '&'-separated. */
 static int parse_query(const char *q, struct store_url *out, int allow_db, char *err, size_t errlen)
 {
 	while (*q != '\0') {
@@ -58,8 +58,16 @@ static int parse_query(const char *q, struct store_url *out, int allow_db, char 
 				return fail(err, errlen, "prefix must be 1-63 characters");
 			memcpy(out->prefix, q + 7, n);
 			out->prefix[n] = '\0';
+		} else if (starts(q, "clock=")) {
+			if ((size_t)(end - q) == 10 && starts(q, "clock=host"))
+				out->clock_host = 1;
+			else if ((size_t)(end - q) == 11 && starts(q, "clock=redis"))
+				out->clock_host = 0;
+			else
+				return fail(err, errlen, "clock must be redis or host");
 		} else {
-			return fail(err, errlen, "unknown query parameter (db=, prefix= are known)");
+			return fail(err, errlen,
+				    "unknown query parameter (db=, prefix=, clock= are known)");
 		}
 		q = amp != NULL ? amp + 1 : end;
 	}

@@ -3,7 +3,9 @@
  *   redis://host[:port][/db]             Redis over TCP (port 6379, db 0 by default)
  *   redis+unix:///path/redis.sock[?db=N] Redis over a unix socket
  * Either Redis form may end in "?prefix=P" (also "&prefix=P"): the key prefix, for tests that
- * share one server; OTP_REDIS_PREFIX is the setting for deployments.
+ * share one server; OTP_REDIS_PREFIX is the setting for deployments. "clock=host" makes the
+ * store take the instants the calling host gives as they are, instead of reading Redis's clock
+ * (TIME) for them: for tests that set the time, never for hosts that share the server.
  * A password never goes in the URL (it would reach logs and `ps`): a URL with user info is
  * refused; the password comes from the file named by OTP_REDIS_PASSWORD_FILE.
  * Pure parsing, no I/O: unit-tested on its own. */
@@ -25,6 +27,7 @@ struct store_url {
 	int port;                        /* REDIS_TCP */
 	int db;                          /* REDIS_*: SELECT db (0-65535) */
 	char prefix[STORE_URL_PREFIX_MAX]; /* REDIS_*: "?prefix=", or "" when absent */
+	int clock_host;                  /* REDIS_*: "clock=host" (tests) */
 };
 
 /* Parses url into out. Returns 0, or -1 with a reason in err that never quotes the URL (it may

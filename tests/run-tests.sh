@@ -74,11 +74,14 @@ run_unit_redis() {
 }
 
 # run_integration [redis]: the integration suite; with "redis", every gateway of the black-box
-# tests uses a Redis store (OTP_TEST_STORE, conftest.py) and test_redis.py is not run twice.
+# tests uses a Redis store (OTP_TEST_STORE, conftest.py), and the tests that start Redis servers
+# of their own (test_redis.py, test_redis_replies.py, test_clocks.py) are not run twice.
 run_integration() {
-	local xml="$build/integration-results${1:+-$1}.xml" counts
+	local xml="$build/integration-results${1:+-$1}.xml" counts t
 	local -a args=("$root/tests/integration")
-	[ "${1:-}" = redis ] && args+=(--ignore "$root/tests/integration/test_redis.py")
+	[ "${1:-}" = redis ] && for t in test_redis test_redis_replies test_clocks; do
+		args+=(--ignore "$root/tests/integration/$t.py")
+	done
 	OTP_TEST_STORE=${1:-sqlite} OTP_BUILD_DIR=$build /usr/bin/python3 -m pytest \
 		-p no:cacheprovider -q -rfE --junitxml="$xml" "${args[@]}"
 	counts=$(/usr/bin/python3 - "$xml" <<'PY'

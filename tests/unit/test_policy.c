@@ -436,10 +436,26 @@ static void a_hand_written_send_pause_holds_the_queue_no_longer_than_the_bound(v
 	assert_int_equal(a.retry_after_ms, 60000);
 }
 
+/* A beat a little ahead (another host's clock, a write between our read of now and the store's)
+ * is fresh; one further ahead than POLICY_BEAT_FUTURE_MS is stale, or a clock that ran ahead
+ * (or an edited row) would keep sends open with nothing deleting. */
+static void a_heartbeat_is_fresh_only_between_the_future_bound_and_stale(void **state)
+{
+	(void)state;
+	assert_int_equal(policy_heartbeat(0, 10000), POLICY_BEAT_FRESH);
+	assert_int_equal(policy_heartbeat(10000, 10000), POLICY_BEAT_FRESH);
+	assert_int_equal(policy_heartbeat(10001, 10000), POLICY_BEAT_STALE);
+	assert_int_equal(policy_heartbeat(-POLICY_BEAT_FUTURE_MS, 10000), POLICY_BEAT_FRESH);
+	assert_int_equal(policy_heartbeat(-POLICY_BEAT_FUTURE_MS - 1, 10000),
+			 POLICY_BEAT_FROM_THE_FUTURE);
+	assert_int_equal(policy_heartbeat(-3600000, 10000), POLICY_BEAT_FROM_THE_FUTURE);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(a_heartbeat_is_fresh_only_between_the_future_bound_and_stale),
 		T(chat_limit_refuses_with_retry_after_until_the_oldest_leaves),
 		T(ip_limit_is_checked_after_the_chat_and_a_refusal_takes_nothing),
 		T(key_limit_counts_per_owner_and_a_key_s_own_limit_wins),

@@ -287,7 +287,7 @@ static void add_due(struct reap_fixture *f, const char *chat, long long first, i
 	int i;
 
 	for (i = 0; i < n; i++)
-		assert_int_equal(store_pending_add(f->s, chat, first + i, due), 0);
+		assert_int_equal(store_pending_add(f->s, chat, first + i, due, NULL), 0);
 }
 
 /* Steps the pass under way to its end; returns reap_step's last answer (0 or -1). */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "clock.h"
 #include "store.h"
 #include "store_fixture.h"
 #include "tmpdir.h"
@@ -79,7 +80,7 @@ static void open_creates_the_schema_and_a_second_open_works(void **state)
 
 	s2 = open_second(f);
 	assert_int_equal(store_pending_count(s2), 0);
-	assert_int_equal(store_pending_add(f->s, "100", 1, 5000), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 1, 5000, NULL), 0);
 	assert_int_equal(store_pending_count(s2), 1);
 	store_close(s2);
 }
@@ -118,7 +119,7 @@ static void database_files_are_private(void **state)
 	SQLITE_ONLY();
 	old = umask(0);
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_mode_0600(f->path);
 	snprintf(aux, sizeof aux, "%s-wal", f->path);
 	assert_mode_0600(aux);
@@ -185,7 +186,7 @@ static void pending_add_then_due_returns_the_row_at_its_time(void **state)
 	struct pending p[4];
 
 	memset(p, 0, sizeof p);
-	assert_int_equal(store_pending_add(f->s, "-1001234567890", 77, 10000), 0);
+	assert_int_equal(store_pending_add(f->s, "-1001234567890", 77, 10000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 9999, p, 4), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 4), 1);
 	assert_true(p[0].id > 0);
@@ -202,9 +203,9 @@ static void pending_next_is_empty_then_the_earliest_try(void **state)
 	int64_t next = -1;
 
 	assert_int_equal(store_pending_next(f->s, &next), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 1, 3000), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 2, 1000), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 3, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 3000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 2, 1000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 3, 2000, NULL), 0);
 	assert_int_equal(store_pending_next(f->s, &next), 1);
 	assert_int_equal(next, 1000);
 }
@@ -233,8 +234,8 @@ static void pending_count_and_remove(void **state)
 	struct fixture *f = *state;
 	struct pending p[4];
 
-	assert_int_equal(store_pending_add(f->s, "@channel_one", 10, 1000), 0);
-	assert_int_equal(store_pending_add(f->s, "42", 11, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "@channel_one", 10, 1000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "42", 11, 2000, NULL), 0);
 	assert_int_equal(store_pending_count(f->s), 2);
 	assert_int_equal(store_pending_due(f->s, 1000, p, 4), 1);
 	assert_int_equal(p[0].message_id, 10);
@@ -253,7 +254,7 @@ static void pending_retry_increments_attempts_and_moves_the_next_try(void **stat
 	struct pending p[2];
 	int64_t next = 0, id;
 
-	assert_int_equal(store_pending_add(f->s, "5", 9, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "5", 9, 1000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 1000, p, 2), 1);
 	id = p[0].id;
 	assert_int_equal(store_pending_retry(f->s, id, 5000), 0);
@@ -278,7 +279,7 @@ static void pending_retry_is_never_earlier_than_delete_at(void **state)
 	struct pending p[2];
 	int64_t next = 0;
 
-	assert_int_equal(store_pending_add(f->s, "5", 9, 10000), 0);
+	assert_int_equal(store_pending_add(f->s, "5", 9, 10000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 2), 1);
 	assert_int_equal(store_pending_retry(f->s, p[0].id, 500), 0);
 	assert_int_equal(store_pending_next(f->s, &next), 1);
@@ -297,7 +298,7 @@ static void pending_due_is_earliest_first_and_respects_the_limit(void **state)
 	size_t i;
 
 	for (i = 0; i < sizeof at / sizeof at[0]; i++)
-		assert_int_equal(store_pending_add(f->s, "7", (long long)i + 100, at[i]), 0);
+		assert_int_equal(store_pending_add(f->s, "7", (long long)i + 100, at[i], NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 3), 3);
 	assert_int_equal(p[0].delete_at_ms, 1000);
 	assert_int_equal(p[1].delete_at_ms, 2000);
@@ -330,8 +331,8 @@ static void redis_due_rows_are_claimed_until_the_lease_ends(void **state)
 
 	if (!test_store_is_redis())
 		skip();
-	assert_int_equal(store_pending_add(f->s, "9", 1, 1000), 0);
-	assert_int_equal(store_pending_add(f->s, "9", 2, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "9", 1, 1000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "9", 2, 2000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 1500, p, 4), 1);
 	assert_int_equal(p[0].message_id, 1);
 	s2 = open_second(f);
@@ -610,6 +611,65 @@ static void heartbeat_is_seen_by_another_handle(void **state)
 	store_close(s2);
 }
 
+/* ---- one clock for every host (Redis) ------------------------------------------------------ */
+
+/* A handle on the fixture's key space that reads Redis's clock (without clock=host), as hosts
+ * sharing a server do. */
+static struct store *open_on_redis_clock(const struct fixture *f)
+{
+	char url[256], err[256] = "", *p;
+	struct store *s;
+
+	snprintf(url, sizeof url, "%s", f->path);
+	if ((p = strstr(url, "&clock=host")) != NULL)
+		memmove(p, p + 11, strlen(p + 11) + 1);
+	s = store_open(url, err, sizeof err);
+	if (s == NULL)
+		print_error("store_open: %s\n", err);
+	assert_non_null(s);
+	return s;
+}
+
+/* A host whose clock runs an hour ahead writes a beat at Redis's now, not an hour ahead. */
+static void redis_heartbeat_is_the_stores_now_whatever_the_hosts_clock(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s;
+	int64_t beat = 0, now = clock_now_ms();
+
+	if (!test_store_is_redis())
+		skip();
+	s = open_on_redis_clock(f);
+	assert_int_equal(store_heartbeat_set(s, "otp-deleter", now + 3600000), 0);
+	assert_int_equal(store_heartbeat_get(s, "otp-deleter", &beat), 1);
+	assert_true(beat >= now - 2000 && beat <= clock_now_ms() + 2000);
+	store_close(s);
+}
+
+/* Instants a host hands over are its now plus a duration: kept as Redis's now plus that
+ * duration, and answered back on the host's clock. A host that believes it is an hour ahead
+ * does not make a row due early. */
+static void redis_instants_are_durations_on_the_stores_clock(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s;
+	struct pending p[2];
+	int64_t now = clock_now_ms(), stored = 0, next = 0, until = 0;
+
+	if (!test_store_is_redis())
+		skip();
+	s = open_on_redis_clock(f);
+	assert_int_equal(store_pending_add(s, "77", 1, now + 10000, &stored), 0);
+	assert_true(stored >= now + 10000 - 2000 && stored <= clock_now_ms() + 10000 + 2000);
+	assert_int_equal(store_pending_next(s, &next), 1);
+	assert_true(next >= stored - 2000 && next <= stored + 2000);
+	assert_int_equal(store_pending_due(s, now + 3600000, p, 2), 0);
+	assert_int_equal(store_pause_extend(s, "send", clock_now_ms() + 5000, "test"), 0);
+	assert_int_equal(store_pause_get(s, "send", &until), 1);
+	assert_true(until >= now + 5000 - 2000 && until <= clock_now_ms() + 5000 + 2000);
+	store_close(s);
+}
+
 /* ---- the file going away ---------------------------------------------------------------- */
 
 static void unlinked_file_is_reopened_on_the_next_call(void **state)
@@ -622,9 +682,9 @@ static void unlinked_file_is_reopened_on_the_next_call(void **state)
 
 	SQLITE_ONLY();
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_int_equal(unlink(f->path), 0);
-	assert_int_equal(store_pending_add(f->s, "2", 2, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "2", 2, 2000, NULL), 0);
 	assert_int_equal(stat(f->path, &st), 0);
 
 	s2 = open_second(f);
@@ -648,14 +708,14 @@ static void unlinked_file_with_its_wal_is_reopened_empty(void **state)
 
 	SQLITE_ONLY();
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_int_equal(unlink(f->path), 0);
 	snprintf(aux, sizeof aux, "%s-wal", f->path);
 	unlink(aux);
 	snprintf(aux, sizeof aux, "%s-shm", f->path);
 	unlink(aux);
 	assert_int_equal(store_pending_count(f->s), 0);
-	assert_int_equal(store_pending_add(f->s, "2", 2, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "2", 2, 2000, NULL), 0);
 
 	s2 = open_second(f);
 	assert_int_equal(store_pending_due(s2, 10000, p, 4), 1);
@@ -692,6 +752,8 @@ int main(void)
 		T(pauses_are_per_kind_and_only_extended),
 		T(heartbeat_absent_is_zero_then_set_and_get),
 		T(heartbeat_is_seen_by_another_handle),
+		T(redis_heartbeat_is_the_stores_now_whatever_the_hosts_clock),
+		T(redis_instants_are_durations_on_the_stores_clock),
 		T(unlinked_file_is_reopened_on_the_next_call),
 		T(unlinked_file_with_its_wal_is_reopened_empty),
 	};

@@ -63,7 +63,7 @@ static void claim_takes_a_future_row_out_of_the_deleters_reach_until_the_lease_e
 	struct pending row, p[4];
 	int64_t now = clock_now_ms(), before, after;
 
-	assert_int_equal(store_pending_add(f->s, "100", 7, now + 30000), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 7, now + 30000, NULL), 0);
 	before = clock_now_ms();
 	assert_int_equal(store_pending_claim(f->s, "100", 7, 10000, &row), STORE_CLAIM_TAKEN);
 	after = clock_now_ms();
@@ -84,7 +84,7 @@ static void a_claimed_row_cannot_be_claimed_again(void **state)
 	struct fixture *f = *state;
 	struct pending row, again;
 
-	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000, NULL), 0);
 	assert_int_equal(store_pending_claim(f->s, "100", 7, 10000, &row), STORE_CLAIM_TAKEN);
 	assert_int_equal(store_pending_claim(f->s, "100", 7, 10000, &again), STORE_CLAIM_DUE);
 	assert_int_equal(again.id, row.id);
@@ -97,8 +97,8 @@ static void unknown_message_and_another_chats_message_are_not_found(void **state
 	struct pending row;
 	int64_t later = clock_now_ms() + 30000;
 
-	assert_int_equal(store_pending_add(f->s, "100", 7, later), 0);
-	assert_int_equal(store_pending_add(f->s, "200", 8, later), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 7, later, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "200", 8, later, NULL), 0);
 	assert_int_equal(store_pending_claim(f->s, "100", 8, 10000, &row), STORE_CLAIM_NONE);
 	assert_int_equal(store_pending_claim(f->s, "200", 7, 10000, &row), STORE_CLAIM_NONE);
 	assert_int_equal(store_pending_claim(f->s, "1000", 7, 10000, &row), STORE_CLAIM_NONE);
@@ -113,7 +113,7 @@ static void a_username_matches_whatever_its_case(void **state)
 	struct fixture *f = *state;
 	struct pending row;
 
-	assert_int_equal(store_pending_add(f->s, "@My_Channel", 3, clock_now_ms() + 30000), 0);
+	assert_int_equal(store_pending_add(f->s, "@My_Channel", 3, clock_now_ms() + 30000, NULL), 0);
 	assert_int_equal(store_pending_claim(f->s, "@my_channel", 4, 10000, &row), STORE_CLAIM_NONE);
 	assert_int_equal(store_pending_claim(f->s, "@my_channel", 3, 10000, &row), STORE_CLAIM_TAKEN);
 	assert_string_equal(row.chat_id, "@My_Channel"); /* as stored: the Bot API call uses it */
@@ -125,8 +125,8 @@ static void a_row_due_now_or_within_the_margin_is_left_to_the_deleter(void **sta
 	struct pending row;
 	int64_t now = clock_now_ms(), next = 0;
 
-	assert_int_equal(store_pending_add(f->s, "100", 1, now - 5), 0);
-	assert_int_equal(store_pending_add(f->s, "100", 2, now + STORE_CLAIM_MARGIN_MS / 2), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 1, now - 5, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 2, now + STORE_CLAIM_MARGIN_MS / 2, NULL), 0);
 	assert_int_equal(store_pending_claim(f->s, "100", 1, 10000, &row), STORE_CLAIM_DUE);
 	assert_int_equal(row.next_try_ms, now - 5);
 	assert_int_equal(store_pending_claim(f->s, "100", 2, 10000, &row), STORE_CLAIM_DUE);
@@ -140,7 +140,7 @@ static void a_zero_lease_hands_the_row_to_the_deleter_at_once(void **state)
 	struct pending row, p[4];
 	int64_t after;
 
-	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000, NULL), 0);
 	assert_int_equal(store_pending_claim(f->s, "100", 7, 0, &row), STORE_CLAIM_TAKEN);
 	after = clock_now_ms();
 	assert_int_equal(due_at(f->s, after, p, 4), 1);
@@ -153,7 +153,7 @@ static void release_makes_a_claimed_row_due_now(void **state)
 	struct pending row, p[4];
 	int64_t t;
 
-	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000, NULL), 0);
 	assert_int_equal(store_pending_claim(f->s, "100", 7, 60000, &row), STORE_CLAIM_TAKEN);
 	t = clock_now_ms();
 	assert_int_equal(due_at(f->s, t, p, 4), 0);
@@ -169,7 +169,7 @@ static void release_never_moves_a_row_later_nor_fails_on_a_gone_row(void **state
 	struct pending row;
 	int64_t next = 0;
 
-	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000, NULL), 0);
 	assert_int_equal(store_pending_claim(f->s, "100", 7, 0, &row), STORE_CLAIM_TAKEN);
 	/* the lease is over (otp-deleter may have it): a late release leaves it alone */
 	assert_int_equal(store_pending_release(f->s, row.id, row.next_try_ms + 5000), 0);
@@ -188,7 +188,7 @@ static void a_claim_is_seen_by_another_handle(void **state)
 	struct store *s2 = store_open(f->path, err, sizeof err);
 
 	assert_non_null(s2);
-	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000), 0);
+	assert_int_equal(store_pending_add(f->s, "100", 7, clock_now_ms() + 30000, NULL), 0);
 	assert_int_equal(store_pending_claim(s2, "100", 7, 60000, &row), STORE_CLAIM_TAKEN);
 	assert_int_equal(store_pending_claim(f->s, "100", 7, 60000, &row), STORE_CLAIM_DUE);
 	assert_int_equal(due_at(f->s, clock_now_ms() + 30000, p, 4), 0);

@@ -97,6 +97,19 @@ static void bad_ports_dbs_schemes_and_queries_are_refused(void **state)
 	assert_false(store_url_is_redis("sqlite:///x"));
 }
 
+static void the_clock_is_redis_unless_the_url_says_host(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("redis://127.0.0.1"), 0);
+	assert_int_equal(u.clock_host, 0);
+	assert_int_equal(parse("redis://127.0.0.1/0?prefix=t:&clock=host"), 0);
+	assert_int_equal(u.clock_host, 1);
+	assert_int_equal(parse("redis+unix:///r.sock?clock=redis"), 0);
+	assert_int_equal(u.clock_host, 0);
+	assert_int_equal(parse("redis://127.0.0.1?clock=hosts"), -1);
+	assert_non_null(strstr(err, "clock"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -105,6 +118,7 @@ int main(void)
 		cmocka_unit_test(redis_unix_takes_a_socket_path_and_a_db_in_the_query),
 		cmocka_unit_test(a_password_in_the_url_is_refused_without_quoting_it),
 		cmocka_unit_test(bad_ports_dbs_schemes_and_queries_are_refused),
+		cmocka_unit_test(the_clock_is_redis_unless_the_url_says_host),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

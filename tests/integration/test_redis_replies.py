@@ -1,0 +1,95 @@
+"""A Redis that answers what it should not: a whole stack (lighttpd + otp-fcgi + otp-deleter)
+whose store is a real redis-server behind tests/integration/redis_liar.py, which replaces the
+replies of chosen calls with wrong shapes, wrong types, huge arrays, replies trickled slower than
+the command deadline, and connections closed half way. Every such send answers 503 (never 500),
+nothing reaches the emulator, the processes live on (ASan clean under `make asan`), each kind of
+wrong reply is logged once, and sends work again as soon as the server tells the truth."""
+import pytest
+
+from conftest import SLOW, RedisServer
+from redis_liar import CLOSE, SLOW as TRICKLE, RedisLiar
+
+# the issue's reply: first element 0 and more elements than the rules can explain
+ISSUE_SHAPE = b"*9\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n"
+
+LIES = {
+    "first element 0 with extra elements": ("rate_take", None, ISSUE_SHAPE),
+    "first element nil": ("rate_take", None, b"*6\r\n$-1\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n"),
+    "first element a string": ("rate_take", None,
+                               b"*6\r\n$2\r\nno\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n"),
+    "admitted but no events": ("rate_take", None, b"*6\r\n:-1\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n"),
+    "rule out of range": ("rate_take", None, b"*6\r\n:7\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n"),
+    "negative instant": ("rate_take", None,
+                         b"*10\r\n:-1\r\n:0\r\n:0\r\n:0\r\n:-5\r\n:0\r\n:1\r\n:1\r\n:2\r\n:1\r\n"),
+    "a status instead of an array": ("rate_take", None, b"+OK\r\n"),
+    "an integer instead of an array": ("rate_take", None, b":1\r\n"),
+    "nested arrays": ("rate_take", None, b"*1\r\n*1\r\n*1\r\n*0\r\n"),
+    "heartbeat not a number": ("heartbeat_get", None, b"*3\r\n:1\r\n$3\r\nabc\r\n:0\r\n"),
+    "heartbeat nil": ("heartbeat_get", None, b"$-1\r\n"),
+    "huge array header": ("rate_take", CLOSE, b"*2000000000\r\n:1\r\n"),
+    "huge array": ("heartbeat_get", None, b"*100000\r\n" + b":1\r\n" * 100000),
+    "huge string": ("pause_get", None, b"$10000000\r\n" + b"x" * 10000000 + b"\r\n"),
+    "pause of the wrong shape": ("pause_get", None, b"*2\r\n:1\r\n:1\r\n"),
+    "closed mid-reply": ("rate_take", CLOSE, b"*10\r\n:-1\r\n:0\r\n"),
+    "closed mid-string": ("heartbeat_get", CLOSE, b"*3\r\n:1\r\n$13\r\n17000"),
+    "slow reply": ("rate_take", TRICKLE,
+                   b"*10\r\n:-1\r\n:0\r\n:0\r\n:0\r\n:1\r\n:1\r\n:1\r\n:1\r\n:2\r\n:1\r\n"),
+}
+
+
+@pytest.fixture
+def liar(workdir):
+    server = RedisServer(f"{workdir}/redis")
+    proxy = RedisLiar(server.sock)
+    yield proxy
+    proxy.stop()
+    server.stop()
+
+
+@pytest.fixture
+def stack(make_gateway, liar):
+    return make_gateway(env={"OTP_STORE": liar.url("liar:")})
+
+
+def pids_of(gw):
+    return set(gw.children_left())
+
+
+@pytest.mark.parametrize("lie", list(LIES))
+def test_a_wrong_reply_answers_503_sends_nothing_and_crashes_nothing(stack, liar, bot, lie):
+    call, mode, data = LIES[lie]
+    assert stack.send_otp({"chat_id": "4242", "otp": "1234"}).status == 200
+    before = pids_of(stack)
+    assert before
+    liar.lie(call, mode, data) if mode else liar.lie(call, data)
+    for i in range(3):
+        r = stack.send_otp({"chat_id": "4343", "otp": "5678"})
+        assert r.status == 503, (lie, r.status, r.text)
+        assert r.json["success"] is False and "store" in r.json["detail"], r.json
+    assert liar.lies_told.get(call, 0) >= 1
+    assert bot.messages("4343") == []
+    # the same processes answer: none crashed and was respawned
+    assert pids_of(stack) == before
+    liar.truth()
+    r = stack.send_otp({"chat_id": "4444", "otp": "9012"})
+    assert r.status == 200, r.text
+    assert len(bot.messages("4444")) == 1
+    # a wrong reply is logged once per kind of call and process, however often it comes
+    once = [(line["pid"], line["message"]) for line in stack.log_lines()
+            if "unexpected reply from Redis" in line.get("message", "")
+            and "logged once" in line.get("message", "")]
+    if mode is None:
+        assert once and len(once) == len(set(once)), once
+
+
+def test_a_slow_reply_is_cut_at_the_command_deadline(stack, liar, bot):
+    """A server that trickles its reply cannot hold a request: 503 within the 2 s deadline."""
+    import time
+    call, mode, data = LIES["slow reply"]
+    liar.lie(call, mode, data)
+    t0 = time.monotonic()
+    r = stack.send_otp({"chat_id": "4545", "otp": "1234"})
+    took = time.monotonic() - t0
+    assert r.status == 503, r.text
+    assert took < 2 + 2 * SLOW, took  # the deadline (2 s), plus a bound for the rest
+    assert bot.messages("4545") == []
