@@ -212,8 +212,8 @@ static const char *const script_src[SC_COUNT_] = {
 	 * attempts}, ...} */
 	[SC_PENDING_DUE] = "-- pending_due\n" LUA_CLOCK
 		"local _, now = clock()\n"
-		"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES',\n"
-		"                       'LIMIT', 0, tonumber(ARGV[4]))\n"
+		"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + tonumber(ARGV[6]),\n"
+		"                       'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))\n"
 		"local out = {now}\n"
 		"for i = 1, #due, 2 do\n"
 		"  local id = due[i]\n"
@@ -1168,6 +1168,8 @@ int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pendin
 {
 	char kdue[KEY_MAX];
 	struct args a = { .n = 0 };
+	/* with the host's clock (clock=host) the caller's now is the clock */
+	int64_t host_ms = s->url.clock_host ? now_ms : clock_now_ms();
 	redisReply *r;
 	const char *why;
 	int64_t store_now;
@@ -1178,16 +1180,19 @@ int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pendin
 	if (key(s, kdue, "pending:due") != 0)
 		return -1;
 	arg_str(&a, kdue);
-	arg_clock(s, &a, now_ms * 1000);
+	arg_clock(s, &a, host_ms * 1000);
 	arg_str(&a, s->prefix);
 	arg_int(&a, max);
 	arg_int(&a, s->lease_ms);
+	/* a caller that asks for rows due by an instant ahead of now (a stop that cannot wait for
+	 * them) gets them: how far ahead, measured on its own clock, is added to the store's */
+	arg_int(&a, now_ms > host_ms ? now_ms - host_ms : 0);
 	if ((r = eval(s, SC_PENDING_DUE, 0, "claim due deletions", 1, a.n, a.v, a.len)) == NULL)
 		return -1;
 	if (redis_reply_pending_due(r, max, out, &n, &store_now, &why) != 0)
 		n = bad_reply(s, SC_PENDING_DUE, "claim due deletions", why);
 	else
-		rows_to_host(out, n, to_host(s, store_now, now_ms));
+		rows_to_host(out, n, to_host(s, store_now, host_ms));
 	freeReplyObject(r);
 	return n;
 }

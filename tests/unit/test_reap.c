@@ -436,7 +436,7 @@ static void rows_deleted_before_their_delete_at_are_counted_early(void **state)
 	int64_t now = clock_now_ms();
 
 	add_due(f, "1", 1, 1);                                       /* due already */
-	assert_int_equal(store_pending_add(f->s, "2", 2, now + 30000), 0); /* due in 30 s */
+	assert_int_equal(store_pending_add(f->s, "2", 2, now + 30000, NULL), 0); /* due in 30 s */
 	assert_int_equal(reap_pass(&f->r, now + 30000, 500), 2);
 	assert_int_equal(run_pass(f), 0);
 	assert_int_equal(f->r.stats.deleted, 2);
@@ -451,7 +451,7 @@ static void a_retry_notes_its_next_try(void **state)
 	int64_t now = clock_now_ms(), last = 0;
 
 	f->batch.answer = answer_server_error;
-	assert_int_equal(store_pending_add(f->s, "3", 3, now + 30000), 0);
+	assert_int_equal(store_pending_add(f->s, "3", 3, now + 30000, NULL), 0);
 	assert_int_equal(reap_pass(&f->r, now + 30000, 500), 1);
 	assert_int_equal(run_pass(f), 0);
 	assert_int_equal(f->r.stats.retried, 1);

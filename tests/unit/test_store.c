@@ -217,9 +217,9 @@ static void pending_last_is_empty_then_the_latest_try_retries_included(void **st
 	int64_t last = -1;
 
 	assert_int_equal(store_pending_last(f->s, &last), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 1, 3000), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 2, 1000), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 3, 2000), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 1, 3000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 2, 1000, NULL), 0);
+	assert_int_equal(store_pending_add(f->s, "1", 3, 2000, NULL), 0);
 	assert_int_equal(store_pending_last(f->s, &last), 1);
 	assert_int_equal(last, 3000);
 	/* a retry moves the row's next try: the last one is the latest of them */
@@ -647,8 +647,9 @@ static void redis_heartbeat_is_the_stores_now_whatever_the_hosts_clock(void **st
 }
 
 /* Instants a host hands over are its now plus a duration: kept as Redis's now plus that
- * duration, and answered back on the host's clock. A host that believes it is an hour ahead
- * does not make a row due early. */
+ * duration, and answered back on the host's clock. Asking for the rows due at an instant is
+ * asking for those due within (instant - the host's now) on Redis's clock: at now, a row due in
+ * 10 s is not among them; 11 s ahead (a stop that cannot wait for it), it is. */
 static void redis_instants_are_durations_on_the_stores_clock(void **state)
 {
 	struct fixture *f = *state;
@@ -663,7 +664,10 @@ static void redis_instants_are_durations_on_the_stores_clock(void **state)
 	assert_true(stored >= now + 10000 - 2000 && stored <= clock_now_ms() + 10000 + 2000);
 	assert_int_equal(store_pending_next(s, &next), 1);
 	assert_true(next >= stored - 2000 && next <= stored + 2000);
-	assert_int_equal(store_pending_due(s, now + 3600000, p, 2), 0);
+	assert_int_equal(store_pending_due(s, clock_now_ms(), p, 2), 0);
+	assert_int_equal(store_pending_due(s, clock_now_ms() + 11000, p, 2), 1);
+	assert_string_equal(p[0].chat_id, "77");
+	assert_true(p[0].delete_at_ms >= stored - 2000 && p[0].delete_at_ms <= stored + 2000);
 	assert_int_equal(store_pause_extend(s, "send", clock_now_ms() + 5000, "test"), 0);
 	assert_int_equal(store_pause_get(s, "send", &until), 1);
 	assert_true(until >= now + 5000 - 2000 && until <= clock_now_ms() + 5000 + 2000);
