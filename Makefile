@@ -102,6 +102,13 @@ fuzz:
 
 fuzz-targets: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
+# the Bot API client is a leaf: its parsers' fuzzers link it alone (no store, no metrics)
+TG_LEAF_FUZZ := $(BUILD)/fuzz/fuzz_tg_reply $(BUILD)/fuzz/fuzz_tg_clean_text
+$(TG_LEAF_FUZZ): $(BUILD)/fuzz/%: tests/fuzz/%.c $(call obj,lib/tg.c lib/secmem.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) \
+		$(shell pkg-config --libs libcurl jansson)
+
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Ifcgi -Ideleter -o $@ $(filter %.c %.o,$^) $(LDLIBS)

@@ -37,7 +37,7 @@ load_env_file() {
 export HOST=${HOST:-127.0.0.1} PORT=${PORT:-55155}
 SERVER=${SERVER:-lighttpd}
 # otp-fcgi under mod_fcgid runs as Apache's user, and must share the database with otp-deleter:
-# started as root, the deleter runs as that user too (README, "Deploy")
+# started as root, the deleter runs as that user too (docs/deploy.md)
 as_web_user=()
 if [ "$SERVER" = apache-fcgid ] && [ "$(id -u)" -eq 0 ]; then
 	web_user=${OTP_WEB_USER:-www-data}

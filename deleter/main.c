@@ -364,6 +364,14 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 	return 0;
 }
 
+/* Calls in flight while a backlog waits (many deletions due in the same second): a few
+ * times the steady pool, so that a burst is worked off within the deletion deadline, bounded
+ * like the setting itself. */
+static int backlog_concurrency(int steady)
+{
+	return steady > DELETER_CONCURRENCY_MAX / 4 ? DELETER_CONCURRENCY_MAX : steady * 4;
+}
+
 int main(int argc, char **argv)
 {
 	struct cfg cfg;
@@ -431,7 +439,8 @@ int main(int argc, char **argv)
 			cfg.db_path);
 	tg = tg_new(cfg.api_base, cfg.bot_token, cfg.telegram_timeout_ms);
 	if (tg != NULL && (cfg.ca_file == NULL || tg_set_ca_file(tg, cfg.ca_file) == 0))
-		batch = tg_batch_new(tg, cfg.deleter_concurrency);
+		batch = tg_batch_new(tg, cfg.deleter_concurrency,
+				     backlog_concurrency(cfg.deleter_concurrency));
 	if (batch == NULL) {
 		log_msg(LOG_ERROR, "cannot create the Bot API client");
 		goto out;

@@ -25,12 +25,22 @@ static int tg_add_delete(void *batch, const char *chat_id, const long long *ids,
 	return tg_batch_add_delete(batch, chat_id, ids, n, tag);
 }
 
-static int tg_step(void *batch, tg_batch_done_fn done, void *ctx, int stop, int wait_ms)
+static int tg_step(void *batch, int stop, int wait_ms)
 {
-	return tg_batch_step(batch, done, ctx, stop, wait_ms);
+	return tg_batch_step(batch, stop, wait_ms);
 }
 
-const struct reap_batch_ops reap_tg_batch_ops = { tg_add_delete, tg_step };
+static int tg_next_done(void *batch, struct tg_done *out)
+{
+	return tg_batch_next_done(batch, out);
+}
+
+static void tg_halt(void *batch)
+{
+	tg_batch_halt(batch);
+}
+
+const struct reap_batch_ops reap_tg_batch_ops = { tg_add_delete, tg_step, tg_next_done, tg_halt };
 
 void reap_init(struct reaper *r, struct store *s, const struct policy *policy, void *batch,
 	       const struct reap_batch_ops *ops, const volatile sig_atomic_t *stop, unsigned int seed)
@@ -156,21 +166,23 @@ static void remove_confirmed(struct reaper *r, const int64_t *ids, int n)
 }
 
 /* Applies one call's result to each row it covered: removes the rows that are done (deleted,
- * already gone, or never deletable), reschedules the others. */
-static int settle(void *ctx, void *tag, const struct tg_result *res)
+ * already gone, or never deletable), reschedules the others. Returns 1 when Telegram asked us
+ * to wait with deletions (start no further call), else 0. */
+static int settle(struct reaper *r, const struct tg_done *d)
 {
-	struct reaper *r = ctx;
-	struct group *g = tag;
+	struct group *g = d->tag;
+	const struct tg_result *res = &d->res;
 	enum reap_outcome outcome;
 	int64_t now = clock_now_ms(), next, until = 0, done_ids[TG_DELETE_MESSAGES_MAX];
 	int i, ndone = 0;
 
-	if (res == NULL) { /* never started (a 429 or SIGTERM stopped the batch): still due */
+	if (!d->started) { /* never started (a 429 or SIGTERM stopped the batch): still due */
 		for (i = 0; i < g->n; i++)
 			forget_inflight(r, g->rows[i].id);
 		free(g);
 		return 0;
 	}
+	metrics_observe_bot_call(res);
 	outcome = reap_classify(res);
 	if (outcome == REAP_PERMANENT && g->n > 1) {
 		/* one refusal of deleteMessages may be about one of its messages: before giving
@@ -180,6 +192,7 @@ static int settle(void *ctx, void *tag, const struct tg_result *res)
 			if (queue_group(r, &g->rows[i], 1) != 0)
 				r->failed = 1;
 		}
+		r->requeued = 1;
 		free(g);
 		return 0;
 	}
@@ -369,6 +382,8 @@ int reap_pass(struct reaper *r, int64_t now_ms, int max)
 int reap_step(struct reaper *r, int wait_ms)
 {
 	int64_t now = clock_now_ms();
+	struct tg_done d;
+	int more;
 
 	if (!r->busy)
 		return 0;
@@ -384,7 +399,14 @@ int reap_step(struct reaper *r, int wait_ms)
 		if (now >= r->pause_until_ms && queue_due(r, now, REAP_BATCH_MAX) < 0)
 			r->failed = 1;
 	}
-	if (r->ops->step(r->batch, settle, r, *r->stop != 0, wait_ms))
+	more = r->ops->step(r->batch, *r->stop != 0, wait_ms);
+	r->requeued = 0;
+	while (r->ops->next_done(r->batch, &d) == 1)
+		if (settle(r, &d) != 0)
+			r->ops->halt(r->batch);
+	/* calls queued while settling (a refused batch asked about message by message) start at
+	 * the next step, even when this one found the batch idle */
+	if (more || r->requeued)
 		return 1;
 	r->busy = 0;
 	if (r->failed) {

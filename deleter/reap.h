@@ -35,10 +35,14 @@ struct reap_stats {
 /* The calls a pass makes: tg_batch's (reap_tg_batch_ops), or a test's fake. */
 struct reap_batch_ops {
 	/* Queues the deletion of ids[0..n) (n ≤ TG_DELETE_MESSAGES_MAX) in chat_id; tag comes
-	 * back through done(). Returns 0 or -1. */
+	 * back through next_done(). Returns 0 or -1. */
 	int (*add_delete)(void *batch, const char *chat_id, const long long *ids, int n, void *tag);
-	/* One step, as tg_batch_step(): 1 while calls run or wait, 0 once idle. */
-	int (*step)(void *batch, tg_batch_done_fn done, void *ctx, int stop, int wait_ms);
+	/* As tg_batch_step(): 1 while calls run or wait, 0 once idle. */
+	int (*step)(void *batch, int stop, int wait_ms);
+	/* As tg_batch_next_done(): 1 and a call that is over in *out, or 0. */
+	int (*next_done)(void *batch, struct tg_done *out);
+	/* As tg_batch_halt(). */
+	void (*halt)(void *batch);
 };
 
 extern const struct reap_batch_ops reap_tg_batch_ops;
@@ -64,6 +68,7 @@ struct reaper {
 	int64_t last_fetch_ms;               /* clock_mono_ms() */
 	int fetched;
 	int failed;                          /* a store read or write failed */
+	int requeued;                        /* settling queued calls (asked about one by one) */
 	/* rows Telegram confirmed whose removal failed: removed again, never asked about again */
 	int64_t *confirmed;
 	int nconfirmed, confirmed_cap;

@@ -107,6 +107,7 @@ static void delete_claimed(struct worker *w, const struct revoke_otp_request *r,
 
 	worker_store_give(w);
 	tg_delete_message(w->tg, row->chat_id, row->message_id, &res);
+	metrics_observe_bot_call(&res);
 	now = clock_now_ms();
 	s = worker_store(w); /* NULL (logged): each use below reports its own failure */
 	if (res.status == TG_OK || res.status == TG_NOT_FOUND) {

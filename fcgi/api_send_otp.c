@@ -146,6 +146,7 @@ static void undo_send(struct worker *w, const char *chat_id, long long message_i
 
 	worker_store_give(w);
 	tg_delete_message(w->tg, chat_id, message_id, &res);
+	metrics_observe_bot_call(&res);
 	if (res.status == TG_OK || res.status == TG_NOT_FOUND)
 		log_json(LOG_ERROR, "pending row not written: message deleted at once",
 			 json_pack("{s:s, s:I}", "chat_id", resp->chat_id_masked,
@@ -264,6 +265,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	}
 	worker_store_give(w);
 	tg_send_message(w->tg, r->chat_id, text, &res);
+	metrics_observe_bot_call(&res);
 	confirmed_ms = clock_now_ms();
 	s = worker_store(w); /* NULL (logged): each use below reports its own failure */
 	if (res.status == TG_RETRY_AFTER) {

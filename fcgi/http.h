@@ -9,7 +9,7 @@
 
 #include "apikeys.h"
 
-/* The responder's own body limit (DECISIONS: web-server caps are set higher). */
+/* The responder's own body limit (the web servers' caps are set higher, so that this one answers, in JSON). */
 #define HTTP_BODY_MAX 4096
 
 struct request {

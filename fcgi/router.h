@@ -1,5 +1,5 @@
 /* router.h — the table of routes: path, then method (405 with Allow), then body length (413),
- * then content type (415), in that order (DECISIONS: the first failing check answers). */
+ * then content type (415), in that order: the first failing check answers. */
 #ifndef OTP_ROUTER_H
 #define OTP_ROUTER_H
 

@@ -538,7 +538,7 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 		    errlen) ||
 	    get_int("DELETER_POLL_MS", 250, 10, 250, &cfg->deleter_poll_ms, err, errlen) ||
 	    get_int("DELETER_CONCURRENCY", cfg->paid_broadcast ? PAID_DELETER_CONCURRENCY : 16, 1,
-		    1024, &cfg->deleter_concurrency, err, errlen))
+		    DELETER_CONCURRENCY_MAX, &cfg->deleter_concurrency, err, errlen))
 		return -1;
 	if (cfg->min_expire_s > cfg->max_expire_s) {
 		snprintf(err, errlen, "MIN_EXPIRE_SECONDS (%d) is above MAX_EXPIRE_SECONDS (%d)",

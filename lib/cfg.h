@@ -11,6 +11,9 @@
 
 #include "log.h"
 
+/* The largest DELETER_CONCURRENCY, and the most calls otp-deleter runs at once. */
+#define DELETER_CONCURRENCY_MAX 1024
+
 struct cfg {
 	char *bot_token;          /* secret: never logged; wiped by cfg_free() */
 	char *api_key;            /* API_KEY: one unnamed key; secret; or NULL */
@@ -49,7 +52,8 @@ struct cfg {
 	int fcgi_threads;         /* OTP_FCGI_THREADS: requests one otp-fcgi process serves at once */
 	int heartbeat_stale_s;    /* DELETER_HEARTBEAT_STALE_SECONDS */
 	int deleter_poll_ms;      /* DELETER_POLL_MS: longest sleep before looking for new rows */
-	int deleter_concurrency;  /* DELETER_CONCURRENCY: deletions in flight at once */
+	int deleter_concurrency;  /* DELETER_CONCURRENCY: connections otp-deleter keeps, and its
+				   * calls in flight unless a backlog waits */
 	char *unknown_names;      /* names in the environment that look like settings and are
 				   * none ("OTP_X, API_KEYS"), or NULL: the programs warn */
 	int deleter_stop_timeout_s; /* DELETER_STOP_TIMEOUT_SECONDS: the longest drain at a stop;

@@ -144,6 +144,14 @@ void metrics_reset(void)
 	pthread_mutex_unlock(&lock);
 }
 
+void metrics_observe_bot_call(const struct tg_result *res)
+{
+	char labels[64];
+
+	snprintf(labels, sizeof labels, "method=\"%s\"", tg_method_name(res->method));
+	metrics_observe("telegram_api_duration_seconds", labels, res->duration_s);
+}
+
 int metrics_flush(struct store *s)
 {
 	struct delta *batch = malloc(MAX_SERIES * sizeof *batch);

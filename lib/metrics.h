@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include "tg.h"
+
 struct store;
 
 /* Adds delta to a counter. labels is Prometheus label text without braces
@@ -16,6 +18,9 @@ void metrics_count(const char *name, const char *labels, double delta);
 
 /* Records one observation of a histogram declared in metrics.c's table. */
 void metrics_observe(const char *name, const char *labels, double value);
+
+/* Records a Bot API call's duration: telegram_api_duration_seconds{method}. */
+void metrics_observe_bot_call(const struct tg_result *res);
 
 /* Writes the deltas gathered so far into the store and clears them. Returns 0, or -1 (the
  * deltas are kept for the next flush) with the reason in store_strerror(). */

@@ -10,7 +10,6 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
-#include "metrics.h"
 #include "secmem.h"
 
 #define REPLY_MAX (64 * 1024)
@@ -113,6 +112,11 @@ static const char *const status_names[] = {
 const char *tg_status_name(enum tg_status st)
 {
 	return status_names[st];
+}
+
+const char *tg_method_name(enum tg_method method)
+{
+	return method_names[method];
 }
 
 int tg_global_init(void)
@@ -507,27 +511,13 @@ static void prepare(const struct tg *tg, CURL *easy, const char *url, struct exc
 	curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, 16384L); /* curl's smallest */
 }
 
-/* telegram_api_duration_seconds{method}: the method is the URL's last path segment. */
-static void observe_duration(CURL *easy)
-{
-	char labels[64];
-	const char *url = NULL, *method;
-	double secs = 0;
-
-	if (curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || url == NULL)
-		return;
-	method = strrchr(url, '/');
-	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &secs);
-	snprintf(labels, sizeof labels, "method=\"%.40s\"", method != NULL ? method + 1 : "?");
-	metrics_observe("telegram_api_duration_seconds", labels, secs);
-}
-
 /* Turns a finished transfer of method into res, then drops the handle's pointers to our
  * buffers. */
 static void conclude(const struct tg *tg, enum tg_method method, CURL *easy, CURLcode rc,
 		     struct exchange *ex, const char *errbuf, struct tg_result *res)
 {
-	observe_duration(easy);
+	double secs = 0;
+
 	if (rc != CURLE_OK) {
 		memset(res, 0, sizeof *res);
 		/* once any of the body was handed to curl, the request may have taken effect */
@@ -553,6 +543,9 @@ static void conclude(const struct tg *tg, enum tg_method method, CURL *easy, CUR
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
 		tg_parse_reply(method, http_status, ex->reply, ex->reply_len, tg->token, res);
 	}
+	res->method = method;
+	if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &secs) == CURLE_OK)
+		res->duration_s = secs;
 	curl_easy_setopt(easy, CURLOPT_READDATA, NULL);
 	curl_easy_setopt(easy, CURLOPT_SEEKDATA, NULL);
 	curl_easy_setopt(easy, CURLOPT_PREREQDATA, NULL);
@@ -576,6 +569,7 @@ static enum tg_status call(struct tg *tg, enum tg_method method, const char *bod
 	if (ex == NULL || asprintf(&url, "%s%s", tg->url_prefix, method_names[method]) < 0) {
 		url = NULL;
 		res->status = TG_UNREACHABLE;
+		res->method = method;
 		snprintf(res->description, sizeof res->description, "out of memory");
 		goto out;
 	}
@@ -764,27 +758,34 @@ struct xfer {
 	CURL *easy;        /* while running */
 	struct exchange *ex;
 	char errbuf[CURL_ERROR_SIZE];
+	int started;
+	struct tg_result res; /* once it is over */
 };
 
 struct tg_batch {
 	struct tg *tg;
 	CURLM *multi;
-	int max_parallel;
+	int steady;               /* connections kept between calls */
+	int max_parallel;         /* calls at once while a backlog waits */
 	struct xfer *head, *tail; /* queued, not yet started, in order */
+	struct xfer *over, *over_tail; /* finished or dropped, not yet read, in order */
 	int running;
-	int halted;               /* done() asked to start nothing more, until the batch is idle */
+	int halted;               /* start nothing more, until the batch is idle */
 	CURL **idle;              /* easy handles ready for reuse */
-	int nidle;
+	int nidle, nhandles;
 };
 
-struct tg_batch *tg_batch_new(struct tg *tg, int max_parallel)
+struct tg_batch *tg_batch_new(struct tg *tg, int steady, int max_parallel)
 {
 	struct tg_batch *b = calloc(1, sizeof *b);
 	int i;
 
 	if (b == NULL)
 		return NULL;
+	if (max_parallel < steady)
+		max_parallel = steady;
 	b->tg = tg;
+	b->steady = steady;
 	b->max_parallel = max_parallel;
 	b->multi = curl_multi_init();
 	b->idle = calloc((size_t)max_parallel, sizeof *b->idle);
@@ -792,15 +793,17 @@ struct tg_batch *tg_batch_new(struct tg *tg, int max_parallel)
 		goto fail;
 	curl_multi_setopt(b->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)max_parallel);
 	curl_multi_setopt(b->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)max_parallel);
-	/* keep every connection for reuse: by default the multi handle keeps 4 per attached call,
-	 * so as a pass winds down it closes connections the next pass opens again (a TCP and TLS
-	 * handshake each: in the soak, 537 connections for 10,000 deletions; with this, 16) */
-	curl_multi_setopt(b->multi, CURLMOPT_MAXCONNECTS, (long)max_parallel);
-	for (i = 0; i < max_parallel; i++) {
+	/* keep the steady pool's connections for reuse: by default the multi handle keeps 4 per
+	 * attached call, so as a pass winds down it closes connections the next pass opens again
+	 * (a TCP and TLS handshake each). Connections past the steady pool, opened for a backlog,
+	 * are closed as their calls end: the cache never holds more than the steady pool. */
+	curl_multi_setopt(b->multi, CURLMOPT_MAXCONNECTS, (long)steady);
+	for (i = 0; i < steady; i++) {
 		b->idle[i] = curl_easy_init();
 		if (b->idle[i] == NULL)
 			goto fail;
 		b->nidle++;
+		b->nhandles++;
 	}
 	return b;
 fail:
@@ -816,16 +819,35 @@ static void xfer_free(struct xfer *x)
 	free(x);
 }
 
-/* Drops every queued call (they were never started), telling done() when one is given. */
-static void drop_queue(struct tg_batch *b, tg_batch_done_fn done, void *ctx)
+static void free_list(struct xfer *x)
+{
+	struct xfer *next;
+
+	for (; x != NULL; x = next) {
+		next = x->next;
+		xfer_free(x);
+	}
+}
+
+/* Puts x, finished or dropped, at the end of the calls to be read back. */
+static void push_over(struct tg_batch *b, struct xfer *x)
+{
+	x->next = NULL;
+	if (b->over_tail != NULL)
+		b->over_tail->next = x;
+	else
+		b->over = x;
+	b->over_tail = x;
+}
+
+/* Moves every queued call (never started) to the calls to be read back. */
+static void drop_queue(struct tg_batch *b)
 {
 	struct xfer *x;
 
 	while ((x = b->head) != NULL) {
 		b->head = x->next;
-		if (done != NULL)
-			done(ctx, x->tag, NULL);
-		xfer_free(x);
+		push_over(b, x);
 	}
 	b->tail = NULL;
 }
@@ -836,7 +858,8 @@ void tg_batch_free(struct tg_batch *b)
 
 	if (b == NULL)
 		return;
-	drop_queue(b, NULL, NULL);
+	free_list(b->head);
+	free_list(b->over);
 	for (i = 0; i < b->nidle; i++)
 		curl_easy_cleanup(b->idle[i]);
 	free(b->idle);
@@ -897,6 +920,11 @@ static int start_next(struct tg_batch *b)
 
 	if (x->ex == NULL && (x->ex = exchange_new()) == NULL)
 		return -1;
+	if (b->nidle == 0 && b->nhandles < b->max_parallel &&
+	    (b->idle[b->nidle] = curl_easy_init()) != NULL) {
+		b->nidle++;
+		b->nhandles++;
+	}
 	if (b->nidle == 0)
 		return -1;
 	x->ex->body = x->body;
@@ -912,60 +940,85 @@ static int start_next(struct tg_batch *b)
 	b->head = x->next;
 	if (b->head == NULL)
 		b->tail = NULL;
+	x->started = 1;
 	b->running++;
 	return 0;
 }
 
-/* Reports every finished call. Returns nonzero when done() asked to start nothing more. */
-static int reap_finished(struct tg_batch *b, tg_batch_done_fn done, void *ctx)
+/* Moves every finished call to the calls to be read back. */
+static void collect_finished(struct tg_batch *b)
 {
-	struct tg_result res;
 	CURLMsg *m;
-	int msgs, halt = 0;
+	int msgs;
 
 	while ((m = curl_multi_info_read(b->multi, &msgs)) != NULL) {
 		struct xfer *x = NULL;
 		CURL *easy = m->easy_handle;
-		CURLcode rc = m->data.result;
 
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-		memset(&res, 0, sizeof res);
-		conclude(b->tg, x->method, easy, rc, x->ex, x->errbuf, &res);
+		conclude(b->tg, x->method, easy, m->data.result, x->ex, x->errbuf, &x->res);
 		curl_multi_remove_handle(b->multi, easy);
 		b->idle[b->nidle++] = easy;
+		x->easy = NULL;
 		b->running--;
-		if (done(ctx, x->tag, &res) != 0)
-			halt = 1;
-		xfer_free(x);
+		push_over(b, x);
 	}
-	return halt;
 }
 
-/* Ends a run of steps: the calls never started are reported dropped. */
-static int go_idle(struct tg_batch *b, tg_batch_done_fn done, void *ctx)
+/* Ends a run of steps: the calls never started are dropped, and the handles a backlog added
+ * to the steady pool are freed. */
+static int go_idle(struct tg_batch *b)
 {
-	drop_queue(b, done, ctx);
+	drop_queue(b);
 	b->halted = 0;
+	while (b->nhandles > b->steady && b->nidle > 0) {
+		curl_easy_cleanup(b->idle[--b->nidle]);
+		b->nhandles--;
+	}
 	return 0;
 }
 
-int tg_batch_step(struct tg_batch *b, tg_batch_done_fn done, void *ctx, int stop, int wait_ms)
+int tg_batch_step(struct tg_batch *b, int stop, int wait_ms)
 {
 	int still;
 
+	/* every queued call starts, up to max_parallel: calls in flight grow with the backlog */
 	while (!b->halted && !stop && b->head != NULL && b->running < b->max_parallel)
 		if (start_next(b) != 0)
 			break;
 	if (b->running == 0) /* nothing runs, so nothing queued will start either */
-		return go_idle(b, done, ctx);
+		return go_idle(b);
 	curl_multi_perform(b->multi, &still);
-	if (reap_finished(b, done, ctx) != 0)
-		b->halted = 1;
+	collect_finished(b);
 	if (b->running == 0 && (b->head == NULL || b->halted || stop))
-		return go_idle(b, done, ctx);
+		return go_idle(b);
 	if (b->running > 0)
 		curl_multi_poll(b->multi, NULL, 0, wait_ms, NULL);
 	return 1;
+}
+
+int tg_batch_next_done(struct tg_batch *b, struct tg_done *out)
+{
+	struct xfer *x = b->over;
+
+	if (x == NULL)
+		return 0;
+	b->over = x->next;
+	if (b->over == NULL)
+		b->over_tail = NULL;
+	out->tag = x->tag;
+	out->started = x->started;
+	if (x->started)
+		out->res = x->res;
+	else
+		memset(&out->res, 0, sizeof out->res);
+	xfer_free(x);
+	return 1;
+}
+
+void tg_batch_halt(struct tg_batch *b)
+{
+	b->halted = 1;
 }

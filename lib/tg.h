@@ -50,6 +50,9 @@ struct tg_result {
 	 * (plus "…" when cut), without control characters, and never holding the token's secret
 	 * or any 4-byte piece of it. Fit for a client's answer and a log line as it is. */
 	char description[256];
+	enum tg_method method;   /* the call this answers */
+	double duration_s;       /* how long the call took, the connection included (0 if it
+				  * never started); the caller records it (tg keeps no metrics) */
 };
 
 struct tg;
@@ -90,15 +93,18 @@ struct tg_batch;
 
 #define TG_DELETE_MESSAGES_MAX 100
 
-/* Called for each finished call with the tag it was queued with. Returning nonzero starts no
- * further queued call (e.g. after a 429); the calls under way still finish. Calls dropped
- * without being started are reported with res == NULL (so the caller can free their tags); the
- * return value is then ignored. */
-typedef int (*tg_batch_done_fn)(void *ctx, void *tag, const struct tg_result *res);
+/* A call of a batch that is over, as tg_batch_next_done() hands it back: finished, or dropped
+ * without being started (a stop, or tg_batch_halt()), so that the caller can free its tag. */
+struct tg_done {
+	void *tag;               /* as the call was queued with */
+	int started;             /* 0: dropped unstarted, res is empty */
+	struct tg_result res;
+};
 
-/* A batch that runs up to max_parallel calls at once with tg's address, token and timeout.
- * tg must outlive it. NULL when out of memory. */
-struct tg_batch *tg_batch_new(struct tg *tg, int max_parallel);
+/* A batch with tg's address, token and timeout that keeps `steady` connections between calls
+ * and runs up to max_parallel calls at once while more are queued (the connections past the
+ * steady ones close as their calls end). tg must outlive it. NULL when out of memory. */
+struct tg_batch *tg_batch_new(struct tg *tg, int steady, int max_parallel);
 void tg_batch_free(struct tg_batch *b);
 
 /* Queues the deletion of ids[0..n) in chat_id: deleteMessage for one id, deleteMessages for
@@ -106,13 +112,25 @@ void tg_batch_free(struct tg_batch *b);
 int tg_batch_add_delete(struct tg_batch *b, const char *chat_id, const long long *ids, int n,
 			void *tag);
 
-/* One step of the queued calls, for a caller that drives them from its own loop (and queues
- * more between steps): starts queued calls (none when stop is nonzero or done() asked to halt),
- * reports each finished call to done(), then waits at most wait_ms for network activity.
+/* One step of the queued calls, for a caller that drives them from its own loop: starts queued
+ * calls (none when stop is nonzero or the batch is halted), lets the running ones progress,
+ * then waits at most wait_ms for network activity. The calls that ended are then read with
+ * tg_batch_next_done(), after every step; calls queued meanwhile start at the next step.
  * Returns 1 while calls run or wait to start, 0 once the batch is idle: nothing runs and
- * nothing is queued, or stop / done()'s halt and every call under way has finished; calls never
- * started are then dropped (reported with res == NULL). */
-int tg_batch_step(struct tg_batch *b, tg_batch_done_fn done, void *ctx, int stop, int wait_ms);
+ * nothing is queued, or stop / a halt and every call under way has finished; calls never
+ * started are then dropped (read back with started == 0) and the halt is over. */
+int tg_batch_step(struct tg_batch *b, int stop, int wait_ms);
+
+/* Moves the next call that is over into *out, in the style of curl_multi_info_read(): returns
+ * 1, or 0 when none is left to read. */
+int tg_batch_next_done(struct tg_batch *b, struct tg_done *out);
+
+/* Starts no further queued call until the batch is idle (e.g. Telegram answered 429); the
+ * calls under way still finish. */
+void tg_batch_halt(struct tg_batch *b);
+
+/* The method's name in the Bot API ("sendMessage"), e.g. for a metric's label. */
+const char *tg_method_name(enum tg_method method);
 
 /* Reads the Bot API's reply to method (HTTP status and body) into res, which it clears first.
  * Every number is range-checked and the description cleaned with tg_clean_text (token may be

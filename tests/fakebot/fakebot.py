@@ -630,10 +630,17 @@ def m_delete_messages(state, params, bot_id):
     key, _ = chat_of(state, params)
     learn_delete_at(state, key, [as_message_id(v) for v in ids])
     now = time.time()
+    # as the Bot API: ids not found are skipped (True even when none is found); a message that
+    # can't be deleted refuses the whole call, and nothing is deleted
     with state.lock:
-        deleted = sum(delete_one(state, key, as_message_id(v), now) is None for v in ids)
-    if not deleted:
-        raise bad_request("message to delete not found")
+        found = [m for m in (state.messages.get((key, as_message_id(v))) for v in ids)
+                 if m is not None and m["deleted_at"] is None]
+        if any(now - m["sent_at"] > MAX_DELETE_AGE for m in found):
+            raise bad_request("message can't be deleted for everyone")
+        for m in found:
+            m["deleted_at"] = now
+        if found:
+            state.touch()
     return True
 
 

@@ -354,6 +354,16 @@ class Gateway:
         finally:
             con.close()
 
+    def db_execute_many(self, sql, rows):
+        """Writes rows into the SQLite database as an operator's sqlite3 shell would."""
+        assert self.redis is None, "a SQLite-only helper"
+        con = sqlite3.connect(self.db_path, timeout=10)
+        try:
+            with con:
+                con.executemany(sql, rows)
+        finally:
+            con.close()
+
     def redis_rows(self, sql):
         """The answers of the SQL queries tests ask, read from Redis the way README's redis-cli
         commands do; a query without a Redis reading skips the test."""

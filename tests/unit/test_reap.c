@@ -168,11 +168,14 @@ struct fake_call {
 	void *tag;
 };
 
-/* The calls reap made, in order; calls[done..ncalls) are queued and not answered yet. Each
- * step answers every call queued before it, with answer(). */
+/* The calls reap made, in order; calls[done..ncalls) are queued and not answered yet. A step
+ * answers one call with answer() (a batch of one connection), or, stopped or halted, drops
+ * every queued call; reap reads them back before it queues more. */
 struct fake_batch {
 	struct fake_call calls[FAKE_MAX];
-	int ncalls, done;
+	int ncalls, done, nread;
+	int halted;
+	struct tg_done over[FAKE_MAX];
 	void (*answer)(const struct fake_call *c, struct tg_result *res);
 };
 
@@ -191,28 +194,43 @@ static int fake_add(void *batch, const char *chat_id, const long long *ids, int 
 	return 0;
 }
 
-static int fake_step(void *batch, tg_batch_done_fn done, void *ctx, int stop, int wait_ms)
+static int fake_step(void *batch, int stop, int wait_ms)
 {
 	struct fake_batch *b = batch;
-	struct tg_result res;
-	int upto = b->ncalls, halt = 0;
+	struct tg_done *d;
 
 	(void)wait_ms;
-	while (b->done < upto) {
-		struct fake_call *c = &b->calls[b->done++];
-
-		if (stop || halt) {
-			done(ctx, c->tag, NULL);
-			continue;
-		}
-		memset(&res, 0, sizeof res);
-		b->answer(c, &res);
-		halt = done(ctx, c->tag, &res) != 0;
+	if (stop || b->halted) {
+		for (; b->done < b->ncalls; b->done++)
+			b->over[b->done] = (struct tg_done){ .tag = b->calls[b->done].tag };
+		b->halted = 0;
+		return 0;
 	}
-	return !stop && !halt && b->done < b->ncalls; /* more were queued meanwhile */
+	if (b->done == b->ncalls)
+		return 0;
+	d = &b->over[b->done];
+	*d = (struct tg_done){ .tag = b->calls[b->done].tag, .started = 1 };
+	b->answer(&b->calls[b->done], &d->res);
+	b->done++;
+	return b->done < b->ncalls;
 }
 
-static const struct reap_batch_ops fake_ops = { fake_add, fake_step };
+static int fake_next_done(void *batch, struct tg_done *out)
+{
+	struct fake_batch *b = batch;
+
+	if (b->nread == b->done)
+		return 0;
+	*out = b->over[b->nread++];
+	return 1;
+}
+
+static void fake_halt(void *batch)
+{
+	((struct fake_batch *)batch)->halted = 1;
+}
+
+static const struct reap_batch_ops fake_ops = { fake_add, fake_step, fake_next_done, fake_halt };
 
 static void answer_ok(const struct fake_call *c, struct tg_result *res)
 {
