@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "env_file.h"
 #include "secmem.h"
 #include "store.h"
 #include "store_url.h"
@@ -502,43 +504,65 @@ long cfg_other_users_deleter(const struct cfg *cfg, int64_t fresh_ms, char *dir,
 }
 
 /* Paid broadcast lifts Telegram's limit to 1,000 messages/s: the budget and the calls in flight
- * default to what that rate needs at 300 ms of Bot API latency (1000 × 0.3 s = 300 at once:
- * 2 otp-fcgi processes × 256 threads, and deletions alike). Each thread costs about 250 KiB,
- * but fewer answer slower: measured over 60 s at 1,000/s, 2 × 192 gave p99 0.93 s against
- * 0.50 s (README, Benchmarks). */
+ * default to what that rate needs at the Bot API's usual latency (rate × latency calls at
+ * once, over 2 otp-fcgi processes, and deletions alike); docs/performance.md has the figures. */
 #define PAID_SENDS_PER_SECOND 1000
 #define PAID_FCGI_THREADS 256
 #define PAID_DELETER_CONCURRENCY 384
 
+#define FIELD(f) offsetof(struct cfg, f)
+
+/* The numeric settings, in the order they are read: the docs' settings table shows these
+ * defaults (a unit test compares them). */
+static const struct cfg_int_setting INT_SETTINGS[] = {
+	{ "MIN_EXPIRE_SECONDS", 5, 5, 1, 86400, FIELD(min_expire_s) },
+	{ "MAX_EXPIRE_SECONDS", 60, 60, 1, 86400, FIELD(max_expire_s) },
+	{ "DEFAULT_EXPIRE_SECONDS", 30, 30, 1, 86400, FIELD(default_expire_s) },
+	{ "RATE_LIMIT_PER_USER", 5, 5, 1, 1000000, FIELD(rate_limit_per_user) },
+	{ "RATE_LIMIT_WINDOW_HOURS", 1, 1, 1, 24 * 366, FIELD(rate_limit_window_hours) },
+	{ "RATE_LIMIT_PER_IP", 10, 10, 0, 1000000, FIELD(rate_limit_per_ip) },
+	{ "PORT", 55155, 55155, 1, 65535, FIELD(port) },
+	{ "TELEGRAM_TIMEOUT_SECONDS", 5, 5, 1, 120, FIELD(telegram_timeout_s) },
+	{ "TELEGRAM_MAX_SENDS_PER_SECOND", 30, PAID_SENDS_PER_SECOND, 1, 10000,
+	  FIELD(max_sends_per_second) },
+	{ "TELEGRAM_SEND_WAIT_MS", 2000, 2000, 0, 30000, FIELD(send_wait_ms) },
+	{ "TELEGRAM_MAX_PAUSE_SECONDS", 3600, 3600, 1, 7 * 86400, FIELD(max_pause_s) },
+	{ "OTP_FCGI_THREADS", 16, PAID_FCGI_THREADS, 1, 1024, FIELD(fcgi_threads) },
+	{ "OTP_KEY_LIMIT_PER_MINUTE", 0, 0, 0, 1000000, FIELD(key_limit_per_minute) },
+	{ "DELETER_HEARTBEAT_STALE_SECONDS", 10, 10, 2, 3600, FIELD(heartbeat_stale_s) },
+	{ "DELETER_POLL_MS", 250, 250, 10, 250, FIELD(deleter_poll_ms) },
+	{ "DELETER_CONCURRENCY", 16, PAID_DELETER_CONCURRENCY, 1, DELETER_CONCURRENCY_MAX,
+	  FIELD(deleter_concurrency) },
+};
+
+const char *const *cfg_setting_names(size_t *n)
+{
+	*n = COUNT(SETTINGS);
+	return SETTINGS;
+}
+
+const struct cfg_int_setting *cfg_int_settings(size_t *n)
+{
+	*n = COUNT(INT_SETTINGS);
+	return INT_SETTINGS;
+}
+
 static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 {
-	int timeout_s, window_s;
+	int window_s;
+	size_t i;
 
 	if (get_bool("TELEGRAM_PAID_BROADCAST", &cfg->paid_broadcast, err, errlen) != 0)
 		return -1;
-	if (get_int("MIN_EXPIRE_SECONDS", 5, 1, 86400, &cfg->min_expire_s, err, errlen) ||
-	    get_int("MAX_EXPIRE_SECONDS", 60, 1, 86400, &cfg->max_expire_s, err, errlen) ||
-	    get_int("DEFAULT_EXPIRE_SECONDS", 30, 1, 86400, &cfg->default_expire_s, err, errlen) ||
-	    get_int("RATE_LIMIT_PER_USER", 5, 1, 1000000, &cfg->rate_limit_per_user, err, errlen) ||
-	    get_int("RATE_LIMIT_WINDOW_HOURS", 1, 1, 24 * 366, &cfg->rate_limit_window_hours, err,
-		    errlen) ||
-	    get_int("RATE_LIMIT_WINDOW_SECONDS", 0, 1, 366 * 86400, &window_s, err, errlen) ||
-	    get_int("RATE_LIMIT_PER_IP", 10, 0, 1000000, &cfg->rate_limit_per_ip, err, errlen) ||
-	    get_int("PORT", 55155, 1, 65535, &cfg->port, err, errlen) ||
-	    get_int("TELEGRAM_TIMEOUT_SECONDS", 5, 1, 120, &timeout_s, err, errlen) ||
-	    get_int("TELEGRAM_MAX_SENDS_PER_SECOND",
-		    cfg->paid_broadcast ? PAID_SENDS_PER_SECOND : 30, 1, 10000,
-		    &cfg->max_sends_per_second, err, errlen) ||
-	    get_int("TELEGRAM_SEND_WAIT_MS", 2000, 0, 30000, &cfg->send_wait_ms, err, errlen) ||
-	    get_int("TELEGRAM_MAX_PAUSE_SECONDS", 3600, 1, 7 * 86400, &cfg->max_pause_s, err,
-		    errlen) ||
-	    get_int("OTP_FCGI_THREADS", cfg->paid_broadcast ? PAID_FCGI_THREADS : 16, 1, 1024,
-		    &cfg->fcgi_threads, err, errlen) ||
-	    get_int("DELETER_HEARTBEAT_STALE_SECONDS", 10, 2, 3600, &cfg->heartbeat_stale_s, err,
-		    errlen) ||
-	    get_int("DELETER_POLL_MS", 250, 10, 250, &cfg->deleter_poll_ms, err, errlen) ||
-	    get_int("DELETER_CONCURRENCY", cfg->paid_broadcast ? PAID_DELETER_CONCURRENCY : 16, 1,
-		    DELETER_CONCURRENCY_MAX, &cfg->deleter_concurrency, err, errlen))
+	for (i = 0; i < COUNT(INT_SETTINGS); i++) {
+		const struct cfg_int_setting *t = &INT_SETTINGS[i];
+
+		if (get_int(t->name, cfg->paid_broadcast ? t->paid_def : t->def, t->min, t->max,
+			    (int *)((char *)cfg + t->offset), err, errlen) != 0)
+			return -1;
+	}
+	/* no default: when set, it overrides RATE_LIMIT_WINDOW_HOURS */
+	if (get_int("RATE_LIMIT_WINDOW_SECONDS", 0, 1, 366 * 86400, &window_s, err, errlen) != 0)
 		return -1;
 	if (cfg->min_expire_s > cfg->max_expire_s) {
 		snprintf(err, errlen, "MIN_EXPIRE_SECONDS (%d) is above MAX_EXPIRE_SECONDS (%d)",
@@ -555,7 +579,7 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 	if (get_int("DELETER_STOP_TIMEOUT_SECONDS", cfg->max_expire_s + 10, 0, 90000,
 		    &cfg->deleter_stop_timeout_s, err, errlen) != 0)
 		return -1;
-	cfg->telegram_timeout_ms = timeout_s * 1000;
+	cfg->telegram_timeout_ms = cfg->telegram_timeout_s * 1000;
 	cfg->rate_limit_window_s =
 		env("RATE_LIMIT_WINDOW_SECONDS") != NULL ? window_s : cfg->rate_limit_window_hours * 3600;
 	return 0;
@@ -619,9 +643,6 @@ int cfg_load(struct cfg *cfg, char *err, size_t errlen)
 	v = env("OTP_API_KEYS_FILE");
 	if (v != NULL && dup_str(v, &cfg->api_keys_file, err, errlen) != 0)
 		goto fail;
-	if (get_int("OTP_KEY_LIMIT_PER_MINUTE", 0, 0, 1000000, &cfg->key_limit_per_minute, err,
-		    errlen) != 0)
-		goto fail;
 	v = env("HOST");
 	if (dup_str(v != NULL ? v : "127.0.0.1", &cfg->host, err, errlen) != 0)
 		goto fail;
@@ -684,123 +705,24 @@ void cfg_free(struct cfg *cfg)
 	memset(cfg, 0, sizeof *cfg);
 }
 
-static int copy_out(const char *src, size_t n, char *dst, size_t dstlen)
+/* What the settings file may set: settings and our scripts' names, not the names read
+ * from the environment only. Returns 0, or -1 with why key is refused in why. */
+static int refuse_in_file(const char *key, void *ctx, char *why, size_t whylen)
 {
-	if (n >= dstlen)
+	(void)ctx;
+	/* a mistyped key (API_KEYS for API_KEY) must not pass for a setting */
+	if (!cfg_is_known_name(key)) {
+		snprintf(why, whylen, "unknown setting %s", key);
 		return -1;
-	memcpy(dst, src, n);
-	dst[n] = '\0';
+	}
+	if (in_list(key, strlen(key), ENVIRONMENT_ONLY, COUNT(ENVIRONMENT_ONLY))) {
+		snprintf(why, whylen, "%s is read from the environment only", key);
+		return -1;
+	}
 	return 0;
-}
-
-int cfg_parse_env_line(const char *line, char *key, size_t keylen, char *value, size_t valuelen,
-		       char *err, size_t errlen)
-{
-	const char *p = line, *k, *eq, *v, *vend;
-
-	while (isspace((unsigned char)*p))
-		p++;
-	if (*p == '\0' || *p == '#')
-		return 0;
-	if (strncmp(p, "export ", 7) == 0)
-		p += 7;
-	k = p;
-	while (isalnum((unsigned char)*p) || *p == '_')
-		p++;
-	eq = p;
-	if (eq == k || *eq != '=' || isdigit((unsigned char)*k)) {
-		snprintf(err, errlen, "expected KEY=VALUE");
-		return -1;
-	}
-	if (copy_out(k, (size_t)(eq - k), key, keylen) != 0) {
-		snprintf(err, errlen, "key too long");
-		return -1;
-	}
-	v = eq + 1;
-	vend = v + strlen(v);
-	while (vend > v && (vend[-1] == '\n' || vend[-1] == '\r'))
-		vend--;
-	if (*v == '"' || *v == '\'') {
-		const char *close = memchr(v + 1, *v, (size_t)(vend - v - 1));
-		const char *rest;
-
-		if (close == NULL) {
-			snprintf(err, errlen, "unterminated quote");
-			return -1;
-		}
-		for (rest = close + 1; rest < vend && isspace((unsigned char)*rest); rest++)
-			;
-		if (rest < vend && *rest != '#') {
-			snprintf(err, errlen, "text after the closing quote");
-			return -1;
-		}
-		v++;
-		vend = close;
-	} else {
-		const char *hash;
-
-		/* an unquoted value ends at " #" (an inline comment) */
-		for (hash = v; hash < vend; hash++)
-			if (*hash == '#' && hash > v && isspace((unsigned char)hash[-1]))
-				break;
-		vend = hash;
-		while (vend > v && isspace((unsigned char)vend[-1]))
-			vend--;
-	}
-	if (copy_out(v, (size_t)(vend - v), value, valuelen) != 0) {
-		snprintf(err, errlen, "value too long");
-		return -1;
-	}
-	return 1;
 }
 
 int cfg_read_env_file(const char *path, char *err, size_t errlen)
 {
-	char line[4096], key[128], value[4096], why[64];
-	FILE *f = fopen(path, "r");
-	int lineno = 0, rc = -1;
-
-	if (f == NULL) {
-		snprintf(err, errlen, "OTP_ENV_FILE: cannot open %s: %s", path, strerror(errno));
-		return -1;
-	}
-	while (fgets(line, sizeof line, f) != NULL) {
-		int r, c;
-
-		lineno++;
-		/* a line that does not fit is an error: read in pieces, its tail would be taken
-		 * for a line of its own and could set any key */
-		if (strchr(line, '\n') == NULL && (c = getc(f)) != EOF) {
-			if (c != '\n') {
-				snprintf(err, errlen, "%s:%d: line longer than %zu bytes", path,
-					 lineno, sizeof line - 1);
-				goto out;
-			}
-		}
-		r = cfg_parse_env_line(line, key, sizeof key, value, sizeof value, why, sizeof why);
-		if (r < 0) {
-			snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
-			goto out;
-		}
-		/* a mistyped key (API_KEYS for API_KEY) must not pass for a setting */
-		if (r == 1 && !cfg_is_known_name(key)) {
-			snprintf(err, errlen, "%s:%d: unknown setting %s", path, lineno, key);
-			goto out;
-		}
-		if (r == 1 && in_list(key, strlen(key), ENVIRONMENT_ONLY, COUNT(ENVIRONMENT_ONLY))) {
-			snprintf(err, errlen, "%s:%d: %s is read from the environment only", path,
-				 lineno, key);
-			goto out;
-		}
-		if (r == 1 && setenv(key, value, 0) != 0) {
-			snprintf(err, errlen, "%s:%d: cannot set %s", path, lineno, key);
-			goto out;
-		}
-	}
-	rc = 0;
-out:
-	secmem_wipe(line, sizeof line);
-	secmem_wipe(value, sizeof value);
-	fclose(f);
-	return rc;
+	return env_file_read(path, "OTP_ENV_FILE", refuse_in_file, NULL, err, errlen);
 }

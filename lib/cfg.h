@@ -1,7 +1,7 @@
 /* cfg.h — the settings of otp-fcgi and otp-deleter, read from the environment.
  *
  * Names and defaults are the original service's (TELEGRAM_BOT_TOKEN, DEFAULT_EXPIRE_SECONDS, …)
- * plus ours; README.md lists them all. Values come from the process environment, and from the
+ * plus ours; docs/settings.md lists them all. Values come from the process environment, and from the
  * KEY=VALUE file named by OTP_ENV_FILE for keys the environment does not set. */
 #ifndef OTP_CFG_H
 #define OTP_CFG_H
@@ -14,6 +14,14 @@
 /* The largest DELETER_CONCURRENCY, and the most calls otp-deleter runs at once. */
 #define DELETER_CONCURRENCY_MAX 1024
 
+/* A numeric setting: its name, default (and default with TELEGRAM_PAID_BROADCAST=1), bounds,
+ * and the int of struct cfg it sets. */
+struct cfg_int_setting {
+	const char *name;
+	int def, paid_def, min, max;
+	size_t offset;
+};
+
 struct cfg {
 	char *bot_token;          /* secret: never logged; wiped by cfg_free() */
 	char *api_key;            /* API_KEY: one unnamed key; secret; or NULL */
@@ -24,7 +32,8 @@ struct cfg {
 	char *ca_file;            /* TELEGRAM_CA_FILE: the CAs the Bot API's certificate must verify
 				   * against, or NULL for the system's store */
 	int sandbox;              /* OTP_SANDBOX=1: talking to the bundled emulator */
-	int telegram_timeout_ms;  /* TELEGRAM_TIMEOUT_SECONDS */
+	int telegram_timeout_s;   /* TELEGRAM_TIMEOUT_SECONDS */
+	int telegram_timeout_ms;  /* the same, in ms */
 	int max_sends_per_second; /* TELEGRAM_MAX_SENDS_PER_SECOND: the bot's send budget, all processes */
 	int send_wait_ms;         /* TELEGRAM_SEND_WAIT_MS: how long a send waits for budget or a pause */
 	int max_pause_s;          /* TELEGRAM_MAX_PAUSE_SECONDS: the longest pause a 429 can impose */
@@ -92,16 +101,15 @@ void cfg_free(struct cfg *cfg);
 /* 1 if name is a setting, or a name the project's scripts read beside them; else 0. */
 int cfg_is_known_name(const char *name);
 
-/* Reads a .env-style file: KEY=VALUE lines, '#' comments, blank lines, an optional "export ",
- * values optionally in single or double quotes, no expansion. Each key the environment does not
- * already set is set. A line longer than 4095 bytes (its newline aside) is an error, not split;
- * so is a key that is not a setting (cfg_is_known_name).
- * Returns 0, or -1 with "FILE:LINE: reason" in err. */
-int cfg_read_env_file(const char *path, char *err, size_t errlen);
+/* The table of numeric settings (the settings with a fixed default), for tests and docs. */
+const struct cfg_int_setting *cfg_int_settings(size_t *n);
 
-/* Parses one line of such a file. Returns 1 with key/value copied out (NUL-terminated, truncated
- * to their sizes is an error), 0 for a blank or comment line, -1 with a reason in err. */
-int cfg_parse_env_line(const char *line, char *key, size_t keylen, char *value, size_t valuelen,
-		       char *err, size_t errlen);
+/* Every setting's name (the keys a settings file may hold beside our scripts' names). */
+const char *const *cfg_setting_names(size_t *n);
+
+/* Reads the settings file path (OTP_ENV_FILE) as env_file_read() does: every key must be a
+ * setting (cfg_is_known_name) that may stand in a file. Returns 0, or -1 with
+ * "FILE:LINE: reason" in err. */
+int cfg_read_env_file(const char *path, char *err, size_t errlen);
 
 #endif

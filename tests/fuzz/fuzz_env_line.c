@@ -1,10 +1,10 @@
-/* fuzz_env_line.c — libFuzzer: any line through cfg_parse_env_line(). No crash; a parsed line
+/* fuzz_env_line.c — libFuzzer: any line through env_file_parse_line(). No crash; a parsed line
  * gives a NUL-terminated key of [A-Za-z0-9_] and a value that fit their buffers. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cfg.h"
+#include "env_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(line, data, size);
 	line[size] = '\0';
-	r = cfg_parse_env_line(line, key, sizeof key, value, sizeof value, err, sizeof err);
+	r = env_file_parse_line(line, key, sizeof key, value, sizeof value, err, sizeof err);
 	if (r == 1) {
 		if (key[0] == '\0' || strlen(value) >= sizeof value)
 			abort();

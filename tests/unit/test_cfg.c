@@ -13,6 +13,7 @@
 
 #include "app.h"
 #include "cfg.h"
+#include "env_file.h"
 #include "store.h"
 #include "tmpdir.h"
 
@@ -115,7 +116,7 @@ static void load_fails_naming(struct fixture *f, const char *name)
 	assert_null(f->cfg.db_path);
 }
 
-/* ---- cfg_parse_env_line ----------------------------------------------------------------- */
+/* ---- env_file_parse_line ----------------------------------------------------------------- */
 
 struct parsed {
 	int rc;
@@ -129,7 +130,7 @@ static struct parsed parse_line(const char *line)
 	struct parsed p;
 
 	memset(&p, 0, sizeof p);
-	p.rc = cfg_parse_env_line(line, p.key, sizeof p.key, p.value, sizeof p.value, p.err,
+	p.rc = env_file_parse_line(line, p.key, sizeof p.key, p.value, sizeof p.value, p.err,
 				  sizeof p.err);
 	return p;
 }
@@ -267,11 +268,11 @@ static void env_line_too_long_for_the_buffers_is_an_error(void **state)
 	char key[4], value[4], err[64];
 
 	(void)state;
-	assert_int_equal(cfg_parse_env_line("K=abcdef", key, sizeof key, value, sizeof value, err,
+	assert_int_equal(env_file_parse_line("K=abcdef", key, sizeof key, value, sizeof value, err,
 					    sizeof err), -1);
-	assert_int_equal(cfg_parse_env_line("LONGKEY=a", key, sizeof key, value, sizeof value, err,
+	assert_int_equal(env_file_parse_line("LONGKEY=a", key, sizeof key, value, sizeof value, err,
 					    sizeof err), -1);
-	assert_int_equal(cfg_parse_env_line("KEY=abc", key, sizeof key, value, sizeof value, err,
+	assert_int_equal(env_file_parse_line("KEY=abc", key, sizeof key, value, sizeof value, err,
 					    sizeof err), 1);
 	assert_string_equal(value, "abc");
 }
@@ -481,6 +482,95 @@ static void every_setting_is_a_known_name(void **state)
 	assert_false(cfg_is_known_name("API_KEYS"));
 	assert_false(cfg_is_known_name("PORT2"));
 	assert_false(cfg_is_known_name("POR"));
+}
+
+/* ---- the docs' settings table -------------------------------------------------------- */
+
+#define SETTINGS_DOC "docs/settings.md" /* make runs the unit tests from the project's root */
+
+/* The first cell of the table row of docs/settings.md that names `name` (cells may name
+ * several settings: "`MIN_EXPIRE_SECONDS` / `MAX_EXPIRE_SECONDS`"), its position k among
+ * them, and the row's second cell (the default) into dflt. Returns 1 when found. */
+static int doc_row(const char *name, int *k, char *dflt, size_t len)
+{
+	char line[2048], want[96];
+	FILE *f = fopen(SETTINGS_DOC, "r");
+	int found = 0;
+
+	assert_non_null(f);
+	snprintf(want, sizeof want, "`%s`", name);
+	while (!found && fgets(line, sizeof line, f) != NULL) {
+		char *first, *second, *end, *p;
+
+		if (strncmp(line, "| `", 3) != 0)
+			continue;
+		first = line + 2;
+		second = strstr(first, " | ");
+		if (second == NULL)
+			continue;
+		*second = '\0';
+		second += 3;
+		if ((p = strstr(first, want)) == NULL)
+			continue;
+		*k = 0;
+		for (end = first; end < p; end++)
+			if (*end == '/')
+				(*k)++;
+		end = strstr(second, " | ");
+		if (end != NULL)
+			*end = '\0';
+		snprintf(dflt, len, "%s", second);
+		found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+/* Every setting has a row in docs/settings.md. */
+static void the_docs_table_names_every_setting(void **state)
+{
+	const char *const *names;
+	char dflt[1024];
+	size_t i, n;
+	int k, missing = 0;
+
+	(void)state;
+	names = cfg_setting_names(&n);
+	for (i = 0; i < n; i++)
+		if (!doc_row(names[i], &k, dflt, sizeof dflt)) {
+			print_error("%s: no row in " SETTINGS_DOC "\n", names[i]);
+			missing++;
+		}
+	assert_int_equal(missing, 0);
+}
+
+/* The defaults docs/settings.md gives for the numeric settings are the table's. */
+static void the_docs_table_gives_the_numeric_defaults(void **state)
+{
+	const struct cfg_int_setting *t;
+	char dflt[1024], want[64], *p;
+	size_t i, n;
+	int k, j, wrong = 0;
+
+	(void)state;
+	t = cfg_int_settings(&n);
+	for (i = 0; i < n; i++) {
+		assert_true(doc_row(t[i].name, &k, dflt, sizeof dflt));
+		for (p = dflt, j = 0; j < k && p != NULL; j++) /* the k-th of "a / b" */
+			if ((p = strstr(p, " / ")) != NULL)
+				p += 3;
+		snprintf(want, sizeof want, "`%d`", t[i].def);
+		if (p == NULL || strncmp(p, want, strlen(want)) != 0) {
+			print_error("%s: the docs say %s, the default is %s\n", t[i].name, dflt, want);
+			wrong++;
+		}
+		snprintf(want, sizeof want, "(`%d` with paid broadcast)", t[i].paid_def);
+		if (t[i].paid_def != t[i].def && strstr(dflt, want) == NULL) {
+			print_error("%s: the docs do not say %s\n", t[i].name, want);
+			wrong++;
+		}
+	}
+	assert_int_equal(wrong, 0);
 }
 
 static void loopback_hosts_are_told_from_the_others(void **state)
@@ -844,6 +934,8 @@ int main(void)
 		T(unknown_setting_like_names_in_the_environment_are_listed),
 		cmocka_unit_test(every_setting_is_a_known_name),
 		cmocka_unit_test(loopback_hosts_are_told_from_the_others),
+		cmocka_unit_test(the_docs_table_names_every_setting),
+		cmocka_unit_test(the_docs_table_gives_the_numeric_defaults),
 		T(malformed_token_is_rejected_without_echoing_it),
 		T(port_not_a_number_is_named),
 		T(min_above_max_is_rejected),
