@@ -116,7 +116,8 @@ def test_socket_activated_otp_fcgi_serves_with_the_units_settings(prefix_tree, w
         wait_until(lambda: fastcgi_stream(sock, get, [])[0].startswith("Status: 200"), 10 * SLOW,
                    "a healthy socket-activated otp-fcgi")
         assert os.readlink(f"/proc/{activator.pid}/exe") == exec_start
-        body = b'{"chat_id": "8001", "otp": "1234"}'
+        # due in 5 s: the deleter's stop below waits for its deletion (the stop drain)
+        body = b'{"chat_id": "8001", "otp": "1234", "expire_seconds": 5}'
         head, text = fastcgi_stream(sock, {"REQUEST_METHOD": "POST", "REQUEST_URI": "/send-otp",
                                            "SCRIPT_NAME": "/send-otp", "REMOTE_ADDR": "127.0.0.1",
                                            "CONTENT_TYPE": "application/json",
