@@ -32,7 +32,6 @@
 #include "store.h"
 #include "tg.h"
 
-#define PROGRAM "otp-deleter"
 #define HEARTBEAT_EVERY_MS 1000
 #define HEARTBEAT_LOOK_MS 250
 #define PRUNE_EVERY_MS 10000
@@ -183,10 +182,10 @@ static void beat(struct housekeeping *h, int64_t now)
 		if (now - h->last_look_ms < HEARTBEAT_LOOK_MS)
 			return;
 		h->last_look_ms = now;
-		if (store_heartbeat_get(h->store, PROGRAM, &at) != 0)
+		if (store_heartbeat_get(h->store, POLICY_DELETER_NAME, &at) != 0)
 			return; /* there (or unreadable: the write below would fail too) */
 	}
-	if (store_heartbeat_set(h->store, PROGRAM, clock_now_ms()) != 0) {
+	if (store_heartbeat_set(h->store, POLICY_DELETER_NAME, clock_now_ms()) != 0) {
 		log_msg(LOG_ERROR, "writing the heartbeat: %s", store_strerror(h->store));
 	} else {
 		h->last_beat_ms = h->last_look_ms = now;
@@ -392,7 +391,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	secmem_install_json_allocator();
-	log_init(PROGRAM, LOG_INFO);
+	log_init(POLICY_DELETER_NAME, LOG_INFO);
 	switch (secmem_forbid_core_dumps(err, sizeof err)) {
 	case -1:
 		log_msg(LOG_ERROR, "turning core dumps off: %s", err);
@@ -408,7 +407,7 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERROR, "configuration: %s", err);
 		return 1;
 	}
-	log_init(PROGRAM, cfg.log_level);
+	log_init(POLICY_DELETER_NAME, cfg.log_level);
 	cfg_log_warnings(&cfg);
 	install_signals();
 	/* one otp-deleter per SQLite file; with Redis, one per host or more: they claim rows

@@ -10,7 +10,6 @@
 #include "policy.h"
 #include "store.h"
 
-#define PROGRAM "otp-deleter"
 
 /* One Bot API call's rows: they share a chat. The tag of the call. */
 struct group {
@@ -243,7 +242,7 @@ static int settle(struct reaper *r, const struct tg_done *d)
 	if (res->status == TG_RETRY_AFTER) {
 		/* retry_after is untrusted: the policy clamps it to TELEGRAM_MAX_PAUSE_SECONDS */
 		if (policy_pause(r->policy, r->store, POLICY_PAUSE_DELETE, res->retry_after_s, now,
-				 PROGRAM, &until) != 0)
+				 POLICY_DELETER_NAME, &until) != 0)
 			r->failed = 1;
 		if (until > r->pause_until_ms)
 			r->pause_until_ms = until;

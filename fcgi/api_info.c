@@ -35,7 +35,7 @@ int api_deleter_alive(struct worker *w, int64_t *age_ms)
 	*age_ms = -1;
 	if (s == NULL)
 		return -1;
-	rc = store_heartbeat_get(s, DELETER_PROGRAM, &beat);
+	rc = store_heartbeat_get(s, POLICY_DELETER_NAME, &beat);
 	if (rc < 0) {
 		log_msg(LOG_ERROR, "reading the deleter's heartbeat: %s", store_strerror(s));
 		return -1;
@@ -112,7 +112,7 @@ void api_health(struct worker *w, const struct request *req, struct response *re
 
 	(void)req;
 	/* the database check writes, because sending needs writes */
-	if (s == NULL || store_heartbeat_set(s, "otp-fcgi", now) != 0) {
+	if (s == NULL || store_heartbeat_set(s, POLICY_FCGI_NAME, now) != 0) {
 		if (s != NULL)
 			log_msg(LOG_ERROR, "health: database not writable: %s", store_strerror(s));
 		/* a shared Redis fails by being out of reach; a SQLite file by refusing writes */

@@ -122,7 +122,7 @@ static void delete_claimed(struct worker *w, const struct revoke_otp_request *r,
 	}
 	if (res.status == TG_RETRY_AFTER &&
 	    (s == NULL || policy_pause(&w->app->policy, s, POLICY_PAUSE_DELETE, res.retry_after_s,
-				       now, "otp-fcgi", NULL) != 0))
+				       now, POLICY_FCGI_NAME, NULL) != 0))
 		log_msg(LOG_ERROR, "recording Telegram's pause: %s", worker_store_strerror(w));
 	/* if this fails the row stays claimed until the lease ends, then otp-deleter has it */
 	if (s == NULL || store_pending_release(s, row->id, now) != 0)

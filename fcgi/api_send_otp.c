@@ -271,7 +271,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	if (res.status == TG_RETRY_AFTER) {
 		until = policy_pause_end(pol, confirmed_ms, res.retry_after_s);
 		if (s == NULL || policy_pause(pol, s, POLICY_PAUSE_SEND, res.retry_after_s,
-					      confirmed_ms, "otp-fcgi", NULL) != 0)
+					      confirmed_ms, POLICY_FCGI_NAME, NULL) != 0)
 			log_msg(LOG_ERROR, "recording Telegram's pause: %s",
 				worker_store_strerror(w));
 		/* clamped: a client is never told to wait longer than any process will */

@@ -50,6 +50,5 @@ typedef void (*handler_fn)(struct worker *w, const struct request *req, struct r
 
 #define SERVICE_NAME "OTP Social Gateway"
 #define SERVICE_VERSION "1.0.0"
-#define DELETER_PROGRAM "otp-deleter"
 
 #endif

@@ -286,7 +286,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	mallopt(M_ARENA_MAX, MALLOC_ARENAS);
 	secmem_install_json_allocator();
-	log_init("otp-fcgi", LOG_INFO);
+	log_init(POLICY_FCGI_NAME, LOG_INFO);
 	switch (secmem_forbid_core_dumps(err, sizeof err)) {
 	case -1:
 		log_msg(LOG_ERROR, "turning core dumps off: %s", err);
@@ -300,7 +300,7 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERROR, "configuration: %s", err);
 		return 1;
 	}
-	log_init("otp-fcgi", cfg.log_level);
+	log_init(POLICY_FCGI_NAME, cfg.log_level);
 	app.keys = apikeys_new(&(struct apikeys_config){ cfg.api_key, cfg.api_keys, cfg.api_keys_file },
 			       err, sizeof err);
 	if (app.keys == NULL) {

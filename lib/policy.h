@@ -56,6 +56,11 @@ struct policy_client {
 /* "chat", "ip", "key": the scope's name in the store. */
 const char *policy_scope_name(enum policy_scope scope);
 
+/* The programs' names: in logs, and where one reads the other's heartbeat or records who set
+ * a pause. */
+#define POLICY_DELETER_NAME "otp-deleter"
+#define POLICY_FCGI_NAME "otp-fcgi"
+
 #define POLICY_SUBJECT_MAX 64
 
 /* The chat as a rate-limit subject: @usernames are case-insensitive, so "@Name" and "@name"
