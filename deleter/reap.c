@@ -92,21 +92,6 @@ static int has_id(const int64_t *a, int n, int64_t v)
 	return 0;
 }
 
-enum reap_outcome reap_classify(const struct tg_result *res)
-{
-	switch (res->status) {
-	case TG_OK:
-	case TG_NOT_FOUND:
-		return REAP_DONE;
-	case TG_REFUSED:
-		if (res->error_code == 401 || res->error_code == 404)
-			return REAP_RETRY;
-		return REAP_PERMANENT;
-	default:
-		return REAP_RETRY;
-	}
-}
-
 int64_t reap_backoff_ms(int attempts, unsigned int *seed)
 {
 	int64_t base = 1000;
@@ -171,7 +156,7 @@ static int settle(struct reaper *r, const struct tg_done *d)
 {
 	struct group *g = d->tag;
 	const struct tg_result *res = &d->res;
-	enum reap_outcome outcome;
+	enum policy_deletion outcome;
 	int64_t now = clock_now_ms(), next, until = 0, done_ids[TG_DELETE_MESSAGES_MAX];
 	int i, ndone = 0;
 
@@ -182,8 +167,8 @@ static int settle(struct reaper *r, const struct tg_done *d)
 		return 0;
 	}
 	metrics_observe_bot_call(res);
-	outcome = reap_classify(res);
-	if (outcome == REAP_PERMANENT && g->n > 1) {
+	outcome = policy_deletion_outcome(res);
+	if (outcome == POLICY_DELETION_GIVE_UP && g->n > 1) {
 		/* one refusal of deleteMessages may be about one of its messages: before giving
 		 * any of them up, ask about each alone */
 		for (i = 0; i < g->n; i++) {
@@ -200,7 +185,7 @@ static int settle(struct reaper *r, const struct tg_done *d)
 
 		forget_inflight(r, p->id);
 		switch (outcome) {
-		case REAP_DONE:
+		case POLICY_DELETION_DONE:
 			log_row(LOG_INFO, res->status == TG_OK ? "message deleted"
 							       : "message already gone",
 				p, res, now);
@@ -212,13 +197,13 @@ static int settle(struct reaper *r, const struct tg_done *d)
 					(double)(now - p->delete_at_ms) / 1000.0);
 			done_ids[ndone++] = p->id;
 			break;
-		case REAP_PERMANENT:
+		case POLICY_DELETION_GIVE_UP:
 			log_row(LOG_ERROR, "message cannot be deleted: row removed", p, res, now);
 			r->stats.failed_permanently++;
 			metrics_count("otp_delete_failed_total", "", 1);
 			done_ids[ndone++] = p->id;
 			break;
-		case REAP_RETRY:
+		case POLICY_DELETION_RETRY:
 			log_row(LOG_WARNING, "deletion failed: will retry", p, res, now);
 			r->stats.retried++;
 			metrics_count("otp_delete_retried_total", "", 1);
@@ -239,11 +224,9 @@ static int settle(struct reaper *r, const struct tg_done *d)
 	}
 	free(g);
 	remove_confirmed(r, done_ids, ndone);
+	if (policy_after_deletion(r->policy, r->store, res, now, POLICY_DELETER_NAME, &until) != 0)
+		r->failed = 1;
 	if (res->status == TG_RETRY_AFTER) {
-		/* retry_after is untrusted: the policy clamps it to TELEGRAM_MAX_PAUSE_SECONDS */
-		if (policy_pause(r->policy, r->store, POLICY_PAUSE_DELETE, res->retry_after_s, now,
-				 POLICY_DELETER_NAME, &until) != 0)
-			r->failed = 1;
 		if (until > r->pause_until_ms)
 			r->pause_until_ms = until;
 		return 1; /* Telegram asked us to wait with deletions: start none */

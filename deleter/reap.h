@@ -17,13 +17,6 @@
 struct policy;
 struct store;
 
-/* What a deletion attempt means for its rows. */
-enum reap_outcome {
-	REAP_DONE,      /* deleted, or already gone: remove the row */
-	REAP_PERMANENT, /* can never succeed (too old, chat gone, bot blocked): log, remove */
-	REAP_RETRY,     /* try again later */
-};
-
 struct reap_stats {
 	long deleted, failed_permanently, retried;
 	long deleted_early; /* of deleted: before their delete_at (a stop that could not wait) */
@@ -73,10 +66,6 @@ struct reaper {
 	int64_t *confirmed;
 	int nconfirmed, confirmed_cap;
 };
-
-/* What Telegram's answer to a deletion means. 401/404 (a wrong token or API base) are retried:
- * they are the operator's to fix, and the rows must survive until then. */
-enum reap_outcome reap_classify(const struct tg_result *res);
 
 /* The delay before retry number `attempts` (1, 2, …): 1 s doubling to 60 s, ±20 % jitter. */
 int64_t reap_backoff_ms(int attempts, unsigned int *seed);

@@ -110,7 +110,7 @@ static void delete_claimed(struct worker *w, const struct revoke_otp_request *r,
 	metrics_observe_bot_call(&res);
 	now = clock_now_ms();
 	s = worker_store(w); /* NULL (logged): each use below reports its own failure */
-	if (res.status == TG_OK || res.status == TG_NOT_FOUND) {
+	if (policy_deletion_outcome(&res) == POLICY_DELETION_DONE) {
 		/* if this fails the lease runs out and otp-deleter's repeat is answered "not
 		 * found", which it counts as done */
 		if (s == NULL || store_pending_remove(s, row->id) != 0)
@@ -120,11 +120,11 @@ static void delete_claimed(struct worker *w, const struct revoke_otp_request *r,
 		answer_deleted(r, now, resp);
 		return;
 	}
-	if (res.status == TG_RETRY_AFTER &&
-	    (s == NULL || policy_pause(&w->app->policy, s, POLICY_PAUSE_DELETE, res.retry_after_s,
-				       now, POLICY_FCGI_NAME, NULL) != 0))
+	if (policy_after_deletion(&w->app->policy, s, &res, now, POLICY_FCGI_NAME, NULL) != 0)
 		log_msg(LOG_ERROR, "recording Telegram's pause: %s", worker_store_strerror(w));
-	/* if this fails the row stays claimed until the lease ends, then otp-deleter has it */
+	/* a message Telegram will never delete goes back to otp-deleter too, which gives it up
+	 * with a log line and a count, as it does every such row; if this fails the row stays
+	 * claimed until the lease ends, then otp-deleter has it */
 	if (s == NULL || store_pending_release(s, row->id, now) != 0)
 		log_msg(LOG_ERROR, "handing a revoked message to otp-deleter: %s",
 			worker_store_strerror(w));

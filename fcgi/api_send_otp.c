@@ -147,7 +147,7 @@ static void undo_send(struct worker *w, const char *chat_id, long long message_i
 	worker_store_give(w);
 	tg_delete_message(w->tg, chat_id, message_id, &res);
 	metrics_observe_bot_call(&res);
-	if (res.status == TG_OK || res.status == TG_NOT_FOUND)
+	if (policy_deletion_outcome(&res) == POLICY_DELETION_DONE)
 		log_json(LOG_ERROR, "pending row not written: message deleted at once",
 			 json_pack("{s:s, s:I}", "chat_id", resp->chat_id_masked,
 				   "message_id", (json_int_t)message_id));

@@ -231,3 +231,29 @@ int policy_prune(const struct policy *p, struct store *s, int64_t now_ms)
 		return -1;
 	return chat + ip;
 }
+
+enum policy_deletion policy_deletion_outcome(const struct tg_result *res)
+{
+	switch (res->status) {
+	case TG_OK:
+	case TG_NOT_FOUND:
+		return POLICY_DELETION_DONE;
+	case TG_REFUSED:
+		if (res->error_code == 401 || res->error_code == 404)
+			return POLICY_DELETION_RETRY;
+		return POLICY_DELETION_GIVE_UP;
+	default:
+		return POLICY_DELETION_RETRY;
+	}
+}
+
+int policy_after_deletion(const struct policy *p, struct store *s, const struct tg_result *res,
+			  int64_t now_ms, const char *program, int64_t *until_ms)
+{
+	if (res->status != TG_RETRY_AFTER)
+		return 0;
+	/* retry_after is untrusted: policy_pause clamps it to TELEGRAM_MAX_PAUSE_SECONDS */
+	return s == NULL ? -1
+			 : policy_pause(p, s, POLICY_PAUSE_DELETE, res->retry_after_s, now_ms,
+					program, until_ms);
+}

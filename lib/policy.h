@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "store.h"
+#include "tg.h"
 
 struct cfg;
 
@@ -128,6 +129,24 @@ int policy_pause(const struct policy *p, struct store *s, enum policy_pause_kind
  * now_ms + max_pause_ms (a hand-edited row cannot stop calls for longer). Returns 0 or -1. */
 int policy_paused_until(const struct policy *p, struct store *s, enum policy_pause_kind kind,
 			int64_t now_ms, int64_t *until_ms);
+
+/* What Telegram's answer to a deletion (otp-deleter's, a revoke's, the undo of a send) means
+ * for its row. */
+enum policy_deletion {
+	POLICY_DELETION_DONE,    /* deleted, or already gone: remove the row */
+	POLICY_DELETION_GIVE_UP, /* can never succeed (too old, chat gone, bot blocked): log, remove */
+	POLICY_DELETION_RETRY,   /* try again later */
+};
+
+/* The meaning of res. 401/404 (a wrong token or API base) are retried: they are the
+ * operator's to fix, and the rows must survive until then. */
+enum policy_deletion policy_deletion_outcome(const struct tg_result *res);
+
+/* After a deletion call: a 429 pauses deletions for every process (policy_pause), whoever
+ * made the call. *until_ms (may be NULL) gets the pause's end, untouched without a 429.
+ * Returns 0, or -1 when the pause could not be recorded. */
+int policy_after_deletion(const struct policy *p, struct store *s, const struct tg_result *res,
+			  int64_t now_ms, const char *program, int64_t *until_ms);
 
 /* A heartbeat more than this ahead of the reader's now cannot be a beat: a clock that ran ahead,
  * or a hand edit. It counts as stale, or it would keep sends open with nothing deleting. */

@@ -1,5 +1,5 @@
 /* fuzz_tg_delete_reply.c — libFuzzer: any reply to otp-deleter's deleteMessage(s) calls, read as
- * the deleter reads it: tg_parse_reply() for the method, then reap_classify() for what becomes of
+ * the deleter reads it: tg_parse_reply() for the method, then policy_deletion_outcome() for what becomes of
  * the rows. The first two bytes are the HTTP status, the third picks deleteMessage or
  * deleteMessages, the rest is the body. A row may be taken as done only on Telegram's word
  * (result true, or "message to delete not found"); a pause is in range and never wraps. */
@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "policy.h"
 #include "reap.h"
 #include "tg.h"
 
@@ -18,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct tg_result res;
 	enum tg_method method;
-	enum reap_outcome outcome;
+	enum policy_deletion outcome;
 	json_t *root, *j;
 	long status;
 
@@ -38,8 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (j == NULL)
 		abort();
 	json_decref(j);
-	outcome = reap_classify(&res);
-	if (outcome != REAP_DONE && outcome != REAP_RETRY && outcome != REAP_PERMANENT)
+	outcome = policy_deletion_outcome(&res);
+	if (outcome != POLICY_DELETION_DONE && outcome != POLICY_DELETION_RETRY && outcome != POLICY_DELETION_GIVE_UP)
 		abort();
 	if (res.status == TG_OK) {
 		/* done: only when the reply really said ok with result true */
@@ -51,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	/* a reply we cannot read never removes a row */
 	if ((res.status == TG_BAD_REPLY || res.status == TG_SERVER_ERROR ||
-	     res.status == TG_RETRY_AFTER) && outcome != REAP_RETRY)
+	     res.status == TG_RETRY_AFTER) && outcome != POLICY_DELETION_RETRY)
 		abort();
 	return 0;
 }

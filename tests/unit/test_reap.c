@@ -20,7 +20,7 @@
 #include "store.h"
 #include "tg.h"
 
-static enum reap_outcome classify(enum tg_status st, int error_code)
+static enum policy_deletion classify(enum tg_status st, int error_code)
 {
 	struct tg_result res;
 
@@ -28,45 +28,45 @@ static enum reap_outcome classify(enum tg_status st, int error_code)
 	res.status = st;
 	res.error_code = error_code;
 	res.http_status = error_code;
-	return reap_classify(&res);
+	return policy_deletion_outcome(&res);
 }
 
-/* ---- reap_classify ---------------------------------------------------------------------- */
+/* ---- policy_deletion_outcome ---------------------------------------------------------------------- */
 
 static void ok_is_done(void **state)
 {
 	(void)state;
-	assert_int_equal(classify(TG_OK, 0), REAP_DONE);
+	assert_int_equal(classify(TG_OK, 0), POLICY_DELETION_DONE);
 }
 
 static void not_found_is_done(void **state)
 {
 	(void)state;
-	assert_int_equal(classify(TG_NOT_FOUND, 400), REAP_DONE);
+	assert_int_equal(classify(TG_NOT_FOUND, 400), POLICY_DELETION_DONE);
 }
 
 static void refused_400_and_403_are_permanent(void **state)
 {
 	(void)state;
-	assert_int_equal(classify(TG_REFUSED, 400), REAP_PERMANENT);
-	assert_int_equal(classify(TG_REFUSED, 403), REAP_PERMANENT);
+	assert_int_equal(classify(TG_REFUSED, 400), POLICY_DELETION_GIVE_UP);
+	assert_int_equal(classify(TG_REFUSED, 403), POLICY_DELETION_GIVE_UP);
 }
 
 static void refused_401_and_404_are_retried(void **state)
 {
 	(void)state;
-	assert_int_equal(classify(TG_REFUSED, 401), REAP_RETRY);
-	assert_int_equal(classify(TG_REFUSED, 404), REAP_RETRY);
+	assert_int_equal(classify(TG_REFUSED, 401), POLICY_DELETION_RETRY);
+	assert_int_equal(classify(TG_REFUSED, 404), POLICY_DELETION_RETRY);
 }
 
 static void transient_failures_are_retried(void **state)
 {
 	(void)state;
-	assert_int_equal(classify(TG_RETRY_AFTER, 429), REAP_RETRY);
-	assert_int_equal(classify(TG_SERVER_ERROR, 502), REAP_RETRY);
-	assert_int_equal(classify(TG_SERVER_ERROR, 0), REAP_RETRY);
-	assert_int_equal(classify(TG_TIMEOUT, 0), REAP_RETRY);
-	assert_int_equal(classify(TG_UNREACHABLE, 0), REAP_RETRY);
+	assert_int_equal(classify(TG_RETRY_AFTER, 429), POLICY_DELETION_RETRY);
+	assert_int_equal(classify(TG_SERVER_ERROR, 502), POLICY_DELETION_RETRY);
+	assert_int_equal(classify(TG_SERVER_ERROR, 0), POLICY_DELETION_RETRY);
+	assert_int_equal(classify(TG_TIMEOUT, 0), POLICY_DELETION_RETRY);
+	assert_int_equal(classify(TG_UNREACHABLE, 0), POLICY_DELETION_RETRY);
 }
 
 /* ---- reap_backoff_ms -------------------------------------------------------------------- */
