@@ -1,7 +1,8 @@
 /* api_revoke_otp.c — POST /revoke-otp: delete a message this gateway sent before its delete_at,
  * once the code has been used.
  *
- * Only a pending row can be revoked, so nobody can use the gateway to delete other messages.
+ * Only a pending row can be revoked, so nobody can use the gateway to delete other messages;
+ * with API keys, only a row the same key sent (another key's is answered as unknown).
  * The row is claimed in the store first (store_pending_claim: out of otp-deleter's reach for a
  * lease longer than one Bot API call), so the revoke and otp-deleter never both delete it.
  * When the Bot API is paused, slow or failing, the row is handed back to otp-deleter, due at
@@ -73,14 +74,27 @@ static void answer_deleted(const struct revoke_otp_request *r, int64_t confirmed
 			       "message_id", (json_int_t)r->message_id, "deleted_at", deleted_at));
 }
 
+/* 429 as a send's per-address refusal words it: the two share the limit. */
+static void answer_rate_limited(const struct cfg *cfg, int64_t retry_ms, struct response *resp)
+{
+	char detail[160];
+
+	snprintf(detail, sizeof detail,
+		 "Rate limit exceeded. Maximum %d requests per minute from this IP address",
+		 cfg->rate_limit_per_ip);
+	metrics_count("otp_revoked_total", "result=\"rate_limited\"", 1);
+	resp->retry_after_s = (long)((retry_ms + 999) / 1000);
+	http_respond_detail(resp, 429, detail);
+}
+
 /* Hands a pending row to otp-deleter at once (no call of ours) and answers 202, or 404 when
  * there is no such row. */
-static void hand_over(struct store *s, const struct revoke_otp_request *r, const char *why,
-		      struct response *resp)
+static void hand_over(struct store *s, const struct revoke_otp_request *r,
+		      const struct pending_ref *ref, const char *why, struct response *resp)
 {
 	struct pending row;
 
-	switch (store_pending_claim(s, r->chat_id, r->message_id, 0, &row)) {
+	switch (store_pending_claim(s, ref, 0, &row)) {
 	case STORE_CLAIM_NONE:
 		http_respond_detail(resp, 404, not_pending);
 		break;
@@ -141,7 +155,11 @@ static void delete_claimed(struct worker *w, const struct revoke_otp_request *r,
 void api_revoke_otp(struct worker *w, const struct request *req, struct response *resp)
 {
 	const struct cfg *cfg = w->app->cfg;
+	char chat_key[STORE_CHAT_ID_MAX];
 	struct revoke_otp_request r;
+	struct policy_admission adm;
+	struct policy_client client;
+	struct pending_ref ref;
 	struct pending row;
 	struct store *s;
 	json_t *detail;
@@ -151,24 +169,42 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 		return;
 	}
 	log_mask_chat_id(r.chat_id, resp->chat_id_masked);
+	/* the key pending rows are found by: an @username whatever its case, as sends wrote it */
+	if (policy_chat_subject(r.chat_id, chat_key, sizeof chat_key) != 0) {
+		http_respond_detail(resp, 404, not_pending);
+		return;
+	}
+	/* another key's code is not found: 404 as for an unknown one, its existence not told */
+	ref = (struct pending_ref){ r.chat_id, chat_key, r.message_id,
+				    req->caller.owner[0] != '\0' ? req->caller.owner : NULL };
 	if ((s = worker_store(w)) == NULL) {
 		http_respond_failure(resp, 500, "The database is unavailable");
 		return;
 	}
+	client = (struct policy_client){ req->remote_addr, NULL, 0 };
+	if (policy_admit_revoke(&w->app->policy, s, &client, clock_now_ms(), &adm) != 0) {
+		log_msg(LOG_ERROR, "counting a revoke: %s", store_strerror(s));
+		http_respond_failure(resp, 500, "The database is unavailable");
+		return;
+	}
+	if (adm.verdict == POLICY_RATE_LIMITED) {
+		answer_rate_limited(cfg, adm.retry_after_ms, resp);
+		return;
+	}
 	if (deletion_paused(&w->app->policy, s, clock_now_ms())) {
-		hand_over(s, &r,
+		hand_over(s, &r, &ref,
 			  "Telegram asked to wait (flood control); otp-deleter deletes the message "
 			  "as soon as the pause ends",
 			  resp);
 		return;
 	}
 	if (atomic_load(&w->app->stopping)) {
-		hand_over(s, &r, "The gateway is restarting; otp-deleter deletes the message at once",
-			  resp);
+		hand_over(s, &r, &ref,
+			  "The gateway is restarting; otp-deleter deletes the message at once", resp);
 		return;
 	}
-	switch (store_pending_claim(s, r.chat_id, r.message_id,
-				    (int64_t)cfg->telegram_timeout_ms + LEASE_MARGIN_MS, &row)) {
+	switch (store_pending_claim(s, &ref, (int64_t)cfg->telegram_timeout_ms + LEASE_MARGIN_MS,
+				    &row)) {
 	case STORE_CLAIM_NONE:
 		http_respond_detail(resp, 404, not_pending);
 		break;
