@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cfg.h"
@@ -98,18 +99,38 @@ static int open_log(const char *path)
 
 /* One deleter per database: a second would delete the same rows twice. Waits up to wait_ms
  * for the lock (under cron, the previous run is still finishing when the next starts).
- * Returns the lock's fd, -2 when another instance holds it, -1 on error. */
+ * The lock file is made beside the database, so the directory is checked first (ours alone,
+ * as opening the database checks it), and a symbolic link in its place is refused rather
+ * than followed: creating the file it points to would make one wherever its planter chose.
+ * Returns the lock's fd, -2 when another instance holds it, -1 on error (logged). */
 static int take_lock(const char *db_path, int64_t wait_ms)
 {
 	int64_t deadline = clock_mono_ms() + wait_ms;
-	char path[PATH_MAX];
+	char path[PATH_MAX], err[512];
+	struct stat st;
 	int fd;
 
-	if (snprintf(path, sizeof path, "%s.deleter.lock", db_path) >= (int)sizeof path)
+	if (snprintf(path, sizeof path, "%s.deleter.lock", db_path) >= (int)sizeof path) {
+		log_msg(LOG_ERROR, "lock file path too long for database %s", db_path);
 		return -1;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	}
+	if (store_check_db_dir(db_path, err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "%s", err);
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == ELOOP) {
+		log_msg(LOG_ERROR, "lock file %s is a symbolic link: refusing it (remove it; "
+				   "otp-deleter makes its own)", path);
+		return -1;
+	}
 	if (fd < 0) {
 		log_msg(LOG_ERROR, "cannot open lock file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		log_msg(LOG_ERROR, "lock file %s is not a regular file: refusing it", path);
+		close(fd);
 		return -1;
 	}
 	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {

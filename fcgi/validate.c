@@ -68,18 +68,22 @@ static int is_channel_username(const char *s)
 	return n - 1 >= 5 && n - 1 <= 32;
 }
 
-/* chat_id in every form /send-otp accepts, normalised the same way for both endpoints */
+/* chat_id in every form /send-otp accepts, normalised the same way for both endpoints. A JSON
+ * integer is turned into its decimal text first and then meets the string form's rule, so that
+ * 0 is refused as "0" is. */
 static int parse_chat_id(json_t *v, char chat_id[CHAT_ID_MAX], const char **type, char *msg)
 {
+	char digits[CHAT_ID_MAX];
 	const char *s;
 
 	if (json_is_integer(v)) {
-		snprintf(chat_id, CHAT_ID_MAX, "%lld", (long long)json_integer_value(v));
-		return 0;
-	}
-	if (!json_is_string(v))
+		snprintf(digits, sizeof digits, "%lld", (long long)json_integer_value(v));
+		s = digits;
+	} else if (json_is_string(v)) {
+		s = json_string_value(v);
+	} else {
 		return fail(type, msg, "string_type", "Input should be a valid string");
-	s = json_string_value(v);
+	}
 	if (strlen(s) >= CHAT_ID_MAX || (!is_numeric_chat_id(s) && !is_channel_username(s)))
 		return fail(type, msg, "value_error",
 			    "Value error, chat_id must be a numeric string (can start with -), "

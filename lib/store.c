@@ -83,6 +83,11 @@ int store_is_on_tmpfs(const struct store *s)
 	return s->sq != NULL ? sqlite_store_is_on_tmpfs(s->sq) : -1;
 }
 
+int store_check_db_dir(const char *db_path, char *err, size_t errlen)
+{
+	return sqlite_store_check_dir(db_path, err, errlen);
+}
+
 int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *verdict)

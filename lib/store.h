@@ -141,6 +141,11 @@ const char *store_strerror(const struct store *s);
 /* 1 if the file lives on tmpfs (RAM), 0 if not, -1 if that cannot be told (and for Redis). */
 int store_is_on_tmpfs(const struct store *s);
 
+/* 0 when the directory holding the SQLite file db_path belongs to this process's user and no
+ * one else may write it (what opening the database checks); -1 with the reason in err. For
+ * files to be made beside the database (otp-deleter's lock) before it is opened. */
+int store_check_db_dir(const char *db_path, char *err, size_t errlen);
+
 /* In one write: unless a rule is full (then refused_rule is the first full one in array order,
  * with freeing_at_ms) and unless slot (may be NULL) cannot be reserved in time (then
  * slot_refused), records one event at now_ms in every rule and reserves the slot. Either

@@ -17,6 +17,7 @@ struct sqlite_store *sqlite_store_open(const char *path, char *err, size_t errle
 void sqlite_store_close(struct sqlite_store *s);
 const char *sqlite_store_strerror(const struct sqlite_store *s);
 int sqlite_store_is_on_tmpfs(const struct sqlite_store *s);
+int sqlite_store_check_dir(const char *db_path, char *err, size_t errlen);
 int sqlite_store_check_file(struct sqlite_store *s);
 long sqlite_store_reopens_take(void);
 int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule *rules, int nrules,

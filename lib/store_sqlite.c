@@ -312,48 +312,56 @@ fail:
 
 /* The directory holding the database must be ours alone: another user who may write it could
  * read, remove or replace the file, or hold its lock. */
-static int check_dir(struct sqlite_store *s)
+int sqlite_store_check_dir(const char *db_path, char *err, size_t errlen)
 {
 	char copy[PATH_MAX], *dir;
 	struct stat st;
 
-	if (snprintf(copy, sizeof copy, "%s", s->path) >= (int)sizeof copy) {
-		set_err(s, "database path too long");
+	if (snprintf(copy, sizeof copy, "%s", db_path) >= (int)sizeof copy) {
+		snprintf(err, errlen, "database path too long");
 		return -1;
 	}
 	dir = dirname(copy);
 	if (stat(dir, &st) != 0) {
-		set_err(s, "database directory %s: %s", dir, strerror(errno));
+		snprintf(err, errlen, "database directory %s: %s", dir, strerror(errno));
 		return -1;
 	}
 	if (!S_ISDIR(st.st_mode)) {
-		set_err(s, "database directory %s is not a directory", dir);
+		snprintf(err, errlen, "database directory %s is not a directory", dir);
 		return -1;
 	}
 	if (st.st_uid != geteuid()) {
-		set_err(s, "database directory %s belongs to uid %u, not to this process's uid %u: "
-			   "refusing it (its owner could read, replace or lock the database)",
-			dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		snprintf(err, errlen,
+			 "database directory %s belongs to uid %u, not to this process's uid %u: "
+			 "refusing it (its owner could read, replace or lock the database)",
+			 dir, (unsigned)st.st_uid, (unsigned)geteuid());
 		return -1;
 	}
 	/* a directory others share (/dev/shm, /tmp) is the common case: the fix is a private
 	 * directory in it, never a change to its mode (which would break every other user) */
 	if ((st.st_mode & (S_IWOTH | S_ISVTX)) != 0) {
-		set_err(s, "database directory %s is writable by its group or others (mode %04o): "
-			   "refusing it; make a private directory in it (mkdir -m 0700 "
-			   "%s/otp-gateway) and set OTP_DB_PATH to a file there; never change the "
-			   "mode of a directory others share",
-			dir, (unsigned)(st.st_mode & 07777), dir);
+		snprintf(err, errlen,
+			 "database directory %s is writable by its group or others (mode %04o): "
+			 "refusing it; make a private directory in it (mkdir -m 0700 "
+			 "%s/otp-gateway) and set OTP_DB_PATH to a file there; never change the "
+			 "mode of a directory others share",
+			 dir, (unsigned)(st.st_mode & 07777), dir);
 		return -1;
 	}
 	if ((st.st_mode & S_IWGRP) != 0) {
-		set_err(s, "database directory %s is writable by its group or others (mode %04o): "
-			   "refusing it (its group could replace the database); use a directory only "
-			   "this user may write (chmod g-w %s if it is this service's own)",
-			dir, (unsigned)(st.st_mode & 07777), dir);
+		snprintf(err, errlen,
+			 "database directory %s is writable by its group or others (mode %04o): "
+			 "refusing it (its group could replace the database); use a directory only "
+			 "this user may write (chmod g-w %s if it is this service's own)",
+			 dir, (unsigned)(st.st_mode & 07777), dir);
 		return -1;
 	}
 	return 0;
+}
+
+static int check_dir(struct sqlite_store *s)
+{
+	return sqlite_store_check_dir(s->path, s->err, sizeof s->err);
 }
 
 /* Creates the database file 0600 before SQLite does (SQLite would make it 0644 less the umask,

@@ -141,6 +141,37 @@ def test_a_directory_others_may_write_is_refused_with_one_line(workdir, program)
     assert "set OTP_DB_PATH to a file there" in lines[0], lines[0]
     assert "chmod" not in lines[0], lines[0]
     assert not (shared / "pending.db").exists()
+    # the directory is checked before anything is made in it, the deleter's lock included
+    assert sorted(p.name for p in shared.iterdir()) == []
+
+
+@pytest.mark.parametrize("dangling", [True, False])
+def test_a_symlink_planted_as_the_deleters_lock_is_refused_and_not_followed(workdir, dangling):
+    own = Path(workdir) / "own"
+    own.mkdir(mode=0o700)
+    elsewhere = Path(workdir) / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    target = elsewhere / "planted"
+    if not dangling:
+        target.write_bytes(b"")
+        target.chmod(0o644)
+        before = target.stat()
+    (own / "pending.db.deleter.lock").symlink_to(target)
+    env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": TOKEN,
+           "TELEGRAM_API_BASE": "http://127.0.0.1:9", "OTP_DB_PATH": f"{own}/pending.db"}
+    p = subprocess.run([str(BUILD / "otp-deleter")], env=env, capture_output=True, text=True,
+                       timeout=20 * SLOW)
+    assert p.returncode == 1, p
+    [line] = p.stderr.strip().splitlines()
+    assert f"lock file {own}/pending.db.deleter.lock is a symbolic link: refusing it" in line, line
+    if dangling:
+        assert not target.exists() and not target.is_symlink()
+    else:
+        after = target.stat()
+        assert (after.st_mode, after.st_size, after.st_mtime_ns) == \
+            (before.st_mode, before.st_size, before.st_mtime_ns)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ([] if dangling else ["planted"])
+    assert not (own / "pending.db").exists()
 
 
 def test_a_directory_its_group_may_write_is_refused_naming_the_fix(workdir):

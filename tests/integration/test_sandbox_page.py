@@ -136,6 +136,8 @@ def test_sandbox_data_is_read_only_and_never_shows_the_token(sandbox, bot):
         assert TOKEN_SECRET not in str(resp.headers)
 
     # only GET of that one path reaches the emulator, and only its read-only view
+    head = sandbox.request("HEAD", "/sandbox/messages")
+    assert head.status == 404 and head.headers["Content-Type"] == "application/json", head
     before = bot._call("GET", "/_control/config")
     for method, path, body in (("POST", "/sandbox/messages", {"reset": True}),
                                ("PUT", "/sandbox/messages", None),

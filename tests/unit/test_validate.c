@@ -165,8 +165,20 @@ static void json_integer_chat_id_is_normalised_to_decimal_text(void **state)
 	assert_string_equal(r.chat_id, "123456789");
 	expect_valid("{\"chat_id\":-1001234567890,\"otp\":\"1234\"}", &r);
 	assert_string_equal(r.chat_id, "-1001234567890");
-	expect_valid("{\"chat_id\":0,\"otp\":\"1234\"}", &r);
-	assert_string_equal(r.chat_id, "0");
+	expect_valid("{\"chat_id\":9223372036854775807,\"otp\":\"1234\"}", &r);
+	assert_string_equal(r.chat_id, "9223372036854775807");
+	expect_valid("{\"chat_id\":-9223372036854775808,\"otp\":\"1234\"}", &r);
+	assert_string_equal(r.chat_id, "-9223372036854775808");
+}
+
+/* one rule for both forms: what the string form refuses, the integer form refuses too */
+static void json_integer_chat_id_meets_the_string_rule(void **state)
+{
+	(void)state;
+	expect_bad_chat_id("0");
+	expect_bad_chat_id("-0");
+	expect_bad_chat_id("\"0\"");
+	expect_bad_chat_id("\"-0\"");
 }
 
 static void channel_username_of_5_and_32_chars_is_accepted(void **state)
@@ -547,6 +559,7 @@ int main(void)
 		cmocka_unit_test(valid_minus_100_channel_id),
 		cmocka_unit_test(valid_int64_extremes_as_strings),
 		cmocka_unit_test(json_integer_chat_id_is_normalised_to_decimal_text),
+		cmocka_unit_test(json_integer_chat_id_meets_the_string_rule),
 		cmocka_unit_test(channel_username_of_5_and_32_chars_is_accepted),
 		cmocka_unit_test(expire_seconds_absent_gives_default),
 		cmocka_unit_test(expire_seconds_null_gives_default),

@@ -106,6 +106,9 @@ static void chat_id_rules_are_send_otps(void **state)
 	expect_error("{\"chat_id\": \"@abc\", \"message_id\": 1}", "value_error", "chat_id",
 		     "Value error, chat_id must be a numeric string (can start with -), a JSON "
 		     "integer, or an @channelusername of 5-32 letters, digits or underscores");
+	expect_error("{\"chat_id\": 0, \"message_id\": 1}", "value_error", "chat_id",
+		     "Value error, chat_id must be a numeric string (can start with -), a JSON "
+		     "integer, or an @channelusername of 5-32 letters, digits or underscores");
 	expect_error("{\"chat_id\": [1], \"message_id\": 1}", "string_type", "chat_id",
 		     "Input should be a valid string");
 }
