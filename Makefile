@@ -166,11 +166,13 @@ MANDIR   ?= $(PREFIX)/share/man
 SHAREDIR ?= $(PREFIX)/share/otp-gateway
 UNITDIR  ?= $(PREFIX)/lib/systemd/system
 SHARE_CONF := conf/serve.sh conf/docker-entrypoint.sh conf/nginx.conf \
-	conf/apache-proxy-fcgi.conf conf/apache-fcgid.conf $(wildcard conf/.env.example conf/docker-compose.yml)
+	conf/apache-proxy-fcgi.conf conf/apache-fcgid.conf $(wildcard conf/.env.example conf/docker-compose.yml) \
+	conf/prometheus/otp-gateway.rules.yml conf/grafana/otp-gateway.json
 UNITS := $(wildcard conf/systemd/*.service conf/systemd/*.socket)
 install: $(PROGRAMS)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SHAREDIR)/conf/systemd \
-		$(DESTDIR)$(SHAREDIR)/conf/shared-hosting $(DESTDIR)$(SHAREDIR)/www $(DESTDIR)$(UNITDIR)
+		$(DESTDIR)$(SHAREDIR)/conf/shared-hosting $(DESTDIR)$(SHAREDIR)/www $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SHAREDIR)/conf/prometheus $(DESTDIR)$(SHAREDIR)/conf/grafana
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
 	install -m 0644 fcgi/otp-fcgi.8 deleter/otp-deleter.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 www/docs.html www/redoc.html www/openapi.json $(DESTDIR)$(SHAREDIR)/www/

@@ -51,6 +51,12 @@ static const struct metric_def defs[] = {
 	  duration_buckets },
 	{ "otp_database_reopened_total", COUNTER,
 	  "Times a process found the database file removed or replaced and reopened it", NULL },
+	{ "otp_deleter_up", GAUGE,
+	  "1 while otp-deleter's heartbeat is fresh (POST /send-otp sends only then), else 0", NULL },
+	{ "otp_pending_overdue_seconds", GAUGE,
+	  "How long the earliest pending deletion has been due (0: none is due)", NULL },
+	{ "otp_store_up", GAUGE,
+	  "1 when the store (SQLite or Redis) could be read for this answer; 0 answers alone", NULL },
 };
 
 #define NDEFS (sizeof defs / sizeof defs[0])
@@ -256,8 +262,10 @@ static void print_series(FILE *f, const struct metric_row *r)
 		fprintf(f, "%s %.15g\n", r->name, r->value);
 }
 
-char *metrics_render(const struct metric_row *rows, size_t nrows, const struct metric_row *gauges,
-		     size_t ngauges)
+/* Renders the table in its order. only: the metrics that have a row, nothing else (a counter
+ * left out is better than one that reads 0 and looks reset). */
+static char *render(const struct metric_row *rows, size_t nrows, const struct metric_row *gauges,
+		    size_t ngauges, int only)
 {
 	struct metric_row *mine = malloc((nrows + ngauges + 1) * sizeof *mine);
 	char *out = NULL;
@@ -274,8 +282,6 @@ char *metrics_render(const struct metric_row *rows, size_t nrows, const struct m
 	for (i = 0; i < NDEFS; i++) {
 		const struct metric_def *d = &defs[i];
 
-		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name,
-			d->type == COUNTER ? "counter" : d->type == GAUGE ? "gauge" : "histogram");
 		n = 0;
 		for (j = 0; j < nrows; j++)
 			if (belongs(d, rows[j].name))
@@ -283,6 +289,10 @@ char *metrics_render(const struct metric_row *rows, size_t nrows, const struct m
 		for (j = 0; j < ngauges; j++)
 			if (belongs(d, gauges[j].name))
 				mine[n++] = gauges[j];
+		if (only && n == 0)
+			continue;
+		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name,
+			d->type == COUNTER ? "counter" : d->type == GAUGE ? "gauge" : "histogram");
 		qsort(mine, n, sizeof *mine, series_order);
 		for (j = 0; j < n; j++)
 			print_series(f, &mine[j]);
@@ -292,4 +302,15 @@ char *metrics_render(const struct metric_row *rows, size_t nrows, const struct m
 	fclose(f);
 	free(mine);
 	return out;
+}
+
+char *metrics_render(const struct metric_row *rows, size_t nrows, const struct metric_row *gauges,
+		     size_t ngauges)
+{
+	return render(rows, nrows, gauges, ngauges, 0);
+}
+
+char *metrics_render_gauges(const struct metric_row *gauges, size_t ngauges)
+{
+	return render(NULL, 0, gauges, ngauges, 1);
 }

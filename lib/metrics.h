@@ -41,4 +41,8 @@ struct metric_row {
 char *metrics_render(const struct metric_row *rows, size_t nrows, const struct metric_row *gauges,
 		     size_t ngauges);
 
+/* Renders only the given gauges (with their HELP and TYPE lines), no other metric: the answer
+ * when the stored totals cannot be read. Returns a malloc'd string, or NULL. */
+char *metrics_render_gauges(const struct metric_row *gauges, size_t ngauges);
+
 #endif

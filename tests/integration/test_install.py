@@ -25,6 +25,8 @@ def test_install_puts_every_part_under_prefix_and_uninstall_removes_it(workdir):
               "opt/otp/share/otp-gateway/conf/shared-hosting/.htaccess",
               "opt/otp/share/otp-gateway/conf/shared-hosting/otp-gateway.fcgi",
               "opt/otp/share/otp-gateway/conf/shared-hosting/crontab",
+              "opt/otp/share/otp-gateway/conf/prometheus/otp-gateway.rules.yml",
+              "opt/otp/share/otp-gateway/conf/grafana/otp-gateway.json",
               "opt/otp/lib/systemd/system/otp-deleter.service",
               "opt/otp/lib/systemd/system/otp-fcgi@.service",
               "opt/otp/lib/systemd/system/otp-fcgi@.socket"):
