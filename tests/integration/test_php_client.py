@@ -3,6 +3,7 @@ example sign-in page (clients/php/signin-example.php) served by `php -S` in fron
 sandbox mode, used in Debian's headless Chromium by tests/browser/signin.spec.js: sign in with
 the code read from the emulator and see its message revoked; three wrong codes lock the attempt.
 Screenshots in BUILD/test-output/signin/."""
+import http.client
 import json
 import os
 import shutil
@@ -85,8 +86,6 @@ def signin_page(make_gateway, bot, workdir):
     proc = subprocess.Popen([php(), "-d", f"session.save_path={sessions}", "-S",
                              f"127.0.0.1:{port}", str(PAGE)], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    import http.client
-
     def up():
         assert proc.poll() is None, "php -S exited"
         try:
