@@ -75,12 +75,12 @@ static void answer_deleted(const struct revoke_otp_request *r, int64_t confirmed
 
 /* Hands a pending row to otp-deleter at once (no call of ours) and answers 202, or 404 when
  * there is no such row. */
-static void hand_over(struct store *s, const struct revoke_otp_request *r, const char *why,
-		      struct response *resp)
+static void hand_over(struct store *s, const struct revoke_otp_request *r,
+		      const struct pending_ref *ref, const char *why, struct response *resp)
 {
 	struct pending row;
 
-	switch (store_pending_claim(s, r->chat_id, r->message_id, 0, &row)) {
+	switch (store_pending_claim(s, ref, 0, &row)) {
 	case STORE_CLAIM_NONE:
 		http_respond_detail(resp, 404, not_pending);
 		break;
@@ -141,7 +141,9 @@ static void delete_claimed(struct worker *w, const struct revoke_otp_request *r,
 void api_revoke_otp(struct worker *w, const struct request *req, struct response *resp)
 {
 	const struct cfg *cfg = w->app->cfg;
+	char chat_key[STORE_CHAT_ID_MAX];
 	struct revoke_otp_request r;
+	struct pending_ref ref;
 	struct pending row;
 	struct store *s;
 	json_t *detail;
@@ -151,24 +153,30 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 		return;
 	}
 	log_mask_chat_id(r.chat_id, resp->chat_id_masked);
+	/* the key pending rows are found by: an @username whatever its case, as sends wrote it */
+	if (policy_chat_subject(r.chat_id, chat_key, sizeof chat_key) != 0) {
+		http_respond_detail(resp, 404, not_pending);
+		return;
+	}
+	ref = (struct pending_ref){ r.chat_id, chat_key, r.message_id, NULL };
 	if ((s = worker_store(w)) == NULL) {
 		http_respond_failure(resp, 500, "The database is unavailable");
 		return;
 	}
 	if (deletion_paused(&w->app->policy, s, clock_now_ms())) {
-		hand_over(s, &r,
+		hand_over(s, &r, &ref,
 			  "Telegram asked to wait (flood control); otp-deleter deletes the message "
 			  "as soon as the pause ends",
 			  resp);
 		return;
 	}
 	if (atomic_load(&w->app->stopping)) {
-		hand_over(s, &r, "The gateway is restarting; otp-deleter deletes the message at once",
-			  resp);
+		hand_over(s, &r, &ref,
+			  "The gateway is restarting; otp-deleter deletes the message at once", resp);
 		return;
 	}
-	switch (store_pending_claim(s, r.chat_id, r.message_id,
-				    (int64_t)cfg->telegram_timeout_ms + LEASE_MARGIN_MS, &row)) {
+	switch (store_pending_claim(s, &ref, (int64_t)cfg->telegram_timeout_ms + LEASE_MARGIN_MS,
+				    &row)) {
 	case STORE_CLAIM_NONE:
 		http_respond_detail(resp, 404, not_pending);
 		break;

@@ -217,7 +217,8 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 {
 	const struct cfg *cfg = w->app->cfg;
 	const struct policy *pol = &w->app->policy;
-	char *text = NULL;
+	char *text = NULL, chat_key[STORE_CHAT_ID_MAX];
+	struct pending_ref ref;
 	struct tg_result res;
 	struct store *s;
 	int64_t confirmed_ms, stored_ms, until = 0, now;
@@ -295,9 +296,10 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		answer_telegram_failure(&res, resp);
 		goto out;
 	}
-	if (s == NULL || store_pending_add(s, r->chat_id, res.message_id,
-					   confirmed_ms + (int64_t)r->expire_seconds * 1000,
-					   &stored_ms) != 0) {
+	ref = (struct pending_ref){ r->chat_id, chat_key, res.message_id, NULL };
+	if (s == NULL || policy_chat_subject(r->chat_id, chat_key, sizeof chat_key) != 0 ||
+	    store_pending_add(s, &ref, confirmed_ms + (int64_t)r->expire_seconds * 1000,
+			      &stored_ms) != 0) {
 		log_msg(LOG_ERROR, "recording a pending deletion: %s", worker_store_strerror(w));
 		undo_send(w, r->chat_id, res.message_id, resp);
 		count_failure("store_error");

@@ -1,4 +1,4 @@
--- schema.sql — the database otp-fcgi and otp-deleter share (PRAGMA user_version = 3).
+-- schema.sql — the database otp-fcgi and otp-deleter share (PRAGMA user_version = 4).
 -- Compiled into store.c; README.md documents it for people who inspect it with sqlite3.
 -- Times are milliseconds since the Unix epoch (UTC); the *_readable view shows them as text.
 
@@ -6,14 +6,19 @@
 CREATE TABLE IF NOT EXISTS pending_deletions (
     id            INTEGER PRIMARY KEY,
     chat_id       TEXT    NOT NULL,          -- as the client named it: 123, -100123, @channel
+    chat_key      TEXT    NOT NULL,          -- chat_id with an @username in lower case: one chat
     message_id    INTEGER NOT NULL,          -- Telegram's id of the message in that chat
     delete_at_ms  INTEGER NOT NULL,          -- confirmation time + expire_seconds; never earlier
     next_try_ms   INTEGER NOT NULL,          -- delete_at_ms, later the time of the next retry
     attempts      INTEGER NOT NULL DEFAULT 0,-- failed attempts so far
     created_at_ms INTEGER NOT NULL,
+    owner         TEXT,                      -- the API key's name that sent it; NULL: no keys
     UNIQUE (chat_id, message_id)
 );
 CREATE INDEX IF NOT EXISTS pending_deletions_by_next_try ON pending_deletions (next_try_ms);
+-- POST /revoke-otp finds its row by equality here (inside its write transaction: no scan)
+CREATE INDEX IF NOT EXISTS pending_deletions_by_chat_key
+    ON pending_deletions (chat_key, message_id);
 
 -- Rolling-window rate limits: the counted requests of each (scope, subject), as one row per
 -- millisecond that holds any, with how many (a busy client address counts several requests in
@@ -70,7 +75,7 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 );
 
 CREATE VIEW IF NOT EXISTS pending_deletions_readable AS
-SELECT id, chat_id, message_id,
+SELECT id, chat_id, message_id, owner,
        strftime('%Y-%m-%dT%H:%M:%fZ', delete_at_ms / 1000.0, 'unixepoch') AS delete_at,
        strftime('%Y-%m-%dT%H:%M:%fZ', next_try_ms / 1000.0, 'unixepoch') AS next_try,
        attempts,

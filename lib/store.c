@@ -109,12 +109,11 @@ long long store_rate_count(struct store *s, const char *scope, const char *subje
 			   : redis_store_rate_count(s->rd, scope, subject);
 }
 
-int store_pending_add(struct store *s, const char *chat_id, long long message_id,
-		      int64_t delete_at_ms, int64_t *stored_ms)
+int store_pending_add(struct store *s, const struct pending_ref *ref, int64_t delete_at_ms,
+		      int64_t *stored_ms)
 {
-	return s->sq != NULL
-		       ? sqlite_store_pending_add(s->sq, chat_id, message_id, delete_at_ms, stored_ms)
-		       : redis_store_pending_add(s->rd, chat_id, message_id, delete_at_ms, stored_ms);
+	return s->sq != NULL ? sqlite_store_pending_add(s->sq, ref, delete_at_ms, stored_ms)
+			     : redis_store_pending_add(s->rd, ref, delete_at_ms, stored_ms);
 }
 
 int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int max)
@@ -196,11 +195,11 @@ int store_heartbeat_get(struct store *s, const char *program, int64_t *beat_ms)
 			   : redis_store_heartbeat_get(s->rd, program, beat_ms);
 }
 
-int store_pending_claim(struct store *s, const char *chat_id, long long message_id, int64_t lease_ms,
+int store_pending_claim(struct store *s, const struct pending_ref *ref, int64_t lease_ms,
 			struct pending *out)
 {
-	return s->sq != NULL ? sqlite_store_pending_claim(s->sq, chat_id, message_id, lease_ms, out)
-			   : redis_store_pending_claim(s->rd, chat_id, message_id, lease_ms, out);
+	return s->sq != NULL ? sqlite_store_pending_claim(s->sq, ref, lease_ms, out)
+			     : redis_store_pending_claim(s->rd, ref, lease_ms, out);
 }
 
 int store_pending_release(struct store *s, int64_t id, int64_t now_ms)

@@ -41,7 +41,7 @@
 #include <stdint.h>
 
 #define STORE_BUSY_TIMEOUT_MS 5000
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_CHAT_ID_MAX 48
 
 struct store;
@@ -163,11 +163,22 @@ int store_rate_prune(struct store *s, const char *scope, int64_t expired_ms);
 /* The number of events (scope, subject) holds, expired or not (tests, inspection), or -1. */
 long long store_rate_count(struct store *s, const char *scope, const char *subject);
 
-/* Records that message_id in chat_id is to be deleted at delete_at_ms (the caller's clock), and
- * puts in *stored_ms (may be NULL) that instant as the store keeps it: on the store's clock
- * (see "Clocks"), what a client is to be told. */
-int store_pending_add(struct store *s, const char *chat_id, long long message_id,
-		      int64_t delete_at_ms, int64_t *stored_ms);
+/* A sent message as the store knows it: what a pending row is written with and found again by. */
+struct pending_ref {
+	const char *chat_id;  /* as the client named it (what deleteMessage is called with) */
+	/* the chat as one key whatever the case of an @username (policy_chat_subject()): computed by
+	 * the caller once, kept with the row and indexed with message_id; revocation looks rows
+	 * up by it with an equality, never by folding case in the store */
+	const char *chat_key;
+	long long message_id;
+	const char *owner;    /* the API key that sent it (its owner name), NULL without keys */
+};
+
+/* Records that ref's message is to be deleted at delete_at_ms (the caller's clock), and puts in
+ * *stored_ms (may be NULL) that instant as the store keeps it: on the store's clock (see
+ * "Clocks"), what a client is to be told. */
+int store_pending_add(struct store *s, const struct pending_ref *ref, int64_t delete_at_ms,
+		      int64_t *stored_ms);
 
 /* Fills out with up to max rows whose next try is due at now_ms, earliest first.
  * Returns the number of rows, or -1.
@@ -237,16 +248,18 @@ enum store_claim {
  * before our transaction may already be deleting them. */
 #define STORE_CLAIM_MARGIN_MS 1000
 
-/* Finds the pending row of message_id in chat_id (an @username matches whatever its case, as
- * the rate limit treats it; a numeric id matches its exact text) and, if otp-deleter cannot
+/* Finds the pending row of ref->message_id in ref->chat_key (ref->chat_id is not used) whose
+ * owner is ref->owner (NULL finds only rows written without one: a row is the business of the
+ * key that sent it alone, and another key's finds nothing, as for an unknown message) and,
+ * if otp-deleter cannot
  * have started on it (its delete_at is more than STORE_CLAIM_MARGIN_MS ahead), takes it in one
  * transaction: delete_at becomes now (the client wants it gone) and the next try now + lease_ms,
  * so otp-deleter leaves it alone until then and takes it over afterwards if the caller never
  * comes back (a crash loses nothing). lease_ms 0 hands the row to otp-deleter at once.
  * "Now" is read inside the transaction. Returns the claim, with *out filled for TAKEN (and for
  * DUE), or -1. */
-int store_pending_claim(struct store *s, const char *chat_id, long long message_id,
-			int64_t lease_ms, struct pending *out);
+int store_pending_claim(struct store *s, const struct pending_ref *ref, int64_t lease_ms,
+			struct pending *out);
 
 /* Gives a claimed row back to otp-deleter, due at now_ms (never earlier than its delete_at).
  * A row that is gone already is not an error. */

@@ -25,7 +25,7 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 int sqlite_store_rate_release(struct sqlite_store *s, const struct store_rate_verdict *verdict);
 int sqlite_store_rate_prune(struct sqlite_store *s, const char *scope, int64_t expired_ms);
 long long sqlite_store_rate_count(struct sqlite_store *s, const char *scope, const char *subject);
-int sqlite_store_pending_add(struct sqlite_store *s, const char *chat_id, long long message_id,
+int sqlite_store_pending_add(struct sqlite_store *s, const struct pending_ref *ref,
 			     int64_t delete_at_ms, int64_t *stored_ms);
 int sqlite_store_pending_due(struct sqlite_store *s, int64_t now_ms, struct pending *out, int max);
 int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms);
@@ -42,8 +42,11 @@ int sqlite_store_metrics_read(struct sqlite_store *s, void (*fn)(void *ctx,
 			      const struct store_metric *m), void *ctx);
 int sqlite_store_heartbeat_set(struct sqlite_store *s, const char *program, int64_t now_ms);
 int sqlite_store_heartbeat_get(struct sqlite_store *s, const char *program, int64_t *beat_ms);
-int sqlite_store_pending_claim(struct sqlite_store *s, const char *chat_id, long long message_id,
-			       int64_t lease_ms, struct pending *out);
+int sqlite_store_pending_claim(struct sqlite_store *s, const struct pending_ref *ref,
+			     int64_t lease_ms, struct pending *out);
+/* The claim's look-up (?1 chat_key, ?2 message_id, ?3 owner): exposed for the test of its query
+ * plan. */
+extern const char sqlite_store_claim_find_sql[];
 int sqlite_store_pending_release(struct sqlite_store *s, int64_t id, int64_t now_ms);
 /* --- Redis (store_redis.c) --------------------------------------------------------------- */
 
@@ -61,7 +64,7 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 int redis_store_rate_release(struct redis_store *s, const struct store_rate_verdict *verdict);
 int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t expired_ms);
 long long redis_store_rate_count(struct redis_store *s, const char *scope, const char *subject);
-int redis_store_pending_add(struct redis_store *s, const char *chat_id, long long message_id,
+int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref,
 			    int64_t delete_at_ms, int64_t *stored_ms);
 int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pending *out, int max);
 int redis_store_pending_next(struct redis_store *s, int64_t *next_ms);
@@ -79,7 +82,7 @@ int redis_store_metrics_read(struct redis_store *s, void (*fn)(void *ctx,
 			     const struct store_metric *m), void *ctx);
 int redis_store_heartbeat_set(struct redis_store *s, const char *program, int64_t now_ms);
 int redis_store_heartbeat_get(struct redis_store *s, const char *program, int64_t *beat_ms);
-int redis_store_pending_claim(struct redis_store *s, const char *chat_id, long long message_id,
-			      int64_t lease_ms, struct pending *out);
+int redis_store_pending_claim(struct redis_store *s, const struct pending_ref *ref,
+			    int64_t lease_ms, struct pending *out);
 int redis_store_pending_release(struct redis_store *s, int64_t id, int64_t now_ms);
 #endif

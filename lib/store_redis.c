@@ -6,8 +6,9 @@
  * Key layout (P = the prefix, "otp:" by default; docs/store.md shows them with redis-cli),
  * every instant on Redis's clock (LUA_CLOCK):
  *   P pending:due          sorted set: pending id -> next try (ms); due when score <= now
- *   P pending:<id>         hash: chat_id, message_id, delete_at_ms, attempts, created_at_ms
- *   P pending:by-message   hash: "<chat_id lowercased>:<message_id>" -> id (POST /revoke-otp)
+ *   P pending:<id>         hash: chat_id, chat_key, message_id, delete_at_ms, attempts,
+ *                          created_at_ms, owner (the API key's name; absent without keys)
+ *   P pending:by-message   hash: "<chat_key>:<message_id>" -> id (POST /revoke-otp)
  *   P pending:seq          counter of pending ids
  *   P rate:<scope>:<subj>  list of counted events "<at_ms>:<id>", newest first; expires with
  *                          its window
@@ -195,14 +196,16 @@ static const char *const script_src[SC_COUNT_] = {
 		"return dropped\n",
 
 	/* KEYS: counter, due, by-message; ARGV: host µs, trust, prefix, chat_id, message_id,
-	 * delete_at_ms (host), by-message field. Returns {id, delete_at_ms as stored}. */
+	 * delete_at_ms (host), by-message field, chat_key, owner ("": none). Returns
+	 * {id, delete_at_ms as stored}. */
 	[SC_PENDING_ADD] = "-- pending_add\n" LUA_CLOCK
 		"local _, now, shift = clock()\n"
 		"local da = tonumber(ARGV[6]) + shift\n"
 		"local id = redis.call('INCR', KEYS[1])\n"
 		"redis.call('HSET', ARGV[3] .. 'pending:' .. id, 'chat_id', ARGV[4], 'message_id',\n"
 		"           ARGV[5], 'delete_at_ms', string.format('%.0f', da), 'attempts', 0,\n"
-		"           'created_at_ms', string.format('%.0f', now))\n"
+		"           'created_at_ms', string.format('%.0f', now), 'chat_key', ARGV[8])\n"
+		"if ARGV[9] ~= '' then redis.call('HSET', ARGV[3] .. 'pending:' .. id, 'owner', ARGV[9]) end\n"
 		"redis.call('ZADD', KEYS[2], da, id)\n"
 		"redis.call('HSET', KEYS[3], ARGV[7], id)\n"
 		"return {id, da}\n",
@@ -247,9 +250,9 @@ static const char *const script_src[SC_COUNT_] = {
 	[SC_PENDING_REMOVE] = "-- pending_remove\n"
 		"for i = 2, #ARGV do\n"
 		"  local key = ARGV[1] .. 'pending:' .. ARGV[i]\n"
-		"  local h = redis.call('HMGET', key, 'chat_id', 'message_id')\n"
+		"  local h = redis.call('HMGET', key, 'chat_id', 'message_id', 'chat_key')\n"
 		"  if h[1] then\n"
-		"    local f = string.lower(h[1]) .. ':' .. h[2]\n"
+		"    local f = (h[3] or string.lower(h[1])) .. ':' .. h[2]\n"
 		"    if redis.call('HGET', KEYS[2], f) == ARGV[i] then redis.call('HDEL', KEYS[2], f) end\n"
 		"  end\n"
 		"  redis.call('DEL', key)\n"
@@ -266,17 +269,18 @@ static const char *const script_src[SC_COUNT_] = {
 		"redis.call('ZADD', KEYS[1], math.max(tonumber(ARGV[4]) + shift, tonumber(da)), ARGV[3])\n"
 		"return 1\n",
 
-	/* KEYS: by-message, due; ARGV: host µs, trust, prefix, field, lease_ms, margin_ms.
-	 * Returns {claim, now_ms, id, chat_id, message_id, delete_at_ms, next_try_ms, attempts},
-	 * or {0, now_ms}. */
+	/* KEYS: by-message, due; ARGV: host µs, trust, prefix, field, lease_ms, margin_ms, owner
+	 * ("": none). Returns {claim, now_ms, id, chat_id, message_id, delete_at_ms, next_try_ms,
+	 * attempts}, or {0, now_ms} (also for another owner's row). */
 	[SC_PENDING_CLAIM] = "-- pending_claim\n" LUA_CLOCK
 		"local _, now = clock()\n"
 		"local id = redis.call('HGET', KEYS[1], ARGV[4])\n"
 		"if not id then return {0, now} end\n"
 		"local row = ARGV[3] .. 'pending:' .. id\n"
-		"local h = redis.call('HMGET', row, 'chat_id', 'message_id', 'delete_at_ms', 'attempts')\n"
+		"local h = redis.call('HMGET', row, 'chat_id', 'message_id', 'delete_at_ms', 'attempts',\n"
+		"                     'owner')\n"
 		"local score = redis.call('ZSCORE', KEYS[2], id)\n"
-		"if not h[1] or not score then return {0, now} end\n"
+		"if not h[1] or not score or (h[5] or '') ~= ARGV[7] then return {0, now} end\n"
 		"local lease = tonumber(ARGV[5])\n"
 		"local da = tonumber(h[3])\n"
 		"if da <= now + tonumber(ARGV[6]) then\n"
@@ -812,14 +816,9 @@ static int64_t to_host(const struct redis_store *s, int64_t store_now_ms, int64_
 
 /* The by-message field: chat ids fold their case (an @username is one chat whatever its case;
  * digits fold to themselves), as the SQLite backend's NOCASE match does. */
-static void message_field(const char *chat_id, long long message_id, char *out, size_t outlen)
+static void message_field(const char *chat_key, long long message_id, char *out, size_t outlen)
 {
-	size_t i, n;
-
-	snprintf(out, outlen, "%s:%lld", chat_id, message_id);
-	n = strlen(chat_id) < outlen ? strlen(chat_id) : outlen;
-	for (i = 0; i < n; i++)
-		out[i] = (char)tolower((unsigned char)out[i]);
+	snprintf(out, outlen, "%s:%lld", chat_key, message_id);
 }
 
 /* ---- opening -------------------------------------------------------------------------------- */
@@ -1118,7 +1117,7 @@ long long redis_store_rate_count(struct redis_store *s, const char *scope, const
 
 /* ---- pending deletions ---------------------------------------------------------------------- */
 
-int redis_store_pending_add(struct redis_store *s, const char *chat_id, long long message_id,
+int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref,
 			    int64_t delete_at_ms, int64_t *stored_ms)
 {
 	char kseq[KEY_MAX], kdue[KEY_MAX], kidx[KEY_MAX], field[STORE_CHAT_ID_MAX + 24];
@@ -1131,16 +1130,18 @@ int redis_store_pending_add(struct redis_store *s, const char *chat_id, long lon
 	if (key(s, kseq, "pending:seq") != 0 || key(s, kdue, "pending:due") != 0 ||
 	    key(s, kidx, "pending:by-message") != 0)
 		return -1;
-	message_field(chat_id, message_id, field, sizeof field);
+	message_field(ref->chat_key, ref->message_id, field, sizeof field);
 	arg_str(&a, kseq);
 	arg_str(&a, kdue);
 	arg_str(&a, kidx);
 	arg_clock(s, &a, clock_now_us());
 	arg_str(&a, s->prefix);
-	arg_str(&a, chat_id);
-	arg_int(&a, message_id);
+	arg_str(&a, ref->chat_id);
+	arg_int(&a, ref->message_id);
 	arg_int(&a, delete_at_ms);
 	arg_str(&a, field);
+	arg_str(&a, ref->chat_key);
+	arg_str(&a, ref->owner != NULL ? ref->owner : "");
 	if ((r = eval(s, SC_PENDING_ADD, 0, "add pending deletion", 3, a.n, a.v, a.len)) == NULL)
 		return -1;
 	if (redis_reply_array(r, 2, 2, &why) != 0 ||
@@ -1301,7 +1302,7 @@ int redis_store_pending_retry(struct redis_store *s, int64_t id, int64_t next_tr
 	return int_reply(s, SC_PENDING_RETRY, "record retry", r, 0, 1, NULL);
 }
 
-int redis_store_pending_claim(struct redis_store *s, const char *chat_id, long long message_id,
+int redis_store_pending_claim(struct redis_store *s, const struct pending_ref *ref,
 			      int64_t lease_ms, struct pending *out)
 {
 	char kidx[KEY_MAX], kdue[KEY_MAX], field[STORE_CHAT_ID_MAX + 24];
@@ -1313,7 +1314,7 @@ int redis_store_pending_claim(struct redis_store *s, const char *chat_id, long l
 
 	if (key(s, kidx, "pending:by-message") != 0 || key(s, kdue, "pending:due") != 0)
 		return -1;
-	message_field(chat_id, message_id, field, sizeof field);
+	message_field(ref->chat_key, ref->message_id, field, sizeof field);
 	arg_str(&a, kidx);
 	arg_str(&a, kdue);
 	arg_clock(s, &a, host_ms * 1000);
@@ -1321,6 +1322,7 @@ int redis_store_pending_claim(struct redis_store *s, const char *chat_id, long l
 	arg_str(&a, field);
 	arg_int(&a, lease_ms);
 	arg_int(&a, STORE_CLAIM_MARGIN_MS);
+	arg_str(&a, ref->owner != NULL ? ref->owner : "");
 	if ((r = eval(s, SC_PENDING_CLAIM, 0, "claim pending deletion", 2, a.n, a.v, a.len)) == NULL)
 		return -1;
 	if (redis_reply_claim(r, &claim, out, &store_now, &why) != 0)

@@ -89,7 +89,8 @@ static const char *const stmt_sql[ST_COUNT_] = {
 	[ST_QUEUE_SET] = "INSERT INTO send_queue (id, next_us) VALUES (1, ?1) "
 			 "ON CONFLICT (id) DO UPDATE SET next_us = ?1",
 	[ST_PENDING_ADD] = "INSERT INTO pending_deletions (chat_id, message_id, delete_at_ms, "
-			   "next_try_ms, created_at_ms) VALUES (?1, ?2, ?3, ?3, ?4)",
+			   "next_try_ms, created_at_ms, chat_key, owner) "
+			   "VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
 	[ST_PENDING_DUE] = "SELECT id, chat_id, message_id, delete_at_ms, next_try_ms, attempts "
 			   "FROM pending_deletions WHERE next_try_ms <= ?1 "
 			   "ORDER BY next_try_ms LIMIT ?2",
@@ -235,6 +236,26 @@ static const char migrate_events_after_sql[] =
 	"  (SELECT 'send' AS kind UNION ALL SELECT 'delete') k;"
 	"DROP TABLE telegram_pause;";
 
+/* Before schema.sql, on a file older than version 4: pending_deletions makes way for the table
+ * with chat_key and owner (rebuilt rather than altered, so that a migrated file has the very
+ * schema a new one has); its index and the view reading it go with it. */
+static const char migrate_pending_before_sql[] =
+	"DROP VIEW IF EXISTS pending_deletions_readable;"
+	"DROP INDEX IF EXISTS pending_deletions_by_next_try;"
+	"ALTER TABLE pending_deletions RENAME TO pending_deletions_before_v4;";
+
+/* After schema.sql, on a file older than version 4: the rows move over, each with its chat key
+ * (the rule of policy_chat_key(), here once for the rows written before it existed; an
+ * @username is ASCII, so lower() folds it as tolower() does) and no owner (sent before
+ * ownership was recorded). */
+static const char migrate_pending_after_sql[] =
+	"INSERT INTO pending_deletions (id, chat_id, chat_key, message_id, delete_at_ms, "
+	"  next_try_ms, attempts, created_at_ms, owner) "
+	"  SELECT id, chat_id, CASE WHEN substr(chat_id, 1, 1) = '@' THEN lower(chat_id) "
+	"  ELSE chat_id END, message_id, delete_at_ms, next_try_ms, attempts, created_at_ms, NULL "
+	"  FROM pending_deletions_before_v4;"
+	"DROP TABLE pending_deletions_before_v4;";
+
 /* The schema version of the file, or -1. */
 static int schema_version(struct sqlite_store *s)
 {
@@ -255,8 +276,9 @@ static int schema_version(struct sqlite_store *s)
 static int create_schema(struct sqlite_store *s)
 {
 	char sql[sizeof schema_sql + sizeof migrate_events_before_sql +
-		 sizeof migrate_events_after_sql + 64];
-	int version, old;
+		 sizeof migrate_events_after_sql + sizeof migrate_pending_before_sql +
+		 sizeof migrate_pending_after_sql + 64];
+	int version, old, pre_v4;
 
 	/* a small WAL: checkpoint every 64 pages (256 KiB), and cut the file back to 256 KiB
 	 * after each checkpoint (it otherwise keeps its largest size: ~4 MB seen on tmpfs) */
@@ -274,9 +296,11 @@ static int create_schema(struct sqlite_store *s)
 		goto fail;
 	}
 	old = version == 1 || version == 2;
-	snprintf(sql, sizeof sql, "%s %s %s PRAGMA user_version = %d;",
-		 old ? migrate_events_before_sql : "", schema_sql,
-		 old ? migrate_events_after_sql : "", STORE_SCHEMA_VERSION);
+	pre_v4 = version >= 1 && version < 4; /* 0: a new file, nothing to move */
+	snprintf(sql, sizeof sql, "%s %s %s %s %s PRAGMA user_version = %d;",
+		 old ? migrate_events_before_sql : "", pre_v4 ? migrate_pending_before_sql : "",
+		 schema_sql, old ? migrate_events_after_sql : "",
+		 pre_v4 ? migrate_pending_after_sql : "", STORE_SCHEMA_VERSION);
 	if (exec_retrying(s, sql, "create schema") != 0 ||
 	    exec_retrying(s, "COMMIT", "commit the schema") != 0)
 		goto fail;
@@ -1044,8 +1068,8 @@ static sqlite3_stmt *begin_write(struct sqlite_store *s, enum stmt_id id)
 	return st;
 }
 
-int sqlite_store_pending_add(struct sqlite_store *s, const char *chat_id, long long message_id,
-		      int64_t delete_at_ms, int64_t *stored_ms)
+int sqlite_store_pending_add(struct sqlite_store *s, const struct pending_ref *ref,
+			     int64_t delete_at_ms, int64_t *stored_ms)
 {
 	sqlite3_stmt *st;
 
@@ -1054,10 +1078,15 @@ int sqlite_store_pending_add(struct sqlite_store *s, const char *chat_id, long l
 
 	if ((st = begin_write(s, ST_PENDING_ADD)) == NULL)
 		return -1;
-	sqlite3_bind_text(st, 1, chat_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, message_id);
+	sqlite3_bind_text(st, 1, ref->chat_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, ref->message_id);
 	sqlite3_bind_int64(st, 3, delete_at_ms);
 	sqlite3_bind_int64(st, 4, clock_now_ms());
+	sqlite3_bind_text(st, 5, ref->chat_key, -1, SQLITE_STATIC);
+	if (ref->owner != NULL)
+		sqlite3_bind_text(st, 6, ref->owner, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 6);
 	return write_one(s, st, "add pending deletion");
 }
 
@@ -1235,9 +1264,11 @@ int sqlite_store_heartbeat_get(struct sqlite_store *s, const char *program, int6
  * Self-contained: its statements are prepared per call (a revoke is rare), so the table of
  * cached statements above stays as it is. */
 
-static const char claim_find_sql[] =
+/* an equality on pending_deletions_by_chat_key: the write lock is held for a look-up, not a
+ * scan (the test of the query plan keeps it so); another owner's row is not found */
+const char sqlite_store_claim_find_sql[] =
 	"SELECT id, chat_id, message_id, delete_at_ms, next_try_ms, attempts "
-	"FROM pending_deletions WHERE message_id = ?2 AND chat_id = ?1 COLLATE NOCASE "
+	"FROM pending_deletions WHERE chat_key = ?1 AND message_id = ?2 AND owner IS ?3 "
 	"ORDER BY id LIMIT 1";
 /* next_try_ms >= delete_at_ms holds for every row (otp-deleter's retries keep it): moving
  * delete_at to now and the next try to the lease's end keeps it */
@@ -1259,22 +1290,24 @@ static sqlite3_stmt *prepare_once(struct sqlite_store *s, const char *sql)
 	return st;
 }
 
-int sqlite_store_pending_claim(struct sqlite_store *s, const char *chat_id, long long message_id,
-			int64_t lease_ms, struct pending *out)
+int sqlite_store_pending_claim(struct sqlite_store *s, const struct pending_ref *ref,
+			       int64_t lease_ms, struct pending *out)
 {
 	sqlite3_stmt *st = NULL;
 	int64_t now;
 	int rc = -1, step;
 
-	/* a username is ASCII (validated), so NOCASE folds it as Telegram does; digits and '-'
-	 * fold to themselves */
 	if (begin(s) != 0)
 		return -1;
 	now = clock_now_ms(); /* after the lock: a deleter's read before it saw an earlier now */
-	if ((st = prepare_once(s, claim_find_sql)) == NULL)
+	if ((st = prepare_once(s, sqlite_store_claim_find_sql)) == NULL)
 		goto out;
-	sqlite3_bind_text(st, 1, chat_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, message_id);
+	sqlite3_bind_text(st, 1, ref->chat_key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, ref->message_id);
+	if (ref->owner != NULL)
+		sqlite3_bind_text(st, 3, ref->owner, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 3);
 	step = sqlite3_step(st);
 	if (step == SQLITE_DONE) {
 		rc = STORE_CLAIM_NONE;

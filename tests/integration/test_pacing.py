@@ -187,7 +187,7 @@ def test_a_version_1_database_is_migrated_in_place(make_gateway, bot, workdir):
 
     gw = make_gateway(env={"OTP_DB_PATH": db, "RATE_LIMIT_PER_USER": "2"})
     gw.db_path = db
-    assert gw.db_rows("PRAGMA user_version") == [(3,)]
+    assert gw.db_rows("PRAGMA user_version") == [(4,)]
     assert sorted(gw.db_rows("SELECT scope, subject, events FROM rate_counts")) == \
         [("chat", "500", 2), ("ip", "127.0.0.1", 1)]
     assert gw.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'send'") == [(0,)]
@@ -220,7 +220,7 @@ def test_a_version_2_database_is_migrated_in_place(make_gateway, bot, workdir):
     gw = make_gateway(env={"OTP_DB_PATH": db, "RATE_LIMIT_PER_USER": "2",
                            "RATE_LIMIT_WINDOW_SECONDS": "100"})
     gw.db_path = db
-    assert gw.db_rows("PRAGMA user_version") == [(3,)]
+    assert gw.db_rows("PRAGMA user_version") == [(4,)]
     assert sorted(gw.db_rows("SELECT scope, subject, at_ms, events FROM rate_log")) == \
         [("chat", "600", now_ms - 3000, 2), ("chat", "601", now_ms - 2000, 1),
          ("ip", "127.0.0.1", now_ms - 1000, 1)]

@@ -298,3 +298,47 @@ def test_revokes_are_counted_and_logged_with_a_masked_chat_id(gateway, bot):
     assert line["chat_id"] == "****123" and line["message_id"] == a["message_id"]
     assert line["result"] == "deleted"
     assert "2015123" not in gateway.log_text(), "chat ids are masked in every line"
+
+
+@pytest.mark.sqlite_only
+def test_a_version_3_database_is_migrated_in_place_and_its_rows_revocable(make_gateway, bot, workdir):
+    """Schema v4 (chat_key, owner, the index the revoke looks up) over a database version 3 left:
+    every pending row kept as it was, with its chat key, so a message sent before the upgrade can
+    still be revoked by its @username in any case, and otp-deleter still deletes the others."""
+    from pathlib import Path
+    db = str(Path(workdir) / "v3.db")
+    now_ms = int(time.time() * 1000)
+    con = sqlite3.connect(db)
+    con.executescript((Path(__file__).parent / "schema_v3.sql").read_text())
+    con.execute("PRAGMA user_version = 3")
+    rows = [(1, "@Old_Chan", 501, now_ms + 60000, now_ms + 60000, 0, now_ms - 1000),
+            (2, "-100777", 502, now_ms + 2000, now_ms + 2000, 1, now_ms - 1000)]
+    con.executemany("INSERT INTO pending_deletions (id, chat_id, message_id, delete_at_ms, "
+                    "next_try_ms, attempts, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    con.commit()
+    con.close()
+
+    gw = make_gateway(env={"OTP_DB_PATH": db})
+    gw.db_path = db
+    assert gw.db_rows("PRAGMA user_version") == [(4,)]
+    assert sorted(gw.db_rows("SELECT id, chat_id, chat_key, message_id, delete_at_ms, "
+                             "next_try_ms, attempts, created_at_ms, owner "
+                             "FROM pending_deletions")) == \
+        [(1, "@Old_Chan", "@old_chan", 501, now_ms + 60000, now_ms + 60000, 0, now_ms - 1000, None),
+         (2, "-100777", "-100777", 502, now_ms + 2000, now_ms + 2000, 1, now_ms - 1000, None)]
+    assert gw.db_rows("SELECT name FROM sqlite_master WHERE name LIKE '%before_v4%'") == []
+    assert gw.db_rows("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                      "name = 'pending_deletions_by_chat_key'") == [(1,)]
+    assert [r[0] for r in gw.db_rows("SELECT chat_id FROM pending_deletions_readable "
+                                     "ORDER BY id")] == ["@Old_Chan", "-100777"]
+    # a new file and a migrated one have the same table
+    fresh = make_gateway()
+    assert gw.db_rows("SELECT sql FROM sqlite_master WHERE name = 'pending_deletions'") == \
+        fresh.db_rows("SELECT sql FROM sqlite_master WHERE name = 'pending_deletions'")
+
+    r = revoke(gw, {"chat_id": "@old_chan", "message_id": 501})
+    assert r.status in (200, 202), r  # the emulator never sent 501: deleted or "not found"
+    assert [c["params"]["chat_id"] for c in calls_for(bot, "@Old_Chan", 501)] == ["@Old_Chan"]
+    wait_until(lambda: gw.db_rows("SELECT id FROM pending_deletions") == [], 2 + 5 * SLOW,
+               "the migrated rows deleted")
+    assert len(calls_for(bot, "-100777", 502)) == 1

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "policy.h"
 #include "store.h"
 #include "tmpdir.h"
 
@@ -55,6 +56,43 @@ static inline struct store *test_store_open_temp(char *template, char *path, siz
 		remove_dir(template);
 	}
 	return s;
+}
+
+/* store_pending_add() as otp-fcgi calls it: the chat key is policy's, owner may be NULL. */
+static inline int test_pending_add_owned(struct store *s, const char *chat_id, long long message_id,
+					 const char *owner, int64_t delete_at_ms, int64_t *stored_ms)
+{
+	char key[STORE_CHAT_ID_MAX];
+	struct pending_ref ref = { chat_id, key, message_id, owner };
+
+	if (policy_chat_subject(chat_id, key, sizeof key) != 0)
+		return -1;
+	return store_pending_add(s, &ref, delete_at_ms, stored_ms);
+}
+
+static inline int test_pending_add(struct store *s, const char *chat_id, long long message_id,
+				   int64_t delete_at_ms, int64_t *stored_ms)
+{
+	return test_pending_add_owned(s, chat_id, message_id, NULL, delete_at_ms, stored_ms);
+}
+
+/* store_pending_claim() as POST /revoke-otp calls it. */
+static inline int test_pending_claim_owned(struct store *s, const char *chat_id,
+					   long long message_id, const char *owner,
+					   int64_t lease_ms, struct pending *out)
+{
+	char key[STORE_CHAT_ID_MAX];
+	struct pending_ref ref = { chat_id, key, message_id, owner };
+
+	if (policy_chat_subject(chat_id, key, sizeof key) != 0)
+		return -1;
+	return store_pending_claim(s, &ref, lease_ms, out);
+}
+
+static inline int test_pending_claim(struct store *s, const char *chat_id, long long message_id,
+				     int64_t lease_ms, struct pending *out)
+{
+	return test_pending_claim_owned(s, chat_id, message_id, NULL, lease_ms, out);
 }
 
 /* Skips a test that checks what only the SQLite backend has (its file). */

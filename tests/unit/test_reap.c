@@ -18,6 +18,7 @@
 #include "tmpdir.h"
 #include "reap.h"
 #include "store.h"
+#include "store_fixture.h"
 #include "tg.h"
 
 static enum policy_deletion classify(enum tg_status st, int error_code)
@@ -305,7 +306,7 @@ static void add_due(struct reap_fixture *f, const char *chat, long long first, i
 	int i;
 
 	for (i = 0; i < n; i++)
-		assert_int_equal(store_pending_add(f->s, chat, first + i, due, NULL), 0);
+		assert_int_equal(test_pending_add(f->s, chat, first + i, due, NULL), 0);
 }
 
 /* Steps the pass under way to its end; returns reap_step's last answer (0 or -1). */
@@ -454,7 +455,7 @@ static void rows_deleted_before_their_delete_at_are_counted_early(void **state)
 	int64_t now = clock_now_ms();
 
 	add_due(f, "1", 1, 1);                                       /* due already */
-	assert_int_equal(store_pending_add(f->s, "2", 2, now + 30000, NULL), 0); /* due in 30 s */
+	assert_int_equal(test_pending_add(f->s, "2", 2, now + 30000, NULL), 0); /* due in 30 s */
 	assert_int_equal(reap_pass(&f->r, now + 30000, 500), 2);
 	assert_int_equal(run_pass(f), 0);
 	assert_int_equal(f->r.stats.deleted, 2);
@@ -469,7 +470,7 @@ static void a_retry_notes_its_next_try(void **state)
 	int64_t now = clock_now_ms(), last = 0;
 
 	f->batch.answer = answer_server_error;
-	assert_int_equal(store_pending_add(f->s, "3", 3, now + 30000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "3", 3, now + 30000, NULL), 0);
 	assert_int_equal(reap_pass(&f->r, now + 30000, 500), 1);
 	assert_int_equal(run_pass(f), 0);
 	assert_int_equal(f->r.stats.retried, 1);

@@ -80,7 +80,7 @@ static void open_creates_the_schema_and_a_second_open_works(void **state)
 
 	s2 = open_second(f);
 	assert_int_equal(store_pending_count(s2), 0);
-	assert_int_equal(store_pending_add(f->s, "100", 1, 5000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "100", 1, 5000, NULL), 0);
 	assert_int_equal(store_pending_count(s2), 1);
 	store_close(s2);
 }
@@ -119,7 +119,7 @@ static void database_files_are_private(void **state)
 	SQLITE_ONLY();
 	old = umask(0);
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_mode_0600(f->path);
 	snprintf(aux, sizeof aux, "%s-wal", f->path);
 	assert_mode_0600(aux);
@@ -186,7 +186,7 @@ static void pending_add_then_due_returns_the_row_at_its_time(void **state)
 	struct pending p[4];
 
 	memset(p, 0, sizeof p);
-	assert_int_equal(store_pending_add(f->s, "-1001234567890", 77, 10000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "-1001234567890", 77, 10000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 9999, p, 4), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 4), 1);
 	assert_true(p[0].id > 0);
@@ -203,9 +203,9 @@ static void pending_next_is_empty_then_the_earliest_try(void **state)
 	int64_t next = -1;
 
 	assert_int_equal(store_pending_next(f->s, &next), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 1, 3000, NULL), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 2, 1000, NULL), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 3, 2000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 1, 3000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 2, 1000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 3, 2000, NULL), 0);
 	assert_int_equal(store_pending_next(f->s, &next), 1);
 	assert_int_equal(next, 1000);
 }
@@ -217,9 +217,9 @@ static void pending_last_is_empty_then_the_latest_try_retries_included(void **st
 	int64_t last = -1;
 
 	assert_int_equal(store_pending_last(f->s, &last), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 1, 3000, NULL), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 2, 1000, NULL), 0);
-	assert_int_equal(store_pending_add(f->s, "1", 3, 2000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 1, 3000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 2, 1000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 3, 2000, NULL), 0);
 	assert_int_equal(store_pending_last(f->s, &last), 1);
 	assert_int_equal(last, 3000);
 	/* a retry moves the row's next try: the last one is the latest of them */
@@ -234,8 +234,8 @@ static void pending_count_and_remove(void **state)
 	struct fixture *f = *state;
 	struct pending p[4];
 
-	assert_int_equal(store_pending_add(f->s, "@channel_one", 10, 1000, NULL), 0);
-	assert_int_equal(store_pending_add(f->s, "42", 11, 2000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "@channel_one", 10, 1000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "42", 11, 2000, NULL), 0);
 	assert_int_equal(store_pending_count(f->s), 2);
 	assert_int_equal(store_pending_due(f->s, 1000, p, 4), 1);
 	assert_int_equal(p[0].message_id, 10);
@@ -254,7 +254,7 @@ static void pending_retry_increments_attempts_and_moves_the_next_try(void **stat
 	struct pending p[2];
 	int64_t next = 0, id;
 
-	assert_int_equal(store_pending_add(f->s, "5", 9, 1000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "5", 9, 1000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 1000, p, 2), 1);
 	id = p[0].id;
 	assert_int_equal(store_pending_retry(f->s, id, 5000), 0);
@@ -279,7 +279,7 @@ static void pending_retry_is_never_earlier_than_delete_at(void **state)
 	struct pending p[2];
 	int64_t next = 0;
 
-	assert_int_equal(store_pending_add(f->s, "5", 9, 10000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "5", 9, 10000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 2), 1);
 	assert_int_equal(store_pending_retry(f->s, p[0].id, 500), 0);
 	assert_int_equal(store_pending_next(f->s, &next), 1);
@@ -298,7 +298,7 @@ static void pending_due_is_earliest_first_and_respects_the_limit(void **state)
 	size_t i;
 
 	for (i = 0; i < sizeof at / sizeof at[0]; i++)
-		assert_int_equal(store_pending_add(f->s, "7", (long long)i + 100, at[i], NULL), 0);
+		assert_int_equal(test_pending_add(f->s, "7", (long long)i + 100, at[i], NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 10000, p, 3), 3);
 	assert_int_equal(p[0].delete_at_ms, 1000);
 	assert_int_equal(p[1].delete_at_ms, 2000);
@@ -331,8 +331,8 @@ static void redis_due_rows_are_claimed_until_the_lease_ends(void **state)
 
 	if (!test_store_is_redis())
 		skip();
-	assert_int_equal(store_pending_add(f->s, "9", 1, 1000, NULL), 0);
-	assert_int_equal(store_pending_add(f->s, "9", 2, 2000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "9", 1, 1000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "9", 2, 2000, NULL), 0);
 	assert_int_equal(store_pending_due(f->s, 1500, p, 4), 1);
 	assert_int_equal(p[0].message_id, 1);
 	s2 = open_second(f);
@@ -660,7 +660,7 @@ static void redis_instants_are_durations_on_the_stores_clock(void **state)
 	if (!test_store_is_redis())
 		skip();
 	s = open_on_redis_clock(f);
-	assert_int_equal(store_pending_add(s, "77", 1, now + 10000, &stored), 0);
+	assert_int_equal(test_pending_add(s, "77", 1, now + 10000, &stored), 0);
 	assert_true(stored >= now + 10000 - 2000 && stored <= clock_now_ms() + 10000 + 2000);
 	assert_int_equal(store_pending_next(s, &next), 1);
 	assert_true(next >= stored - 2000 && next <= stored + 2000);
@@ -686,9 +686,9 @@ static void unlinked_file_is_reopened_on_the_next_call(void **state)
 
 	SQLITE_ONLY();
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_int_equal(unlink(f->path), 0);
-	assert_int_equal(store_pending_add(f->s, "2", 2, 2000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "2", 2, 2000, NULL), 0);
 	assert_int_equal(stat(f->path, &st), 0);
 
 	s2 = open_second(f);
@@ -712,14 +712,14 @@ static void unlinked_file_with_its_wal_is_reopened_empty(void **state)
 
 	SQLITE_ONLY();
 
-	assert_int_equal(store_pending_add(f->s, "1", 1, 1000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "1", 1, 1000, NULL), 0);
 	assert_int_equal(unlink(f->path), 0);
 	snprintf(aux, sizeof aux, "%s-wal", f->path);
 	unlink(aux);
 	snprintf(aux, sizeof aux, "%s-shm", f->path);
 	unlink(aux);
 	assert_int_equal(store_pending_count(f->s), 0);
-	assert_int_equal(store_pending_add(f->s, "2", 2, 2000, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "2", 2, 2000, NULL), 0);
 
 	s2 = open_second(f);
 	assert_int_equal(store_pending_due(s2, 10000, p, 4), 1);
