@@ -1,7 +1,8 @@
 /* api_revoke_otp.c — POST /revoke-otp: delete a message this gateway sent before its delete_at,
  * once the code has been used.
  *
- * Only a pending row can be revoked, so nobody can use the gateway to delete other messages.
+ * Only a pending row can be revoked, so nobody can use the gateway to delete other messages;
+ * with API keys, only a row the same key sent (another key's is answered as unknown).
  * The row is claimed in the store first (store_pending_claim: out of otp-deleter's reach for a
  * lease longer than one Bot API call), so the revoke and otp-deleter never both delete it.
  * When the Bot API is paused, slow or failing, the row is handed back to otp-deleter, due at
@@ -158,7 +159,9 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 		http_respond_detail(resp, 404, not_pending);
 		return;
 	}
-	ref = (struct pending_ref){ r.chat_id, chat_key, r.message_id, NULL };
+	/* another key's code is not found: 404 as for an unknown one, its existence not told */
+	ref = (struct pending_ref){ r.chat_id, chat_key, r.message_id,
+				    req->caller.owner[0] != '\0' ? req->caller.owner : NULL };
 	if ((s = worker_store(w)) == NULL) {
 		http_respond_failure(resp, 500, "The database is unavailable");
 		return;

@@ -296,7 +296,9 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		answer_telegram_failure(&res, resp);
 		goto out;
 	}
-	ref = (struct pending_ref){ r->chat_id, chat_key, res.message_id, NULL };
+	/* the key that sent it alone may revoke it */
+	ref = (struct pending_ref){ r->chat_id, chat_key, res.message_id,
+				    caller->owner[0] != '\0' ? caller->owner : NULL };
 	if (s == NULL || policy_chat_subject(r->chat_id, chat_key, sizeof chat_key) != 0 ||
 	    store_pending_add(s, &ref, confirmed_ms + (int64_t)r->expire_seconds * 1000,
 			      &stored_ms) != 0) {

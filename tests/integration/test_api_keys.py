@@ -152,3 +152,54 @@ def test_per_key_limit_across_processes_answers_429_with_retry_after(make_gatewa
     assert len(gw.send_pids()) >= 2, "the limit held across both otp-fcgi processes"
     assert len(bot.requests("sendMessage")) == 3
     assert send(gw, 8500, x_key("forum-key")).status == 200, "another key has its own budget"
+
+
+def owners(gw):
+    """message_id -> the owner its pending row records, read as an operator would."""
+    if gw.redis is None:
+        return dict(gw.db_rows("SELECT message_id, owner FROM pending_deletions"))
+    r, p = gw.redis, gw.redis_prefix
+    out = {}
+    for i in r.cli("ZRANGE", p + "pending:due", 0, -1).split():
+        h = dict(zip(*[iter(r.cli("HGETALL", f"{p}pending:{i}").split("\n"))] * 2))
+        if "message_id" in h:
+            out[int(h["message_id"])] = h.get("owner")
+    return out
+
+
+def revoke(gw, chat, message_id, headers):
+    return gw.request("POST", "/revoke-otp", body={"chat_id": str(chat), "message_id": message_id},
+                      headers={"Content-Type": "application/json", **headers})
+
+
+def deletions(bot):
+    return bot.requests("deleteMessage") + bot.requests("deleteMessages")
+
+
+def test_a_code_is_revoked_only_with_the_key_that_sent_it(make_gateway, bot):
+    """Another key gets the very 404 of an unknown message (nothing tells it the code exists)
+    and no Bot API call; the sender's key revokes it; the unnamed API_KEY is an owner too."""
+    gw = make_gateway(env={"OTP_API_KEYS": "shop:key-one,forum:key-two",
+                           "API_KEY": "plain-key"})
+    a = send(gw, 8301, x_key("key-one"))
+    b = send(gw, 8301, bearer("plain-key"))
+    assert a.status == 200 and b.status == 200, (a, b)
+    a_id, b_id = a.json["message_id"], b.json["message_id"]
+    rows = owners(gw)
+    assert rows[a_id] == "shop"
+    assert rows[b_id] is not None and rows[b_id].startswith("#") and "plain" not in rows[b_id]
+
+    unknown = revoke(gw, 8301, 999999, x_key("key-two"))
+    assert unknown.status == 404, unknown
+    for chat, mid, headers in [(8301, a_id, x_key("key-two")), (8301, a_id, bearer("plain-key")),
+                               (8301, b_id, x_key("key-one")), (8301, b_id, bearer("key-two"))]:
+        r = revoke(gw, chat, mid, headers)
+        assert r.status == 404, (mid, headers, r)
+        assert r.text == unknown.text, "another key's code answers as an unknown one"
+    assert deletions(bot) == [], "no Bot API call for another key's code"
+    assert sorted(owners(gw)) == sorted([a_id, b_id]), "both rows untouched"
+
+    assert revoke(gw, 8301, a_id, bearer("key-one")).status == 200
+    assert revoke(gw, 8301, b_id, x_key("plain-key")).status == 200
+    assert len(deletions(bot)) == 2
+    assert owners(gw) == {}

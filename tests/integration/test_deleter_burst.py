@@ -29,8 +29,8 @@ def send_due_together(gw, bot, chats, in_s):
     now_ms = int(time.time() * 1000)
     due_ms = now_ms + int(in_s * 1000)
     gw.db_execute_many(
-        "INSERT INTO pending_deletions (chat_id, message_id, delete_at_ms, next_try_ms, "
-        "attempts, created_at_ms) VALUES (?, ?, ?, ?, 0, ?)",
+        "INSERT INTO pending_deletions (chat_id, chat_key, message_id, delete_at_ms, next_try_ms, "
+        "attempts, created_at_ms) VALUES (?1, ?1, ?2, ?3, ?4, 0, ?5)",
         [(c, m, due_ms, due_ms, now_ms) for c, m in zip(chats, mids)])
     return due_ms / 1000.0
 

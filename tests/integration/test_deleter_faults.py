@@ -28,8 +28,8 @@ def make_due(gw, bot, chats, per_chat, due_in_s):
     con = sqlite3.connect(gw.db_path, timeout=10)
     with con:
         con.executemany(
-            "INSERT INTO pending_deletions (chat_id, message_id, delete_at_ms, next_try_ms, created_at_ms)"
-            " VALUES (?, ?, ?, ?, ?)", [(c, m, due_ms, due_ms, due_ms) for c, m in made])
+            "INSERT INTO pending_deletions (chat_id, chat_key, message_id, delete_at_ms, next_try_ms,"
+            " created_at_ms) VALUES (?1, ?1, ?2, ?3, ?3, ?3)", [(c, m, due_ms) for c, m in made])
     con.close()
     return due_ms / 1000.0, made
 

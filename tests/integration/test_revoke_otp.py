@@ -234,8 +234,9 @@ def test_a_row_the_deleter_may_already_have_is_left_to_it(gateway, bot):
     due_ms = int(time.time() * 1000) + 500
     con = sqlite3.connect(gateway.db_path, timeout=10)
     with con:
-        con.execute("INSERT INTO pending_deletions (chat_id, message_id, delete_at_ms, next_try_ms,"
-                    " created_at_ms) VALUES ('2014', ?, ?, ?, ?)", (mid, due_ms, due_ms, due_ms))
+        con.execute("INSERT INTO pending_deletions (chat_id, chat_key, message_id, delete_at_ms,"
+                    " next_try_ms, created_at_ms) VALUES ('2014', '2014', ?, ?, ?, ?)",
+                    (mid, due_ms, due_ms, due_ms))
     con.close()
     r = revoke(gateway, {"chat_id": "2014", "message_id": mid})
     assert r.status == 202, r
