@@ -74,6 +74,19 @@ static void answer_deleted(const struct revoke_otp_request *r, int64_t confirmed
 			       "message_id", (json_int_t)r->message_id, "deleted_at", deleted_at));
 }
 
+/* 429 as a send's per-address refusal words it: the two share the limit. */
+static void answer_rate_limited(const struct cfg *cfg, int64_t retry_ms, struct response *resp)
+{
+	char detail[160];
+
+	snprintf(detail, sizeof detail,
+		 "Rate limit exceeded. Maximum %d requests per minute from this IP address",
+		 cfg->rate_limit_per_ip);
+	metrics_count("otp_revoked_total", "result=\"rate_limited\"", 1);
+	resp->retry_after_s = (long)((retry_ms + 999) / 1000);
+	http_respond_detail(resp, 429, detail);
+}
+
 /* Hands a pending row to otp-deleter at once (no call of ours) and answers 202, or 404 when
  * there is no such row. */
 static void hand_over(struct store *s, const struct revoke_otp_request *r,
@@ -144,6 +157,8 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 	const struct cfg *cfg = w->app->cfg;
 	char chat_key[STORE_CHAT_ID_MAX];
 	struct revoke_otp_request r;
+	struct policy_admission adm;
+	struct policy_client client;
 	struct pending_ref ref;
 	struct pending row;
 	struct store *s;
@@ -164,6 +179,16 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 				    req->caller.owner[0] != '\0' ? req->caller.owner : NULL };
 	if ((s = worker_store(w)) == NULL) {
 		http_respond_failure(resp, 500, "The database is unavailable");
+		return;
+	}
+	client = (struct policy_client){ req->remote_addr, NULL, 0 };
+	if (policy_admit_revoke(&w->app->policy, s, &client, clock_now_ms(), &adm) != 0) {
+		log_msg(LOG_ERROR, "counting a revoke: %s", store_strerror(s));
+		http_respond_failure(resp, 500, "The database is unavailable");
+		return;
+	}
+	if (adm.verdict == POLICY_RATE_LIMITED) {
+		answer_rate_limited(cfg, adm.retry_after_ms, resp);
 		return;
 	}
 	if (deletion_paused(&w->app->policy, s, clock_now_ms())) {

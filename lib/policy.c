@@ -147,6 +147,31 @@ int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 	return 0;
 }
 
+int policy_admit_revoke(const struct policy *p, struct store *s,
+			const struct policy_client *client, int64_t now_ms,
+			struct policy_admission *a)
+{
+	const char *remote_addr = client != NULL ? client->remote_addr : NULL;
+	struct store_rate_rule rule;
+
+	memset(a, 0, sizeof *a);
+	a->verdict = POLICY_ADMITTED;
+	if (p->per_ip <= 0 || remote_addr == NULL || remote_addr[0] == '\0')
+		return 0;
+	rule = (struct store_rate_rule){ scope_names[POLICY_SCOPE_IP], remote_addr, p->per_ip,
+					 now_ms - p->ip_window_ms };
+	if (store_rate_take(s, &rule, 1, NULL, now_ms, &a->taken) != 0)
+		return -1;
+	if (a->taken.refused_rule >= 0) {
+		a->verdict = POLICY_RATE_LIMITED;
+		a->scope = POLICY_SCOPE_IP;
+		a->retry_after_ms = a->taken.freeing_at_ms - rule.expired_ms;
+		if (a->retry_after_ms < 1)
+			a->retry_after_ms = 1;
+	}
+	return 0;
+}
+
 #define POLICY_REQUEUES_MAX 3
 
 int policy_sleep_for_turn(const struct policy *p, struct policy_admission *a)

@@ -90,6 +90,15 @@ struct policy_admission {
 int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 		 const struct policy_client *client, int64_t now_ms, struct policy_admission *a);
 
+/* Counts a revoke (POST /revoke-otp) against the client address's limit, the one sends count
+ * against: a revoke costs a write under the store's lock, and a client trying message ids one
+ * after another is held to the pace of its sends. No chat, key or send instant is involved.
+ * One store write, none when the limit is off or the address unknown. Returns 0 with
+ * a->verdict POLICY_ADMITTED or POLICY_RATE_LIMITED (scope, retry_after_ms), or -1. */
+int policy_admit_revoke(const struct policy *p, struct store *s,
+			const struct policy_client *client, int64_t now_ms,
+			struct policy_admission *a);
+
 /* The limit that applies to client's key: its own, else the policy's; 0: none. */
 int policy_key_limit(const struct policy *p, const struct policy_client *client);
 

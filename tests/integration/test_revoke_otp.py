@@ -343,3 +343,38 @@ def test_a_version_3_database_is_migrated_in_place_and_its_rows_revocable(make_g
     wait_until(lambda: gw.db_rows("SELECT id FROM pending_deletions") == [], 2 + 5 * SLOW,
                "the migrated rows deleted")
     assert len(calls_for(bot, "-100777", 502)) == 1
+
+
+def test_revokes_count_against_the_per_address_limit_with_sends(make_gateway, bot):
+    """A revoke is a write under the store's lock: it counts as a request of its address, found
+    or not, so nobody can try message ids at will. 429 with Retry-After as a send's, no Bot API
+    call; another address is not held."""
+    gw = make_gateway(env={"RATE_LIMIT_PER_IP": "4"})
+    a = gw.send_otp({"chat_id": "2101", "otp": "1234"}, source="127.0.0.21")
+    b = gw.send_otp({"chat_id": "2102", "otp": "1234"}, source="127.0.0.21")
+    assert a.status == 200 and b.status == 200, (a, b)
+    assert gw.request("POST", "/revoke-otp", body={"chat_id": "2101", "message_id": 999999},
+                      headers={"Content-Type": "application/json"},
+                      source="127.0.0.21").status == 404
+    r = gw.request("POST", "/revoke-otp", body={"chat_id": "2101", "message_id": a.json["message_id"]},
+                   headers={"Content-Type": "application/json"}, source="127.0.0.21")
+    assert r.status == 200, r  # the fourth request of 127.0.0.21
+    calls = len(delete_calls(bot))
+
+    pair = {"chat_id": "2102", "message_id": b.json["message_id"]}
+    r = gw.request("POST", "/revoke-otp", body=pair, headers={"Content-Type": "application/json"},
+                   source="127.0.0.21")
+    assert r.status == 429, r
+    assert r.json == {"detail": "Rate limit exceeded. Maximum 4 requests per minute from this IP address"}
+    assert 1 <= int(r.headers["Retry-After"]) <= 60
+    assert len(delete_calls(bot)) == calls, "a refused revoke calls nobody"
+    r = gw.send_otp({"chat_id": "2103", "otp": "1234"}, source="127.0.0.21")
+    assert r.status == 429, "sends and revokes share the limit"
+    # a malformed revoke is answered 422 and counts nothing (as for sends)
+    r = gw.request("POST", "/revoke-otp", body={"chat_id": "2102"},
+                   headers={"Content-Type": "application/json"}, source="127.0.0.22")
+    assert r.status == 422
+    r = gw.request("POST", "/revoke-otp", body=pair, headers={"Content-Type": "application/json"},
+                   source="127.0.0.22")
+    assert r.status == 200, r
+    assert gw.db_rows() == []

@@ -132,6 +132,43 @@ static void ip_limit_is_checked_after_the_chat_and_a_refusal_takes_nothing(void 
 	assert_int_equal(admit(f, "5", "10.0.0.1", 3000, &a), POLICY_ADMITTED);
 }
 
+static enum policy_verdict admit_revoke(struct fixture *f, const char *ip, int64_t now,
+					struct policy_admission *a)
+{
+	struct policy_client client = { ip, "shop", 1 };
+
+	assert_int_equal(policy_admit_revoke(&f->p, f->s, &client, now, a), 0);
+	return a->verdict;
+}
+
+static void revokes_count_against_the_address_with_its_sends_and_nothing_else(void **state)
+{
+	struct fixture *f = *state;
+	struct policy_admission a;
+
+	f->p.per_chat = 1;
+	f->p.per_key = 1;
+	f->p.per_ip = 3;
+	assert_int_equal(admit(f, "1", "10.0.0.1", 1000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_revoke(f, "10.0.0.1", 2000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_revoke(f, "10.0.0.1", 3000, &a), POLICY_ADMITTED);
+	assert_int_equal(admit_revoke(f, "10.0.0.1", 4000, &a), POLICY_RATE_LIMITED);
+	assert_int_equal(a.scope, POLICY_SCOPE_IP);
+	assert_int_equal(a.retry_after_ms, 1000 + 60000 - 4000);
+	assert_int_equal(admit(f, "2", "10.0.0.1", 4000, &a), POLICY_RATE_LIMITED);
+	assert_int_equal(store_rate_count(f->s, "ip", "10.0.0.1"), 3);
+	/* neither the chat's, nor the key's limit, nor the send queue is touched */
+	assert_int_equal(store_rate_count(f->s, "key", "shop"), 0);
+	assert_int_equal(store_rate_count(f->s, "chat", "1"), 1);
+	/* the oldest left: a place is free */
+	assert_int_equal(admit_revoke(f, "10.0.0.1", 61000, &a), POLICY_ADMITTED);
+	/* no address, or the limit off: nothing counted */
+	assert_int_equal(admit_revoke(f, "", 61000, &a), POLICY_ADMITTED);
+	f->p.per_ip = 0;
+	assert_int_equal(admit_revoke(f, "10.0.0.1", 61000, &a), POLICY_ADMITTED);
+	assert_int_equal(store_rate_count(f->s, "ip", "10.0.0.1"), 3);
+}
+
 static void key_limit_counts_per_owner_and_a_key_s_own_limit_wins(void **state)
 {
 	struct fixture *f = *state;
@@ -458,6 +495,7 @@ int main(void)
 		cmocka_unit_test(a_heartbeat_is_fresh_only_between_the_future_bound_and_stale),
 		T(chat_limit_refuses_with_retry_after_until_the_oldest_leaves),
 		T(ip_limit_is_checked_after_the_chat_and_a_refusal_takes_nothing),
+		T(revokes_count_against_the_address_with_its_sends_and_nothing_else),
 		T(key_limit_counts_per_owner_and_a_key_s_own_limit_wins),
 		T(release_gives_the_places_back),
 		T(channel_usernames_are_one_subject_whatever_their_case),
