@@ -32,6 +32,7 @@ DELETER_OBJ := $(call obj,$(DELETER_SRC))
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
+BENCH_BIN := $(BUILD)/bench/revoke_claim
 
 .PHONY: all test test-suites run-stack unit integration check asan tsan valgrind fuzz fuzz-targets run bench soak test-loaded deps docs-assets clean help install uninstall
 all: $(PROGRAMS)
@@ -69,11 +70,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -Ifcgi -Ideleter -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(TEST_LIBS)
 
+# make bench's revoke figure (the store's claim with many rows pending), run by tests/bench/bench.py
+$(BUILD)/bench/%: tests/bench/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
 # Every suite, one summary line at the end ("N passed, M failed"). The packages first, then
 # (a make of its own, so that -j cannot compile before the compiler is installed) the rest.
 test: deps
 	@$(MAKE) --no-print-directory test-suites
-test-suites: docs-assets $(PROGRAMS) $(UNIT_BIN)
+test-suites: docs-assets $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN)
 	tests/run-tests.sh $(BUILD)
 
 unit: $(UNIT_BIN)
@@ -128,7 +134,7 @@ valgrind: $(UNIT_BIN)
 # Figures, not tests: ours beside the original (ORIGINAL_DIR, default ../shared/original; empty
 # leaves it out) on the same fake Bot API (nginx) and load. BENCH_QUICK=1: a short run.
 # tests/bench/install-deps installs the bench-only packages when run as root.
-bench: $(PROGRAMS)
+bench: $(PROGRAMS) $(BENCH_BIN)
 	tests/bench/install-deps
 	OTP_BUILD_DIR=$(BUILD) /usr/bin/python3 tests/bench/bench.py
 

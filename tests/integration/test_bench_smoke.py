@@ -69,7 +69,7 @@ def test_make_bench_smoke_run_completes():
     assert p.returncode == 0, out + p.stderr
     assert "original: skipped: ORIGINAL_DIR is empty" in out
     for header in ("1. Zero Bot API latency", "2. Paid broadcast", "3. Default configuration",
-                   "4. The Bot API over TLS"):
+                   "4. The Bot API over TLS", "5. Revoke with 2,000 rows pending"):
         assert header in out, out
     # scenario 1's rows (ours, on Redis when redis-server is there, per-address limit off),
     # one row in each open-loop scenario, then scenario 4's: plain HTTP and TLS at zero
@@ -90,3 +90,10 @@ def test_make_bench_smoke_run_completes():
     row = re.search(r"^   otp-gateway, TLS\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+\S+\s+(\d+)\s", tls, re.M)
     assert row and len(set(row.groups())) == 1, out
     assert re.search(r"^   otp-gateway, TLS: CPU \d+ µs per send, \d+ connections$", tls, re.M), out
+    # scenario 5: the revoke's store step timed on SQLite (and Redis when it is there), every
+    # claim taking its row
+    revoke = out.split("5. Revoke with")[1]
+    stores = ["SQLite"] + (["Redis"] if shutil.which("redis-server") else [])
+    for store in stores:
+        assert re.search(rf"^   {store} .*\b100 claims   median \d+\.\d+ ms   p99 \d+\.\d+ ms",
+                         revoke, re.M), out
