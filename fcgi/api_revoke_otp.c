@@ -83,6 +83,7 @@ static void answer_rate_limited(const struct cfg *cfg, int64_t retry_ms, struct 
 		 "Rate limit exceeded. Maximum %d requests per minute from this IP address",
 		 cfg->rate_limit_per_ip);
 	metrics_count("otp_revoked_total", "result=\"rate_limited\"", 1);
+	metrics_count("rate_limit_exceeded_total", "", 1);
 	resp->retry_after_s = (long)((retry_ms + 999) / 1000);
 	http_respond_detail(resp, 429, detail);
 }

@@ -30,7 +30,6 @@
 #define _GNU_SOURCE
 #include "store_backend.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

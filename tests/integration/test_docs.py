@@ -172,7 +172,7 @@ def test_document_describes_the_whole_api():
     assert {} in SPEC["paths"]["/send-otp"]["post"]["security"], "a key only when API_KEY is set"
     revoke = SPEC["paths"]["/revoke-otp"]["post"]
     assert set(revoke["responses"]) == {"200", "202", "401", "404", "405", "413", "415", "422",
-                                        "500"}
+                                        "429", "500"}
     assert revoke["security"] == SPEC["paths"]["/send-otp"]["post"]["security"]
     assert SPEC["components"]["schemas"]["RevokeOtpRequest"]["additionalProperties"] is False
     assert set(SPEC["paths"]["/health"]["get"]["responses"]) == {"200", "405", "503"}
