@@ -34,7 +34,8 @@ static const char *const SETTINGS[] = {
 	"API_KEY", "DEFAULT_EXPIRE_SECONDS", "DELETER_CONCURRENCY",
 	"DELETER_HEARTBEAT_STALE_SECONDS", "DELETER_POLL_MS", "DELETER_STOP_TIMEOUT_SECONDS",
 	"HOST", "LOG_LEVEL", "MAX_EXPIRE_SECONDS", "MESSAGE_TEMPLATE", "MIN_EXPIRE_SECONDS",
-	"OTP_ALLOW_CORE_DUMPS", "OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_DB_PATH", "OTP_ENV_FILE",
+	"OTP_ALLOW_CORE_DUMPS", "OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_BODY_TIMEOUT_SECONDS",
+	"OTP_DB_PATH", "OTP_ENV_FILE",
 	"OTP_FCGI_THREADS", "OTP_HOST_NAME", "OTP_KEY_LIMIT_PER_MINUTE", "OTP_REDIS_PASSWORD_FILE",
 	"OTP_REDIS_PREFIX", "OTP_SANDBOX", "OTP_STORE", "PORT",
 	"RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER", "RATE_LIMIT_WINDOW_HOURS",
@@ -512,7 +513,7 @@ long cfg_other_users_deleter(const struct cfg *cfg, int64_t fresh_ms, char *dir,
 
 static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 {
-	int timeout_s, window_s;
+	int timeout_s, window_s, body_timeout_s;
 
 	if (get_bool("TELEGRAM_PAID_BROADCAST", &cfg->paid_broadcast, err, errlen) != 0)
 		return -1;
@@ -526,6 +527,7 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 	    get_int("RATE_LIMIT_PER_IP", 10, 0, 1000000, &cfg->rate_limit_per_ip, err, errlen) ||
 	    get_int("PORT", 55155, 1, 65535, &cfg->port, err, errlen) ||
 	    get_int("TELEGRAM_TIMEOUT_SECONDS", 5, 1, 120, &timeout_s, err, errlen) ||
+	    get_int("OTP_BODY_TIMEOUT_SECONDS", 5, 1, 300, &body_timeout_s, err, errlen) ||
 	    get_int("TELEGRAM_MAX_SENDS_PER_SECOND",
 		    cfg->paid_broadcast ? PAID_SENDS_PER_SECOND : 30, 1, 10000,
 		    &cfg->max_sends_per_second, err, errlen) ||
@@ -556,6 +558,7 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 		    &cfg->deleter_stop_timeout_s, err, errlen) != 0)
 		return -1;
 	cfg->telegram_timeout_ms = timeout_s * 1000;
+	cfg->body_timeout_ms = body_timeout_s * 1000;
 	cfg->rate_limit_window_s =
 		env("RATE_LIMIT_WINDOW_SECONDS") != NULL ? window_s : cfg->rate_limit_window_hours * 3600;
 	return 0;
