@@ -81,6 +81,7 @@ static void serve(struct worker *w, FCGX_Request *fr, struct request_buf *buf)
 	memset(&resp, 0, sizeof resp);
 	fcgi_io_read_request(&conn, &req);
 	router_dispatch(w, &req, &resp);
+	fcgi_io_wipe_input(fr); /* libfcgi's copy of the body */
 	worker_store_give(w); /* a handler may return holding one: no idle thread keeps a store */
 	if (resp.status == 0)
 		http_respond_detail(&resp, 500, "Internal Server Error");

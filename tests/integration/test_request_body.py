@@ -1,17 +1,21 @@
 """Request bodies (issue #23): a body that trickles in through Apache's mod_proxy_fcgi (which
 streams it) holds an otp-fcgi thread at most OTP_BODY_TIMEOUT_SECONDS, and then gets 408 while
 other clients are served at normal speed; a request without the API key gets 401 before any of
-its body is waited for."""
+its body is waited for; and after requests no copy of an OTP sent stays in otp-fcgi's memory
+(libfcgi's stdin buffer included)."""
+import os
+import random
 import re
 import select
 import socket
+import threading
 import time
 from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SLOW
+from conftest import SLOW, wait_until
 
 API_KEY = "rb-key-0123456789abcdef"
 BODY_TIMEOUT_S = 2
@@ -153,3 +157,85 @@ def test_a_trickling_body_without_the_key_is_refused_at_once(apache):
             sock.close()
         assert status == 401, (status, body)
         assert b"Missing or invalid API key" in body, body
+
+
+def fcgi_pids(gw):
+    pids = []
+    for pid in gw.children_left():
+        try:
+            if os.path.basename(os.readlink(f"/proc/{pid}/exe")) == "otp-fcgi":
+                pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
+def memory_holding(pids, needles):
+    """{needle: [pid, ...]} for each needle found in any readable mapping of pids."""
+    found = {}
+    for pid in pids:
+        with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+            for line in maps:
+                fields = line.split()
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                if "r" not in fields[1] or (len(fields) > 5 and fields[5] == "[vvar]"):
+                    continue
+                try:
+                    mem.seek(lo)
+                    region = mem.read(hi - lo)
+                except OSError:
+                    continue
+                for n in needles:
+                    if n in region:
+                        found.setdefault(n, []).append(pid)
+    return found
+
+
+def distinct_otps(n):
+    """Random 8-digit codes: no other number a test sends or a process holds looks like them."""
+    return ["%08d" % random.randrange(10_000_000, 100_000_000) for _ in range(n)]
+
+
+@pytest.mark.parametrize("frontend", ["lighttpd", "apache"])
+def test_no_otp_sent_stays_in_otp_fcgis_memory(make_gateway, bot, frontend):
+    gw = make_gateway(env=ENV, frontend=frontend)
+    key = {"Content-Type": "application/json", "X-API-Key": API_KEY}
+    otps = distinct_otps(24)
+    needles = [o.encode() for o in otps]
+    assert not memory_holding(fcgi_pids(gw), needles)  # not there by chance
+    with ThreadPoolExecutor(4) as pool:
+        rs = list(pool.map(lambda i: gw.request(
+            "POST", "/send-otp", body={"chat_id": str(8200 + i), "otp": otps[i]}, headers=key),
+            range(len(otps) - 4)))
+    assert [r.status for r in rs] == [200] * (len(otps) - 4), rs
+    # bodies refused after reading them hold OTPs too: a validation error, a bad JSON
+    r = gw.request("POST", "/send-otp", body={"chat_id": "8299", "otp": otps[-4], "x": 1},
+                   headers=key)
+    assert r.status == 422, r
+    r = gw.request("POST", "/send-otp", body='{"chat_id": "8299", "otp": "%s"' % otps[-3],
+                   headers=key)
+    assert r.status == 422, r
+    r = gw.request("POST", "/revoke-otp", body='{"chat_id": "8299", "otp": "%s"}' % otps[-2],
+                   headers=key)
+    assert r.status == 422, r
+    pids = fcgi_pids(gw)
+    assert pids
+    if frontend == "apache":
+        # a positive control: a body still arriving is in otp-fcgi's memory (the scan sees
+        # it), and is gone once its request ended with 408
+        box = {}
+        t = threading.Thread(target=lambda: box.update(r=trickle(
+            gw.port, API_KEY, b'{"chat_id": "8298", "otp": "%s"' % needles[-1])))
+        t.start()
+        wait_until(lambda: needles[-1] in memory_holding(fcgi_pids(gw), [needles[-1]]),
+                   BODY_TIMEOUT_S * SLOW, "the trickling body in otp-fcgi's memory",
+                   interval=0.1)
+        t.join()
+        assert box["r"][0] == 408, box
+    else:
+        r = gw.request("POST", "/send-otp", body={"chat_id": "8297", "otp": otps[-1]},
+                       headers=key)
+        assert r.status == 200, r
+    # answered: what is left is what the process keeps
+    found = memory_holding(fcgi_pids(gw), needles)
+    assert not found, {k.decode(): v for k, v in found.items()}
