@@ -72,8 +72,8 @@ void fcgi_io_parse_content_length(const char *v, struct request *req)
 	req->content_length = n;
 }
 
-/* The leading fields of libfcgi's private stream state (fcgiapp.c's FCGX_Stream_Data, the same
- * from 2.4.0 to 2.4.2 and later): where the stream reads the connection into. Used only after
+/* The leading fields of libfcgi's private stream state (fcgiapp.c's FCGX_Stream_Data, as in
+ * libfcgi 2.4.2): where the stream reads the connection into. Used only after
  * checking that the public pointers lie inside it. */
 struct libfcgi_stream_data {
 	unsigned char *buff;     /* reads from the connection land here */
