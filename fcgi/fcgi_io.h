@@ -12,10 +12,25 @@ struct request_buf {
 	char body[HTTP_BODY_MAX + 1];
 };
 
-/* Fills req from fr's parameters and, when CONTENT_LENGTH is within HTTP_BODY_MAX, its body
- * (read into buf). Without CONTENT_LENGTH the body is read to the end of the stream, and one
- * longer than HTTP_BODY_MAX sets req->body_too_large (answered 413). req points into fr and buf: valid until FCGX_Finish_r. */
-void fcgi_io_read_request(FCGX_Request *fr, struct request_buf *buf, struct request *req);
+/* One request being answered: libfcgi's and the buffer its body is read into. */
+struct fcgi_io_conn {
+	FCGX_Request *fr;
+	struct request_buf *buf;
+};
+
+/* Fills req from the request's parameters, and sets req->read_body to read its body into
+ * c->buf when the router asks (after the API key): when CONTENT_LENGTH is within
+ * HTTP_BODY_MAX, that many bytes; without CONTENT_LENGTH, to the end of the stream, one
+ * longer than HTTP_BODY_MAX setting req->body_too_large (answered 413). A body not all there
+ * within the router's bound sets req->body_timed_out (408), and libfcgi then closes the
+ * connection. req points into c: valid until FCGX_Finish_r. */
+void fcgi_io_read_request(struct fcgi_io_conn *c, struct request *req);
+
+/* Wipes what libfcgi holds of the request's stdin (the body: the OTP), in its stream buffer,
+ * which it frees without wiping; nothing more can be read from the stream after. Call once the
+ * body is read and before FCGX_Finish_r. When the stream is not laid out as expected, wipes
+ * nothing and logs that once. */
+void fcgi_io_wipe_input(FCGX_Request *fr);
 
 /* Reads CONTENT_LENGTH (a web server's bytes: NULL when absent, "" as nginx sends on GET) into
  * req->content_length (-1: none), or sets req->content_length_bad for anything but a
@@ -26,6 +41,11 @@ void fcgi_io_parse_content_length(const char *v, struct request *req);
  * server that made it is gone (lighttpd removes its sockets as it exits) and no one can connect
  * any more. 0 otherwise (TCP, abstract or relative names, or the path is there). */
 int fcgi_io_listener_gone(void);
+
+/* Ends the request, as FCGX_Finish_r does, except for one wait: before closing the connection,
+ * libfcgi reads what the web server still sends for as long as it keeps sending (a body
+ * trickling in through Apache: without end); here that lasts at most two seconds. */
+void fcgi_io_finish(FCGX_Request *fr);
 
 /* Writes resp as the CGI reply: Status, Content-Type, Allow, Retry-After, then the JSON body. */
 void fcgi_io_write_response(FCGX_Request *fr, const struct response *resp);

@@ -27,6 +27,13 @@ struct request {
 	size_t body_len;
 	int body_short;            /* the stream ended before content_length bytes */
 	int body_too_large;        /* no content_length, and the stream held over HTTP_BODY_MAX */
+	int body_timed_out;        /* the body had not all arrived within the bound read_body got */
+	/* Reads the body into body and body_len (setting the body_* flags), waiting at most
+	 * timeout_ms for it: the router calls it once the API key is checked, so that nobody
+	 * without a key holds a thread while a body trickles in. NULL when body is already
+	 * there (unit tests, fuzzers). conn is its own. */
+	void (*read_body)(struct request *req, int timeout_ms);
+	void *conn;
 };
 
 struct response {

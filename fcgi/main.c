@@ -73,13 +73,15 @@ static void account(const struct request *req, const struct response *resp, int6
 
 static void serve(struct worker *w, FCGX_Request *fr, struct request_buf *buf)
 {
+	struct fcgi_io_conn conn = { fr, buf };
 	struct request req;
 	struct response resp;
 	int64_t start = clock_mono_ms();
 
 	memset(&resp, 0, sizeof resp);
-	fcgi_io_read_request(fr, buf, &req);
+	fcgi_io_read_request(&conn, &req);
 	router_dispatch(w, &req, &resp);
+	fcgi_io_wipe_input(fr); /* libfcgi's copy of the body */
 	worker_store_give(w); /* a handler may return holding one: no idle thread keeps a store */
 	if (resp.status == 0)
 		http_respond_detail(&resp, 500, "Internal Server Error");
@@ -119,7 +121,7 @@ static void *worker_main(void *arg)
 		}
 		atomic_fetch_add(&in_flight, 1);
 		serve(w, &fr, buf);
-		FCGX_Finish_r(&fr);
+		fcgi_io_finish(&fr);
 		atomic_fetch_sub(&in_flight, 1);
 		atomic_fetch_add(&served, 1);
 	}

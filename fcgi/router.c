@@ -109,6 +109,15 @@ void router_dispatch(struct worker *w, struct request *req, struct response *res
 		return;
 	}
 	if (r->takes_json) {
+		if (req->read_body != NULL && req->content_length <= HTTP_BODY_MAX &&
+		    !req->content_length_bad)
+			req->read_body(req, w->app->cfg->body_timeout_ms);
+		if (req->body_timed_out) {
+			snprintf(detail, sizeof detail, "Request body not received within %d seconds",
+				 w->app->cfg->body_timeout_ms / 1000);
+			http_respond_detail(resp, 408, detail);
+			return;
+		}
 		if (req->content_length > HTTP_BODY_MAX || req->body_too_large) {
 			snprintf(detail, sizeof detail, "Request body larger than %d bytes",
 				 HTTP_BODY_MAX);

@@ -1,5 +1,6 @@
-/* router.h — the table of routes: path, then method (405 with Allow), then body length (413),
- * then content type (415), in that order: the first failing check answers. */
+/* router.h — the table of routes: path, then method (405 with Allow), then the API key (401),
+ * then the body, read only now (408 when it does not arrive in time), its length (413), content
+ * type (415), in that order: the first failing check answers. */
 #ifndef OTP_ROUTER_H
 #define OTP_ROUTER_H
 

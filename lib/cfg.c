@@ -36,7 +36,8 @@ static const char *const SETTINGS[] = {
 	"API_KEY", "DEFAULT_EXPIRE_SECONDS", "DELETER_CONCURRENCY",
 	"DELETER_HEARTBEAT_STALE_SECONDS", "DELETER_POLL_MS", "DELETER_STOP_TIMEOUT_SECONDS",
 	"HOST", "LOG_LEVEL", "MAX_EXPIRE_SECONDS", "MESSAGE_TEMPLATE", "MIN_EXPIRE_SECONDS",
-	"OTP_ALLOW_CORE_DUMPS", "OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_DB_PATH", "OTP_ENV_FILE",
+	"OTP_ALLOW_CORE_DUMPS", "OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_BODY_TIMEOUT_SECONDS",
+	"OTP_DB_PATH", "OTP_ENV_FILE",
 	"OTP_FCGI_THREADS", "OTP_HOST_NAME", "OTP_KEY_LIMIT_PER_MINUTE", "OTP_REDIS_PASSWORD_FILE",
 	"OTP_REDIS_PREFIX", "OTP_SANDBOX", "OTP_STORE", "PORT",
 	"RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER", "RATE_LIMIT_WINDOW_HOURS",
@@ -523,6 +524,7 @@ static const struct cfg_int_setting INT_SETTINGS[] = {
 	{ "RATE_LIMIT_PER_IP", 10, 10, 0, 1000000, FIELD(rate_limit_per_ip) },
 	{ "PORT", 55155, 55155, 1, 65535, FIELD(port) },
 	{ "TELEGRAM_TIMEOUT_SECONDS", 5, 5, 1, 120, FIELD(telegram_timeout_s) },
+	{ "OTP_BODY_TIMEOUT_SECONDS", 5, 5, 1, 300, FIELD(body_timeout_s) },
 	{ "TELEGRAM_MAX_SENDS_PER_SECOND", 30, PAID_SENDS_PER_SECOND, 1, 10000,
 	  FIELD(max_sends_per_second) },
 	{ "TELEGRAM_SEND_WAIT_MS", 2000, 2000, 0, 30000, FIELD(send_wait_ms) },
@@ -580,6 +582,7 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 		    &cfg->deleter_stop_timeout_s, err, errlen) != 0)
 		return -1;
 	cfg->telegram_timeout_ms = cfg->telegram_timeout_s * 1000;
+	cfg->body_timeout_ms = cfg->body_timeout_s * 1000;
 	cfg->rate_limit_window_s =
 		env("RATE_LIMIT_WINDOW_SECONDS") != NULL ? window_s : cfg->rate_limit_window_hours * 3600;
 	return 0;

@@ -34,6 +34,9 @@ struct cfg {
 	int sandbox;              /* OTP_SANDBOX=1: talking to the bundled emulator */
 	int telegram_timeout_s;   /* TELEGRAM_TIMEOUT_SECONDS */
 	int telegram_timeout_ms;  /* the same, in ms */
+	int body_timeout_s;       /* OTP_BODY_TIMEOUT_SECONDS: the longest a request body may take to
+				   * arrive once the key is checked (408 after) */
+	int body_timeout_ms;      /* the same, in ms */
 	int max_sends_per_second; /* TELEGRAM_MAX_SENDS_PER_SECOND: the bot's send budget, all processes */
 	int send_wait_ms;         /* TELEGRAM_SEND_WAIT_MS: how long a send waits for budget or a pause */
 	int max_pause_s;          /* TELEGRAM_MAX_PAUSE_SECONDS: the longest pause a 429 can impose */

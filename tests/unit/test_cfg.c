@@ -29,7 +29,7 @@ static const char *const SETTINGS[] = {
 	"TELEGRAM_PAID_BROADCAST", "OTP_STORE", "OTP_REDIS_PASSWORD_FILE", "OTP_REDIS_PREFIX",
 	"OTP_HOST_NAME", "DELETER_STOP_TIMEOUT_SECONDS", "API_KEY", "OTP_ALLOW_CORE_DUMPS",
 	"TELEGRAM_CA_FILE",
-	"OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_KEY_LIMIT_PER_MINUTE",
+	"OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_KEY_LIMIT_PER_MINUTE", "OTP_BODY_TIMEOUT_SECONDS",
 };
 
 #define GOOD_TOKEN "123456:ABCdef_ghi-JKL"
@@ -310,6 +310,7 @@ static void defaults(void **state)
 	assert_int_equal(c->paid_broadcast, 0);
 	assert_int_equal(c->fcgi_threads, 16);
 	assert_int_equal(c->deleter_concurrency, 16);
+	assert_int_equal(c->body_timeout_ms, 5000);
 }
 
 static void paid_broadcast_raises_the_budget_and_concurrency_defaults(void **state)
@@ -332,6 +333,20 @@ static void paid_broadcast_raises_the_budget_and_concurrency_defaults(void **sta
 	load_ok(f);
 	assert_int_equal(c->max_sends_per_second, 500);
 	assert_int_equal(c->fcgi_threads, 8);
+}
+
+static void body_timeout_is_a_bounded_setting(void **state)
+{
+	struct fixture *f = *state;
+
+	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
+	setenv("OTP_BODY_TIMEOUT_SECONDS", "0", 1);
+	load_fails_naming(f, "OTP_BODY_TIMEOUT_SECONDS");
+	setenv("OTP_BODY_TIMEOUT_SECONDS", "301", 1);
+	load_fails_naming(f, "OTP_BODY_TIMEOUT_SECONDS");
+	setenv("OTP_BODY_TIMEOUT_SECONDS", "2", 1);
+	load_ok(f);
+	assert_int_equal(f->cfg.body_timeout_ms, 2000);
 }
 
 static void max_pause_is_a_bounded_setting(void **state)
@@ -925,6 +940,7 @@ int main(void)
 		T(defaults),
 		T(paid_broadcast_raises_the_budget_and_concurrency_defaults),
 		T(max_pause_is_a_bounded_setting),
+		T(body_timeout_is_a_bounded_setting),
 		T(missing_token_without_sandbox_fails),
 		T(stop_timeout_defaults_past_the_longest_expiry_and_is_bounded),
 		T(token_and_token_file_together_are_an_error_naming_both),
