@@ -3,11 +3,12 @@ locally built image (container.py) with the Bot API pointed at the emulator; a s
 its message is deleted; a stop of the pod drains (no pending deletion left). What podman 4.3
 does not do with these manifests is listed in docs/container.md; the test adapts only that:
 the secret volume (podman 4.3 panics on one) becomes a file mount at the same path, and the pod
-shares the host's network to reach the emulator on loopback."""
+shares the host's network to reach the emulator on loopback (so no containerPort)."""
 import json
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -29,6 +30,11 @@ def kube_yaml(workdir, image, port, bot_url, suffix):
     [ctr] = spec["containers"]
     ctr["image"] = image
     ctr["envFrom"][0]["configMapRef"]["name"] += suffix
+    # the host's network (the emulator is on loopback): podman 4.3 refuses containerPort there
+    # (it would publish it); the probes name the port by number instead
+    assert ctr.pop("ports") == [{"name": "http", "containerPort": 55155}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        ctr[probe]["httpGet"]["port"] = port
     token = workdir / "telegram_bot_token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o644)
@@ -70,6 +76,7 @@ def test_kube_play_sends_deletes_and_a_pod_stop_drains(container_image, bot, wor
     if not shutil.which("catatonit"):
         pytest.skip("catatonit is not installed (podman's pod infra needs it: apt-get install catatonit)")
     port, suffix = free_port(), "-" + uuid.uuid4().hex[:8]
+    workdir = Path(workdir)
     kube, deploy, ctr = kube_yaml(workdir, container_image, port, bot.url, suffix)
     env = {**os.environ, **podman_env(workdir)}
 
