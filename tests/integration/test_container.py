@@ -2,6 +2,7 @@
 black-box suite (test_frontends.py, kind "container") cannot see from outside."""
 import json
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -61,15 +62,18 @@ def test_tmpfs_not_writable_by_the_user_stops_with_a_message_naming_the_fix(cont
     assert "uid=999,gid=999" in p.stderr and ":U" in p.stderr
 
 
-def test_token_from_a_secret_file_and_a_stop_deletes_pending_rows_at_their_time(ctr, bot, workdir):
+def test_token_from_a_secret_file_and_a_stop_deletes_pending_rows_at_their_time(ctr, bot, workdir, request):
     # the token as a Docker/podman secret (mounted at /run/secrets/telegram_bot_token), not -e;
     # the product's stop timeout (the harness's teardown sets 0)
     token = Path(workdir) / "telegram_bot_token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o644)
+    secret = f"otp-test-token-{uuid.uuid4().hex[:8]}"
+    container.podman("secret", "create", secret, str(token))
+    request.addfinalizer(lambda: container.podman("secret", "rm", secret, check=False))
     gw = ctr(env={"TELEGRAM_BOT_TOKEN": None, "DELETER_STOP_TIMEOUT_SECONDS": None,
                   "MIN_EXPIRE_SECONDS": "1"},
-             extra=["-v", f"{token}:/run/secrets/telegram_bot_token:ro"])
+             extra=["--secret", f"{secret},target=telegram_bot_token"])
     gw.start()
     [info] = json.loads(container.podman("inspect", gw.name).stdout)
     assert not any(e.startswith("TELEGRAM_BOT_TOKEN") for e in info["Config"]["Env"]), "no token in -e"
