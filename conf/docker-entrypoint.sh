@@ -2,7 +2,10 @@
 # conf/docker-entrypoint.sh — the container's (or any plain host's) supervisor: otp-deleter in
 # the background, lighttpd (spawning otp-fcgi) in the foreground. On SIGTERM/SIGINT both stop
 # and it exits 0; when either exits by itself, the other is stopped and it exits 1, so that the
-# container stops and a restart policy can act. Paths come from the environment (the Dockerfile sets them):
+# container stops and a restart policy can act. As PID 1 it gets the stop signal (SIGTERM) itself:
+# the web server stops first, then otp-deleter drains (it deletes what is pending, each row at its
+# time, within DELETER_STOP_TIMEOUT_SECONDS), so the stop timeout must cover both.
+# Paths come from the environment (the Dockerfile sets them):
 #   OTP_FCGI_BIN OTP_DELETER_BIN OTP_WWW_DIR OTP_RUN_DIR OTP_LIGHTTPD_CONF, and the settings.
 set -eu
 
@@ -13,6 +16,13 @@ set -eu
 : "${OTP_DB_PATH:=$OTP_RUN_DIR/pending.db}"
 : "${HOST:=0.0.0.0}" "${PORT:=55155}"
 export OTP_FCGI_BIN OTP_RUN_DIR OTP_DB_PATH HOST PORT
+
+# The token as a file, never in the environment of every process: a Docker/podman/Compose secret
+# named telegram_bot_token is mounted here, and is used when no token is given otherwise.
+secret=/run/secrets/telegram_bot_token
+if [ -z "${TELEGRAM_BOT_TOKEN:-}${TELEGRAM_BOT_TOKEN_FILE:-}" ] && [ -f "$secret" ]; then
+	export TELEGRAM_BOT_TOKEN_FILE="$secret"
+fi
 
 mkdir -p "$OTP_RUN_DIR" 2>/dev/null || true
 if ! [ -w "$OTP_RUN_DIR" ]; then

@@ -492,6 +492,17 @@ def container_gateway_factory(container_image):
     return lambda workdir, bot, env=None, **kw: container.ContainerGateway(workdir, bot, env, container_image, **kw)
 
 
+@pytest.fixture(scope="session")
+def kube_gateway_factory(container_image):
+    """kube_gateway_factory(workdir, bot, env) -> a KubeGateway (conf/kubernetes/ under podman
+    kube play), not yet started."""
+    import container
+    reason = container.kube_unavailable()
+    if reason:
+        pytest.skip(reason)
+    return lambda workdir, bot, env=None: container.KubeGateway(workdir, bot, env, container_image)
+
+
 @pytest.fixture
 def frontend():
     """The front end make_gateway starts (a module may override this fixture with params)."""

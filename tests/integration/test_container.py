@@ -1,10 +1,13 @@
 """The Docker image as built from the Dockerfile (podman, a local Debian 12 base): what the
 black-box suite (test_frontends.py, kind "container") cannot see from outside."""
 import json
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 
-from conftest import SLOW
+from conftest import SLOW, TOKEN
 import container
 
 
@@ -57,3 +60,44 @@ def test_tmpfs_not_writable_by_the_user_stops_with_a_message_naming_the_fix(cont
     assert p.returncode == 1, p
     assert "/run/otp-gateway is not writable by uid 999" in p.stderr
     assert "uid=999,gid=999" in p.stderr and ":U" in p.stderr
+
+
+def test_token_from_a_secret_file_and_a_stop_deletes_pending_rows_at_their_time(ctr, bot, workdir, request):
+    # the token as a Docker/podman secret (mounted at /run/secrets/telegram_bot_token), not -e;
+    # the product's stop timeout (the harness's teardown sets 0)
+    token = Path(workdir) / "telegram_bot_token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o644)
+    secret = f"otp-test-token-{uuid.uuid4().hex[:8]}"
+    container.podman("secret", "create", secret, str(token))
+    request.addfinalizer(lambda: container.podman("secret", "rm", secret, check=False))
+    gw = ctr(env={"TELEGRAM_BOT_TOKEN": None, "DELETER_STOP_TIMEOUT_SECONDS": None,
+                  "MIN_EXPIRE_SECONDS": "1"},
+             extra=["--secret", f"{secret},target=telegram_bot_token"])
+    gw.start()
+    [info] = json.loads(container.podman("inspect", gw.name).stdout)
+    assert not any(e.startswith("TELEGRAM_BOT_TOKEN") for e in info["Config"]["Env"]), "no token in -e"
+    assert info["Config"]["StopSignal"] in (15, "SIGTERM", "15")
+    envs = container.podman("exec", gw.name, "sh", "-c",
+                            "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'").stdout
+    assert TOKEN.split(":")[1] not in envs, "the token in a process's environment"
+    rows = []
+    for chat, expire in (("7301", 3), ("7302", 8)):
+        r = gw.send_otp({"chat_id": chat, "otp": "4321", "expire_seconds": expire})
+        assert r.status == 200, r
+        [call] = [c for c in bot.requests("sendMessage") if str(c["params"].get("chat_id")) == chat]
+        rows.append((chat, r.json["message_id"], call["answered_at"] + expire))
+    # docker stop -t 120 (the documented grace): SIGTERM to the entrypoint, which returns once
+    # the web server stopped and otp-deleter drained
+    container.podman("stop", "-t", "120", gw.name, timeout=180)
+    stopped = time.time()
+    assert gw.state()["ExitCode"] == 0, gw.log_text()
+    for chat, mid, due in rows:
+        [msg] = [m for m in bot.messages(chat) if m["message_id"] == mid]
+        assert msg["deleted_at"] is not None, f"chat {chat}: left in the chat by the stop"
+        assert msg["deleted_at"] >= due, f"deleted {due - msg['deleted_at']:.3f} s early"
+        assert msg["deleted_at"] - due <= 1.0 * SLOW, f"deleted {msg['deleted_at'] - due:.3f} s late"
+    assert stopped - rows[-1][2] <= 2.0 * SLOW, "the container outlived its last deletion"
+    lines = [json.loads(l) for l in gw.log_text().splitlines() if l.startswith("{")]
+    [last] = [l for l in lines if l.get("message") == "otp-deleter stopping"]
+    assert last["pending_left"] == 0 and last["deleted_early"] == 0, last

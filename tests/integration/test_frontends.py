@@ -27,8 +27,9 @@ SUITE_ENV = {"API_KEY": API_KEY, "RATE_LIMIT_PER_USER": "3", "RATE_LIMIT_WINDOW_
              "DELETER_HEARTBEAT_STALE_SECONDS": "2", "OTP_FCGI_THREADS": "4"}
 KEY = {"X-API-Key": API_KEY}
 JSON_CT = {"Content-Type": "application/json", **KEY}
-# the installed tree and the container are added by fixtures of their own (below)
-KINDS = list(FRONTENDS) + ["installed", "container"]
+# the installed tree, the container and the Kubernetes manifests (podman kube play) are added by
+# fixtures of their own (below)
+KINDS = list(FRONTENDS) + ["installed", "container", "kubernetes"]
 
 
 class Stack:
@@ -46,7 +47,9 @@ class Stack:
             tree = request.getfixturevalue("installed_tree")
             self.gw = Gateway(sub, self.bot, SUITE_ENV, "lighttpd", layout=tree)
         else:
-            self.gw = request.getfixturevalue("container_gateway_factory")(sub, self.bot, SUITE_ENV)
+            factory = {"container": "container_gateway_factory",
+                       "kubernetes": "kube_gateway_factory"}[kind]
+            self.gw = request.getfixturevalue(factory)(sub, self.bot, SUITE_ENV)
 
     def close(self):
         try:
