@@ -13,7 +13,8 @@ DELETER_PKGS := jansson libcurl sqlite3
 # hiredis: only lib/store_redis.c includes it (as <hiredis/hiredis.h>): linked, not on -I
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes
-ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) -pthread -Ilib -I$(BUILD)/gen \
+# CPPFLAGS and LDFLAGS: the hardening flags dpkg-buildflags hands over when debian/rules builds
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CPPFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) -pthread -Ilib -I$(BUILD)/gen \
              $(shell pkg-config --cflags $(PKGS))
 LDLIBS     = $(shell pkg-config --libs $(PKGS) hiredis) -pthread
 FCGI_LIBS    = $(shell pkg-config --libs $(FCGI_PKGS) hiredis) -pthread
@@ -34,7 +35,7 @@ UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
 BENCH_BIN := $(BUILD)/bench/revoke_claim
 
-.PHONY: all test test-suites run-stack unit integration check asan tsan valgrind fuzz fuzz-targets run bench soak test-loaded deps docs-assets clean help install uninstall
+.PHONY: deb test-system all test test-suites run-stack unit integration check asan tsan valgrind fuzz fuzz-targets run bench soak test-loaded deps docs-assets clean help install uninstall
 all: $(PROGRAMS)
 
 help:
@@ -49,6 +50,8 @@ help:
 	@echo "make soak       100,000 requests through the stack: memory, descriptors, disk flat"
 	@echo "make test-loaded  make test RUNS (5) times in a row beside LOAD (1) busy loops"
 	@echo "make deps       install the Debian packages (as root)"
+	@echo "make deb        build/deb/otp-gateway_<version>_<arch>.deb (dpkg-buildpackage on a copy)"
+	@echo "make test-system  the .deb and docs/deploy.md's steps under systemd in podman (root)"
 
 $(BUILD)/gen/schema.inc: lib/schema.sql
 	@mkdir -p $(dir $@)
@@ -61,10 +64,10 @@ $(BUILD)/obj/%.o: %.c
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/otp-fcgi: $(BUILD)/obj/fcgi/main.o $(FCGI_OBJ) $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(FCGI_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(FCGI_LIBS)
 
 $(BUILD)/otp-deleter: $(BUILD)/obj/deleter/main.o $(DELETER_OBJ) $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(DELETER_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(DELETER_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -166,7 +169,8 @@ MANDIR   ?= $(PREFIX)/share/man
 SHAREDIR ?= $(PREFIX)/share/otp-gateway
 UNITDIR  ?= $(PREFIX)/lib/systemd/system
 SHARE_CONF := conf/serve.sh conf/docker-entrypoint.sh conf/nginx.conf \
-	conf/apache-proxy-fcgi.conf conf/apache-fcgid.conf $(wildcard conf/.env.example conf/docker-compose.yml) \
+	conf/apache-proxy-fcgi.conf conf/apache-fcgid.conf conf/otp-gateway.env \
+	$(wildcard conf/.env.example conf/docker-compose.yml) \
 	conf/prometheus/otp-gateway.rules.yml conf/grafana/otp-gateway.json
 UNITS := $(wildcard conf/systemd/*.service conf/systemd/*.socket)
 install: $(PROGRAMS)
@@ -196,6 +200,26 @@ uninstall:
 
 deps:
 	@.ci/install-deps
+
+# The Debian package, built from debian/ on a copy of the tree under build/deb/src (so that
+# dpkg-buildpackage, which writes its results into the parent directory, writes them into
+# build/deb/ and leaves the tree clean). The docs' assets are built first: the package ships them.
+DEB_DIR ?= build/deb
+deb: docs-assets
+	rm -rf $(DEB_DIR)/src && mkdir -p $(DEB_DIR)/src
+	rm -f $(DEB_DIR)/otp-gateway_* $(DEB_DIR)/otp-gateway-dbgsym_*
+	tar -cf - --exclude=./build --exclude=./www/node_modules --exclude=./.git . | tar -xf - -C $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && dpkg-buildpackage -us -uc -b
+	rm -rf $(DEB_DIR)/src
+	lintian --fail-on error --display-info $(DEB_DIR)/otp-gateway_*.deb
+	@ls $(DEB_DIR)/otp-gateway_*.deb
+
+# The .deb installed with apt on Debian 12 booted with systemd in podman, then docs/deploy.md's
+# marked steps run as written (tests/integration/test_system.py; as root; skips where podman
+# cannot boot systemd).
+test-system: deb
+	OTP_BUILD_DIR=$(BUILD) OTP_DEB_DIR=$(DEB_DIR) /usr/bin/python3 -m pytest -p no:cacheprovider -q \
+		tests/integration/test_system.py
 
 # The API docs' assets (www/vendor/) and the docs tests' tools, from www/package-lock.json.
 docs-assets:

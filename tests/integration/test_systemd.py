@@ -65,7 +65,7 @@ def test_units_are_hardened_and_hold_no_secret(name):
     from conftest import ROOT
     text = (ROOT / "conf/systemd" / name).read_text()
     for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
-                 "RuntimeDirectory=otp-gateway", "User=otp-gateway",
+                 "RuntimeDirectory=otp-gateway/db", "RuntimeDirectoryMode=0700", "User=otp-gateway",
                  "LoadCredential=telegram-bot-token:/etc/otp-gateway/telegram-bot-token",
                  "Environment=TELEGRAM_BOT_TOKEN_FILE=%d/telegram-bot-token"):
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
@@ -116,7 +116,7 @@ def test_socket_activated_otp_fcgi_serves_with_the_units_settings(prefix_tree, w
         wait_until(lambda: fastcgi_stream(sock, get, [])[0].startswith("Status: 200"), 10 * SLOW,
                    "a healthy socket-activated otp-fcgi")
         assert os.readlink(f"/proc/{activator.pid}/exe") == exec_start
-        # due in 5 s: the deleter's stop below waits for its deletion (the stop drain)
+        # due in 5 s: the deleter's stop below drains it (deletes it at its delete_at) first
         body = b'{"chat_id": "8001", "otp": "1234", "expire_seconds": 5}'
         head, text = fastcgi_stream(sock, {"REQUEST_METHOD": "POST", "REQUEST_URI": "/send-otp",
                                            "SCRIPT_NAME": "/send-otp", "REMOTE_ADDR": "127.0.0.1",
