@@ -71,6 +71,7 @@ def test_api_key_stays_one_unnamed_key_beside_the_others(make_gateway, bot):
     assert "legacy-key" not in metrics and "shop-key" not in metrics
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 @pytest.mark.parametrize("frontend", ["lighttpd", "apache-fcgid"])
 def test_rotation_under_load_fails_no_valid_key_and_drops_the_old_within_2_s(make_gateway, bot,
                                                                              workdir, frontend):

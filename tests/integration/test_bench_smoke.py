@@ -60,6 +60,7 @@ def test_nginx_fake_answers_like_the_bot_api(workdir):
         bot.stop()
 
 
+@pytest.mark.serial  # it measures the stack's throughput and cost
 @pytest.mark.sqlite_only  # the bench starts its own stacks: once is enough
 def test_make_bench_smoke_run_completes():
     env = dict(os.environ, BENCH_SMOKE="1", ORIGINAL_DIR="", OTP_BUILD_DIR=str(BUILD))

@@ -41,6 +41,7 @@ def run_spec(argv, timeout):
     return proc.returncode, out
 
 
+@pytest.mark.serial  # a browser's page loads, bounded in time, beside a busy machine would time out
 def test_swagger_ui_sends_an_otp_and_redoc_shows_the_operation(gateway, bot, assets):
     assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing: .ci/install-deps installs chromium"
     shutil.rmtree(OUTDIR, ignore_errors=True)

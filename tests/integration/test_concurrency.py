@@ -5,7 +5,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from conftest import SLOW, wait_until
+
+# the send budget's timing bounds: run alone (tests/run-tests.sh)
+pytestmark = pytest.mark.serial
 
 
 def max_in_any_window(times, window):

@@ -10,6 +10,9 @@ import pytest
 from conftest import SLOW, TOKEN
 import container
 
+# builds and runs containers, which would stretch the timing of tests beside it
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture
 def ctr(workdir, bot, container_gateway_factory):

@@ -99,6 +99,7 @@ def test_sigkill_mid_batch_then_restart_deletes_everything_without_errors(make_g
     assert '"level":"ERROR"' not in logs, "a repeated deletion is not an error"
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_sigterm_abandons_calls_within_seconds_and_keeps_their_rows(make_gateway, bot):
     gw = make_gateway(env={"TELEGRAM_TIMEOUT_SECONDS": "2"})
     due, made = make_due(gw, bot, chats=3, per_chat=1, due_in_s=1)

@@ -243,6 +243,7 @@ def recovers_after(gw, bot, remove, chat):
                5 + 5 * SLOW, "the message sent after the reopen to be deleted")
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 @pytest.mark.sqlite_only
 def test_removed_database_is_reopened_by_every_process_and_logged_once(make_gateway, bot):
     gw = make_gateway(env={"DELETER_HEARTBEAT_STALE_SECONDS": "2"})
@@ -393,6 +394,7 @@ def fcgi_children(gw):
     return found
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_every_otp_fcgi_exits_with_its_lighttpd_in_any_interleaving(make_gateway, bot):
     """lighttpd stopped at random moments (while it spawns its children, while they start,
     while they serve) under load, 30 times: each time every otp-fcgi is gone within a bound."""

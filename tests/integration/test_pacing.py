@@ -51,6 +51,7 @@ def test_sixteen_clients_sending_1000_otps_all_get_their_turn_within_the_budget(
     assert most <= 31, f"{most} sendMessage calls within {WINDOW} s at the emulator"
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_a_send_429_never_delays_deletions(make_gateway, bot):
     gw = make_gateway()
     sent = []
@@ -148,6 +149,7 @@ def test_a_huge_delete_retry_after_is_clamped_and_clearing_it_resumes_deletions(
     assert time.time() - cleared < 2 * SLOW
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_paid_broadcast_asks_telegram_for_it_and_sends_1000_a_second(make_gateway, bot):
     gw = make_gateway(env={"TELEGRAM_PAID_BROADCAST": "1", "OTP_FCGI_THREADS": "16"})
     with ThreadPoolExecutor(32) as pool:

@@ -88,6 +88,7 @@ def test_500_otps_through_two_stacks_are_each_deleted_once_and_never_early(make_
     wait_until(lambda: redis.cli("ZCARD", "shared:pending:due") == "0", 5, "no pending left")
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_a_stack_killed_mid_deletion_leaves_everything_to_the_other(make_gateway, redis, bot):
     """Host A's otp-deleter is the only one running when the rows fall due, so it claims them
     all; it dies mid-call with its whole stack. Host B's deleter, started then, cannot take them

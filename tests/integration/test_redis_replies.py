@@ -82,6 +82,7 @@ def test_a_wrong_reply_answers_503_sends_nothing_and_crashes_nothing(stack, liar
         assert once and len(once) == len(set(once)), once
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_a_slow_reply_is_cut_at_the_command_deadline(stack, liar, bot):
     """A server that trickles its reply cannot hold a request: 503 within the 2 s deadline."""
     import time

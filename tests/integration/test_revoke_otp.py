@@ -246,6 +246,7 @@ def test_a_row_the_deleter_may_already_have_is_left_to_it(gateway, bot):
     assert len(calls_for(bot, "2014", mid)) == 1
 
 
+@pytest.mark.serial  # the lease is timed from the call's arrival: a stalled call would shift it
 def test_otp_fcgi_killed_mid_revoke_leaves_the_row_to_the_deleter_when_the_claim_runs_out(make_gateway, bot):
     """The claim is a lease: a revoke that dies mid-call loses nothing, and nobody deletes
     while it may still be under way."""

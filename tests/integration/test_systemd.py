@@ -15,9 +15,11 @@ import pytest
 from conftest import SLOW, TOKEN, make_install, wait_until
 from test_fastcgi_direct import fastcgi_stream
 
-pytestmark = pytest.mark.skipif(not shutil.which("systemd-analyze") or
-                                not shutil.which("systemd-socket-activate"),
-                                reason="systemd-analyze or systemd-socket-activate is missing (package systemd)")
+# runs the units' programs as systemd would: run alone (tests/run-tests.sh)
+pytestmark = [pytest.mark.serial,
+              pytest.mark.skipif(not shutil.which("systemd-analyze") or
+                                 not shutil.which("systemd-socket-activate"),
+                                 reason="systemd-analyze or systemd-socket-activate is missing (package systemd)")]
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,7 @@ def test_connection_closed_without_answer_is_504_and_counts(gateway, bot):
     assert gateway.db_rows("SELECT count(*) FROM rate_events WHERE scope = 'chat'") == [(1,)]
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_slow_telegram_is_cut_at_the_timeout_with_504(make_gateway, bot):
     gw = make_gateway(env={"TELEGRAM_TIMEOUT_SECONDS": "1"})
     bot.config(hang_s=5)
