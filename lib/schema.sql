@@ -1,5 +1,6 @@
 -- schema.sql — the database otp-fcgi and otp-deleter share (PRAGMA user_version = 4).
--- Compiled into store.c; README.md documents it for people who inspect it with sqlite3.
+-- Compiled into store_sqlite.c; docs/store.md documents it for people who inspect it with
+-- sqlite3.
 -- Times are milliseconds since the Unix epoch (UTC); the *_readable view shows them as text.
 
 -- One row per sent message still to be deleted. Never the OTP, never the message text.

@@ -64,7 +64,8 @@ enum stmt_id {
 static const char *const stmt_sql[ST_COUNT_] = {
 	[ST_RATE_PRUNE_SUBJECT] =
 		"DELETE FROM rate_log WHERE scope = ?1 AND subject = ?2 AND at_ms <= ?3",
-	/* kept by triggers (schema.sql): one row read, however many events the window holds */
+	/* kept with each event (and by a trigger on deletion, schema.sql): one row read, however
+	 * many events the window holds */
 	[ST_RATE_COUNT] = "SELECT events FROM rate_counts WHERE scope = ?1 AND subject = ?2",
 	[ST_RATE_OLDEST] = "SELECT at_ms, events FROM rate_log WHERE scope = ?1 AND subject = ?2 "
 			   "ORDER BY at_ms",
@@ -509,9 +510,8 @@ long sqlite_store_reopens_take(void)
 	return atomic_exchange(&reopens, 0);
 }
 
-/* No bulk page-cache allocation per connection (20 pages, 85 KiB, held for the connection's
- * life, and a worker thread holds a connection each): pages are allocated as a transaction
- * needs them. Must precede SQLite's initialisation; later, SQLite refuses it harmlessly. */
+/* No bulk page-cache allocation per connection (held for the connection's life, and a process
+ * keeps a pool of them): pages are allocated as a transaction needs them. Must precede SQLite's initialisation; later, SQLite refuses it harmlessly. */
 static void configure_sqlite(void)
 {
 	sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
@@ -537,9 +537,9 @@ static int open_db(struct sqlite_store *s)
 		goto fail;
 	}
 	sqlite3_busy_handler(s->db, busy_wait, s);
-	/* a small page cache (128 KiB, not 2 MiB): every worker thread holds a connection (512
-	 * with paid broadcast), another connection's write empties the cache before our next
-	 * transaction anyway, and the pages come from tmpfs */
+	/* a small page cache: each process keeps a pool of connections, another connection's
+	 * write empties the cache before our next transaction anyway, and the pages come from
+	 * tmpfs */
 	if (exec_retrying(s, "PRAGMA cache_size=-128", "set cache_size") != 0 ||
 	    create_schema(s) != 0)
 		goto fail;
