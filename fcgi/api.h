@@ -10,11 +10,11 @@ void api_root(struct worker *w, const struct request *req, struct response *resp
 /* GET /health: 200 {"status":"ok",…} or 503 {"status":"degraded",…} naming the failed check. */
 void api_health(struct worker *w, const struct request *req, struct response *resp);
 
-/* POST /send-otp: 200, 422, 429, 500, 502, 503, 504 (see README.md). */
+/* POST /send-otp: 200, 422, 429, 500, 502, 503, 504 (see docs/api.md). */
 void api_send_otp(struct worker *w, const struct request *req, struct response *resp);
 
 /* POST /revoke-otp: 200 deleted now, 202 handed to otp-deleter (Bot API paused, slow or
- * failing), 404 no such pending message, 422, 500 (see README.md). */
+ * failing), 404 no such pending message, 422, 500 (see docs/api.md). */
 void api_revoke_otp(struct worker *w, const struct request *req, struct response *resp);
 
 /* GET /metrics: the Prometheus text of the whole pool's metrics. 200, or 500. */

@@ -116,7 +116,7 @@ void api_health(struct worker *w, const struct request *req, struct response *re
 		if (s != NULL)
 			log_msg(LOG_ERROR, "health: database not writable: %s", store_strerror(s));
 		/* a shared Redis fails by being out of reach; a SQLite file by refusing writes */
-		db = s != NULL && strcmp(store_backend(s), "redis") == 0 ? "unreachable" : "unwritable";
+		db = s != NULL && store_is_shared(s) ? "unreachable" : "unwritable";
 		failed = "database";
 	}
 	alive = api_deleter_alive(w, &age_ms);

@@ -204,7 +204,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: otp-fcgi [--check-config | --version | --help]\n"
 		   "A FastCGI responder: started by a web server (lighttpd bin-path) or spawn-fcgi,\n"
 		   "it accepts on file descriptor 0. Settings come from the environment; see\n"
-		   "otp-fcgi(8) and README.md.\n");
+		   "otp-fcgi(8) and docs/settings.md.\n");
 }
 
 /* Waits for SIGTERM/SIGINT (SIGHUP reads the API keys file again), or for

@@ -58,9 +58,9 @@ void store_close(struct store *s)
 	free(s);
 }
 
-const char *store_backend(const struct store *s)
+int store_is_shared(const struct store *s)
 {
-	return s->sq != NULL ? "sqlite" : "redis";
+	return s->rd != NULL;
 }
 
 int store_check_file(struct store *s)

@@ -123,8 +123,9 @@ struct store *store_open_config(const struct store_config *c, char *err, size_t 
 struct store *store_open(const char *url, char *err, size_t errlen);
 void store_close(struct store *s);
 
-/* "sqlite" or "redis". */
-const char *store_backend(const struct store *s);
+/* Whether several hosts share the store over the network (Redis): it fails by being out of
+ * reach, keeps no file and no lock, and hands rows out with leases. */
+int store_is_shared(const struct store *s);
 
 /* Checks now that the handle's file is still the one at the path, reopening it if not: for loops
  * that may go a while without another call. Returns 1 if it reopened, 0 if nothing changed, -1
