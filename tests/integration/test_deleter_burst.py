@@ -103,6 +103,7 @@ def test_a_too_old_message_in_a_batch_is_given_up_alone_and_the_others_deleted(g
     assert "message cannot be deleted: row removed" in gateway.log_text()
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_a_thousand_due_together_in_200_chats_are_deleted_within_2_s(gateway, bot):
     """200 chats x 5 messages due in the same millisecond, the Bot API answering in 200 ms: one
     deleteMessages per chat, more calls in flight than the steady pool while the backlog lasts,
@@ -121,6 +122,7 @@ def test_a_thousand_due_together_in_200_chats_are_deleted_within_2_s(gateway, bo
                f"otp-deleter back to at most {STEADY} connections")
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_a_thousand_due_together_in_one_chat_are_deleted_within_2_s(gateway, bot):
     """1,000 messages of one chat due together: deleteMessages with 100 ids per call."""
     chats = ["9500"] * 1000

@@ -165,14 +165,14 @@ def test_document_describes_the_whole_api():
     assert ops == {("/send-otp", "post"), ("/revoke-otp", "post"), ("/", "get"), ("/health", "get"),
                    ("/metrics", "get")}
     statuses = set(SPEC["paths"]["/send-otp"]["post"]["responses"])
-    assert statuses == {"200", "401", "405", "413", "415", "422", "429", "500", "502", "503",
-                        "504"}
+    assert statuses == {"200", "401", "405", "408", "413", "415", "422", "429", "500", "502",
+                        "503", "504"}
     key = SPEC["components"]["securitySchemes"]["ApiKey"]
     assert key["in"] == "header" and key["name"] == "X-API-Key"
     assert {} in SPEC["paths"]["/send-otp"]["post"]["security"], "a key only when API_KEY is set"
     revoke = SPEC["paths"]["/revoke-otp"]["post"]
-    assert set(revoke["responses"]) == {"200", "202", "401", "404", "405", "413", "415", "422",
-                                        "429", "500"}
+    assert set(revoke["responses"]) == {"200", "202", "401", "404", "405", "408", "413", "415",
+                                        "422", "429", "500"}
     assert revoke["security"] == SPEC["paths"]["/send-otp"]["post"]["security"]
     assert SPEC["components"]["schemas"]["RevokeOtpRequest"]["additionalProperties"] is False
     assert set(SPEC["paths"]["/health"]["get"]["responses"]) == {"200", "405", "503"}

@@ -10,6 +10,9 @@ import pytest
 
 from conftest import SLOW, TOKEN
 
+# podman kube play beside other containers and a busy machine: one at a time
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture
 def pod(workdir, bot, kube_gateway_factory):

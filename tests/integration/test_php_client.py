@@ -102,6 +102,7 @@ def signin_page(make_gateway, bot, workdir):
         log.close()
 
 
+@pytest.mark.serial  # a browser's page loads, bounded in time, beside a busy machine would time out
 def test_signin_page_signs_in_with_the_code_revokes_it_and_locks_after_three_wrong(
         signin_page, bot, assets):  # noqa: F811
     assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing: .ci/install-deps installs chromium"

@@ -89,6 +89,7 @@ def trickle(port, key, first, every=0.3, limit=30.0):
         sock.close()
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_trickling_bodies_get_408_within_the_bound_while_others_are_served(apache):
     gw = apache
     trickling = 3  # of OTP_FCGI_THREADS=4 per process
@@ -125,6 +126,7 @@ def test_trickling_bodies_get_408_within_the_bound_while_others_are_served(apach
     assert len(line) == trickling + 1, line
 
 
+@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_a_trickling_body_without_the_key_is_refused_at_once(apache):
     """otp-fcgi answers 401 as soon as the request starts, its body unread. Apache's
     mod_proxy_fcgi hands that answer to the client only once the client has sent its whole
