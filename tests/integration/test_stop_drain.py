@@ -12,6 +12,9 @@ import pytest
 
 from conftest import BUILD, SLOW, parse_iso, wait_until
 
+# every test times a stop against its timeout: run alone (tests/run-tests.sh)
+pytestmark = pytest.mark.serial
+
 # a deletion is due within a second of its delete_at (test_deleter.py's promise), and so is the
 # exit once the last row the stop waits for is gone
 DEADLINE = 1.0 * SLOW
@@ -46,7 +49,6 @@ def deleter_lines(gw, message_part):
     return [line for line in gw.log_lines() if message_part in line.get("message", "")]
 
 
-@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_sigterm_deletes_each_pending_row_at_its_delete_at_then_exits_0(make_gateway, bot):
     gw = make_gateway(env={**DEFAULT_TIMEOUT, "MIN_EXPIRE_SECONDS": "1"})
     rows = [send(gw, bot, "7001", 3), send(gw, bot, "7002", 8)]
@@ -149,7 +151,6 @@ def test_restart_under_traffic_deletes_nothing_early_and_leaves_nothing(make_gat
     assert gone_at - signalled <= 6 + 2 * DEADLINE, "the old one waited for its rows only"
 
 
-@pytest.mark.serial  # a timing bound that sharing the machine would stretch
 def test_a_second_sigint_ends_the_drain_at_once_and_keeps_the_row(make_gateway, bot):
     gw = make_gateway(env=DEFAULT_TIMEOUT)
     row = send(gw, bot, "7301", 60)
