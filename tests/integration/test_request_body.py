@@ -172,24 +172,35 @@ def fcgi_pids(gw):
     return pids
 
 
+# a readable mapping larger than this is a sanitizer's shadow memory (terabytes reserved, no
+# program data in it), never a heap or a stack of ours
+SCAN_MAPPING_MAX = 1 << 30
+SCAN_CHUNK = 1 << 20
+
+
 def memory_holding(pids, needles):
     """{needle: [pid, ...]} for each needle found in any readable mapping of pids."""
     found = {}
+    overlap = max(len(n) for n in needles) - 1
     for pid in pids:
         with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
             for line in maps:
                 fields = line.split()
                 lo, hi = (int(x, 16) for x in fields[0].split("-"))
-                if "r" not in fields[1] or (len(fields) > 5 and fields[5] == "[vvar]"):
+                if "r" not in fields[1] or (len(fields) > 5 and fields[5] == "[vvar]") or \
+                        hi - lo > SCAN_MAPPING_MAX:
                     continue
-                try:
-                    mem.seek(lo)
-                    region = mem.read(hi - lo)
-                except OSError:
-                    continue
-                for n in needles:
-                    if n in region:
-                        found.setdefault(n, []).append(pid)
+                tail = b""
+                for at in range(lo, hi, SCAN_CHUNK):
+                    try:
+                        mem.seek(at)
+                        chunk = tail + mem.read(min(SCAN_CHUNK, hi - at))
+                    except OSError:
+                        break
+                    for n in needles:
+                        if n in chunk and pid not in found.get(n, []):
+                            found.setdefault(n, []).append(pid)
+                    tail = chunk[-overlap:] if overlap > 0 else b""
     return found
 
 
