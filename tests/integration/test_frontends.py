@@ -29,7 +29,10 @@ KEY = {"X-API-Key": API_KEY}
 JSON_CT = {"Content-Type": "application/json", **KEY}
 # the installed tree, the container and the Kubernetes manifests (podman kube play) are added by
 # fixtures of their own (below)
-KINDS = list(FRONTENDS) + ["installed", "container", "kubernetes"]
+# the container and the pod run under fixed names on the host's network (one image per
+# checkout): two workers may not run them at once
+KINDS = list(FRONTENDS) + ["installed"] + [pytest.param(k, marks=pytest.mark.serial)
+                                           for k in ("container", "kubernetes")]
 
 
 class Stack:
