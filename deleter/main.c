@@ -276,15 +276,15 @@ static void drain_begin(struct drain *d, const struct cfg *cfg, struct store *s,
 			   "stop_timeout_seconds", cfg->deleter_stop_timeout_s));
 }
 
-/* 1 when no row the drain waits for is left: every row still pending is due after the horizon
- * (a row added since the stop, for the next otp-deleter), or none is. A row of the drain whose
- * deletion failed moves the horizon to its retry. 0 while some are left or when the store
- * cannot tell. */
 /* Instants a shared store (Redis) hands back are on its clock, turned into ours through the
  * durations of two calls: a row's next try read back may differ from the one we gave by up to a
  * round trip, and must not pass for a row after the horizon. */
 #define DRAIN_CLOCK_SLACK_MS 1000
 
+/* 1 when no row the drain waits for is left: every row still pending is due after the horizon
+ * (a row added since the stop, for the next otp-deleter), or none is. A row of the drain whose
+ * deletion failed moves the horizon to its retry. 0 while some are left or when the store
+ * cannot tell. */
 static int drain_done(const struct drain *d, struct store *s, const struct reaper *r)
 {
 	int64_t next = 0, horizon = d->horizon_ms > r->last_retry_ms ? d->horizon_ms

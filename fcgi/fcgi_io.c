@@ -242,13 +242,13 @@ static void linger(int fd)
 
 void fcgi_io_finish(FCGX_Request *fr)
 {
-	int close;
+	int closing;
 
 	if (fr->in != NULL && fr->ipcFd >= 0) {
-		close = !fr->keepConnection || FCGX_GetError(fr->in) != 0;
-		close |= FCGX_FClose(fr->err) != 0;
-		close |= FCGX_FClose(fr->out) != 0;
-		if (close) {
+		closing = !fr->keepConnection || FCGX_GetError(fr->in) != 0;
+		closing |= FCGX_FClose(fr->err) != 0;
+		closing |= FCGX_FClose(fr->out) != 0;
+		if (closing) {
 			linger(fr->ipcFd);
 			fr->detached = 1; /* libfcgi then closes at once, its own wait done */
 		}

@@ -145,6 +145,14 @@ def test_a_directory_others_may_write_is_refused_with_one_line(workdir, program)
     assert sorted(p.name for p in shared.iterdir()) == []
 
 
+def run_deleter_on(own):
+    """otp-deleter alone with its database in directory own, to the end of its start-up."""
+    env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": TOKEN,
+           "TELEGRAM_API_BASE": "http://127.0.0.1:9", "OTP_DB_PATH": f"{own}/pending.db"}
+    return subprocess.run([str(BUILD / "otp-deleter")], env=env, capture_output=True, text=True,
+                          timeout=20 * SLOW)
+
+
 @pytest.mark.parametrize("dangling", [True, False])
 def test_a_symlink_planted_as_the_deleters_lock_is_refused_and_not_followed(workdir, dangling):
     own = Path(workdir) / "own"
@@ -157,10 +165,7 @@ def test_a_symlink_planted_as_the_deleters_lock_is_refused_and_not_followed(work
         target.chmod(0o644)
         before = target.stat()
     (own / "pending.db.deleter.lock").symlink_to(target)
-    env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": TOKEN,
-           "TELEGRAM_API_BASE": "http://127.0.0.1:9", "OTP_DB_PATH": f"{own}/pending.db"}
-    p = subprocess.run([str(BUILD / "otp-deleter")], env=env, capture_output=True, text=True,
-                       timeout=20 * SLOW)
+    p = run_deleter_on(own)
     assert p.returncode == 1, p
     [line] = p.stderr.strip().splitlines()
     assert f"lock file {own}/pending.db.deleter.lock is a symbolic link: refusing it" in line, line
@@ -178,10 +183,7 @@ def test_a_directory_its_group_may_write_is_refused_naming_the_fix(workdir):
     own = Path(workdir) / "own"
     own.mkdir()
     own.chmod(0o770)
-    env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": TOKEN,
-           "TELEGRAM_API_BASE": "http://127.0.0.1:9", "OTP_DB_PATH": f"{own}/pending.db"}
-    p = subprocess.run([str(BUILD / "otp-deleter")], env=env, capture_output=True, text=True,
-                       timeout=20 * SLOW)
+    p = run_deleter_on(own)
     assert p.returncode == 1, p
     [line] = p.stderr.strip().splitlines()
     assert f"{own} is writable by its group or others (mode 0770)" in line, line
