@@ -38,8 +38,9 @@ static const char *const SETTINGS[] = {
 	"HOST", "LOG_LEVEL", "MAX_EXPIRE_SECONDS", "MESSAGE_TEMPLATE", "MIN_EXPIRE_SECONDS",
 	"OTP_ALLOW_CORE_DUMPS", "OTP_API_KEYS", "OTP_API_KEYS_FILE", "OTP_BODY_TIMEOUT_SECONDS",
 	"OTP_DB_PATH", "OTP_ENV_FILE",
-	"OTP_FCGI_THREADS", "OTP_HOST_NAME", "OTP_KEY_LIMIT_PER_MINUTE", "OTP_REDIS_PASSWORD_FILE",
-	"OTP_REDIS_PREFIX", "OTP_SANDBOX", "OTP_STORE", "PORT",
+	"OTP_FCGI_THREADS", "OTP_HOST_NAME", "OTP_KEY_LIMIT_PER_MINUTE", "OTP_REDIS_MIN_REPLICAS",
+	"OTP_REDIS_PASSWORD_FILE", "OTP_REDIS_PREFIX", "OTP_REDIS_SENTINEL_PASSWORD_FILE",
+	"OTP_REDIS_WAIT_MS", "OTP_SANDBOX", "OTP_STORE", "PORT",
 	"RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER", "RATE_LIMIT_WINDOW_HOURS",
 	"RATE_LIMIT_WINDOW_SECONDS", "RUNTIME_DIRECTORY", "TELEGRAM_API_BASE",
 	"TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_CA_FILE",
@@ -385,6 +386,9 @@ static int load_store(struct cfg *cfg, char *err, size_t errlen)
 	v = env("OTP_REDIS_PASSWORD_FILE");
 	if (v != NULL && dup_str(v, &cfg->redis_password_file, err, errlen) != 0)
 		goto out;
+	v = env("OTP_REDIS_SENTINEL_PASSWORD_FILE");
+	if (v != NULL && dup_str(v, &cfg->redis_sentinel_password_file, err, errlen) != 0)
+		goto out;
 	v = env("OTP_REDIS_PREFIX");
 	if (v != NULL && dup_str(v, &cfg->redis_prefix, err, errlen) != 0)
 		goto out;
@@ -403,6 +407,9 @@ void cfg_store_config(const struct cfg *cfg, struct store_config *sc)
 	sc->url = cfg->store_url;
 	sc->redis_password_file = cfg->redis_password_file;
 	sc->redis_prefix = cfg->redis_prefix;
+	sc->redis_sentinel_password_file = cfg->redis_sentinel_password_file;
+	sc->redis_min_replicas = cfg->redis_min_replicas;
+	sc->redis_wait_ms = cfg->redis_wait_ms;
 	sc->host_name = cfg->host_name;
 	/* a deleter's claim outlasts the deletion call (and a wait in its queue as long) */
 	sc->lease_ms = 2 * (int64_t)cfg->telegram_timeout_ms + 10000;
@@ -535,6 +542,7 @@ static const struct cfg_int_setting INT_SETTINGS[] = {
 	{ "DELETER_POLL_MS", 250, 250, 10, 250, FIELD(deleter_poll_ms) },
 	{ "DELETER_CONCURRENCY", 16, PAID_DELETER_CONCURRENCY, 1, DELETER_CONCURRENCY_MAX,
 	  FIELD(deleter_concurrency) },
+	{ "OTP_REDIS_WAIT_MS", 1000, 1000, 1, STORE_REDIS_WAIT_MS_MAX, FIELD(redis_wait_ms) },
 };
 
 const char *const *cfg_setting_names(size_t *n)
@@ -563,6 +571,10 @@ static int load_numbers(struct cfg *cfg, char *err, size_t errlen)
 			    (int *)((char *)cfg + t->offset), err, errlen) != 0)
 			return -1;
 	}
+	/* no fixed default: -1 lets the store decide by the primary's replicas */
+	if (get_int("OTP_REDIS_MIN_REPLICAS", -1, 0, STORE_REDIS_REPLICAS_MAX,
+		    &cfg->redis_min_replicas, err, errlen) != 0)
+		return -1;
 	/* no default: when set, it overrides RATE_LIMIT_WINDOW_HOURS */
 	if (get_int("RATE_LIMIT_WINDOW_SECONDS", 0, 1, 366 * 86400, &window_s, err, errlen) != 0)
 		return -1;
@@ -703,6 +715,7 @@ void cfg_free(struct cfg *cfg)
 	free(cfg->store_url);
 	free(cfg->redis_password_file);
 	free(cfg->redis_prefix);
+	free(cfg->redis_sentinel_password_file);
 	free(cfg->host_name);
 	free(cfg->unknown_names);
 	memset(cfg, 0, sizeof *cfg);

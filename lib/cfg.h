@@ -59,6 +59,9 @@ struct cfg {
 	int store_is_redis;       /* OTP_STORE names a Redis server: several hosts share it */
 	char *redis_password_file; /* OTP_REDIS_PASSWORD_FILE, or NULL */
 	char *redis_prefix;       /* OTP_REDIS_PREFIX, or NULL ("otp:") */
+	char *redis_sentinel_password_file; /* OTP_REDIS_SENTINEL_PASSWORD_FILE, or NULL */
+	int redis_min_replicas;   /* OTP_REDIS_MIN_REPLICAS, or -1: 1 when the primary has replicas */
+	int redis_wait_ms;        /* OTP_REDIS_WAIT_MS: how long a pending row waits for them */
 	char *host_name;          /* OTP_HOST_NAME: whose metrics (Redis); NULL: the host name */
 
 	int fcgi_threads;         /* OTP_FCGI_THREADS: requests one otp-fcgi process serves at once */

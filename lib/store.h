@@ -112,7 +112,17 @@ struct store_config {
 	const char *host_name;           /* Redis: whose metrics these are; NULL: gethostname() */
 	int64_t lease_ms;                /* Redis: how long a deleter's claim on a due row lasts
 					  * (longer than any deletion call); 0: 30 s */
+	const char *redis_sentinel_password_file; /* Sentinel: AUTH to the sentinels; NULL: none */
+	int redis_min_replicas;          /* Redis: replicas that must hold a pending row before
+					  * store_pending_add() succeeds (WAIT); -1: 1 when the
+					  * primary has replicas, else 0. 0 in a zeroed config: none */
+	int redis_wait_ms;               /* Redis: how long to wait for them; 0: 1000 ms */
 };
+
+/* Bounds of the two settings above (OTP_REDIS_MIN_REPLICAS, OTP_REDIS_WAIT_MS): a wait stays
+ * under the store's deadline for one reply. */
+#define STORE_REDIS_REPLICAS_MAX 16
+#define STORE_REDIS_WAIT_MS_MAX 1500
 
 /* Opens the store c->url names: for SQLite (creating if need be) the file and its schema; for
  * Redis a connection (an unreachable server is not an error here: calls fail until it is

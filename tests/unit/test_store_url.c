@@ -110,6 +110,56 @@ static void the_clock_is_redis_unless_the_url_says_host(void **state)
 	assert_non_null(strstr(err, "clock"));
 }
 
+static void redis_sentinel_names_the_sentinels_and_the_master(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("redis+sentinel://10.0.0.1:26379,10.0.0.2,[::1]:26380/mymaster"), 0);
+	assert_int_equal(u.kind, STORE_REDIS_SENTINEL);
+	assert_int_equal(u.nsentinels, 3);
+	assert_string_equal(u.sentinels[0].host, "10.0.0.1");
+	assert_int_equal(u.sentinels[0].port, 26379);
+	assert_string_equal(u.sentinels[1].host, "10.0.0.2");
+	assert_int_equal(u.sentinels[1].port, 26379);
+	assert_string_equal(u.sentinels[2].host, "::1");
+	assert_int_equal(u.sentinels[2].port, 26380);
+	assert_string_equal(u.master, "mymaster");
+	assert_int_equal(u.db, 0);
+	assert_true(store_url_is_redis("redis+sentinel://h/m"));
+
+	assert_int_equal(parse("redis+sentinel://s1:1,s2:2/otp-primary.1/7?prefix=t:&clock=host"), 0);
+	assert_int_equal(u.nsentinels, 2);
+	assert_string_equal(u.master, "otp-primary.1");
+	assert_int_equal(u.db, 7);
+	assert_string_equal(u.prefix, "t:");
+	assert_int_equal(u.clock_host, 1);
+	assert_int_equal(parse("redis+sentinel://s1/m/"), 0);
+	assert_int_equal(u.db, 0);
+}
+
+static void redis_sentinel_urls_without_sentinels_or_master_are_refused(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("redis+sentinel://h1:26379"), -1); /* no master name */
+	assert_non_null(strstr(err, "master"));
+	assert_int_equal(parse("redis+sentinel://h1:26379/"), -1);
+	assert_int_equal(parse("redis+sentinel:///mymaster"), -1);
+	assert_non_null(strstr(err, "sentinel"));
+	assert_int_equal(parse("redis+sentinel://h1,,h2/m"), -1);
+	assert_int_equal(parse("redis+sentinel://h1,/m"), -1);
+	assert_int_equal(parse("redis+sentinel://h1:0/m"), -1);
+	assert_int_equal(parse("redis+sentinel://h1/my master"), -1);
+	assert_int_equal(parse("redis+sentinel://h1/m/x"), -1);
+	assert_int_equal(parse("redis+sentinel://h1/m/65536"), -1);
+	assert_int_equal(parse("redis+sentinel://h1/m?db=2"), -1); /* the db is in the path */
+	assert_int_equal(parse("redis+sentinel://a,b,c,d,e,f,g,h,i/m"), -1);
+	assert_non_null(strstr(err, "8 sentinels"));
+	assert_int_equal(parse("redis+sentinel://a,b,c,d,e,f,g,h/m"), 0);
+	/* a password in any sentinel's address is refused without being quoted */
+	assert_int_equal(parse("redis+sentinel://h1,:hunter2@h2/m"), -1);
+	assert_non_null(strstr(err, "PASSWORD_FILE"));
+	assert_null(strstr(err, "hunter2"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -119,6 +169,8 @@ int main(void)
 		cmocka_unit_test(a_password_in_the_url_is_refused_without_quoting_it),
 		cmocka_unit_test(bad_ports_dbs_schemes_and_queries_are_refused),
 		cmocka_unit_test(the_clock_is_redis_unless_the_url_says_host),
+		cmocka_unit_test(redis_sentinel_names_the_sentinels_and_the_master),
+		cmocka_unit_test(redis_sentinel_urls_without_sentinels_or_master_are_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
