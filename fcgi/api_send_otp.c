@@ -4,7 +4,8 @@
  *
  * The order keeps the promise that no code is sent that nobody will delete: the limits and the
  * turn are taken (one write) before the send; after Telegram confirms, the pending row is
- * written; if that write fails, the message is deleted at once and the client gets 500. The one window that cannot be
+ * written; if that write fails, the message is deleted at once and the client gets 500 (503 with
+ * Redis, whose failures pass: an outage, a failover, too few replicas). The one window that cannot be
  * closed: Telegram delivered but its answer was lost (504): the message id is then unknown.
  *
  * No store is held while the request waits (for its turn, for Telegram): worker_store() takes
@@ -137,11 +138,14 @@ static void answer_telegram_failure(const struct tg_result *res, struct response
 	}
 }
 
-/* The pending row could not be written: take the message back at once rather than leave a code
- * nobody will delete. */
-static void undo_send(struct worker *w, const char *chat_id, long long message_id,
-		      struct response *resp)
+/* The pending row could not be written (or, with Redis, not by enough replicas in time): take
+ * the message back at once rather than leave a code nobody will delete. A shared store (Redis)
+ * that fails is out of reach or failing over, which passes: 503 with Retry-After; SQLite's
+ * failure is the host's (a full or broken disk): 500. */
+static void undo_send(struct worker *w, struct store *s, const char *chat_id,
+		      long long message_id, struct response *resp)
 {
+	int shared = s != NULL && store_is_shared(s);
 	struct tg_result res;
 
 	worker_store_give(w);
@@ -156,7 +160,9 @@ static void undo_send(struct worker *w, const char *chat_id, long long message_i
 			 json_pack("{s:s, s:I, s:s}", "chat_id", resp->chat_id_masked,
 				   "message_id", (json_int_t)message_id, "error",
 				   res.description));
-	http_respond_failure(resp, 500,
+	if (shared)
+		resp->retry_after_s = 1;
+	http_respond_failure(resp, shared ? 503 : 500,
 			     "The message could not be recorded for deletion and was withdrawn");
 }
 
@@ -303,7 +309,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	    store_pending_add(s, &ref, confirmed_ms + (int64_t)r->expire_seconds * 1000,
 			      &stored_ms) != 0) {
 		log_msg(LOG_ERROR, "recording a pending deletion: %s", worker_store_strerror(w));
-		undo_send(w, r->chat_id, res.message_id, resp);
+		undo_send(w, s, r->chat_id, res.message_id, resp);
 		count_failure("store_error");
 		goto out;
 	}

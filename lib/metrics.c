@@ -51,6 +51,8 @@ static const struct metric_def defs[] = {
 	  duration_buckets },
 	{ "otp_database_reopened_total", COUNTER,
 	  "Times a process found the database file removed or replaced and reopened it", NULL },
+	{ "otp_store_primary_changes_total", COUNTER,
+	  "Times a process found that Redis Sentinel named another primary", NULL },
 	{ "otp_deleter_up", GAUGE,
 	  "1 while otp-deleter's heartbeat is fresh (POST /send-otp sends only then), else 0", NULL },
 	{ "otp_pending_overdue_seconds", GAUGE,
@@ -162,7 +164,7 @@ int metrics_flush(struct store *s)
 {
 	struct delta *batch = malloc(MAX_SERIES * sizeof *batch);
 	struct store_metric *rows = malloc(MAX_SERIES * sizeof *rows);
-	long reopened;
+	long reopened, changes;
 	int i, n = 0, added = 0, rc = -1;
 
 	if (batch == NULL || rows == NULL)
@@ -172,6 +174,9 @@ int metrics_flush(struct store *s)
 	reopened = store_reopens_take();
 	if (reopened > 0)
 		add_locked("otp_database_reopened_total", "", (double)reopened);
+	changes = store_primary_changes_take();
+	if (changes > 0)
+		add_locked("otp_store_primary_changes_total", "", (double)changes);
 	n = ndeltas;
 	memcpy(batch, deltas, (size_t)n * sizeof *batch);
 	ndeltas = 0;

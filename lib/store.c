@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "redis_sentinel.h"
 #include "store_backend.h"
 #include "store_url.h"
 
@@ -71,6 +72,11 @@ int store_check_file(struct store *s)
 long store_reopens_take(void)
 {
 	return sqlite_store_reopens_take();
+}
+
+long store_primary_changes_take(void)
+{
+	return redis_sentinel_changes_take();
 }
 
 const char *store_strerror(const struct store *s)

@@ -146,6 +146,10 @@ int store_check_file(struct store *s);
  * (SQLite; always 0 with Redis). */
 long store_reopens_take(void);
 
+/* How many times this process found that Redis Sentinel named another primary since the last
+ * call (redis+sentinel://; otherwise 0). */
+long store_primary_changes_take(void);
+
 /* The reason for the last failure on this handle. */
 const char *store_strerror(const struct store *s);
 

@@ -26,7 +26,15 @@
  * the recovery are logged once per process. Reads are retried once on a fresh connection;
  * writes are not (a write whose answer was lost may have happened). Each command has one
  * deadline for its whole reply (COMMAND_TIMEOUT_MS); a reply of the wrong shape is a store
- * error, logged once per call and process, and drops the connection. */
+ * error, logged once per call and process, and drops the connection.
+ *
+ * With Redis Sentinel (redis+sentinel://) the server is the primary the sentinels name
+ * (redis_sentinel.h), asked again at every connection; ROLE must say it is a primary. A READONLY
+ * answer (the primary turned replica) drops the connection like a lost one, and so does a
+ * ROLE that no longer says primary (asked again every ROLE_CHECK_MS).
+ *
+ * Replicas: a pending row is acknowledged only once min_replicas replicas hold it (WAIT, after
+ * the script that wrote it); by default 1 when the primary has replicas (ROLE), else none. */
 #define _GNU_SOURCE
 #include "store_backend.h"
 
@@ -48,6 +56,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "redis_sentinel.h"
 #include "secmem.h"
 #include "store_redis_reply.h"
 
@@ -55,6 +64,15 @@
 #define COMMAND_TIMEOUT_MS 2000
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
+/* with Sentinel: a new primary is a question to a sentinel away, so ask again sooner */
+#define SENTINEL_BACKOFF_MAX_MS 500
+/* how often a live connection checks that its server is still a primary with the replicas it
+ * had (a replica that joins or leaves changes the default of min_replicas) */
+#define ROLE_CHECK_MS 5000
+#define DEFAULT_WAIT_MS 1000
+/* asking the sentinels: each within SENTINEL_ASK_MS, all within SENTINEL_ROUND_MS */
+#define SENTINEL_ASK_MS 300
+#define SENTINEL_ROUND_MS 1000
 #define DEFAULT_LEASE_MS 30000
 #define DEFAULT_PREFIX "otp:"
 #define KEY_MAX 256
@@ -343,6 +361,13 @@ struct redis_store {
 	redisContext *c;
 	struct store_url url;
 	char *password;               /* wiped and freed on close */
+	char *sentinel_password;      /* the sentinels' (redis+sentinel://), the same */
+	struct redis_sentinel_primary primary; /* redis+sentinel://: where the sentinels said */
+	int sentinel_next;            /* the sentinel to ask first */
+	int replicas;                 /* the primary's replicas at the last ROLE */
+	int64_t role_checked_ms;      /* clock_mono_ms() of the last ROLE */
+	int min_replicas;             /* WAIT for that many after a pending row; -1: 1 if replicas */
+	int wait_ms;
 	char prefix[STORE_URL_PREFIX_MAX];
 	char host[128];               /* whose metrics */
 	int64_t lease_ms;
@@ -360,6 +385,8 @@ enum call_id {
 	CALL_SCRIPT_LOAD = SC_COUNT_,
 	CALL_AUTH,
 	CALL_SELECT,
+	CALL_ROLE,
+	CALL_WAIT,
 	CALL_LLEN,
 	CALL_ZCARD,
 	CALL_HGETALL,
@@ -392,6 +419,11 @@ static void describe(const struct redis_store *s, char *out, size_t outlen)
 {
 	if (s->url.kind == STORE_REDIS_UNIX)
 		snprintf(out, outlen, "%s", s->url.path);
+	else if (s->url.kind == STORE_REDIS_SENTINEL && s->primary.host[0] == '\0')
+		snprintf(out, outlen, "the primary of %s", s->url.master);
+	else if (s->url.kind == STORE_REDIS_SENTINEL)
+		snprintf(out, outlen, "%s:%d (primary of %s)", s->primary.host, s->primary.port,
+			 s->url.master);
 	else
 		snprintf(out, outlen, "%s:%d", s->url.host, s->url.port);
 }
@@ -482,6 +514,16 @@ static redisReply *exchange(struct redis_store *s, const char *what)
 	}
 }
 
+/* An error answer r to what, into s->err; r is freed. READONLY is a primary that turned replica
+ * (a failover): the connection is dropped, so that the next call finds the primary anew. */
+static void error_reply(struct redis_store *s, const char *what, redisReply *r)
+{
+	set_err(s, "%s: %.200s", what, r->str);
+	if (strncmp(r->str, "READONLY", 8) == 0)
+		drop_connection(s);
+	freeReplyObject(r);
+}
+
 /* A command on the raw context: the reply, or NULL with a reason in s->err when it fails or
  * answers an error. */
 static redisReply *command(struct redis_store *s, const char *what, int argc, const char **argv,
@@ -496,8 +538,7 @@ static redisReply *command(struct redis_store *s, const char *what, int argc, co
 	if ((r = exchange(s, what)) == NULL)
 		return NULL;
 	if (r->type == REDIS_REPLY_ERROR) {
-		set_err(s, "%s: %.200s", what, r->str);
-		freeReplyObject(r);
+		error_reply(s, what, r);
 		return NULL;
 	}
 	return r;
@@ -584,6 +625,40 @@ static int load_script(struct redis_store *s, enum script_id id)
 	return rc;
 }
 
+/* ROLE: whether the server is a primary, and its replicas (s->replicas). With Sentinel a server
+ * that is not the primary is refused, so that the sentinels are asked again. Returns 0, or -1
+ * with the reason in s->err. */
+static int check_role(struct redis_store *s)
+{
+	const char *argv[1] = { "ROLE" }, *why;
+	size_t lens[1] = { 4 };
+	redisReply *r = command(s, "ROLE", 1, argv, lens);
+	int primary, replicas, rc = 0;
+
+	if (r == NULL)
+		return -1;
+	if (redis_sentinel_reply_role(r, &primary, &replicas, &why) != 0) {
+		rc = bad_reply(s, CALL_ROLE, "ROLE", why);
+	} else if (!primary && s->url.kind == STORE_REDIS_SENTINEL) {
+		set_err(s, "%s:%d, named by the sentinels, is not the primary of %s (ROLE): asking "
+			"again", s->primary.host, s->primary.port, s->url.master);
+		rc = -1;
+	} else {
+		s->replicas = primary ? replicas : 0;
+		s->role_checked_ms = clock_mono_ms();
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+/* Whether a live connection is due for check_role(): with Sentinel (the primary may have turned
+ * replica without closing it), or while the replicas decide how many a pending row needs. */
+static int role_check_due(const struct redis_store *s)
+{
+	return (s->url.kind == STORE_REDIS_SENTINEL || s->min_replicas < 0) &&
+	       clock_mono_ms() - s->role_checked_ms >= ROLE_CHECK_MS;
+}
+
 /* What connect_now() does, without its deadline. */
 static int handshake(struct redis_store *s)
 {
@@ -593,8 +668,15 @@ static int handshake(struct redis_store *s)
 	int i;
 
 	drop_connection(s);
+	if (s->url.kind == STORE_REDIS_SENTINEL &&
+	    redis_sentinel_ask(&s->url, s->sentinel_password, &s->sentinel_next, SENTINEL_ASK_MS,
+			       clock_mono_ms() + SENTINEL_ROUND_MS, &s->primary, s->err,
+			       sizeof s->err) != 0)
+		return -1;
 	if (s->url.kind == STORE_REDIS_UNIX)
 		s->c = redisConnectUnixWithTimeout(s->url.path, ct);
+	else if (s->url.kind == STORE_REDIS_SENTINEL)
+		s->c = redisConnectWithTimeout(s->primary.host, s->primary.port, ct);
 	else
 		s->c = redisConnectWithTimeout(s->url.host, s->url.port, ct);
 	if (s->c == NULL) {
@@ -615,6 +697,8 @@ static int handshake(struct redis_store *s)
 	}
 	if (s->password != NULL && authenticate(s) != 0)
 		goto fail;
+	if ((s->url.kind == STORE_REDIS_SENTINEL || s->min_replicas != 0) && check_role(s) != 0)
+		goto fail;
 	if (s->url.db != 0) {
 		const char *argv[2] = { "SELECT", db };
 		size_t lens[2] = { 6, 0 };
@@ -626,19 +710,23 @@ static int handshake(struct redis_store *s)
 	for (i = 0; i < SC_COUNT_; i++)
 		if (load_script(s, (enum script_id)i) != 0)
 			goto fail;
+	if (s->url.kind == STORE_REDIS_SENTINEL)
+		redis_sentinel_note_primary(s->url.master, &s->primary);
 	return 0;
 fail:
 	drop_connection(s);
 	return -1;
 }
 
-/* Connects, authenticates, selects the database and loads the scripts, all of it within
- * CONNECT_TIMEOUT_MS + COMMAND_TIMEOUT_MS. */
+/* Connects (with Sentinel: asks where first), authenticates, checks the role, selects the
+ * database and loads the scripts, all of it within CONNECT_TIMEOUT_MS + COMMAND_TIMEOUT_MS
+ * (+ SENTINEL_ROUND_MS with Sentinel). */
 static int connect_now(struct redis_store *s)
 {
 	int rc;
 
-	s->handshake_end_ms = clock_mono_ms() + CONNECT_TIMEOUT_MS + COMMAND_TIMEOUT_MS;
+	s->handshake_end_ms = clock_mono_ms() + CONNECT_TIMEOUT_MS + COMMAND_TIMEOUT_MS +
+			      (s->url.kind == STORE_REDIS_SENTINEL ? SENTINEL_ROUND_MS : 0);
 	rc = handshake(s);
 	s->handshake_end_ms = 0;
 	return rc;
@@ -648,10 +736,12 @@ static int connect_now(struct redis_store *s)
  * outage once per process. */
 static int ensure_connected(struct redis_store *s)
 {
+	int64_t backoff_max = s->url.kind == STORE_REDIS_SENTINEL ? SENTINEL_BACKOFF_MAX_MS
+								   : BACKOFF_MAX_MS;
 	char where[STORE_URL_PATH_MAX + 16];
 	int64_t now;
 
-	if (s->c != NULL && s->c->err == 0)
+	if (s->c != NULL && s->c->err == 0 && (!role_check_due(s) || check_role(s) == 0))
 		return 0;
 	drop_connection(s);
 	now = clock_mono_ms();
@@ -662,8 +752,8 @@ static int ensure_connected(struct redis_store *s)
 	describe(s, where, sizeof where);
 	if (connect_now(s) != 0) {
 		s->backoff_ms = s->backoff_ms == 0 ? BACKOFF_FIRST_MS : s->backoff_ms * 2;
-		if (s->backoff_ms > BACKOFF_MAX_MS)
-			s->backoff_ms = BACKOFF_MAX_MS;
+		if (s->backoff_ms > backoff_max)
+			s->backoff_ms = backoff_max;
 		s->next_connect_ms = now + s->backoff_ms;
 		if (atomic_exchange(&outage_logged, 1) == 0)
 			log_msg(LOG_ERROR, "Redis at %s is unreachable (%s); retrying with backoff",
@@ -691,8 +781,8 @@ static redisReply *run(struct redis_store *s, int idempotent, const char *what, 
 			return NULL;
 		if ((r = command(s, what, argc, argv, lens)) != NULL)
 			return r;
-		if (s->c->err == 0)
-			return NULL; /* an error answer: the connection is fine */
+		if (s->c == NULL || s->c->err == 0)
+			return NULL; /* an error answer (READONLY dropped the connection) */
 		drop_connection(s); /* a broken connection */
 		if (!idempotent)
 			return NULL;
@@ -743,8 +833,7 @@ static redisReply *eval(struct redis_store *s, enum script_id id, int idempotent
 			continue;
 		}
 		if (r->type == REDIS_REPLY_ERROR) {
-			set_err(s, "%s: %.200s", what, r->str);
-			freeReplyObject(r);
+			error_reply(s, what, r);
 			return NULL;
 		}
 		return r;
@@ -825,7 +914,7 @@ static void message_field(const char *chat_key, long long message_id, char *out,
 /* Read with read(2), not stdio, whose buffer would be freed unwiped. A password of
  * PASSWORD_MAX bytes or more is refused rather than cut. */
 #define PASSWORD_MAX 1024
-static char *read_password(const char *path, char *err, size_t errlen)
+static char *read_password(const char *setting, const char *path, char *err, size_t errlen)
 {
 	char buf[PASSWORD_MAX + 1];
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -834,7 +923,7 @@ static char *read_password(const char *path, char *err, size_t errlen)
 	char *pw = NULL;
 
 	if (fd < 0) {
-		snprintf(err, errlen, "OTP_REDIS_PASSWORD_FILE %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "%s %s: %s", setting, path, strerror(errno));
 		return NULL;
 	}
 	while (n < sizeof buf - 1 && ((got = read(fd, buf + n, sizeof buf - 1 - n)) > 0 ||
@@ -842,16 +931,16 @@ static char *read_password(const char *path, char *err, size_t errlen)
 		if (got > 0)
 			n += (size_t)got;
 	if (got < 0)
-		snprintf(err, errlen, "OTP_REDIS_PASSWORD_FILE %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "%s %s: %s", setting, path, strerror(errno));
 	close(fd);
 	if (got < 0)
 		goto out;
 	buf[n] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
 	if (buf[0] == '\0')
-		snprintf(err, errlen, "OTP_REDIS_PASSWORD_FILE %s: empty", path);
+		snprintf(err, errlen, "%s %s: empty", setting, path);
 	else if (strlen(buf) >= PASSWORD_MAX)
-		snprintf(err, errlen, "OTP_REDIS_PASSWORD_FILE %s: the password is longer than %d bytes",
+		snprintf(err, errlen, "%s %s: the password is longer than %d bytes", setting,
 			 path, PASSWORD_MAX - 1);
 	else if ((pw = strdup(buf)) == NULL)
 		snprintf(err, errlen, "out of memory");
@@ -874,6 +963,8 @@ struct redis_store *redis_store_open(const struct store_url *u, const struct sto
 	}
 	s->url = *u;
 	s->lease_ms = c->lease_ms > 0 ? c->lease_ms : DEFAULT_LEASE_MS;
+	s->min_replicas = c->redis_min_replicas;
+	s->wait_ms = c->redis_wait_ms > 0 ? c->redis_wait_ms : DEFAULT_WAIT_MS;
 	if (strlen(prefix) >= sizeof s->prefix) {
 		snprintf(err, errlen, "OTP_REDIS_PREFIX: longer than %zu characters",
 			 sizeof s->prefix - 1);
@@ -886,7 +977,14 @@ struct redis_store *redis_store_open(const struct store_url *u, const struct sto
 		snprintf(s->host, sizeof s->host, "unknown");
 	s->host[sizeof s->host - 1] = '\0';
 	if (c->redis_password_file != NULL && c->redis_password_file[0] != '\0' &&
-	    (s->password = read_password(c->redis_password_file, err, errlen)) == NULL)
+	    (s->password = read_password("OTP_REDIS_PASSWORD_FILE", c->redis_password_file, err,
+					 errlen)) == NULL)
+		goto fail;
+	if (u->kind == STORE_REDIS_SENTINEL && c->redis_sentinel_password_file != NULL &&
+	    c->redis_sentinel_password_file[0] != '\0' &&
+	    (s->sentinel_password = read_password("OTP_REDIS_SENTINEL_PASSWORD_FILE",
+						  c->redis_sentinel_password_file, err,
+						  errlen)) == NULL)
 		goto fail;
 	/* hiredis writes with write(2): a server that went away would kill us with SIGPIPE */
 	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
@@ -910,6 +1008,10 @@ void redis_store_close(struct redis_store *s)
 	if (s->password != NULL) {
 		explicit_bzero(s->password, strlen(s->password));
 		free(s->password);
+	}
+	if (s->sentinel_password != NULL) {
+		explicit_bzero(s->sentinel_password, strlen(s->sentinel_password));
+		free(s->sentinel_password);
 	}
 	free(s);
 }
@@ -1116,6 +1218,44 @@ long long redis_store_rate_count(struct redis_store *s, const char *scope, const
 
 /* ---- pending deletions ---------------------------------------------------------------------- */
 
+/* How many replicas must hold a pending row before it counts as written. */
+static int replicas_needed(const struct redis_store *s)
+{
+	if (s->min_replicas >= 0)
+		return s->min_replicas;
+	return s->replicas > 0 ? 1 : 0;
+}
+
+/* WAIT on the connection that just wrote: every write of it held by n replicas within wait_ms.
+ * Returns 0, or -1 with the reason in s->err. With Sentinel a shortfall also drops the
+ * connection: a primary its replicas no longer follow may have been replaced. */
+static int wait_replicas(struct redis_store *s, int n)
+{
+	char nb[16], tb[16];
+	const char *argv[3] = { "WAIT", nb, tb }, *why;
+	size_t lens[3] = { 4, 0, 0 };
+	redisReply *r;
+	long long got;
+	int rc = -1;
+
+	lens[1] = (size_t)snprintf(nb, sizeof nb, "%d", n);
+	lens[2] = (size_t)snprintf(tb, sizeof tb, "%d", s->wait_ms);
+	if ((r = command(s, "WAIT", 3, argv, lens)) == NULL)
+		return -1;
+	if (redis_reply_int(r, 0, REDIS_REPLY_ELEMENTS_MAX, &got, &why) != 0) {
+		rc = bad_reply(s, CALL_WAIT, "WAIT", why);
+	} else if (got < n) {
+		set_err(s, "the pending row reached %lld of the %d replica(s) it needs within %d ms",
+			got, n, s->wait_ms);
+		if (s->url.kind == STORE_REDIS_SENTINEL)
+			drop_connection(s);
+	} else {
+		rc = 0;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
 int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref,
 			    int64_t delete_at_ms, int64_t *stored_ms)
 {
@@ -1150,6 +1290,11 @@ int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref
 	else if (stored_ms != NULL)
 		*stored_ms = at;
 	freeReplyObject(r);
+	/* the row is written; it counts once enough replicas hold it too (a failover then keeps
+	 * it). Otherwise the caller withdraws the message, and the row left behind is deleted as
+	 * "not found" */
+	if (rc == 0 && replicas_needed(s) > 0)
+		rc = wait_replicas(s, replicas_needed(s));
 	return rc;
 }
 
