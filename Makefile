@@ -33,10 +33,18 @@ DELETER_OBJ := $(call obj,$(DELETER_SRC))
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
+# otp-gateway.env(5), made from docs/settings.md (dated by SOURCE_DATE_EPOCH when a package
+# build sets it, else by the file)
+SETTINGS_MAN := $(BUILD)/otp-gateway.env.5
 BENCH_BIN := $(BUILD)/bench/revoke_claim
 
 .PHONY: deb test-system all test test-suites run-stack unit integration check asan tsan valgrind fuzz fuzz-targets run bench soak test-loaded deps docs-assets clean help install uninstall
-all: $(PROGRAMS)
+all: $(PROGRAMS) $(SETTINGS_MAN)
+
+$(SETTINGS_MAN): docs/settings.md docs/settings-to-man.awk
+	@mkdir -p $(@D)
+	awk -v date="$$(date -u -d "@$${SOURCE_DATE_EPOCH:-$$(stat -c %Y docs/settings.md)}" +%Y-%m-%d)" \
+		-f docs/settings-to-man.awk docs/settings.md > $@.tmp && mv $@.tmp $@
 
 help:
 	@echo "make            build $(PROGRAMS)"
@@ -58,6 +66,19 @@ $(BUILD)/gen/schema.inc: lib/schema.sql
 	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^\(.*\)$$/"\1\\n"/' $< > $@
 
 $(BUILD)/obj/lib/store_sqlite.o: $(BUILD)/gen/schema.inc
+
+# The Redis backend's Lua scripts (lib/redis/*.lua) and the helpers they share
+# (lib/redis/helpers/*.lua): each file one string macro, LUA_<its name in upper case>.
+LUA_SRC := $(wildcard lib/redis/*.lua lib/redis/helpers/*.lua)
+$(BUILD)/gen/redis_scripts.inc: $(LUA_SRC)
+	@mkdir -p $(dir $@)
+	for f in $(LUA_SRC); do \
+		printf '#define LUA_%s \\\n' "$$(basename $$f .lua | tr a-z A-Z)"; \
+		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^\(.*\)$$/\t"\1\\n" \\/' $$f; \
+		printf '\t""\n\n'; \
+	done > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/lib/store_redis.o: $(BUILD)/gen/redis_scripts.inc
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -173,12 +194,13 @@ SHARE_CONF := conf/serve.sh conf/docker-entrypoint.sh conf/nginx.conf \
 	$(wildcard conf/.env.example conf/docker-compose.yml) \
 	conf/prometheus/otp-gateway.rules.yml conf/grafana/otp-gateway.json
 UNITS := $(wildcard conf/systemd/*.service conf/systemd/*.socket)
-install: $(PROGRAMS)
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SHAREDIR)/conf/systemd \
+install: $(PROGRAMS) $(SETTINGS_MAN)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(SHAREDIR)/conf/systemd \
 		$(DESTDIR)$(SHAREDIR)/conf/shared-hosting $(DESTDIR)$(SHAREDIR)/www $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(SHAREDIR)/conf/prometheus $(DESTDIR)$(SHAREDIR)/conf/grafana
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
 	install -m 0644 fcgi/otp-fcgi.8 deleter/otp-deleter.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 $(SETTINGS_MAN) $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 www/docs.html www/redoc.html www/openapi.json $(DESTDIR)$(SHAREDIR)/www/
 	if [ -d www/vendor ]; then cp -R www/vendor $(DESTDIR)$(SHAREDIR)/www/; \
 	else echo "install: www/vendor/ is not built (make docs-assets): /docs will be empty" >&2; fi
@@ -195,6 +217,7 @@ install: $(PROGRAMS)
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,otp-fcgi otp-deleter) \
 		$(addprefix $(DESTDIR)$(MANDIR)/man8/,otp-fcgi.8 otp-deleter.8) \
+		$(DESTDIR)$(MANDIR)/man5/otp-gateway.env.5 \
 		$(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
 	rm -rf $(DESTDIR)$(SHAREDIR)
 

@@ -273,7 +273,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	worker_store_give(w);
 	tg_send_message(w->tg, r->chat_id, text, &res);
 	metrics_observe_bot_call(&res);
-	confirmed_ms = clock_now_ms();
+	confirmed_ms = clock_now_ms_up(); /* delete_at counts from it */
 	s = worker_store(w); /* NULL (logged): each use below reports its own failure */
 	if (res.status == TG_RETRY_AFTER) {
 		until = policy_pause_end(pol, confirmed_ms, res.retry_after_s);

@@ -12,6 +12,10 @@
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME): for instants that are stored or answered. */
 int64_t clock_now_ms(void);
 
+/* clock_now_ms() rounded up: for an instant that a deadline counts from, so that the deadline
+ * in milliseconds is never before the real instant plus its length. */
+int64_t clock_now_ms_up(void);
+
 /* Microseconds since the Unix epoch (CLOCK_REALTIME). */
 int64_t clock_now_us(void);
 

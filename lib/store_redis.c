@@ -80,43 +80,10 @@
 
 /* ---- the scripts ------------------------------------------------------------------------- */
 
-/* Lua numbers are doubles: integers up to 2^53 are exact (ms and µs since the epoch are far
- * below); '%.0f' writes them without an exponent. */
-#define LUA_AT "local function at_of(e) return tonumber(string.match(e, '^(%-?%d+)')) end\n"
-/* One clock for every host: a script that keeps or compares instants reads the store's own clock
- * (TIME), and ARGV[1] is the calling host's clock (µs) when it built the call, so that an instant
- * it sends (its now + a duration) is moved onto the store's clock: shifted by (store - host).
- * A host's clock thus only measures durations and never decides an instant. ARGV[2] '1' takes
- * the host's clock as the store's (clock=host: one host, or tests that set the time).
- * Returns now (µs), now (ms) and the shifts to add to a host's instant in ms and in µs. */
-#define LUA_CLOCK                                                                                  \
-	"local function clock()\n"                                                                 \
-	"  local host_us = tonumber(ARGV[1])\n"                                                    \
-	"  local now_us = host_us\n"                                                               \
-	"  if ARGV[2] ~= '1' then\n"                                                               \
-	"    local t = redis.call('TIME')\n"                                                       \
-	"    now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                 \
-	"  end\n"                                                                                  \
-	"  local now = math.floor(now_us / 1000)\n"                                                \
-	"  return now_us, now, now - math.floor(host_us / 1000), now_us - host_us\n"               \
-	"end\n"
-/* Drops a subject's events at or before expired (the oldest are at the tail: O(1) each) and
- * files the subject in its scope's sorted set under its oldest event, or takes it out. */
-#define LUA_TRIM                                                                                   \
-	"local function trim(key, expired, subjects, subject)\n"                                   \
-	"  local dropped = 0\n"                                                                    \
-	"  while true do\n"                                                                        \
-	"    local last = redis.call('LINDEX', key, -1)\n"                                         \
-	"    if not last then redis.call('ZREM', subjects, subject); return dropped end\n"         \
-	"    if at_of(last) > expired then\n"                                                      \
-	"      redis.call('ZADD', subjects, at_of(last), subject); return dropped\n"               \
-	"    end\n"                                                                                \
-	"    redis.call('RPOP', key)\n"                                                            \
-	"    dropped = dropped + 1\n"                                                              \
-	"  end\n"                                                                                  \
-	"end\n"
-/* The answer of a script that reads one instant: {found (1 or 0), the instant, now_ms}. */
-#define LUA_INSTANT_OF(found, value) "return {" found ", " value ", now}\n"
+/* The scripts are the files under lib/redis/ (their KEYS, ARGV and answers written at their top),
+ * each after the helpers from lib/redis/helpers/ it calls; the Makefile embeds every file as a
+ * string macro LUA_<NAME>. */
+#include "redis_scripts.inc"
 
 enum script_id {
 	SC_RATE_TAKE,
@@ -139,220 +106,25 @@ enum script_id {
 };
 
 /* Each script's first line names it (SCRIPT LOAD keeps the text: for redis-cli and tests). */
+#define SCRIPT(name, text) ("-- " name "\n" text)
+
 static const char *const script_src[SC_COUNT_] = {
-	/* KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent)
-	 * ARGV: host µs, trust, n, per rule (limit, expired_ms, ttl_ms, subjects key, subject),
-	 * then has_slot, spacing_us, latest_us, has_pause, pause_cap_us (host instants).
-	 * Returns {refused rule (1-based) or -1, freeing_at_ms, slot_refused, slot_paused,
-	 * slot_us, now_us, id1, at1, id2, at2, ...}: instants on the store's clock */
-	[SC_RATE_TAKE] = "-- rate_take\n" LUA_AT LUA_CLOCK LUA_TRIM
-		"local now_us, now, shift, shift_us = clock()\n"
-		"local n = tonumber(ARGV[3])\n"
-		"for i = 1, n do\n"
-		"  local b = 5 * i - 1\n"
-		"  local key, limit = KEYS[i], tonumber(ARGV[b])\n"
-		"  trim(key, tonumber(ARGV[b+1]) + shift, ARGV[b+3], ARGV[b+4])\n"
-		"  local count = redis.call('LLEN', key)\n"
-		"  if count >= limit then\n"
-		"    local e = redis.call('LINDEX', key, limit - count - 1)\n"
-		"    return {i, e and at_of(e) or now, 0, 0, 0, now_us}\n"
-		"  end\n"
-		"end\n"
-		"local a = 5 * n + 4\n"
-		"local slot, paused = 0, 0\n"
-		"if ARGV[a] == '1' then\n"
-		"  local spacing = tonumber(ARGV[a+1])\n"
-		"  local latest = tonumber(ARGV[a+2]) + shift_us\n"
-		"  local nxt = tonumber(redis.call('GET', KEYS[n+2]) or now_us)\n"
-		/* further ahead than any reservation could put it: a clock stepped back */
-		"  if nxt > latest + spacing then nxt = now_us end\n"
-		"  slot = math.max(nxt, now_us)\n"
-		"  if ARGV[a+3] == '1' then\n"
-		"    local p = tonumber(redis.call('HGET', KEYS[n+3], 'until_ms') or 0) * 1000\n"
-		"    p = math.min(p, tonumber(ARGV[a+4]) + shift_us)\n"
-		"    if p > slot then slot = p; paused = 1 end\n"
-		"  end\n"
-		"  if slot > latest then return {-1, 0, 1, paused, slot, now_us} end\n"
-		"  redis.call('SET', KEYS[n+2], string.format('%.0f', slot + spacing))\n"
-		"end\n"
-		"local out = {-1, 0, 0, paused, slot, now_us}\n"
-		"for i = 1, n do\n"
-		"  local b = 5 * i - 1\n"
-		"  local key, at = KEYS[i], now\n"
-		/* never older than the newest: the list stays sorted even if the clock steps back */
-		"  local head = redis.call('LINDEX', key, 0)\n"
-		"  if head and at_of(head) > at then at = at_of(head) end\n"
-		"  local id = redis.call('INCR', KEYS[n+1])\n"
-		"  if redis.call('LPUSH', key, string.format('%.0f:%d', at, id)) == 1 then\n"
-		"    redis.call('ZADD', ARGV[b+3], at, ARGV[b+4])\n"
-		"  end\n"
-		"  redis.call('PEXPIRE', key, ARGV[b+2])\n"
-		"  out[#out+1] = id\n"
-		"  out[#out+1] = at\n"
-		"end\n"
-		"return out\n",
-
-	/* KEYS: list, subjects; ARGV: member, subject */
-	[SC_RATE_RELEASE] = "-- rate_release\n" LUA_AT
-		"redis.call('LREM', KEYS[1], 1, ARGV[1])\n"
-		"local last = redis.call('LINDEX', KEYS[1], -1)\n"
-		"if last then redis.call('ZADD', KEYS[2], at_of(last), ARGV[2])\n"
-		"else redis.call('ZREM', KEYS[2], ARGV[2]) end\n"
-		"return 0\n",
-
-	/* KEYS: subjects; ARGV: host µs, trust, list key prefix, expired_ms (host), max subjects.
-	 * Returns the number of events dropped. */
-	[SC_RATE_PRUNE] = "-- rate_prune\n" LUA_AT LUA_CLOCK LUA_TRIM
-		"local _, _, shift = clock()\n"
-		"local expired = tonumber(ARGV[4]) + shift\n"
-		"local dropped = 0\n"
-		"for _, sub in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', expired,\n"
-		"                                'LIMIT', 0, tonumber(ARGV[5]))) do\n"
-		"  dropped = dropped + trim(ARGV[3] .. sub, expired, KEYS[1], sub)\n"
-		"end\n"
-		"return dropped\n",
-
-	/* KEYS: counter, due, by-message; ARGV: host µs, trust, prefix, chat_id, message_id,
-	 * delete_at_ms (host), by-message field, chat_key, owner ("": none). Returns
-	 * {id, delete_at_ms as stored}. */
-	[SC_PENDING_ADD] = "-- pending_add\n" LUA_CLOCK
-		"local _, now, shift = clock()\n"
-		"local da = tonumber(ARGV[6]) + shift\n"
-		"local id = redis.call('INCR', KEYS[1])\n"
-		"redis.call('HSET', ARGV[3] .. 'pending:' .. id, 'chat_id', ARGV[4], 'message_id',\n"
-		"           ARGV[5], 'delete_at_ms', string.format('%.0f', da), 'attempts', 0,\n"
-		"           'created_at_ms', string.format('%.0f', now), 'chat_key', ARGV[8])\n"
-		"if ARGV[9] ~= '' then redis.call('HSET', ARGV[3] .. 'pending:' .. id, 'owner', ARGV[9]) end\n"
-		"redis.call('ZADD', KEYS[2], da, id)\n"
-		"redis.call('HSET', KEYS[3], ARGV[7], id)\n"
-		"return {id, da}\n",
-
-	/* KEYS: due; ARGV: host µs, trust, prefix, max, lease_ms. Claims and returns the rows due
-	 * by the store's clock: {now_ms, {id, chat_id, message_id, delete_at_ms, next_try_ms,
-	 * attempts}, ...} */
-	[SC_PENDING_DUE] = "-- pending_due\n" LUA_CLOCK
-		"local _, now = clock()\n"
-		"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + tonumber(ARGV[6]),\n"
-		"                       'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))\n"
-		"local out = {now}\n"
-		"for i = 1, #due, 2 do\n"
-		"  local id = due[i]\n"
-		"  local h = redis.call('HMGET', ARGV[3] .. 'pending:' .. id, 'chat_id',\n"
-		"                       'message_id', 'delete_at_ms', 'attempts')\n"
-		"  if h[1] then\n"
-		"    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), id)\n"
-		"    out[#out+1] = {tonumber(id), h[1], tonumber(h[2]), tonumber(h[3]),\n"
-		"                   tonumber(due[i+1]), tonumber(h[4])}\n"
-		"  else\n"
-		"    redis.call('ZREM', KEYS[1], id)\n"
-		"  end\n"
-		"end\n"
-		"return out\n",
-
-	/* KEYS: due; ARGV: host µs, trust. The earliest next try: {found, next_try_ms, now_ms}. */
-	[SC_PENDING_NEXT] = "-- pending_next\n" LUA_CLOCK
-		"local _, now = clock()\n"
-		"local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
-		"if first[2] then " LUA_INSTANT_OF("1", "tonumber(first[2])") "end\n"
-		LUA_INSTANT_OF("0", "0"),
-
-	/* KEYS: due; ARGV: host µs, trust. The latest next try: {found, next_try_ms, now_ms}. */
-	[SC_PENDING_LAST] = "-- pending_last\n" LUA_CLOCK
-		"local _, now = clock()\n"
-		"local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')\n"
-		"if last[2] then " LUA_INSTANT_OF("1", "tonumber(last[2])") "end\n"
-		LUA_INSTANT_OF("0", "0"),
-
-	/* KEYS: due, by-message; ARGV: prefix, id... */
-	[SC_PENDING_REMOVE] = "-- pending_remove\n"
-		"for i = 2, #ARGV do\n"
-		"  local key = ARGV[1] .. 'pending:' .. ARGV[i]\n"
-		"  local h = redis.call('HMGET', key, 'chat_id', 'message_id', 'chat_key')\n"
-		"  if h[1] then\n"
-		"    local f = (h[3] or string.lower(h[1])) .. ':' .. h[2]\n"
-		"    if redis.call('HGET', KEYS[2], f) == ARGV[i] then redis.call('HDEL', KEYS[2], f) end\n"
-		"  end\n"
-		"  redis.call('DEL', key)\n"
-		"  redis.call('ZREM', KEYS[1], ARGV[i])\n"
-		"end\n"
-		"return 0\n",
-
-	/* KEYS: due, row; ARGV: host µs, trust, id, next_try_ms (host). Never before delete_at. */
-	[SC_PENDING_RETRY] = "-- pending_retry\n" LUA_CLOCK
-		"local _, _, shift = clock()\n"
-		"local da = redis.call('HGET', KEYS[2], 'delete_at_ms')\n"
-		"if not da then return 0 end\n"
-		"redis.call('HINCRBY', KEYS[2], 'attempts', 1)\n"
-		"redis.call('ZADD', KEYS[1], math.max(tonumber(ARGV[4]) + shift, tonumber(da)), ARGV[3])\n"
-		"return 1\n",
-
-	/* KEYS: by-message, due; ARGV: host µs, trust, prefix, field, lease_ms, margin_ms, owner
-	 * ("": none). Returns {claim, now_ms, id, chat_id, message_id, delete_at_ms, next_try_ms,
-	 * attempts}, or {0, now_ms} (also for another owner's row). */
-	[SC_PENDING_CLAIM] = "-- pending_claim\n" LUA_CLOCK
-		"local _, now = clock()\n"
-		"local id = redis.call('HGET', KEYS[1], ARGV[4])\n"
-		"if not id then return {0, now} end\n"
-		"local row = ARGV[3] .. 'pending:' .. id\n"
-		"local h = redis.call('HMGET', row, 'chat_id', 'message_id', 'delete_at_ms', 'attempts',\n"
-		"                     'owner')\n"
-		"local score = redis.call('ZSCORE', KEYS[2], id)\n"
-		"if not h[1] or not score or (h[5] or '') ~= ARGV[7] then return {0, now} end\n"
-		"local lease = tonumber(ARGV[5])\n"
-		"local da = tonumber(h[3])\n"
-		"if da <= now + tonumber(ARGV[6]) then\n"
-		"  return {1, now, tonumber(id), h[1], tonumber(h[2]), da, tonumber(score), tonumber(h[4])}\n"
-		"end\n"
-		"redis.call('HSET', row, 'delete_at_ms', string.format('%.0f', now))\n"
-		"redis.call('ZADD', KEYS[2], now + lease, id)\n"
-		"return {2, now, tonumber(id), h[1], tonumber(h[2]), now, now + lease, tonumber(h[4])}\n",
-
-	/* KEYS: due, row; ARGV: host µs, trust, id. Due at max(now, delete_at) if it is later now. */
-	[SC_PENDING_RELEASE] = "-- pending_release\n" LUA_CLOCK
-		"local _, now = clock()\n"
-		"local score = redis.call('ZSCORE', KEYS[1], ARGV[3])\n"
-		"local da = redis.call('HGET', KEYS[2], 'delete_at_ms')\n"
-		"if score and da and tonumber(score) > now then\n"
-		"  redis.call('ZADD', KEYS[1], math.max(now, tonumber(da)), ARGV[3])\n"
-		"end\n"
-		"return 0\n",
-
-	/* KEYS: pause; ARGV: host µs, trust, until_ms (host), program. Later, never earlier. */
-	[SC_PAUSE_EXTEND] = "-- pause_extend\n" LUA_CLOCK
-		"local _, _, shift = clock()\n"
-		"local til = tonumber(ARGV[3]) + shift\n"
-		"local cur = redis.call('HGET', KEYS[1], 'until_ms')\n"
-		"if not cur or tonumber(cur) < til then\n"
-		"  redis.call('HSET', KEYS[1], 'until_ms', string.format('%.0f', til), 'set_by', ARGV[4])\n"
-		"end\n"
-		"return 0\n",
-
-	/* KEYS: pause; ARGV: host µs, trust. {found, until_ms, now_ms}. */
-	[SC_PAUSE_GET] = "-- pause_get\n" LUA_CLOCK
-		"local _, now = clock()\n"
-		"local til = redis.call('HGET', KEYS[1], 'until_ms')\n"
-		"if til then " LUA_INSTANT_OF("1", "tonumber(til)") "end\n"
-		LUA_INSTANT_OF("0", "0"),
-
-	/* KEYS: heartbeat; ARGV: host µs, trust. The beat is the store's now: a host whose clock
-	 * runs ahead cannot write one from the future. */
-	[SC_HEARTBEAT_SET] = "-- heartbeat_set\n" LUA_CLOCK
-		"local _, now = clock()\n"
-		"redis.call('SET', KEYS[1], string.format('%.0f', now))\n"
-		"return 0\n",
-
-	/* KEYS: heartbeat; ARGV: host µs, trust. {found, beat_ms, now_ms}. */
-	[SC_HEARTBEAT_GET] = "-- heartbeat_get\n" LUA_CLOCK
-		"local _, now = clock()\n"
-		"local beat = redis.call('GET', KEYS[1])\n"
-		"if beat then " LUA_INSTANT_OF("1", "tonumber(beat)") "end\n"
-		LUA_INSTANT_OF("0", "0"),
-
-	/* KEYS: metrics hash; ARGV: field, delta, field, delta, ... */
-	[SC_METRICS_ADD] = /* parenthesised: clang's -Wstring-concatenation */
-		("-- metrics_add\n"
-		 "for i = 1, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i+1]) end\n"
-		 "return 0\n"),
+	[SC_RATE_TAKE] = SCRIPT("rate_take", LUA_AT_OF LUA_CLOCK LUA_TRIM LUA_RATE_TAKE),
+	[SC_RATE_RELEASE] = SCRIPT("rate_release", LUA_AT_OF LUA_RATE_RELEASE),
+	[SC_RATE_PRUNE] = SCRIPT("rate_prune", LUA_AT_OF LUA_CLOCK LUA_TRIM LUA_RATE_PRUNE),
+	[SC_PENDING_ADD] = SCRIPT("pending_add", LUA_CLOCK LUA_PENDING_ADD),
+	[SC_PENDING_DUE] = SCRIPT("pending_due", LUA_CLOCK LUA_PENDING_DUE),
+	[SC_PENDING_NEXT] = SCRIPT("pending_next", LUA_CLOCK LUA_PENDING_NEXT),
+	[SC_PENDING_LAST] = SCRIPT("pending_last", LUA_CLOCK LUA_PENDING_LAST),
+	[SC_PENDING_REMOVE] = SCRIPT("pending_remove", LUA_PENDING_REMOVE),
+	[SC_PENDING_RETRY] = SCRIPT("pending_retry", LUA_CLOCK LUA_PENDING_RETRY),
+	[SC_PENDING_CLAIM] = SCRIPT("pending_claim", LUA_CLOCK LUA_PENDING_CLAIM),
+	[SC_PENDING_RELEASE] = SCRIPT("pending_release", LUA_CLOCK LUA_PENDING_RELEASE),
+	[SC_PAUSE_EXTEND] = SCRIPT("pause_extend", LUA_CLOCK LUA_PAUSE_EXTEND),
+	[SC_PAUSE_GET] = SCRIPT("pause_get", LUA_CLOCK LUA_PAUSE_GET),
+	[SC_HEARTBEAT_SET] = SCRIPT("heartbeat_set", LUA_CLOCK LUA_HEARTBEAT_SET),
+	[SC_HEARTBEAT_GET] = SCRIPT("heartbeat_get", LUA_CLOCK LUA_HEARTBEAT_GET),
+	[SC_METRICS_ADD] = SCRIPT("metrics_add", LUA_METRICS_ADD),
 };
 
 /* ---- the handle ---------------------------------------------------------------------------- */

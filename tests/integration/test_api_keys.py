@@ -2,14 +2,18 @@
 with WWW-Authenticate for anything else and nothing sent, /health open, rotation of the keys
 file without a restart under load (lighttpd's pool and mod_fcgid's), and a per-key limit
 counted across processes."""
+import grp
 import os
+import re
+import subprocess
+import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import FRONTENDS, SLOW, frontend_missing, wait_until
+from conftest import FRONTENDS, ROOT, SLOW, frontend_missing, wait_until
 
 UNAUTHORIZED = ("Missing or invalid API key: send it in the X-API-Key header or as "
                 "Authorization: Bearer <key>")
@@ -204,3 +208,68 @@ def test_a_code_is_revoked_only_with_the_key_that_sent_it(make_gateway, bot):
     assert revoke(gw, 8301, b_id, x_key("plain-key")).status == 200
     assert len(deletions(bot)) == 2
     assert owners(gw) == {}
+
+
+def doc_block(name):
+    """operations.md's block marked `sh id=NAME`, dedented (it sits in a numbered list)."""
+    text = (ROOT / "docs/operations.md").read_text()
+    [block] = re.findall(rf"^[ ]*```sh id={name}\n(.*?)^[ ]*```", text, re.M | re.S)
+    return textwrap.dedent(block)
+
+
+def test_the_documented_rotation_steps_keep_every_valid_key_working(make_gateway, workdir):
+    """docs/operations.md's rotation, its blocks run as written (the keys file's path and group
+    are this test's), under a steady load: the new key works within 2 s of its addition and
+    never fails after, the old one fails within 2 s of its removal, the forum's never fails."""
+    keys = Path(workdir) / "api-keys"
+    group = grp.getgrgid(os.getgid()).gr_name
+    subs = [("/etc/otp-gateway/api-keys", str(keys)), ("-g otp-gateway", f"-g {group}")]
+    env = {**os.environ, "OLD": "old-shop-key", "NEW": "new-shop-key", "FORUM": "forum-key"}
+
+    def run(name):
+        script = doc_block(name)
+        for old, new in subs:
+            assert old in script, f"operations.md's {name} block no longer has {old!r}"
+            script = script.replace(old, new)
+        subprocess.run(["sh", "-ec", script], cwd=workdir, env=env, check=True, timeout=30)
+
+    keys.write_text("shop old-shop-key\nforum forum-key\n")
+    keys.chmod(0o640)
+    gw = make_gateway(env={"OTP_API_KEYS_FILE": str(keys), "RATE_LIMIT_PER_IP": "0"})
+    # key -> the instant from which it must work; the documented bound: within 2 s of a change
+    must_work = {"forum-key": 0, "old-shop-key": 0}
+    failures, answers, stop = [], [], threading.Event()
+
+    def load():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            key = ["old-shop-key", "new-shop-key", "forum-key"][i % 3]
+            works = time.monotonic() >= must_work.get(key, float("inf"))  # as the request left
+            r = send(gw, 960000 + i, x_key(key), expire=5)
+            if works and r.status != 200:
+                failures.append((key, r.status, r.text))
+            answers.append((time.monotonic(), key, r.status))
+            stop.wait(0.05)
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        wait_until(lambda: len(answers) >= 6, 10 * SLOW, "the load to start")
+        run("rotate-add")
+        must_work["new-shop-key"] = time.monotonic() + 2 * SLOW
+        wait_until(lambda: len([a for a in answers if a[0] > must_work["new-shop-key"]]) >= 6,
+                   10 * SLOW, "sends with both keys")
+        del must_work["old-shop-key"]
+        run("rotate-drop")
+        dropped = time.monotonic()
+        wait_until(lambda: send(gw, 969002, x_key("old-shop-key")).status == 401, 2 * SLOW,
+                   "the dropped key to fail")
+        seen = len(answers)
+        wait_until(lambda: len(answers) >= seen + 6, 10 * SLOW, "sends after the drop")
+    finally:
+        stop.set()
+        t.join(30)
+    assert not failures, failures[:5]
+    late = [a for a in answers if a[1] == "old-shop-key" and a[0] > dropped + 2 * SLOW and a[2] != 401]
+    assert not late, late[:3]
+    assert "new-shop-key" not in gw.log_text() and "old-shop-key" not in gw.log_text()

@@ -43,10 +43,12 @@ def test_sixty_concurrent_clients_at_300_ms_latency_within_the_send_budget(make_
     assert elapsed < bound, f"60 OTPs took {elapsed:.2f} s (bound {bound:.2f} s)"
     arrivals = [r["at"] for r in bot.requests("sendMessage")]
     assert len(arrivals) == 60
-    # Turns are 1/30 s apart, so any second holds at most 31 arrivals (issue 13: 43 were seen when
-    # slots were taken 30 at a time). A send that wakes late takes a new turn rather than bunch
-    # up; the window is narrowed only under a sanitizer, whose stalls are longer.
-    window = 1.0 if SLOW == 1 else 0.9
+    # Turns are 1/30 s apart, so any second holds at most 31 turns (issue 13: 43 arrivals were
+    # seen when slots were taken 30 at a time). A send that wakes late takes a new turn rather
+    # than bunch up. Between a turn and its request's arrival lie the sending thread's run to
+    # its write and the loopback: on a loaded machine a send on time may leave up to 50 ms later
+    # than the turn 31 after it (more under a sanitizer, whose stalls are longer).
+    window = 0.95 if SLOW == 1 else 0.9
     assert max_in_any_window(arrivals, window) <= 31
 
 

@@ -1,13 +1,16 @@
 """The Docker image as built from the Dockerfile (podman, a local Debian 12 base): what the
 black-box suite (test_frontends.py, kind "container") cannot see from outside."""
 import json
+import os
+import re
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import SLOW, TOKEN
+from conftest import ROOT, SLOW, TOKEN, Gateway, free_port, wait_until
 import container
 
 # builds and runs containers, which would stretch the timing of tests beside it
@@ -104,3 +107,64 @@ def test_token_from_a_secret_file_and_a_stop_deletes_pending_rows_at_their_time(
     lines = [json.loads(l) for l in gw.log_text().splitlines() if l.startswith("{")]
     [last] = [l for l in lines if l.get("message") == "otp-deleter stopping"]
     assert last["pending_left"] == 0 and last["deleted_early"] == 0, last
+
+
+def doc_block(name):
+    text = (ROOT / "docs/container.md").read_text()
+    [block] = re.findall(rf"^```sh id={name}\n(.*?)^```", text, re.M | re.S)
+    return block
+
+
+def substitute(text, subs):
+    """text with each (old, new) replaced; each old must be there exactly once, so a doc that
+    drifts from what the test knows fails here rather than running something else."""
+    for old, new in subs:
+        assert text.count(old) == 1, f"docs/container.md's podman block no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+def test_the_documented_podman_run_serves_and_its_stop_timeout_drains(container_image, bot, workdir, request):
+    """docs/container.md's podman block as a user types it. Only what this machine needs
+    differs: the image is the one built here (tagged under a name of this test), the network
+    is the host's (to reach the emulator on loopback), and the names, port and key are this
+    test's."""
+    uid = uuid.uuid4().hex[:8]
+    name, secret, tag, key = f"otp-doc-{uid}", f"otp-doc-token-{uid}", f"localhost/otp-doc:{uid}", f"k-{uid}"
+    port = free_port()
+    request.addfinalizer(lambda: (container.podman("rm", "-f", name, check=False),
+                                  container.podman("secret", "rm", secret, check=False),
+                                  container.podman("rmi", tag, check=False)))
+    script = substitute(doc_block("podman-run"), [
+        ("podman build --format docker -t otp-gateway .", f"podman tag {container_image} {tag}"),
+        ("secret create telegram_bot_token ", f"secret create {secret} "),
+        ("--secret telegram_bot_token ", f"--secret {secret},target=telegram_bot_token "),
+        ("--name otp ", f"--name {name} "),
+        ("-p 55155:55155 ", " ".join([*container.RUN_OPTS, "-e", f"PORT={port}",
+                                      "-e", f"TELEGRAM_API_BASE={bot.url}", ""])),
+        ("API_KEY=...", f"API_KEY={key}"),
+        ("--stop-timeout 120 otp-gateway\n", f"--stop-timeout 120 {tag}\n"),
+    ])
+    p = subprocess.run(["sh", "-ec", script], cwd=workdir, env={**os.environ, "TOKEN": TOKEN},
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not (Path(workdir) / "telegram_bot_token").exists(), "the block leaves no token file"
+    gw = Gateway.__new__(Gateway)
+    gw.port = port
+    wait_until(gw.healthy, 30 * SLOW, "the documented container to answer /health")
+    assert gw.send_otp({"chat_id": "7401", "otp": "4321"}).status == 401
+    r = gw.request("POST", "/send-otp", body={"chat_id": "7401", "otp": "4321", "expire_seconds": 5},
+                   headers={"Content-Type": "application/json", "X-API-Key": key})
+    assert r.status == 200, r
+    [call] = [c for c in bot.requests("sendMessage") if str(c["params"].get("chat_id")) == "7401"]
+    due = call["answered_at"] + 5
+    [info] = json.loads(container.podman("inspect", name).stdout)
+    assert info["Config"]["StopTimeout"] == 120
+    # a plain `podman stop`: the grace is the documented --stop-timeout's, long enough to drain
+    container.podman("stop", name, timeout=180)
+    [info] = json.loads(container.podman("inspect", name).stdout)
+    assert info["State"]["ExitCode"] == 0
+    [msg] = [m for m in bot.messages("7401") if m["message_id"] == r.json["message_id"]]
+    assert msg["deleted_at"] is not None and msg["deleted_at"] >= due, "deleted by the stop, never early"
+    logs = container.podman("logs", name).stdout + container.podman("logs", name).stderr
+    assert TOKEN.split(":")[1] not in logs and key not in logs

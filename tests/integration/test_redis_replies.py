@@ -4,9 +4,11 @@ replies of chosen calls with wrong shapes, wrong types, huge arrays, replies tri
 the command deadline, and connections closed half way. Every such send answers 503 (never 500),
 nothing reaches the emulator, the processes live on (ASan clean under `make asan`), each kind of
 wrong reply is logged once, and sends work again as soon as the server tells the truth."""
+import re
+
 import pytest
 
-from conftest import SLOW, RedisServer
+from conftest import ROOT, SLOW, RedisServer
 from redis_liar import CLOSE, SLOW as TRICKLE, RedisLiar
 
 # the issue's reply: first element 0 and more elements than the rules can explain
@@ -94,3 +96,14 @@ def test_a_slow_reply_is_cut_at_the_command_deadline(stack, liar, bot):
     assert r.status == 503, r.text
     assert took < 2 + 2 * SLOW, took  # the deadline (2 s), plus a bound for the rest
     assert bot.messages("4545") == []
+
+
+def test_every_lua_script_loads_on_a_real_server(stack, liar):
+    """Each script of lib/redis/ goes through SCRIPT LOAD on a real redis-server, which compiles it
+    and answers its SHA-1 (a script that does not compile gets an error instead)."""
+    assert stack.send_otp({"chat_id": "4646", "otp": "1234"}).status == 200
+    files = {p.stem for p in (ROOT / "lib" / "redis").glob("*.lua")}
+    assert files, "no script found under lib/redis/"
+    loaded = dict(liar.scripts)
+    assert set(loaded.values()) == files, (sorted(files), sorted(loaded.values()))
+    assert all(re.fullmatch(rb"[0-9a-f]{40}", sha) for sha in loaded), list(loaded)
