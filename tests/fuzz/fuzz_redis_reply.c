@@ -1,12 +1,14 @@
 /* fuzz_redis_reply.c — libFuzzer: any bytes a Redis server could send, read as RESP by hiredis's
  * own reader (with the bounds store_redis.c puts on it), each reply then handed to the checked
- * reader of every script's and command's reply (store_redis_reply.h). The first byte picks the
+ * reader of every script's and command's reply (store_redis_reply.h, and the sentinel's and
+ * ROLE's in redis_sentinel.h). The first byte picks the
  * number of rate rules and the most rows a due-rows call takes. A reply either fails the check
  * or yields values in their ranges; nothing is read out of bounds (ASan). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "redis_sentinel.h"
 #include "store_redis_reply.h"
 
 static void check_row(const struct pending *p)
@@ -26,7 +28,8 @@ static void every_parser(const redisReply *r, int nrules, int max)
 	long long x;
 	double d;
 	char sha[41];
-	int n, found, claim, i;
+	struct redis_sentinel_primary addr;
+	int n, found, claim, i, primary, replicas;
 
 	if (redis_reply_sha(r, sha, &why) == 0 && strlen(sha) != 40)
 		abort();
@@ -64,6 +67,14 @@ static void every_parser(const redisReply *r, int nrules, int max)
 	if (redis_reply_str(r, 64, &str, &why) == 0 && strlen(str) > 64)
 		abort();
 	(void)redis_reply_ok(r, &why);
+	if (redis_sentinel_reply_addr(r, &addr, &found, &why) == 0 && found &&
+	    (addr.port < 1 || addr.port > 65535 || addr.host[0] == '\0' ||
+	     memchr(addr.host, '\0', sizeof addr.host) == NULL))
+		abort();
+	if (redis_sentinel_reply_role(r, &primary, &replicas, &why) == 0 &&
+	    (primary < 0 || primary > 1 || replicas < 0 || replicas > REDIS_REPLY_ELEMENTS_MAX ||
+	     (!primary && replicas != 0)))
+		abort();
 	if (redis_reply_array(r, 0, REDIS_REPLY_ELEMENTS_MAX, &why) == 0)
 		for (i = 0; (size_t)i + 1 < r->elements; i += 2)
 			if (redis_reply_metric(r, (size_t)i, &field, &d, &why) == 0 &&
