@@ -5,6 +5,7 @@ such message is deleted, never before its delete_at, whatever failed over in bet
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SLOW, free_port, parse_iso, stop_process, wait_until
+from conftest import BUILD, ROOT, SLOW, free_port, parse_iso, stop_process, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-sentinel") is None,
                                 reason="redis-sentinel is not installed")
@@ -23,19 +24,32 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-sentinel") is None,
 MASTER = "otp-primary"
 
 
+EXAMPLE = ROOT / "conf/sentinel"
+PASSWORDS = {}  # port -> the password redis-cli gives it
+
+
 def cli(port, *args, timeout=5):
-    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *map(str, args)],
-                         capture_output=True, timeout=timeout)
+    auth = ["--no-auth-warning", "-a", PASSWORDS[port]] if port in PASSWORDS else []
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *auth,
+                          *map(str, args)], capture_output=True, timeout=timeout)
     return out.stdout.decode().strip()
+
+
+def conf_value(path, key):
+    return next(line.split()[-1] for line in path.read_text().splitlines()
+                if line.startswith(key + " "))
 
 
 class Cluster:
     """A primary, one replica and three sentinels (down-after 1 s, failover timeout 3 s), each
-    in a directory of its own on a free loopback port."""
+    in a directory of its own on a free loopback port. example=True starts them from the files
+    of conf/sentinel/ (addresses, ports, directories and the down-after moved to the test's),
+    passwords included."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, example=False):
         self.dir = Path(workdir) / "sentinel-cluster"
         self.dir.mkdir()
+        self.example = example
         self.procs = {}
         self.primary = self.server("primary")
         self.replica = self.server("replica", "--replicaof", "127.0.0.1", str(self.primary))
@@ -52,20 +66,39 @@ class Cluster:
         port = free_port()
         d = self.dir / name
         d.mkdir()
-        self._start(name, ["redis-server", "--bind", "127.0.0.1", "--port", str(port),
-                           "--dir", str(d), "--save", "", "--appendonly", "no",
-                           "--maxmemory-policy", "noeviction", *args])
+        if self.example:
+            conf = EXAMPLE / f"redis-{name}.conf"
+            PASSWORDS[port] = conf_value(conf, "requirepass")
+            self._start(name, ["redis-server", str(conf), "--bind", "127.0.0.1",
+                               "--port", str(port), "--dir", str(d), *args])
+        else:
+            self._start(name, ["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                               "--dir", str(d), "--save", "", "--appendonly", "no",
+                               "--maxmemory-policy", "noeviction", *args])
         wait_until(lambda: cli(port, "PING") == "PONG", 10 * SLOW, f"redis {name}")
         return port
 
     def sentinel(self, i):
         port = free_port()
         conf = self.dir / f"sentinel-{i}.conf"  # sentinel rewrites its file: one each
-        conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
-                        f"sentinel monitor {MASTER} 127.0.0.1 {self.primary} 2\n"
-                        f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                        f"sentinel failover-timeout {MASTER} 3000\n"
-                        f"sentinel parallel-syncs {MASTER} 1\n")
+        if self.example:
+            text = (EXAMPLE / "sentinel.conf").read_text()
+            for old, new in ((r"^port .*", f"port {port}"), (r"^bind .*", "bind 127.0.0.1"),
+                             (r"^dir .*", f"dir {self.dir}"),
+                             (r"10\.0\.0\.11 6379", f"127.0.0.1 {self.primary}"),
+                             (r"down-after-milliseconds (\S+) \d+",
+                              r"down-after-milliseconds \1 1000"),
+                             (r"failover-timeout (\S+) \d+", r"failover-timeout \1 3000")):
+                text, n = re.subn(old, new, text, flags=re.M)
+                assert n == 1, old
+            conf.write_text(text)
+            PASSWORDS[port] = conf_value(EXAMPLE / "sentinel.conf", "requirepass")
+        else:
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                            f"sentinel monitor {MASTER} 127.0.0.1 {self.primary} 2\n"
+                            f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                            f"sentinel failover-timeout {MASTER} 3000\n"
+                            f"sentinel parallel-syncs {MASTER} 1\n")
         self._start(f"sentinel-{i}", ["redis-sentinel", str(conf)])
         wait_until(lambda: cli(port, "PING") == "PONG", 10 * SLOW, f"sentinel {i}")
         return port
@@ -283,3 +316,40 @@ def test_sentinels_that_do_not_know_the_master_answer_503_not_500(make_gateway, 
     assert r.status == 503, r
     assert bot.messages("9300001") == []
     assert "does not know the master no-such-master" in gw.log_text()
+
+
+def test_the_sentinel_example_runs_with_its_passwords_from_files(make_gateway, workdir, bot):
+    """conf/sentinel: the primary's, the replica's and the sentinels' files (addresses, ports and
+    directories moved to the test's) and a host's settings file; the data nodes' and the
+    sentinels' passwords read from their files, never logged; a wrong sentinel password is
+    refused at start without being quoted."""
+    cluster = Cluster(workdir, example=True)
+    try:
+        data_pw = conf_value(EXAMPLE / "redis-primary.conf", "requirepass")
+        sentinel_pw = conf_value(EXAMPLE / "sentinel.conf", "requirepass")
+        assert data_pw != sentinel_pw
+        files = {}
+        for name, pw in (("redis-password", data_pw), ("sentinel-password", sentinel_pw)):
+            files[name] = Path(workdir) / name
+            files[name].write_text(pw + "\n")
+        hosts = ",".join(f"127.0.0.1:{p}" for p in cluster.sentinels)
+        gw = make_gateway(env={"OTP_ENV_FILE": str(EXAMPLE / "gateway.env"),
+                               "OTP_STORE": f"redis+sentinel://{hosts}/{MASTER}/0",
+                               "OTP_REDIS_PASSWORD_FILE": str(files["redis-password"]),
+                               "OTP_REDIS_SENTINEL_PASSWORD_FILE": str(files["sentinel-password"]),
+                               "HOST": "127.0.0.1"})
+        r = gw.send_otp({"chat_id": "9400001", "otp": "8642", "expire_seconds": 5})
+        assert r.status == 200, r
+        # the row is on the primary and, before the 200, on the replica
+        assert cli(cluster.replica, "ZCARD", "otp:pending:due") == "1"
+        text = gw.log_text()
+        assert data_pw not in text and sentinel_pw not in text
+        assert f"Redis primary of {MASTER}: 127.0.0.1:{cluster.primary}" in text
+        files["sentinel-password"].write_text("wrong-" + sentinel_pw)
+        out = subprocess.run([str(BUILD / "otp-deleter")], env=gw.env, capture_output=True,
+                             text=True, timeout=20)
+        assert out.returncode != 0
+        assert "AUTH" in out.stderr and sentinel_pw not in out.stderr, out.stderr
+        wait_until(lambda: bot.messages("9400001")[0]["deleted_at"], 10 * SLOW, "the deletion")
+    finally:
+        cluster.stop()
