@@ -99,6 +99,31 @@ int redis_sentinel_reply_role(const redisReply *r, int *is_primary, int *replica
 	return fail(why, "not a ROLE");
 }
 
+int redis_sentinel_reply_info_replicas(const redisReply *r, int *replicas, const char **why)
+{
+	static const char key[] = "connected_slaves:";
+	const char *text, *line, *p;
+	long n = 0;
+
+	if (redis_reply_str(r, REDIS_REPLY_STRING_MAX, &text, why) != 0)
+		return -1;
+	for (line = text; line != NULL; line = (p = strchr(line, '\n')) != NULL ? p + 1 : NULL)
+		if (strncmp(line, key, sizeof key - 1) == 0)
+			break;
+	if (line == NULL)
+		return fail(why, "no connected_slaves in INFO replication");
+	p = line + sizeof key - 1;
+	if (*p < '0' || *p > '9')
+		return fail(why, "connected_slaves not a number");
+	for (; *p >= '0' && *p <= '9'; p++)
+		if ((n = n * 10 + (*p - '0')) > 65535)
+			return fail(why, "connected_slaves out of range");
+	if (*p != '\r' && *p != '\n' && *p != '\0')
+		return fail(why, "connected_slaves not a number");
+	*replicas = (int)n;
+	return 0;
+}
+
 /* ---- asking a sentinel ------------------------------------------------------------------- */
 
 /* Sends what c has buffered and reads one reply by the monotonic instant deadline_ms (a

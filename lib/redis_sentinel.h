@@ -50,6 +50,12 @@ int redis_sentinel_reply_addr(const struct redisReply *r, struct redis_sentinel_
 int redis_sentinel_reply_role(const struct redisReply *r, int *is_primary, int *replicas,
 			      const char **why);
 
+/* INFO replication's reply: a string holding the line connected_slaves:N (0-65535): every
+ * replica connected to the primary, whatever its state (ROLE lists only those streaming).
+ * Returns 0 with *replicas, or -1 with *why set. */
+int redis_sentinel_reply_info_replicas(const struct redisReply *r, int *replicas,
+				       const char **why);
+
 /* A handle found master's primary at p: the first address this process meets is logged (INFO);
  * each later different one is a change, logged once (WARNING) and counted. Thread-safe. */
 void redis_sentinel_note_primary(const char *master, const struct redis_sentinel_primary *p);

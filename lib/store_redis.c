@@ -31,10 +31,12 @@
  * With Redis Sentinel (redis+sentinel://) the server is the primary the sentinels name
  * (redis_sentinel.h), asked again at every connection; ROLE must say it is a primary. A READONLY
  * answer (the primary turned replica) drops the connection like a lost one, and so does a
- * ROLE that no longer says primary (asked again every ROLE_CHECK_MS).
+ * server the sentinels no longer name or whose ROLE no longer says primary (both asked again
+ * every ROLE_CHECK_MS).
  *
  * Replicas: a pending row is acknowledged only once min_replicas replicas hold it (WAIT, after
- * the script that wrote it); by default 1 when the primary has replicas (ROLE), else none. */
+ * the script that wrote it); by default 1 when the primary has a replica (ROLE, asked then),
+ * else none. */
 #define _GNU_SOURCE
 #include "store_backend.h"
 
@@ -66,8 +68,7 @@
 #define BACKOFF_MAX_MS 2000
 /* with Sentinel: a new primary is a question to a sentinel away, so ask again sooner */
 #define SENTINEL_BACKOFF_MAX_MS 500
-/* how often a live connection checks that its server is still a primary with the replicas it
- * had (a replica that joins or leaves changes the default of min_replicas) */
+/* with Sentinel: how often a live connection checks that its server is still the primary */
 #define ROLE_CHECK_MS 5000
 #define DEFAULT_WAIT_MS 1000
 /* asking the sentinels: each within SENTINEL_ASK_MS, all within SENTINEL_ROUND_MS */
@@ -136,7 +137,7 @@ struct redis_store {
 	char *sentinel_password;      /* the sentinels' (redis+sentinel://), the same */
 	struct redis_sentinel_primary primary; /* redis+sentinel://: where the sentinels said */
 	int sentinel_next;            /* the sentinel to ask first */
-	int replicas;                 /* the primary's replicas at the last ROLE */
+	int replicas;                 /* the primary's replicas when this connection last asked */
 	int64_t role_checked_ms;      /* clock_mono_ms() of the last ROLE */
 	int min_replicas;             /* WAIT for that many after a pending row; -1: 1 if replicas */
 	int wait_ms;
@@ -158,6 +159,7 @@ enum call_id {
 	CALL_AUTH,
 	CALL_SELECT,
 	CALL_ROLE,
+	CALL_INFO,
 	CALL_WAIT,
 	CALL_LLEN,
 	CALL_ZCARD,
@@ -397,38 +399,64 @@ static int load_script(struct redis_store *s, enum script_id id)
 	return rc;
 }
 
-/* ROLE: whether the server is a primary, and its replicas (s->replicas). With Sentinel a server
- * that is not the primary is refused, so that the sentinels are asked again. Returns 0, or -1
- * with the reason in s->err. */
+/* ROLE: whether the server is a primary. With Sentinel a server that is not the primary is
+ * refused, so that the sentinels are asked again. Returns 0, or -1 with the reason in s->err. */
 static int check_role(struct redis_store *s)
 {
 	const char *argv[1] = { "ROLE" }, *why;
 	size_t lens[1] = { 4 };
 	redisReply *r = command(s, "ROLE", 1, argv, lens);
-	int primary, replicas, rc = 0;
+	int primary, online, rc = 0;
 
 	if (r == NULL)
 		return -1;
-	if (redis_sentinel_reply_role(r, &primary, &replicas, &why) != 0) {
+	if (redis_sentinel_reply_role(r, &primary, &online, &why) != 0) {
 		rc = bad_reply(s, CALL_ROLE, "ROLE", why);
 	} else if (!primary && s->url.kind == STORE_REDIS_SENTINEL) {
 		set_err(s, "%s:%d, named by the sentinels, is not the primary of %s (ROLE): asking "
 			"again", s->primary.host, s->primary.port, s->url.master);
 		rc = -1;
 	} else {
-		s->replicas = primary ? replicas : 0;
 		s->role_checked_ms = clock_mono_ms();
 	}
 	freeReplyObject(r);
 	return rc;
 }
 
-/* Whether a live connection is due for check_role(): with Sentinel (the primary may have turned
- * replica without closing it), or while the replicas decide how many a pending row needs. */
+/* Whether a live connection is due for check_live(): with Sentinel, whose primary may have been
+ * replaced without closing it. */
 static int role_check_due(const struct redis_store *s)
 {
-	return (s->url.kind == STORE_REDIS_SENTINEL || s->min_replicas < 0) &&
+	return s->url.kind == STORE_REDIS_SENTINEL &&
 	       clock_mono_ms() - s->role_checked_ms >= ROLE_CHECK_MS;
+}
+
+/* With Sentinel: whether the sentinels still name the server of this connection. A primary
+ * that was frozen while they failed over wakes up still a primary in its own eyes, without
+ * replicas, and would take writes that its demotion then throws away. Sentinels out of reach
+ * change nothing (the primary keeps serving). Returns 0, or -1 with the reason in s->err: the
+ * connection is to be dropped. */
+static int check_still_named(struct redis_store *s)
+{
+	struct redis_sentinel_primary now;
+	char why[256];
+
+	if (s->url.kind == STORE_REDIS_SENTINEL &&
+	    redis_sentinel_ask(&s->url, s->sentinel_password, &s->sentinel_next, SENTINEL_ASK_MS,
+			       clock_mono_ms() + SENTINEL_ROUND_MS, &now, why, sizeof why) == 0 &&
+	    (strcmp(now.host, s->primary.host) != 0 || now.port != s->primary.port)) {
+		set_err(s, "the sentinels name %s:%d as the primary of %s now, no longer %s:%d",
+			now.host, now.port, s->url.master, s->primary.host, s->primary.port);
+		return -1;
+	}
+	return 0;
+}
+
+/* A live connection's periodic check: still named by the sentinels, still a primary (ROLE).
+ * Returns 0, or -1 with the reason in s->err: the connection is to be dropped. */
+static int check_live(struct redis_store *s)
+{
+	return check_still_named(s) == 0 ? check_role(s) : -1;
 }
 
 /* What connect_now() does, without its deadline. */
@@ -440,6 +468,7 @@ static int handshake(struct redis_store *s)
 	int i;
 
 	drop_connection(s);
+	s->replicas = 0;
 	if (s->url.kind == STORE_REDIS_SENTINEL &&
 	    redis_sentinel_ask(&s->url, s->sentinel_password, &s->sentinel_next, SENTINEL_ASK_MS,
 			       clock_mono_ms() + SENTINEL_ROUND_MS, &s->primary, s->err,
@@ -469,7 +498,7 @@ static int handshake(struct redis_store *s)
 	}
 	if (s->password != NULL && authenticate(s) != 0)
 		goto fail;
-	if ((s->url.kind == STORE_REDIS_SENTINEL || s->min_replicas != 0) && check_role(s) != 0)
+	if (s->url.kind == STORE_REDIS_SENTINEL && check_role(s) != 0)
 		goto fail;
 	if (s->url.db != 0) {
 		const char *argv[2] = { "SELECT", db };
@@ -513,7 +542,7 @@ static int ensure_connected(struct redis_store *s)
 	char where[STORE_URL_PATH_MAX + 16];
 	int64_t now;
 
-	if (s->c != NULL && s->c->err == 0 && (!role_check_due(s) || check_role(s) == 0))
+	if (s->c != NULL && s->c->err == 0 && (!role_check_due(s) || check_live(s) == 0))
 		return 0;
 	drop_connection(s);
 	now = clock_mono_ms();
@@ -990,11 +1019,44 @@ long long redis_store_rate_count(struct redis_store *s, const char *scope, const
 
 /* ---- pending deletions ---------------------------------------------------------------------- */
 
-/* How many replicas must hold a pending row before it counts as written. */
-static int replicas_needed(const struct redis_store *s)
+/* The primary's replicas now, whatever their state, into s->replicas (INFO replication's
+ * connected_slaves: ROLE lists only those streaming already, and one still in its first sync
+ * can be promoted without what it has not received yet). Returns 0, or -1 (s->err). */
+static int count_replicas(struct redis_store *s)
+{
+	const char *argv[2] = { "INFO", "replication" }, *why;
+	size_t lens[2] = { 4, 11 };
+	redisReply *r = command(s, "INFO replication", 2, argv, lens);
+	int n, rc = 0;
+
+	if (r == NULL)
+		return -1;
+	if (redis_sentinel_reply_info_replicas(r, &n, &why) != 0)
+		rc = bad_reply(s, CALL_INFO, "INFO replication", why);
+	else
+		s->replicas = n;
+	freeReplyObject(r);
+	return rc;
+}
+
+/* How many replicas must hold the pending row just written before it counts: the setting, or
+ * by default 1 if the primary has a replica now (asked on the connection that wrote: a replica
+ * that joined since could be promoted, and must hold the row). Returns the number, or -1 with
+ * the reason in s->err. */
+static int replicas_needed(struct redis_store *s)
 {
 	if (s->min_replicas >= 0)
 		return s->min_replicas;
+	if (count_replicas(s) != 0)
+		return -1;
+	/* no replica: they died, or one was promoted while this primary was frozen (a connection
+	 * made to it then, on the sentinels' word of before, answers once it thaws). Only the
+	 * sentinels tell: if they name another primary, what is written here is lost at its
+	 * demotion */
+	if (s->replicas == 0 && check_still_named(s) != 0) {
+		drop_connection(s);
+		return -1;
+	}
 	return s->replicas > 0 ? 1 : 0;
 }
 
@@ -1036,7 +1098,7 @@ int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref
 	redisReply *r;
 	long long id, at;
 	const char *why;
-	int rc = 0;
+	int rc = 0, need;
 
 	if (key(s, kseq, "pending:seq") != 0 || key(s, kdue, "pending:due") != 0 ||
 	    key(s, kidx, "pending:by-message") != 0)
@@ -1065,8 +1127,8 @@ int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref
 	/* the row is written; it counts once enough replicas hold it too (a failover then keeps
 	 * it). Otherwise the caller withdraws the message, and the row left behind is deleted as
 	 * "not found" */
-	if (rc == 0 && replicas_needed(s) > 0)
-		rc = wait_replicas(s, replicas_needed(s));
+	if (rc == 0 && (need = replicas_needed(s)) != 0)
+		rc = need < 0 ? -1 : wait_replicas(s, need);
 	return rc;
 }
 

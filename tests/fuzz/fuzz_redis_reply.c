@@ -71,6 +71,9 @@ static void every_parser(const redisReply *r, int nrules, int max)
 	    (addr.port < 1 || addr.port > 65535 || addr.host[0] == '\0' ||
 	     memchr(addr.host, '\0', sizeof addr.host) == NULL))
 		abort();
+	if (redis_sentinel_reply_info_replicas(r, &replicas, &why) == 0 &&
+	    (replicas < 0 || replicas > 65535))
+		abort();
 	if (redis_sentinel_reply_role(r, &primary, &replicas, &why) == 0 &&
 	    (primary < 0 || primary > 1 || replicas < 0 || replicas > REDIS_REPLY_ELEMENTS_MAX ||
 	     (!primary && replicas != 0)))

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "redis_sentinel.h"
@@ -137,6 +138,50 @@ static void a_role_of_another_shape_is_refused(void **state)
 	assert_int_equal(ROLE("-ERR unknown command\r\n", &primary, &replicas), -1);
 }
 
+/* INFO's text as a bulk string reply, read by redis_sentinel_reply_info_replicas(). */
+static int info(const char *text, int *n)
+{
+	char resp[512];
+	redisReply *r;
+	const char *why = NULL;
+	int len = snprintf(resp, sizeof resp, "$%zu\r\n%s\r\n", strlen(text), text), rc;
+
+	r = read_reply(resp, (size_t)len);
+	rc = redis_sentinel_reply_info_replicas(r, n, &why);
+	if (rc != 0)
+		assert_non_null(why);
+	freeReplyObject(r);
+	return rc;
+}
+
+static void info_replication_counts_every_replica_connected(void **state)
+{
+	const char *why;
+	redisReply *r;
+	int n = -1;
+
+	(void)state;
+	assert_int_equal(info("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n"
+			      "slave0:ip=127.0.0.1,port=6381,state=wait_bgsave,offset=0,lag=0\r\n", &n),
+			 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(info("connected_slaves:0\r\n", &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(info("role:master\nconnected_slaves:7", &n), 0);
+	assert_int_equal(n, 7);
+	/* missing, not a number, out of bounds, not at a line's start */
+	assert_int_equal(info("# Replication\r\nrole:master\r\n", &n), -1);
+	assert_int_equal(info("connected_slaves:\r\n", &n), -1);
+	assert_int_equal(info("connected_slaves:-1\r\n", &n), -1);
+	assert_int_equal(info("connected_slaves:1x\r\n", &n), -1);
+	assert_int_equal(info("connected_slaves:65536\r\n", &n), -1);
+	assert_int_equal(info("xconnected_slaves:1\r\n", &n), -1);
+	/* not a string */
+	r = read_reply(":1\r\n", 4);
+	assert_int_equal(redis_sentinel_reply_info_replicas(r, &n, &why), -1);
+	freeReplyObject(r);
+}
+
 static void a_change_of_primary_is_counted_once(void **state)
 {
 	struct redis_sentinel_primary a = { "10.0.0.1", 6379 }, b = { "10.0.0.2", 6379 };
@@ -163,6 +208,7 @@ int main(void)
 		cmocka_unit_test(anything_else_a_sentinel_says_is_refused),
 		cmocka_unit_test(role_tells_a_primary_and_its_replicas_from_a_replica),
 		cmocka_unit_test(a_role_of_another_shape_is_refused),
+		cmocka_unit_test(info_replication_counts_every_replica_connected),
 		cmocka_unit_test(a_change_of_primary_is_counted_once),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
