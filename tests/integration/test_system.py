@@ -236,14 +236,15 @@ class Stack:
 
 def run_black_box_suite(m, kind):
     """test_frontends.py's checks through the machine's web server, each case as pytest would
-    run it (its parametrize cases in turn), the state each expects fresh as with a stack of its
-    own: no row pending (nothing is deleted from under otp-deleter), the emulator emptied, no
-    rate count left from earlier sends."""
+    run it (its parametrize cases in turn), from a fresh state as with a stack of its own: once
+    no row is pending (so the deleter's stop is quick and no message is left), a new database
+    (no rate count left from earlier sends) and the emulator emptied."""
     wait_until(lambda: m.pending() == 0, 30 * SLOW, "the earlier codes to be deleted", interval=0.5)
+    m.sh(f"systemctl stop {POOL} otp-deleter.service && rm -f /run/otp-gateway/db/* && "
+         "systemctl start otp-deleter.service")
     with settings(m, SUITE_SETTINGS):
         stack = Stack(kind, m)
         stack.bot.config(reset=True)
-        m.sh(f"runuser -u otp-gateway -- sqlite3 -cmd '.timeout 5000' {DB} 'DELETE FROM rate_events'")
         wait_until(stack.gw.healthy, 15 * SLOW, f"health through {kind}")
         for test in (black_box.test_send_otp_answers_and_the_message_is_deleted_on_time,
                      black_box.test_authorization_bearer_reaches_the_responder,
