@@ -24,7 +24,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -205,7 +204,7 @@ def installed(machine):
         ["root:otp-gateway", "750", "root:otp-gateway", "640"]
     assert m.sh("systemctl is-active otp-deleter.service", check=False).stdout.strip() == "inactive"
     run_block(m, "deb-token", blocks)
-    # the one test-only step: the emulator inside the machine is the Bot API
+    # the test-only step: MACHINE_SETTINGS (the emulator is the Bot API, the address limit)
     m.sh(f"printf '%s\\n' {' '.join(f'{k}={v}' for k, v in MACHINE_SETTINGS.items())} >> {ENV_FILE}")
     run_block(m, "deb-start", blocks)
     run_block(m, "deb-nginx", blocks)
