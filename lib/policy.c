@@ -92,6 +92,13 @@ static struct store_slot_request send_slot(const struct policy *p, int64_t now_u
 					    .pause_cap_us = now_us + p->max_pause_ms * 1000 };
 }
 
+struct store_claim_request policy_claim_request(int64_t now_ms, int64_t lease_ms)
+{
+	return (struct store_claim_request){ .now_ms = now_ms,
+					     .margin_ms = POLICY_CLAIM_MARGIN_MS,
+					     .lease_ms = lease_ms };
+}
+
 int policy_key_limit(const struct policy *p, const struct policy_client *client)
 {
 	if (client == NULL || client->key_owner == NULL || client->key_owner[0] == '\0')
