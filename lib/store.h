@@ -78,6 +78,9 @@ struct store_slot_request {
 	const char *pause_kind; /* the pause that holds this queue ("send"), or NULL */
 	int64_t pause_cap_us;   /* a pause is honoured up to this instant at most (a hand-edited
 				 * row cannot hold the queue longer than any 429 could) */
+	int64_t reset_after_us; /* a next free instant later than this cannot have been reserved
+				 * on the caller's clock (it stepped back since): the queue starts
+				 * again from now_us */
 };
 
 #define STORE_SCOPE_MAX 16

@@ -766,6 +766,7 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 	arg_int(a, slot != NULL ? slot->latest_us : 0);
 	arg_str(a, slot != NULL && slot->pause_kind != NULL ? "1" : "0");
 	arg_int(a, slot != NULL ? slot->pause_cap_us : 0);
+	arg_int(a, slot != NULL ? slot->reset_after_us : 0);
 	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 3, a->n, a->v, a->len);
 	if (r == NULL)
 		goto out;

@@ -910,9 +910,7 @@ static int reserve_slot(struct sqlite_store *s, const struct store_slot_request 
 
 	if ((st = stmt(s, ST_QUEUE_GET)) == NULL || step_int64(s, st, &next, "read send queue") < 0)
 		return -1;
-	/* a queue further ahead than any reservation could have put it was written under a clock
-	 * that has since stepped back: start again from now */
-	if (next > q->latest_us + q->spacing_us)
+	if (next > q->reset_after_us)
 		next = q->now_us;
 	at = next > q->now_us ? next : q->now_us;
 	if (q->pause_kind != NULL) {
