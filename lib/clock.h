@@ -22,10 +22,6 @@ int64_t clock_now_us(void);
 /* Milliseconds on CLOCK_MONOTONIC (from an arbitrary origin): for waits, timeouts, durations. */
 int64_t clock_mono_ms(void);
 
-/* Microseconds on CLOCK_MONOTONIC: a duration to add to an instant in milliseconds without the
- * rounding of two millisecond readings. */
-int64_t clock_mono_us(void);
-
 /* Length of "2025-10-28T12:00:00Z" plus its NUL. */
 #define CLOCK_ISO_LEN 21
 

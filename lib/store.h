@@ -259,9 +259,10 @@ enum store_claim {
 
 /* What store_pending_claim() is handed (policy_claim_request() fills it). */
 struct store_claim_request {
-	int64_t now_ms;    /* the caller's now: the row's new delete_at; SQLite adds the time it
-			    * waited for the write lock (a deleter's read before the lock saw an
-			    * earlier instant) */
+	int64_t now_ms;    /* the caller's clock, read just before the call: the row's new
+			    * delete_at is the store's now (Redis: TIME; SQLite: this host's clock
+			    * once the write lock is held), and a shared store uses this to move
+			    * instants between the two clocks */
 	int64_t margin_ms; /* a row due within this of now is left as it is (STORE_CLAIM_DUE) */
 	int64_t lease_ms;  /* how long a taken row is the caller's; 0 hands it to otp-deleter */
 };

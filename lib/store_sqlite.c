@@ -1327,15 +1327,14 @@ static int sqlite_store_pending_claim(void *h, const struct pending_ref *ref,
 {
 	struct sqlite_store *s = h;
 	sqlite3_stmt *st = NULL;
-	int64_t asked_us = clock_mono_us(), now;
+	int64_t now;
 	int rc = -1, step;
 
 	if (begin(s) != 0)
 		return -1;
-	/* now as of the lock (the caller's now plus the wait for it): a deleter's read before the
-	 * lock saw an earlier instant. The wait rounded down, so that now is never later than the
-	 * wall clock reads once the claim is done. */
-	now = req->now_ms + (clock_mono_us() - asked_us) / 1000;
+	/* now as of the write lock, as a Redis script reads TIME: the wait for the lock may be
+	 * long, and a wall-clock step during it must move no instant of the claim */
+	now = clock_now_ms();
 	if ((st = prepare_once(s, sqlite_store_claim_find_sql)) == NULL)
 		goto out;
 	sqlite3_bind_text(st, 1, ref->chat_key, -1, SQLITE_STATIC);
