@@ -70,9 +70,9 @@ $(BUILD)/obj/lib/store_sqlite.o: $(BUILD)/gen/schema.inc
 # The Redis backend's Lua scripts (lib/redis/*.lua) and the helpers they share
 # (lib/redis/helpers/*.lua): each file one string macro, LUA_<its name in upper case>.
 LUA_SRC := $(wildcard lib/redis/*.lua lib/redis/helpers/*.lua)
-$(BUILD)/gen/redis_scripts.inc: $(LUA_SRC)
+$(BUILD)/gen/redis_scripts.inc: $(LUA_SRC) Makefile
 	@mkdir -p $(dir $@)
-	for f in $(LUA_SRC); do \
+	set -e; for f in $(LUA_SRC); do \
 		printf '#define LUA_%s \\\n' "$$(basename $$f .lua | tr a-z A-Z)"; \
 		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^\(.*\)$$/\t"\1\\n" \\/' $$f; \
 		printf '\t""\n\n'; \

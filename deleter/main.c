@@ -441,7 +441,7 @@ int main(int argc, char **argv)
 	install_signals();
 	/* one otp-deleter per SQLite file; with Redis, one per host or more: they claim rows
 	 * with a lease (store.h), so they share the work instead of excluding each other */
-	if (!cfg.store_is_redis) {
+	if (!cfg.store_is_shared) {
 		/* --drain waits for a --run-for run to end (its pending rows are what it is for) */
 		lock_fd = take_lock(cfg.db_path, opt.drain ? (int64_t)cfg.deleter_stop_timeout_s * 1000
 					  : opt.run_for_s > 0 ? LOCK_WAIT_MS : 0);

@@ -93,9 +93,10 @@ static void answer_rate_limited(const struct cfg *cfg, int64_t retry_ms, struct 
 static void hand_over(struct store *s, const struct revoke_otp_request *r,
 		      const struct pending_ref *ref, const char *why, struct response *resp)
 {
+	const struct store_claim_request claim = policy_claim_request(clock_now_ms(), 0);
 	struct pending row;
 
-	switch (store_pending_claim(s, ref, 0, &row)) {
+	switch (store_pending_claim(s, ref, &claim, &row)) {
 	case STORE_CLAIM_NONE:
 		http_respond_detail(resp, 404, not_pending);
 		break;
@@ -160,6 +161,7 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 	struct revoke_otp_request r;
 	struct policy_admission adm;
 	struct policy_client client;
+	struct store_claim_request claim;
 	struct pending_ref ref;
 	struct pending row;
 	struct store *s;
@@ -204,8 +206,9 @@ void api_revoke_otp(struct worker *w, const struct request *req, struct response
 			  "The gateway is restarting; otp-deleter deletes the message at once", resp);
 		return;
 	}
-	switch (store_pending_claim(s, &ref, (int64_t)cfg->telegram_timeout_ms + LEASE_MARGIN_MS,
-				    &row)) {
+	claim = policy_claim_request(clock_now_ms(),
+				     (int64_t)cfg->telegram_timeout_ms + LEASE_MARGIN_MS);
+	switch (store_pending_claim(s, &ref, &claim, &row)) {
 	case STORE_CLAIM_NONE:
 		http_respond_detail(resp, 404, not_pending);
 		break;

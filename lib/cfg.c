@@ -382,7 +382,7 @@ static int load_store(struct cfg *cfg, char *err, size_t errlen)
 		goto out;
 	if (dup_str(v, &cfg->store_url, err, errlen) != 0)
 		goto out;
-	cfg->store_is_redis = u->kind != STORE_SQLITE;
+	cfg->store_is_shared = store_url_is_shared(u);
 	v = env("OTP_REDIS_PASSWORD_FILE");
 	if (v != NULL && dup_str(v, &cfg->redis_password_file, err, errlen) != 0)
 		goto out;

@@ -56,7 +56,7 @@ struct cfg {
 	int db_in_user_shm_dir;   /* db_path is the default of a user without /run: a directory of
 				   * its own named after its uid under /dev/shm */
 	char *store_url;          /* OTP_STORE, or db_path when it is unset */
-	int store_is_redis;       /* OTP_STORE names a Redis server: several hosts share it */
+	int store_is_shared;      /* OTP_STORE names a store several hosts share (store_is_shared) */
 	char *redis_password_file; /* OTP_REDIS_PASSWORD_FILE, or NULL */
 	char *redis_prefix;       /* OTP_REDIS_PREFIX, or NULL ("otp:") */
 	char *redis_sentinel_password_file; /* OTP_REDIS_SENTINEL_PASSWORD_FILE, or NULL */

@@ -82,14 +82,26 @@ static int64_t lateness_allowed_us(const struct policy *p)
 }
 
 /* A turn in the send queue asked for at now_us: taken only within the send wait, and held by
- * the send pause for at most max_pause_ms. */
+ * the send pause for at most max_pause_ms. No reservation puts the queue further ahead than the
+ * latest instant plus one spacing: a queue beyond that was written under a clock that has since
+ * stepped back, and starts again from now. */
 static struct store_slot_request send_slot(const struct policy *p, int64_t now_us)
 {
+	int64_t latest_us = now_us + p->send_wait_ms * 1000;
+
 	return (struct store_slot_request){ .now_us = now_us,
 					    .spacing_us = spacing_us(p),
-					    .latest_us = now_us + p->send_wait_ms * 1000,
+					    .latest_us = latest_us,
 					    .pause_kind = pause_names[POLICY_PAUSE_SEND],
-					    .pause_cap_us = now_us + p->max_pause_ms * 1000 };
+					    .pause_cap_us = now_us + p->max_pause_ms * 1000,
+					    .reset_after_us = latest_us + spacing_us(p) };
+}
+
+struct store_claim_request policy_claim_request(int64_t now_ms, int64_t lease_ms)
+{
+	return (struct store_claim_request){ .now_ms = now_ms,
+					     .margin_ms = POLICY_CLAIM_MARGIN_MS,
+					     .lease_ms = lease_ms };
 }
 
 int policy_key_limit(const struct policy *p, const struct policy_client *client)

@@ -99,6 +99,14 @@ int policy_admit_revoke(const struct policy *p, struct store *s,
 			const struct policy_client *client, int64_t now_ms,
 			struct policy_admission *a);
 
+/* A revoke leaves a row due within this margin to otp-deleter: a deleter that read the table
+ * just before the claim may already be deleting it. */
+#define POLICY_CLAIM_MARGIN_MS 1000
+
+/* What a revoke at now_ms asks store_pending_claim() for: the row for lease_ms (0: handed to
+ * otp-deleter at once), unless it is due within POLICY_CLAIM_MARGIN_MS. */
+struct store_claim_request policy_claim_request(int64_t now_ms, int64_t lease_ms);
+
 /* The limit that applies to client's key: its own, else the policy's; 0: none. */
 int policy_key_limit(const struct policy *p, const struct policy_client *client);
 

@@ -1,7 +1,8 @@
 /* store.h — the shared state of otp-fcgi and otp-deleter: pending deletions, rate-limit events,
  * the send queue, Telegram's pauses, the deleter's heartbeat. Storage only: what a limit, a
  * window or a pause means is lib/policy.h's. Two backends behind this one interface, chosen by
- * the store's URL (OTP_STORE, store_url.h); nothing above it knows which one runs:
+ * the store's URL (OTP_STORE, store_url.h), each a method table (store_backend.h); nothing
+ * above it knows which one runs, only what it can do (store_is_shared()):
  *
  * - SQLite (store_sqlite.c, the default): one file on one host. Several processes may use it at
  *   once: every write is one short transaction begun with BEGIN IMMEDIATE. The threads of one
@@ -77,6 +78,9 @@ struct store_slot_request {
 	const char *pause_kind; /* the pause that holds this queue ("send"), or NULL */
 	int64_t pause_cap_us;   /* a pause is honoured up to this instant at most (a hand-edited
 				 * row cannot hold the queue longer than any 429 could) */
+	int64_t reset_after_us; /* a next free instant later than this cannot have been reserved
+				 * on the caller's clock (it stepped back since): the queue starts
+				 * again from now_us */
 };
 
 #define STORE_SCOPE_MAX 16
@@ -136,6 +140,9 @@ void store_close(struct store *s);
 /* Whether several hosts share the store over the network (Redis): it fails by being out of
  * reach, keeps no file and no lock, and hands rows out with leases. */
 int store_is_shared(const struct store *s);
+/* The same for the store a parsed URL names, before it is opened. */
+struct store_url;
+int store_url_is_shared(const struct store_url *u);
 
 /* Checks now that the handle's file is still the one at the path, reopening it if not: for loops
  * that may go a while without another call. Returns 1 if it reopened, 0 if nothing changed, -1
@@ -264,22 +271,26 @@ enum store_claim {
 	STORE_CLAIM_TAKEN, /* the row is the caller's until its lease ends; *out filled */
 };
 
-/* Rows due within this margin are left to otp-deleter: a deleter that read the table just
- * before our transaction may already be deleting them. */
-#define STORE_CLAIM_MARGIN_MS 1000
+/* What store_pending_claim() is handed (policy_claim_request() fills it). */
+struct store_claim_request {
+	int64_t now_ms;    /* the caller's clock, read just before the call: the row's new
+			    * delete_at is the store's now (Redis: TIME; SQLite: this host's clock
+			    * once the write lock is held), and a shared store uses this to move
+			    * instants between the two clocks */
+	int64_t margin_ms; /* a row due within this of now is left as it is (STORE_CLAIM_DUE) */
+	int64_t lease_ms;  /* how long a taken row is the caller's; 0 hands it to otp-deleter */
+};
 
 /* Finds the pending row of ref->message_id in ref->chat_key (ref->chat_id is not used) whose
  * owner is ref->owner (NULL finds only rows written without one: a row is the business of the
  * key that sent it alone, and another key's finds nothing, as for an unknown message) and,
- * if otp-deleter cannot
- * have started on it (its delete_at is more than STORE_CLAIM_MARGIN_MS ahead), takes it in one
- * transaction: delete_at becomes now (the client wants it gone) and the next try now + lease_ms,
- * so otp-deleter leaves it alone until then and takes it over afterwards if the caller never
- * comes back (a crash loses nothing). lease_ms 0 hands the row to otp-deleter at once.
- * "Now" is read inside the transaction. Returns the claim, with *out filled for TAKEN (and for
- * DUE), or -1. */
-int store_pending_claim(struct store *s, const struct pending_ref *ref, int64_t lease_ms,
-			struct pending *out);
+ * unless it is due within req->margin_ms, takes it in one transaction: delete_at becomes now
+ * (the client wants it gone) and the next try now + req->lease_ms, so otp-deleter leaves it
+ * alone until then and takes it over afterwards if the caller never comes back (a crash loses
+ * nothing). Redis: "now" is the store's (see "Clocks"). Returns the claim, with *out filled for
+ * TAKEN (and for DUE), or -1. */
+int store_pending_claim(struct store *s, const struct pending_ref *ref,
+			const struct store_claim_request *req, struct pending *out);
 
 /* Gives a claimed row back to otp-deleter, due at now_ms (never earlier than its delete_at).
  * A row that is gone already is not an error. */

@@ -1,89 +1,61 @@
-/* store_backend.h — what lib/store.c dispatches to: the two backends of store.h, each in its
- * own file and the only one that includes its client library (store_sqlite.c: sqlite3.h;
- * store_redis.c: hiredis.h). Every function has the contract of its store_* namesake in store.h;
- * only opening differs. Nothing outside lib/store*.c includes this header. */
+/* store_backend.h — the seam under store.h: what a backend is to lib/store.c. Each backend lives
+ * in its own file, the only one that includes its client library (store_sqlite.c: sqlite3.h;
+ * store_redis.c: hiredis.h), and exports one method table; store.c opens the backend the URL
+ * names and hands every call to its table. Nothing outside lib/store*.c includes this header
+ * (but the tests). */
 #ifndef OTP_STORE_BACKEND_H
 #define OTP_STORE_BACKEND_H
 
 #include "store.h"
 #include "store_url.h"
 
-struct sqlite_store;
-struct redis_store;
+/* A backend: what it can do (flags), then its methods. Every method has the contract of its
+ * store_* namesake in store.h, with the handle open() returned in place of the store; every
+ * entry is set (store.c calls them unchecked), the methods last (the test of the tables walks
+ * them). */
+struct store_ops {
+	int shared_by_hosts; /* store_is_shared() */
 
-/* --- SQLite (store_sqlite.c) ------------------------------------------------------------- */
+	/* The handle on the store u names (c: the rest of the settings), or NULL with a reason
+	 * in err. */
+	void *(*open)(const struct store_url *u, const struct store_config *c, char *err,
+		      size_t errlen);
+	void (*close)(void *h);
+	const char *(*strerror)(const void *h);
+	int (*check_file)(void *h);
+	int (*is_on_tmpfs)(const void *h);
+	int (*rate_take)(void *h, const struct store_rate_rule *rules, int nrules,
+			 const struct store_slot_request *slot, int64_t now_ms,
+			 struct store_rate_verdict *verdict);
+	int (*rate_release)(void *h, const struct store_rate_verdict *verdict);
+	int (*rate_prune)(void *h, const char *scope, int64_t expired_ms);
+	long long (*rate_count)(void *h, const char *scope, const char *subject);
+	int (*pending_add)(void *h, const struct pending_ref *ref, int64_t delete_at_ms,
+			   int64_t *stored_ms);
+	int (*pending_due)(void *h, int64_t now_ms, struct pending *out, int max);
+	int (*pending_next)(void *h, int64_t *next_ms);
+	int (*pending_last)(void *h, int64_t *last_ms);
+	long long (*pending_count)(void *h);
+	int (*pending_remove)(void *h, int64_t id);
+	int (*pending_retry)(void *h, int64_t id, int64_t next_try_ms);
+	int (*pending_remove_many)(void *h, const int64_t *ids, int n);
+	int (*pending_claim)(void *h, const struct pending_ref *ref,
+			     const struct store_claim_request *req, struct pending *out);
+	int (*pending_release)(void *h, int64_t id, int64_t now_ms);
+	int (*pause_extend)(void *h, const char *kind, int64_t until_ms, const char *program);
+	int (*pause_get)(void *h, const char *kind, int64_t *until_ms);
+	int (*metrics_add)(void *h, const struct store_metric *deltas, int n, int *added);
+	int (*metrics_read)(void *h, void (*fn)(void *ctx, const struct store_metric *m),
+			    void *ctx);
+	int (*heartbeat_set)(void *h, const char *program, int64_t now_ms);
+	int (*heartbeat_get)(void *h, const char *program, int64_t *beat_ms);
+};
 
-struct sqlite_store *sqlite_store_open(const char *path, char *err, size_t errlen);
-void sqlite_store_close(struct sqlite_store *s);
-const char *sqlite_store_strerror(const struct sqlite_store *s);
-int sqlite_store_is_on_tmpfs(const struct sqlite_store *s);
-int sqlite_store_check_dir(const char *db_path, char *err, size_t errlen);
-int sqlite_store_check_file(struct sqlite_store *s);
-long sqlite_store_reopens_take(void);
-int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule *rules, int nrules,
-			   const struct store_slot_request *slot, int64_t now_ms,
-			   struct store_rate_verdict *verdict);
-int sqlite_store_rate_release(struct sqlite_store *s, const struct store_rate_verdict *verdict);
-int sqlite_store_rate_prune(struct sqlite_store *s, const char *scope, int64_t expired_ms);
-long long sqlite_store_rate_count(struct sqlite_store *s, const char *scope, const char *subject);
-int sqlite_store_pending_add(struct sqlite_store *s, const struct pending_ref *ref,
-			     int64_t delete_at_ms, int64_t *stored_ms);
-int sqlite_store_pending_due(struct sqlite_store *s, int64_t now_ms, struct pending *out, int max);
-int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms);
-int sqlite_store_pending_last(struct sqlite_store *s, int64_t *last_ms);
-long long sqlite_store_pending_count(struct sqlite_store *s);
-int sqlite_store_pending_remove(struct sqlite_store *s, int64_t id);
-int sqlite_store_pending_retry(struct sqlite_store *s, int64_t id, int64_t next_try_ms);
-int sqlite_store_pending_remove_many(struct sqlite_store *s, const int64_t *ids, int n);
-int sqlite_store_pause_extend(struct sqlite_store *s, const char *kind, int64_t until_ms,
-			      const char *program);
-int sqlite_store_pause_get(struct sqlite_store *s, const char *kind, int64_t *until_ms);
-int sqlite_store_metrics_add(struct sqlite_store *s, const struct store_metric *deltas, int n);
-int sqlite_store_metrics_read(struct sqlite_store *s, void (*fn)(void *ctx,
-			      const struct store_metric *m), void *ctx);
-int sqlite_store_heartbeat_set(struct sqlite_store *s, const char *program, int64_t now_ms);
-int sqlite_store_heartbeat_get(struct sqlite_store *s, const char *program, int64_t *beat_ms);
-int sqlite_store_pending_claim(struct sqlite_store *s, const struct pending_ref *ref,
-			     int64_t lease_ms, struct pending *out);
-/* The claim's look-up (?1 chat_key, ?2 message_id, ?3 owner): exposed for the test of its query
+extern const struct store_ops sqlite_store_ops; /* store_sqlite.c: one file on one host */
+extern const struct store_ops redis_store_ops;  /* store_redis.c: one server, several hosts */
+
+/* SQLite: the claim's look-up (?1 chat_key, ?2 message_id, ?3 owner), for the test of its query
  * plan. */
 extern const char sqlite_store_claim_find_sql[];
-int sqlite_store_pending_release(struct sqlite_store *s, int64_t id, int64_t now_ms);
-/* --- Redis (store_redis.c) --------------------------------------------------------------- */
 
-/* Connects to the server u names (the password from c->redis_password_file, the prefix from
- * u->prefix, else c->redis_prefix, else "otp:") and loads the scripts. NULL with a reason in err
- * when the settings are wrong; an unreachable server is not a failure here: the handle
- * reconnects (with backoff) on use, and calls fail until it is back. */
-struct redis_store *redis_store_open(const struct store_url *u, const struct store_config *c,
-				     char *err, size_t errlen);
-void redis_store_close(struct redis_store *s);
-const char *redis_store_strerror(const struct redis_store *s);
-int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *rules, int nrules,
-			  const struct store_slot_request *slot, int64_t now_ms,
-			  struct store_rate_verdict *verdict);
-int redis_store_rate_release(struct redis_store *s, const struct store_rate_verdict *verdict);
-int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t expired_ms);
-long long redis_store_rate_count(struct redis_store *s, const char *scope, const char *subject);
-int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref,
-			    int64_t delete_at_ms, int64_t *stored_ms);
-int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pending *out, int max);
-int redis_store_pending_next(struct redis_store *s, int64_t *next_ms);
-int redis_store_pending_last(struct redis_store *s, int64_t *last_ms);
-long long redis_store_pending_count(struct redis_store *s);
-int redis_store_pending_remove(struct redis_store *s, int64_t id);
-int redis_store_pending_retry(struct redis_store *s, int64_t id, int64_t next_try_ms);
-int redis_store_pending_remove_many(struct redis_store *s, const int64_t *ids, int n);
-int redis_store_pause_extend(struct redis_store *s, const char *kind, int64_t until_ms,
-			     const char *program);
-int redis_store_pause_get(struct redis_store *s, const char *kind, int64_t *until_ms);
-int redis_store_metrics_add(struct redis_store *s, const struct store_metric *deltas, int n,
-			    int *added);
-int redis_store_metrics_read(struct redis_store *s, void (*fn)(void *ctx,
-			     const struct store_metric *m), void *ctx);
-int redis_store_heartbeat_set(struct redis_store *s, const char *program, int64_t now_ms);
-int redis_store_heartbeat_get(struct redis_store *s, const char *program, int64_t *beat_ms);
-int redis_store_pending_claim(struct redis_store *s, const struct pending_ref *ref,
-			    int64_t lease_ms, struct pending *out);
-int redis_store_pending_release(struct redis_store *s, int64_t id, int64_t now_ms);
 #endif

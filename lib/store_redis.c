@@ -1,7 +1,8 @@
-/* store_redis.c — the Redis backend of store.h (see store_backend.h), for deployments where
- * several hosts share the pending deletions, the limits, the send queue, the pauses and the
- * heartbeat. With store_redis_reply.c (which checks every reply before use), the only file that
- * includes hiredis.h.
+/* store_redis.c — the Redis backend of store.h, redis_store_ops (store_backend.h), for
+ * deployments where several hosts share the pending deletions, the limits, the send queue, the
+ * pauses and the heartbeat. With store_redis_reply.c (which checks every reply before use) and
+ * redis_sentinel.c (which finds the primary through Redis Sentinel), the only files that
+ * include hiredis.h. Also store.h's store_primary_changes_take(), Sentinel's own.
  *
  * Key layout (P = the prefix, "otp:" by default; docs/store.md shows them with redis-cli),
  * every instant on Redis's clock (LUA_CLOCK):
@@ -183,8 +184,10 @@ static void set_err(struct redis_store *s, const char *fmt, ...)
 	va_end(ap);
 }
 
-const char *redis_store_strerror(const struct redis_store *s)
+static const char *redis_store_strerror(const void *h)
 {
+	const struct redis_store *s = h;
+
 	return s->err;
 }
 
@@ -750,8 +753,14 @@ out:
 	return pw;
 }
 
-struct redis_store *redis_store_open(const struct store_url *u, const struct store_config *c,
-				     char *err, size_t errlen)
+static void redis_store_close(void *h);
+
+/* Connects to the server u names (the password from c->redis_password_file, the prefix from
+ * u->prefix, else c->redis_prefix, else "otp:") and loads the scripts. NULL with a reason in err
+ * when the settings are wrong; an unreachable server is not a failure here: the handle
+ * reconnects (with backoff) on use, and calls fail until it is back. */
+static void *redis_store_open(const struct store_url *u, const struct store_config *c, char *err,
+			      size_t errlen)
 {
 	struct redis_store *s = calloc(1, sizeof *s);
 	const char *prefix = u->prefix[0] != '\0' ? u->prefix
@@ -801,8 +810,10 @@ fail:
 	return NULL;
 }
 
-void redis_store_close(struct redis_store *s)
+static void redis_store_close(void *h)
 {
+	struct redis_store *s = h;
+
 	if (s == NULL)
 		return;
 	drop_connection(s);
@@ -817,12 +828,26 @@ void redis_store_close(struct redis_store *s)
 	free(s);
 }
 
+/* No file: nothing to check or to find on tmpfs. */
+static int redis_store_check_file(void *h)
+{
+	(void)h;
+	return 0;
+}
+
+static int redis_store_is_on_tmpfs(const void *h)
+{
+	(void)h;
+	return -1;
+}
+
 /* ---- rate limits and the send queue --------------------------------------------------------- */
 
-int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *rules, int nrules,
-			  const struct store_slot_request *slot, int64_t now_ms,
-			  struct store_rate_verdict *v)
+static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, int nrules,
+				 const struct store_slot_request *slot, int64_t now_ms,
+				 struct store_rate_verdict *v)
 {
+	struct redis_store *s = h;
 	char keys[STORE_RATE_RULES_MAX + 3][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
 	struct args *a = calloc(1, sizeof *a);
 	int64_t host_us = slot != NULL ? slot->now_us : now_ms * 1000, store_us, shift_us;
@@ -873,6 +898,7 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 	arg_int(a, slot != NULL ? slot->latest_us : 0);
 	arg_str(a, slot != NULL && slot->pause_kind != NULL ? "1" : "0");
 	arg_int(a, slot != NULL ? slot->pause_cap_us : 0);
+	arg_int(a, slot != NULL ? slot->reset_after_us : 0);
 	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 3, a->n, a->v, a->len);
 	if (r == NULL)
 		goto out;
@@ -940,8 +966,9 @@ static int instant_reply(struct redis_store *s, enum script_id id, const char *w
 	return rc;
 }
 
-int redis_store_rate_release(struct redis_store *s, const struct store_rate_verdict *v)
+static int redis_store_rate_release(void *h, const struct store_rate_verdict *v)
 {
+	struct redis_store *s = h;
 	char list[KEY_MAX], subjects[KEY_MAX], member[48];
 	int i;
 
@@ -972,8 +999,9 @@ int redis_store_rate_release(struct redis_store *s, const struct store_rate_verd
 /* Subjects whose oldest event expired, from the scope's sorted set (P rate-subjects:<scope>),
  * a bounded batch per script run so that Redis is never blocked for long. Each list also
  * expires on its own (PEXPIRE), should no otp-deleter sweep. */
-int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t expired_ms)
+static int redis_store_rate_prune(void *h, const char *scope, int64_t expired_ms)
 {
+	struct redis_store *s = h;
 	char ksub[KEY_MAX], klist[KEY_MAX];
 	int64_t host_ms = clock_now_ms();
 	long long n = 0;
@@ -998,8 +1026,9 @@ int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t exp
 	return total;
 }
 
-long long redis_store_rate_count(struct redis_store *s, const char *scope, const char *subject)
+static long long redis_store_rate_count(void *h, const char *scope, const char *subject)
 {
+	struct redis_store *s = h;
 	char k[KEY_MAX];
 	const char *argv[2] = { "LLEN", k }, *why;
 	size_t lens[2] = { 4, 0 };
@@ -1015,6 +1044,11 @@ long long redis_store_rate_count(struct redis_store *s, const char *scope, const
 		n = bad_reply(s, CALL_LLEN, "count rate events", why);
 	freeReplyObject(r);
 	return n;
+}
+
+long store_primary_changes_take(void)
+{
+	return redis_sentinel_changes_take();
 }
 
 /* ---- pending deletions ---------------------------------------------------------------------- */
@@ -1090,9 +1124,10 @@ static int wait_replicas(struct redis_store *s, int n)
 	return rc;
 }
 
-int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref,
-			    int64_t delete_at_ms, int64_t *stored_ms)
+static int redis_store_pending_add(void *h, const struct pending_ref *ref,
+				   int64_t delete_at_ms, int64_t *stored_ms)
 {
+	struct redis_store *s = h;
 	char kseq[KEY_MAX], kdue[KEY_MAX], kidx[KEY_MAX], field[STORE_CHAT_ID_MAX + 24];
 	struct args a = { .n = 0 };
 	redisReply *r;
@@ -1143,8 +1178,9 @@ static void rows_to_host(struct pending *p, int n, int64_t shift)
 	}
 }
 
-int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pending *out, int max)
+static int redis_store_pending_due(void *h, int64_t now_ms, struct pending *out, int max)
 {
+	struct redis_store *s = h;
 	char kdue[KEY_MAX];
 	struct args a = { .n = 0 };
 	/* with the host's clock (clock=host) the caller's now is the clock */
@@ -1176,8 +1212,9 @@ int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pendin
 	return n;
 }
 
-int redis_store_pending_next(struct redis_store *s, int64_t *next_ms)
+static int redis_store_pending_next(void *h, int64_t *next_ms)
 {
+	struct redis_store *s = h;
 	char kdue[KEY_MAX];
 	struct args a = { .n = 0 };
 	int64_t host_ms = clock_now_ms();
@@ -1192,8 +1229,9 @@ int redis_store_pending_next(struct redis_store *s, int64_t *next_ms)
 	return instant_reply(s, SC_PENDING_NEXT, "read next deletion", r, host_ms, next_ms);
 }
 
-int redis_store_pending_last(struct redis_store *s, int64_t *last_ms)
+static int redis_store_pending_last(void *h, int64_t *last_ms)
 {
+	struct redis_store *s = h;
 	char kdue[KEY_MAX];
 	struct args a = { .n = 0 };
 	int64_t host_ms = clock_now_ms();
@@ -1208,8 +1246,9 @@ int redis_store_pending_last(struct redis_store *s, int64_t *last_ms)
 	return instant_reply(s, SC_PENDING_LAST, "read last deletion", r, host_ms, last_ms);
 }
 
-long long redis_store_pending_count(struct redis_store *s)
+static long long redis_store_pending_count(void *h)
 {
+	struct redis_store *s = h;
 	char kdue[KEY_MAX];
 	const char *argv[2] = { "ZCARD", kdue }, *why;
 	size_t lens[2] = { 5, 0 };
@@ -1227,13 +1266,9 @@ long long redis_store_pending_count(struct redis_store *s)
 	return n;
 }
 
-int redis_store_pending_remove(struct redis_store *s, int64_t id)
+static int redis_store_pending_remove_many(void *h, const int64_t *ids, int n)
 {
-	return redis_store_pending_remove_many(s, &id, 1);
-}
-
-int redis_store_pending_remove_many(struct redis_store *s, const int64_t *ids, int n)
-{
+	struct redis_store *s = h;
 	char kdue[KEY_MAX], kidx[KEY_MAX];
 	struct args *a;
 	redisReply *r;
@@ -1262,8 +1297,14 @@ int redis_store_pending_remove_many(struct redis_store *s, const int64_t *ids, i
 	return rc;
 }
 
-int redis_store_pending_retry(struct redis_store *s, int64_t id, int64_t next_try_ms)
+static int redis_store_pending_remove(void *h, int64_t id)
 {
+	return redis_store_pending_remove_many(h, &id, 1);
+}
+
+static int redis_store_pending_retry(void *h, int64_t id, int64_t next_try_ms)
+{
+	struct redis_store *s = h;
 	char kdue[KEY_MAX], krow[KEY_MAX];
 	struct args a = { .n = 0 };
 	redisReply *r;
@@ -1280,12 +1321,13 @@ int redis_store_pending_retry(struct redis_store *s, int64_t id, int64_t next_tr
 	return int_reply(s, SC_PENDING_RETRY, "record retry", r, 0, 1, NULL);
 }
 
-int redis_store_pending_claim(struct redis_store *s, const struct pending_ref *ref,
-			      int64_t lease_ms, struct pending *out)
+static int redis_store_pending_claim(void *h, const struct pending_ref *ref,
+				     const struct store_claim_request *req, struct pending *out)
 {
+	struct redis_store *s = h;
 	char kidx[KEY_MAX], kdue[KEY_MAX], field[STORE_CHAT_ID_MAX + 24];
 	struct args a = { .n = 0 };
-	int64_t host_ms = clock_now_ms(), store_now;
+	int64_t host_ms = req->now_ms, store_now;
 	redisReply *r;
 	const char *why;
 	int claim;
@@ -1298,8 +1340,8 @@ int redis_store_pending_claim(struct redis_store *s, const struct pending_ref *r
 	arg_clock(s, &a, host_ms * 1000);
 	arg_str(&a, s->prefix);
 	arg_str(&a, field);
-	arg_int(&a, lease_ms);
-	arg_int(&a, STORE_CLAIM_MARGIN_MS);
+	arg_int(&a, req->lease_ms);
+	arg_int(&a, req->margin_ms);
 	arg_str(&a, ref->owner != NULL ? ref->owner : "");
 	if ((r = eval(s, SC_PENDING_CLAIM, 0, "claim pending deletion", 2, a.n, a.v, a.len)) == NULL)
 		return -1;
@@ -1311,8 +1353,9 @@ int redis_store_pending_claim(struct redis_store *s, const struct pending_ref *r
 	return claim;
 }
 
-int redis_store_pending_release(struct redis_store *s, int64_t id, int64_t now_ms)
+static int redis_store_pending_release(void *h, int64_t id, int64_t now_ms)
 {
+	struct redis_store *s = h;
 	char kdue[KEY_MAX], krow[KEY_MAX];
 	struct args a = { .n = 0 };
 	redisReply *r;
@@ -1331,9 +1374,10 @@ int redis_store_pending_release(struct redis_store *s, int64_t id, int64_t now_m
 
 /* ---- pauses, heartbeats, metrics ------------------------------------------------------------ */
 
-int redis_store_pause_extend(struct redis_store *s, const char *kind, int64_t until_ms,
-			     const char *program)
+static int redis_store_pause_extend(void *h, const char *kind, int64_t until_ms,
+				    const char *program)
 {
+	struct redis_store *s = h;
 	char k[KEY_MAX];
 	struct args a = { .n = 0 };
 	redisReply *r;
@@ -1349,8 +1393,9 @@ int redis_store_pause_extend(struct redis_store *s, const char *kind, int64_t un
 	return int_reply(s, SC_PAUSE_EXTEND, "record Telegram's pause", r, 0, 0, NULL);
 }
 
-int redis_store_pause_get(struct redis_store *s, const char *kind, int64_t *until_ms)
+static int redis_store_pause_get(void *h, const char *kind, int64_t *until_ms)
 {
+	struct redis_store *s = h;
 	char k[KEY_MAX];
 	struct args a = { .n = 0 };
 	int64_t host_ms = clock_now_ms();
@@ -1365,8 +1410,9 @@ int redis_store_pause_get(struct redis_store *s, const char *kind, int64_t *unti
 	return instant_reply(s, SC_PAUSE_GET, "read Telegram's pause", r, host_ms, until_ms);
 }
 
-int redis_store_heartbeat_set(struct redis_store *s, const char *program, int64_t now_ms)
+static int redis_store_heartbeat_set(void *h, const char *program, int64_t now_ms)
 {
+	struct redis_store *s = h;
 	char k[KEY_MAX];
 	struct args a = { .n = 0 };
 	redisReply *r;
@@ -1382,8 +1428,9 @@ int redis_store_heartbeat_set(struct redis_store *s, const char *program, int64_
 	return int_reply(s, SC_HEARTBEAT_SET, "write heartbeat", r, 0, 0, NULL);
 }
 
-int redis_store_heartbeat_get(struct redis_store *s, const char *program, int64_t *beat_ms)
+static int redis_store_heartbeat_get(void *h, const char *program, int64_t *beat_ms)
 {
+	struct redis_store *s = h;
 	char k[KEY_MAX];
 	struct args a = { .n = 0 };
 	int64_t host_ms = clock_now_ms();
@@ -1400,9 +1447,10 @@ int redis_store_heartbeat_get(struct redis_store *s, const char *program, int64_
 
 /* Metrics stay per host (P metrics:<host>): each host's /metrics answers its own totals, so
  * Prometheus scraping every host sums them without counting anything twice. */
-int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d, int n,
-			    int *added)
+static int redis_store_metrics_add(void *h, const struct store_metric *d, int n,
+				   int *added)
 {
+	struct redis_store *s = h;
 	char k[KEY_MAX];
 	struct args *a;
 	char (*fields)[256]; /* name (64) + labels (160), as metrics.c bounds them */
@@ -1452,9 +1500,10 @@ int redis_store_metrics_add(struct redis_store *s, const struct store_metric *d,
 	return rc;
 }
 
-int redis_store_metrics_read(struct redis_store *s,
-			     void (*fn)(void *ctx, const struct store_metric *m), void *ctx)
+static int redis_store_metrics_read(void *h,
+				    void (*fn)(void *ctx, const struct store_metric *m), void *ctx)
 {
+	struct redis_store *s = h;
 	char k[KEY_MAX], name[256];
 	const char *argv[2] = { "HGETALL", k }, *why = NULL, *field;
 	size_t lens[2] = { 7, 0 }, i;
@@ -1493,3 +1542,32 @@ out:
 	freeReplyObject(r);
 	return rc;
 }
+
+const struct store_ops redis_store_ops = {
+	.shared_by_hosts = 1,
+	.open = redis_store_open,
+	.close = redis_store_close,
+	.strerror = redis_store_strerror,
+	.check_file = redis_store_check_file,
+	.is_on_tmpfs = redis_store_is_on_tmpfs,
+	.rate_take = redis_store_rate_take,
+	.rate_release = redis_store_rate_release,
+	.rate_prune = redis_store_rate_prune,
+	.rate_count = redis_store_rate_count,
+	.pending_add = redis_store_pending_add,
+	.pending_due = redis_store_pending_due,
+	.pending_next = redis_store_pending_next,
+	.pending_last = redis_store_pending_last,
+	.pending_count = redis_store_pending_count,
+	.pending_remove = redis_store_pending_remove,
+	.pending_retry = redis_store_pending_retry,
+	.pending_remove_many = redis_store_pending_remove_many,
+	.pending_claim = redis_store_pending_claim,
+	.pending_release = redis_store_pending_release,
+	.pause_extend = redis_store_pause_extend,
+	.pause_get = redis_store_pause_get,
+	.metrics_add = redis_store_metrics_add,
+	.metrics_read = redis_store_metrics_read,
+	.heartbeat_set = redis_store_heartbeat_set,
+	.heartbeat_get = redis_store_heartbeat_get,
+};

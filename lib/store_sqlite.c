@@ -1,5 +1,6 @@
-/* store_sqlite.c — the SQLite backend of store.h (see store_backend.h). The only file that
- * speaks SQL or includes sqlite3.h. */
+/* store_sqlite.c — the SQLite backend of store.h: sqlite_store_ops (store_backend.h), and the
+ * calls of store.h about the file before any handle (store_check_db_dir, store_reopens_take).
+ * The only file that speaks SQL or includes sqlite3.h. */
 #define _GNU_SOURCE
 #include "store_backend.h"
 
@@ -152,8 +153,10 @@ static void set_db_err(struct sqlite_store *s, const char *what)
 	set_err(s, "%s: %s (%s)", what, sqlite3_errmsg(s->db), s->path);
 }
 
-const char *sqlite_store_strerror(const struct sqlite_store *s)
+static const char *sqlite_store_strerror(const void *h)
 {
+	const struct sqlite_store *s = h;
+
 	return s->err;
 }
 
@@ -313,7 +316,7 @@ fail:
 
 /* The directory holding the database must be ours alone: another user who may write it could
  * read, remove or replace the file, or hold its lock. */
-int sqlite_store_check_dir(const char *db_path, char *err, size_t errlen)
+int store_check_db_dir(const char *db_path, char *err, size_t errlen)
 {
 	char copy[PATH_MAX], *dir;
 	struct stat st;
@@ -362,7 +365,7 @@ int sqlite_store_check_dir(const char *db_path, char *err, size_t errlen)
 
 static int check_dir(struct sqlite_store *s)
 {
-	return sqlite_store_check_dir(s->path, s->err, sizeof s->err);
+	return store_check_db_dir(s->path, s->err, sizeof s->err);
 }
 
 /* Creates the database file 0600 before SQLite does (SQLite would make it 0644 less the umask,
@@ -505,7 +508,7 @@ static void note_file(const struct sqlite_store *s)
 				   "events) are lost", s->path);
 }
 
-long sqlite_store_reopens_take(void)
+long store_reopens_take(void)
 {
 	return atomic_exchange(&reopens, 0);
 }
@@ -586,8 +589,9 @@ static int ensure_current(struct sqlite_store *s)
 	return open_db(s);
 }
 
-int sqlite_store_check_file(struct sqlite_store *s)
+static int sqlite_store_check_file(void *h)
 {
+	struct sqlite_store *s = h;
 	int was_open = s->db != NULL;
 	dev_t dev = s->dev;
 	ino_t ino = s->ino;
@@ -597,25 +601,9 @@ int sqlite_store_check_file(struct sqlite_store *s)
 	return was_open && (dev != s->dev || ino != s->ino);
 }
 
-struct sqlite_store *sqlite_store_open(const char *path, char *err, size_t errlen)
+static void sqlite_store_close(void *h)
 {
-	struct sqlite_store *s = calloc(1, sizeof *s);
-
-	if (s == NULL || (s->path = strdup(path)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		free(s);
-		return NULL;
-	}
-	if (open_db(s) != 0) {
-		snprintf(err, errlen, "%s", s->err);
-		sqlite_store_close(s);
-		return NULL;
-	}
-	return s;
-}
-
-void sqlite_store_close(struct sqlite_store *s)
-{
+	struct sqlite_store *s = h;
 	struct stat st;
 
 	if (s == NULL)
@@ -628,8 +616,28 @@ void sqlite_store_close(struct sqlite_store *s)
 	free(s);
 }
 
-int sqlite_store_is_on_tmpfs(const struct sqlite_store *s)
+static void *sqlite_store_open(const struct store_url *u, const struct store_config *c, char *err,
+			       size_t errlen)
 {
+	struct sqlite_store *s = calloc(1, sizeof *s);
+
+	(void)c; /* nothing to set but the path */
+	if (s == NULL || (s->path = strdup(u->path)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		free(s);
+		return NULL;
+	}
+	if (open_db(s) != 0) {
+		snprintf(err, errlen, "%s", s->err);
+		sqlite_store_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+static int sqlite_store_is_on_tmpfs(const void *h)
+{
+	const struct sqlite_store *s = h;
 	struct statfs sf;
 
 	if (statfs(s->path, &sf) != 0)
@@ -902,9 +910,7 @@ static int reserve_slot(struct sqlite_store *s, const struct store_slot_request 
 
 	if ((st = stmt(s, ST_QUEUE_GET)) == NULL || step_int64(s, st, &next, "read send queue") < 0)
 		return -1;
-	/* a queue further ahead than any reservation could have put it was written under a clock
-	 * that has since stepped back: start again from now */
-	if (next > q->latest_us + q->spacing_us)
+	if (next > q->reset_after_us)
 		next = q->now_us;
 	at = next > q->now_us ? next : q->now_us;
 	if (q->pause_kind != NULL) {
@@ -931,10 +937,11 @@ static int reserve_slot(struct sqlite_store *s, const struct store_slot_request 
 	return step_done(s, st, "write send queue");
 }
 
-int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule *rules, int nrules,
-		    const struct store_slot_request *slot, int64_t now_ms,
-		    struct store_rate_verdict *v)
+static int sqlite_store_rate_take(void *h, const struct store_rate_rule *rules, int nrules,
+				  const struct store_slot_request *slot, int64_t now_ms,
+				  struct store_rate_verdict *v)
 {
+	struct sqlite_store *s = h;
 	int64_t held[STORE_RATE_RULES_MAX];
 	int i, full;
 
@@ -974,8 +981,9 @@ fail:
 
 /* Takes back one event of each taken row (equal times are interchangeable: which of them goes
  * does not matter), and its count, dropping a row left empty. */
-int sqlite_store_rate_release(struct sqlite_store *s, const struct store_rate_verdict *v)
+static int sqlite_store_rate_release(void *h, const struct store_rate_verdict *v)
 {
+	struct sqlite_store *s = h;
 	const struct store_rate_event *t;
 	sqlite3_stmt *st;
 	int i;
@@ -1012,8 +1020,9 @@ fail:
 }
 
 /* Returns the number of events dropped (not of rows). */
-int sqlite_store_rate_prune(struct sqlite_store *s, const char *scope, int64_t expired_ms)
+static int sqlite_store_rate_prune(void *h, const char *scope, int64_t expired_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 	int64_t n = 0;
 
@@ -1039,8 +1048,9 @@ fail:
 	return -1;
 }
 
-long long sqlite_store_rate_count(struct sqlite_store *s, const char *scope, const char *subject)
+static long long sqlite_store_rate_count(void *h, const char *scope, const char *subject)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 	int64_t n = 0;
 
@@ -1076,9 +1086,10 @@ static sqlite3_stmt *begin_write(struct sqlite_store *s, enum stmt_id id)
 	return st;
 }
 
-int sqlite_store_pending_add(struct sqlite_store *s, const struct pending_ref *ref,
-			     int64_t delete_at_ms, int64_t *stored_ms)
+static int sqlite_store_pending_add(void *h, const struct pending_ref *ref,
+				    int64_t delete_at_ms, int64_t *stored_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 
 	if (stored_ms != NULL)
@@ -1098,8 +1109,9 @@ int sqlite_store_pending_add(struct sqlite_store *s, const struct pending_ref *r
 	return write_one(s, st, "add pending deletion");
 }
 
-int sqlite_store_pending_due(struct sqlite_store *s, int64_t now_ms, struct pending *out, int max)
+static int sqlite_store_pending_due(void *h, int64_t now_ms, struct pending *out, int max)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 	int n = 0, rc;
 
@@ -1126,8 +1138,9 @@ int sqlite_store_pending_due(struct sqlite_store *s, int64_t now_ms, struct pend
 	return n;
 }
 
-int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms)
+static int sqlite_store_pending_next(void *h, int64_t *next_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 
 	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_NEXT)) == NULL)
@@ -1135,8 +1148,9 @@ int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms)
 	return step_int64(s, st, next_ms, "read next deletion");
 }
 
-int sqlite_store_pending_last(struct sqlite_store *s, int64_t *last_ms)
+static int sqlite_store_pending_last(void *h, int64_t *last_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 
 	if (ensure_current(s) != 0 || (st = stmt(s, ST_PENDING_LAST)) == NULL)
@@ -1144,8 +1158,9 @@ int sqlite_store_pending_last(struct sqlite_store *s, int64_t *last_ms)
 	return step_int64(s, st, last_ms, "read last deletion");
 }
 
-long long sqlite_store_pending_count(struct sqlite_store *s)
+static long long sqlite_store_pending_count(void *h)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 	int64_t n = 0;
 
@@ -1156,18 +1171,20 @@ long long sqlite_store_pending_count(struct sqlite_store *s)
 	return n;
 }
 
-int sqlite_store_pending_remove(struct sqlite_store *s, int64_t id)
+static int sqlite_store_pending_remove_many(void *h, const int64_t *ids, int n)
 {
-	return sqlite_store_pending_remove_many(s, &id, 1);
+	return delete_ids(h, ST_PENDING_REMOVE, ids, n, "remove pending deletion");
 }
 
-int sqlite_store_pending_remove_many(struct sqlite_store *s, const int64_t *ids, int n)
+static int sqlite_store_pending_remove(void *h, int64_t id)
 {
-	return delete_ids(s, ST_PENDING_REMOVE, ids, n, "remove pending deletion");
+	return sqlite_store_pending_remove_many(h, &id, 1);
 }
 
-int sqlite_store_pause_extend(struct sqlite_store *s, const char *kind, int64_t until_ms, const char *program)
+static int sqlite_store_pause_extend(void *h, const char *kind, int64_t until_ms,
+				     const char *program)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 
 	if ((st = begin_write(s, ST_PAUSE_EXTEND)) == NULL)
@@ -1178,8 +1195,9 @@ int sqlite_store_pause_extend(struct sqlite_store *s, const char *kind, int64_t 
 	return write_one(s, st, "record Telegram's pause");
 }
 
-int sqlite_store_pause_get(struct sqlite_store *s, const char *kind, int64_t *until_ms)
+static int sqlite_store_pause_get(void *h, const char *kind, int64_t *until_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 
 	if (ensure_current(s) != 0 || (st = stmt(s, ST_PAUSE_GET)) == NULL)
@@ -1188,11 +1206,13 @@ int sqlite_store_pause_get(struct sqlite_store *s, const char *kind, int64_t *un
 	return step_int64(s, st, until_ms, "read Telegram's pause");
 }
 
-int sqlite_store_metrics_add(struct sqlite_store *s, const struct store_metric *d, int n)
+static int sqlite_store_metrics_add(void *h, const struct store_metric *d, int n, int *added)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 	int i;
 
+	(void)added; /* one transaction: a failure adds none (store.c set it to 0) */
 	if (begin(s) != 0)
 		return -1;
 	for (i = 0; i < n; i++) {
@@ -1212,9 +1232,10 @@ fail:
 	return -1;
 }
 
-int sqlite_store_metrics_read(struct sqlite_store *s, void (*fn)(void *ctx, const struct store_metric *m),
-		       void *ctx)
+static int sqlite_store_metrics_read(void *h,
+				     void (*fn)(void *ctx, const struct store_metric *m), void *ctx)
 {
+	struct sqlite_store *s = h;
 	struct store_metric m;
 	sqlite3_stmt *st;
 	int rc;
@@ -1235,8 +1256,9 @@ int sqlite_store_metrics_read(struct sqlite_store *s, void (*fn)(void *ctx, cons
 	return 0;
 }
 
-int sqlite_store_pending_retry(struct sqlite_store *s, int64_t id, int64_t next_try_ms)
+static int sqlite_store_pending_retry(void *h, int64_t id, int64_t next_try_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 
 	if ((st = begin_write(s, ST_PENDING_RETRY)) == NULL)
@@ -1246,8 +1268,9 @@ int sqlite_store_pending_retry(struct sqlite_store *s, int64_t id, int64_t next_
 	return write_one(s, st, "record retry");
 }
 
-int sqlite_store_heartbeat_set(struct sqlite_store *s, const char *program, int64_t now_ms)
+static int sqlite_store_heartbeat_set(void *h, const char *program, int64_t now_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 
 	if ((st = begin_write(s, ST_HEARTBEAT_SET)) == NULL)
@@ -1258,8 +1281,9 @@ int sqlite_store_heartbeat_set(struct sqlite_store *s, const char *program, int6
 	return write_one(s, st, "write heartbeat");
 }
 
-int sqlite_store_heartbeat_get(struct sqlite_store *s, const char *program, int64_t *beat_ms)
+static int sqlite_store_heartbeat_get(void *h, const char *program, int64_t *beat_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st;
 
 	if (ensure_current(s) != 0 || (st = stmt(s, ST_HEARTBEAT_GET)) == NULL)
@@ -1298,16 +1322,19 @@ static sqlite3_stmt *prepare_once(struct sqlite_store *s, const char *sql)
 	return st;
 }
 
-int sqlite_store_pending_claim(struct sqlite_store *s, const struct pending_ref *ref,
-			       int64_t lease_ms, struct pending *out)
+static int sqlite_store_pending_claim(void *h, const struct pending_ref *ref,
+				      const struct store_claim_request *req, struct pending *out)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st = NULL;
 	int64_t now;
 	int rc = -1, step;
 
 	if (begin(s) != 0)
 		return -1;
-	now = clock_now_ms(); /* after the lock: a deleter's read before it saw an earlier now */
+	/* now as of the write lock, as a Redis script reads TIME: the wait for the lock may be
+	 * long, and a wall-clock step during it must move no instant of the claim */
+	now = clock_now_ms();
 	if ((st = prepare_once(s, sqlite_store_claim_find_sql)) == NULL)
 		goto out;
 	sqlite3_bind_text(st, 1, ref->chat_key, -1, SQLITE_STATIC);
@@ -1334,7 +1361,7 @@ int sqlite_store_pending_claim(struct sqlite_store *s, const struct pending_ref 
 	out->attempts = sqlite3_column_int(st, 5);
 	sqlite3_finalize(st);
 	st = NULL;
-	if (out->delete_at_ms <= now + STORE_CLAIM_MARGIN_MS) {
+	if (out->delete_at_ms <= now + req->margin_ms) {
 		rc = STORE_CLAIM_DUE;
 		goto out;
 	}
@@ -1342,13 +1369,13 @@ int sqlite_store_pending_claim(struct sqlite_store *s, const struct pending_ref 
 		goto out;
 	sqlite3_bind_int64(st, 1, out->id);
 	sqlite3_bind_int64(st, 2, now);
-	sqlite3_bind_int64(st, 3, now + lease_ms);
+	sqlite3_bind_int64(st, 3, now + req->lease_ms);
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		set_db_err(s, "claim pending deletion");
 		goto out;
 	}
 	out->delete_at_ms = now;
-	out->next_try_ms = now + lease_ms;
+	out->next_try_ms = now + req->lease_ms;
 	rc = STORE_CLAIM_TAKEN;
 out:
 	sqlite3_finalize(st);
@@ -1359,8 +1386,9 @@ out:
 	return rc;
 }
 
-int sqlite_store_pending_release(struct sqlite_store *s, int64_t id, int64_t now_ms)
+static int sqlite_store_pending_release(void *h, int64_t id, int64_t now_ms)
 {
+	struct sqlite_store *s = h;
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
@@ -1383,3 +1411,32 @@ out:
 	}
 	return 0;
 }
+
+const struct store_ops sqlite_store_ops = {
+	.shared_by_hosts = 0,
+	.open = sqlite_store_open,
+	.close = sqlite_store_close,
+	.strerror = sqlite_store_strerror,
+	.check_file = sqlite_store_check_file,
+	.is_on_tmpfs = sqlite_store_is_on_tmpfs,
+	.rate_take = sqlite_store_rate_take,
+	.rate_release = sqlite_store_rate_release,
+	.rate_prune = sqlite_store_rate_prune,
+	.rate_count = sqlite_store_rate_count,
+	.pending_add = sqlite_store_pending_add,
+	.pending_due = sqlite_store_pending_due,
+	.pending_next = sqlite_store_pending_next,
+	.pending_last = sqlite_store_pending_last,
+	.pending_count = sqlite_store_pending_count,
+	.pending_remove = sqlite_store_pending_remove,
+	.pending_retry = sqlite_store_pending_retry,
+	.pending_remove_many = sqlite_store_pending_remove_many,
+	.pending_claim = sqlite_store_pending_claim,
+	.pending_release = sqlite_store_pending_release,
+	.pause_extend = sqlite_store_pause_extend,
+	.pause_get = sqlite_store_pause_get,
+	.metrics_add = sqlite_store_metrics_add,
+	.metrics_read = sqlite_store_metrics_read,
+	.heartbeat_set = sqlite_store_heartbeat_set,
+	.heartbeat_get = sqlite_store_heartbeat_get,
+};

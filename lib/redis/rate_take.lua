@@ -1,6 +1,7 @@
 -- KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent)
 -- ARGV: host µs, trust, n, per rule (limit, expired_ms, ttl_ms, subjects key, subject),
--- then has_slot, spacing_us, latest_us, has_pause, pause_cap_us (host instants).
+-- then has_slot, spacing_us, latest_us, has_pause, pause_cap_us, reset_after_us (host
+-- instants).
 -- Returns {refused rule (1-based) or -1, freeing_at_ms, slot_refused, slot_paused,
 -- slot_us, now_us, id1, at1, id2, at2, ...}: instants on the store's clock.
 local now_us, now, shift, shift_us = clock()
@@ -21,8 +22,7 @@ if ARGV[a] == '1' then
   local spacing = tonumber(ARGV[a+1])
   local latest = tonumber(ARGV[a+2]) + shift_us
   local nxt = tonumber(redis.call('GET', KEYS[n+2]) or now_us)
-  -- further ahead than any reservation could put it: a clock stepped back
-  if nxt > latest + spacing then nxt = now_us end
+  if nxt > tonumber(ARGV[a+5]) + shift_us then nxt = now_us end
   slot = math.max(nxt, now_us)
   if ARGV[a+3] == '1' then
     local p = tonumber(redis.call('HGET', KEYS[n+3], 'until_ms') or 0) * 1000

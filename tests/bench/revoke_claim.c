@@ -93,6 +93,7 @@ int main(int argc, char **argv)
 		/* rows spread over the table: a prime stride from a random start */
 		long row = (start + i * 7919L) % rows;
 		struct pending_ref ref = { chat, key, row + 1, "bench" };
+		struct store_claim_request claim;
 		struct pending p;
 		size_t k;
 		int got;
@@ -103,7 +104,8 @@ int main(int argc, char **argv)
 		if (policy_chat_subject(chat, key, sizeof key) != 0)
 			goto out;
 		t0 = mono_us();
-		got = store_pending_claim(s, &ref, 60000, &p);
+		claim = policy_claim_request(clock_now_ms(), 60000);
+		got = store_pending_claim(s, &ref, &claim, &p);
 		took[n] = mono_us() - t0;
 		if (got == STORE_CLAIM_DUE)
 			continue; /* the stride came round to a row claimed already */

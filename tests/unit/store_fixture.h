@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "policy.h"
 #include "store.h"
 #include "tmpdir.h"
@@ -76,17 +77,18 @@ static inline int test_pending_add(struct store *s, const char *chat_id, long lo
 	return test_pending_add_owned(s, chat_id, message_id, NULL, delete_at_ms, stored_ms);
 }
 
-/* store_pending_claim() as POST /revoke-otp calls it. */
+/* store_pending_claim() as POST /revoke-otp calls it, now. */
 static inline int test_pending_claim_owned(struct store *s, const char *chat_id,
 					   long long message_id, const char *owner,
 					   int64_t lease_ms, struct pending *out)
 {
+	const struct store_claim_request claim = policy_claim_request(clock_now_ms(), lease_ms);
 	char key[STORE_CHAT_ID_MAX];
 	struct pending_ref ref = { chat_id, key, message_id, owner };
 
 	if (policy_chat_subject(chat_id, key, sizeof key) != 0)
 		return -1;
-	return store_pending_claim(s, &ref, lease_ms, out);
+	return store_pending_claim(s, &ref, &claim, out);
 }
 
 static inline int test_pending_claim(struct store *s, const char *chat_id, long long message_id,

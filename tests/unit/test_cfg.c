@@ -869,7 +869,7 @@ static void store_defaults_to_the_sqlite_file(void **state)
 	setenv("TELEGRAM_BOT_TOKEN", GOOD_TOKEN, 1);
 	load_ok(f);
 	assert_string_equal(f->cfg.store_url, f->db_path);
-	assert_false(f->cfg.store_is_redis);
+	assert_false(f->cfg.store_is_shared);
 	cfg_store_config(&f->cfg, &sc);
 	assert_string_equal(sc.url, f->db_path);
 	assert_null(sc.redis_password_file);
@@ -883,7 +883,7 @@ static void store_sqlite_url_sets_the_database_path(void **state)
 	setenv("OTP_STORE", "sqlite:///dev/shm/elsewhere.db", 1);
 	load_ok(f);
 	assert_string_equal(f->cfg.db_path, "/dev/shm/elsewhere.db");
-	assert_false(f->cfg.store_is_redis);
+	assert_false(f->cfg.store_is_shared);
 }
 
 static void store_redis_url_takes_the_redis_settings(void **state)
@@ -898,7 +898,7 @@ static void store_redis_url_takes_the_redis_settings(void **state)
 	setenv("OTP_REDIS_PREFIX", "gw1:", 1);
 	setenv("OTP_HOST_NAME", "host-a", 1);
 	load_ok(f);
-	assert_true(f->cfg.store_is_redis);
+	assert_true(f->cfg.store_is_shared);
 	assert_null(f->cfg.db_path);
 	cfg_store_config(&f->cfg, &sc);
 	assert_string_equal(sc.url, "redis://10.0.0.10:6380/2");

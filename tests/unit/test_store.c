@@ -515,7 +515,7 @@ static void rate_take_with_too_many_rules_fails(void **state)
 static void slots_are_spaced_and_refused_beyond_the_latest(void **state)
 {
 	struct fixture *f = *state;
-	struct store_slot_request q = { 1000000, 100000, 1250000, "send", NO_PAUSE_CAP };
+	struct store_slot_request q = { 1000000, 100000, 1250000, "send", NO_PAUSE_CAP, 1350000 };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
@@ -534,16 +534,42 @@ static void slots_are_spaced_and_refused_beyond_the_latest(void **state)
 	/* later, the queue has emptied: now is the instant */
 	q.now_us = 5000000;
 	q.latest_us = 5250000;
+	q.reset_after_us = 5350000;
 	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 5000, &v), 0);
 	assert_int_equal(v.slot_refused, 0);
 	assert_int_equal(v.slot_us, 5000000);
+}
+
+/* A queue further ahead than the caller's reset_after_us was written under a clock that has
+ * since stepped back: it starts again from now instead of refusing every send until the clock
+ * catches up. A queue within the bound is honoured. */
+static void a_queue_beyond_the_reset_bound_starts_again_from_now(void **state)
+{
+	struct fixture *f = *state;
+	struct store_slot_request ahead = { 100000000, 100000, 100250000, NULL, NO_PAUSE_CAP,
+					    100350000 };
+	struct store_slot_request q = { 1000000, 100000, 1250000, NULL, NO_PAUSE_CAP, 1350000 };
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &ahead, 100000, &v), 0);
+	assert_int_equal(v.slot_us, 100000000); /* the queue's next free instant: 100.1 s */
+	q.reset_after_us = 100100000;           /* 100.1 s is within: honoured, and too late */
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_refused, 1);
+	assert_int_equal(v.slot_us, 100100000);
+	q.reset_after_us = 1350000;             /* beyond: the queue starts again from now */
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_refused, 0);
+	assert_int_equal(v.slot_us, 1000000);
+	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
+	assert_int_equal(v.slot_us, 1100000);
 }
 
 static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **state)
 {
 	struct fixture *f = *state;
 	struct store_rate_rule r = rule("chat", "q", 1, 0);
-	struct store_slot_request q = { 1000000, 100000, 1050000, NULL, NO_PAUSE_CAP };
+	struct store_slot_request q = { 1000000, 100000, 1050000, NULL, NO_PAUSE_CAP, 1150000 };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 1000, &v), 0);
@@ -561,7 +587,7 @@ static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **s
 static void pauses_are_per_kind_and_only_extended(void **state)
 {
 	struct fixture *f = *state;
-	struct store_slot_request q = { 1000000, 1000, 4000000, "send", NO_PAUSE_CAP };
+	struct store_slot_request q = { 1000000, 1000, 4000000, "send", NO_PAUSE_CAP, 4001000 };
 	struct store_rate_verdict v;
 	int64_t until = 0;
 
@@ -752,6 +778,7 @@ int main(void)
 		T(rate_events_of_one_instant_count_one_by_one),
 		T(rate_take_with_too_many_rules_fails),
 		T(slots_are_spaced_and_refused_beyond_the_latest),
+		T(a_queue_beyond_the_reset_bound_starts_again_from_now),
 		T(a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event),
 		T(pauses_are_per_kind_and_only_extended),
 		T(heartbeat_absent_is_zero_then_set_and_get),

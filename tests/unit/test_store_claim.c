@@ -190,7 +190,7 @@ static void a_row_due_now_or_within_the_margin_is_left_to_the_deleter(void **sta
 	int64_t now = clock_now_ms(), next = 0;
 
 	assert_int_equal(test_pending_add(f->s, "100", 1, now - 5, NULL), 0);
-	assert_int_equal(test_pending_add(f->s, "100", 2, now + STORE_CLAIM_MARGIN_MS / 2, NULL), 0);
+	assert_int_equal(test_pending_add(f->s, "100", 2, now + POLICY_CLAIM_MARGIN_MS / 2, NULL), 0);
 	assert_int_equal(test_pending_claim(f->s, "100", 1, 10000, &row), STORE_CLAIM_DUE);
 	assert_int_equal(row.next_try_ms, now - 5);
 	assert_int_equal(test_pending_claim(f->s, "100", 2, 10000, &row), STORE_CLAIM_DUE);
