@@ -45,7 +45,7 @@ int redis_sentinel_reply_addr(const struct redisReply *r, struct redis_sentinel_
 			      int *known, const char **why);
 
 /* ROLE's reply: {"master", offset, {{host, port, offset}, ...}} (*is_primary 1, *replicas the
- * replicas connected to it), {"slave", host, port, state, offset} or {"sentinel", {names}}
+ * replicas streaming from it: one still in its first copy is not listed), {"slave", host, port, state, offset} or {"sentinel", {names}}
  * (*is_primary 0, *replicas 0). Returns 0, or -1 with *why set. */
 int redis_sentinel_reply_role(const struct redisReply *r, int *is_primary, int *replicas,
 			      const char **why);

@@ -36,8 +36,8 @@
  * every ROLE_CHECK_MS).
  *
  * Replicas: a pending row is acknowledged only once min_replicas replicas hold it (WAIT, after
- * the script that wrote it); by default 1 when the primary has a replica (ROLE, asked then),
- * else none. */
+ * the script that wrote it); by default 1 when the primary has a replica (INFO replication,
+ * asked then), else none, and then, with Sentinel, only if the sentinels still name it. */
 #define _GNU_SOURCE
 #include "store_backend.h"
 

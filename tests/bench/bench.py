@@ -6,8 +6,10 @@ Scenarios (every request for a distinct chat):
  1. Zero Bot API latency, closed loop (wrk, c=1 and c=64), the limits raised out of the way as
     a backend caller would raise them (RATE_LIMIT_PER_IP=1000000,
     TELEGRAM_MAX_SENDS_PER_SECOND=10000; the original: OTP_PER_IP_LIMIT=1000000000/minute);
-    ours again on a Redis store (OTP_STORE=redis+unix://..., when redis-server is installed)
-    and with RATE_LIMIT_PER_IP=0. Then what the per-address limit costs per request: pairs
+    ours again on a Redis store (OTP_STORE=redis+unix://..., when redis-server is installed),
+    on a primary with a replica found through Sentinel that holds every pending row before
+    its 200 (redis+sentinel://, OTP_REDIS_MIN_REPLICAS=1: WAIT 1; when redis-sentinel is
+    installed) and with RATE_LIMIT_PER_IP=0. Then what the per-address limit costs per request: pairs
     of wrk runs at c=64, RATE_LIMIT_PER_IP=1000000 then 0 on a fresh stack each, alternating,
     each giving the stack's CPU time (user + system of lighttpd, every otp-fcgi and otp-deleter,
     from /proc/PID/stat) per 200 answer, which other load on the machine disturbs far less than
@@ -420,6 +422,12 @@ def scenario_zero(workdir, original):
     if redis is not None:  # the same stack on the shared-store backend (issue: several hosts)
         systems.insert(1, ("otp-gateway, OTP_STORE=redis", lambda bot: Ours(
             workdir, bot, dict(RAISED, OTP_STORE=redis.url), "otp-gateway, OTP_STORE=redis")))
+    sentinel = SentinelStore(workdir) if shutil.which("redis-sentinel") else None
+    if sentinel is not None:  # a primary, a replica that must hold each row (WAIT 1), Sentinel
+        label = "otp-gateway, Sentinel, WAIT 1"
+        systems.insert(2, (label, lambda bot: Ours(
+            workdir, bot, dict(RAISED, OTP_STORE=sentinel.url, OTP_REDIS_MIN_REPLICAS="1"),
+            label)))
     if original:
         for w in (1, 2):
             label = f"original, {w} worker{'s' if w > 1 else ''}"
@@ -447,6 +455,8 @@ def scenario_zero(workdir, original):
         bot.stop()
         if redis is not None:
             redis.stop()
+        if sentinel is not None:
+            sentinel.stop()
     ours, off = rows["otp-gateway"][1], rows["otp-gateway, RATE_LIMIT_PER_IP=0"][1]
     print(f"   cost per request (1 / req/s at c=64) with RATE_LIMIT_PER_IP=1000000 over 0: "
           f"{(off['ok_per_s'] / ours['ok_per_s'] - 1) * 100:+.0f} %")
@@ -533,6 +543,47 @@ class RedisStore:
 
     def stop(self):
         stop_group(self.proc)
+
+
+class SentinelStore:
+    """For the redis+sentinel row: a primary and its replica on loopback TCP, and one sentinel
+    (quorum 1: nothing fails over here) that names the primary; nothing saved."""
+
+    def __init__(self, workdir):
+        self.dir = Path(workdir) / f"sentinel-{free_port()}"
+        self.dir.mkdir(parents=True)
+        self.procs = []
+        self.primary, self.replica, port = free_port(), free_port(), free_port()
+        for p, extra in ((self.primary, []),
+                         (self.replica, ["--replicaof", "127.0.0.1", str(self.primary)])):
+            self._start(f"redis-{p}", ["redis-server", "--bind", "127.0.0.1", "--port", str(p),
+                                       "--dir", str(self.dir), "--dbfilename", f"{p}.rdb",
+                                       "--save", "", "--appendonly", "no",
+                                       "--maxmemory-policy", "noeviction", *extra])
+        conf = self.dir / "sentinel.conf"
+        conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                        f"sentinel monitor bench 127.0.0.1 {self.primary} 1\n")
+        self._start("sentinel", ["redis-sentinel", str(conf)])
+        wait_until(lambda: "connected" in self._cli(self.replica, "ROLE"), 20,
+                   "the replica's first copy")
+        wait_until(lambda: str(self.primary) in self._cli(
+            port, "SENTINEL", "get-master-addr-by-name", "bench"), 20, "the sentinel")
+        self.url = f"redis+sentinel://127.0.0.1:{port}/bench"
+
+    def _start(self, name, argv):
+        with open(self.dir / f"{name}.log", "ab") as log:
+            self.procs.append(subprocess.Popen(argv, stdout=log, stderr=log,
+                                               start_new_session=True))
+
+    @staticmethod
+    def _cli(port, *args):
+        out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout
+
+    def stop(self):
+        for proc in self.procs:
+            stop_group(proc)
 
 
 def ratio(a, b):

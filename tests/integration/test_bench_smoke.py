@@ -72,10 +72,12 @@ def test_make_bench_smoke_run_completes():
     for header in ("1. Zero Bot API latency", "2. Paid broadcast", "3. Default configuration",
                    "4. The Bot API over TLS", "5. Revoke with 2,000 rows pending"):
         assert header in out, out
-    # scenario 1's rows (ours, on Redis when redis-server is there, per-address limit off),
-    # one row in each open-loop scenario, then scenario 4's: plain HTTP and TLS at zero
-    # latency and in the open loop, and the CPU per send of each open loop
-    rows = (5 if shutil.which("redis-server") else 4) + 6
+    # scenario 1's rows (ours, on Redis when redis-server is there, on Sentinel when
+    # redis-sentinel is, per-address limit off), one row in each open-loop scenario, then
+    # scenario 4's: plain HTTP and TLS at zero latency and in the open loop, and the CPU per
+    # send of each open loop
+    rows = (5 if shutil.which("redis-server") else 4) + 6 + \
+        (1 if shutil.which("redis-sentinel") else 0)
     assert len(re.findall(r"^   otp-gateway\b.*\d", out, re.M)) == rows, out
     # then the per-address limit's cost: one pair of runs (CPU µs per request, req/s) and the median
     assert re.search(r"^\s+1\s+\d+\s+\d+\s+[\d.]+\s+\d+\s+\d+\s+[\d.]+$", out, re.M), out
