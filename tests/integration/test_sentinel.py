@@ -416,3 +416,22 @@ def test_the_sentinel_example_runs_with_its_passwords_from_files(make_gateway, w
         wait_until(lambda: bot.messages("9400001")[0]["deleted_at"], 10 * SLOW, "the deletion")
     finally:
         cluster.stop()
+
+
+def test_sentinels_down_change_nothing_while_the_primary_lives(make_gateway, cluster, bot):
+    """Every sentinel gone: a stack keeps its connections (its checks every 5 s find the
+    sentinels out of reach and change nothing) and sends; a stack that must connect anew finds
+    no primary and answers 503, sending nothing."""
+    [gw] = stacks(make_gateway, cluster, 1)
+    assert gw.send_otp({"chat_id": "9500001", "otp": "1122"}).status == 200
+    for i in range(3):
+        cluster.signal(f"sentinel-{i}", signal.SIGKILL)
+    assert gw.send_otp({"chat_id": "9500002", "otp": "1122"}).status == 200
+    time.sleep(5.5)  # past the 5 s check of a live connection: it asks the sentinels now
+    r = gw.send_otp({"chat_id": "9500003", "otp": "1122"})
+    assert r.status == 200, r
+    late = make_gateway(env={"OTP_STORE": cluster.url("shared:")}, deleter=False)
+    r = late.send_otp({"chat_id": "9500004", "otp": "1122"})
+    assert r.status == 503, r
+    assert bot.messages("9500004") == []
+    assert "asking the sentinel at 127.0.0.1:" in late.log_text()
