@@ -501,7 +501,10 @@ static int handshake(struct redis_store *s)
 	}
 	if (s->password != NULL && authenticate(s) != 0)
 		goto fail;
-	if (s->url.kind == STORE_REDIS_SENTINEL && check_role(s) != 0)
+	/* asked again once ROLE answered: a server frozen while the sentinels named it answers
+	 * once it thaws, and may have been replaced meanwhile */
+	if (s->url.kind == STORE_REDIS_SENTINEL &&
+	    (check_role(s) != 0 || check_still_named(s) != 0))
 		goto fail;
 	if (s->url.db != 0) {
 		const char *argv[2] = { "SELECT", db };
