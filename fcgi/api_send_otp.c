@@ -19,6 +19,7 @@
 #include "message.h"
 #include "metrics.h"
 #include "policy.h"
+#include "recorder.h"
 #include "secmem.h"
 #include "store.h"
 #include "tg.h"
@@ -217,11 +218,11 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 {
 	const struct cfg *cfg = w->app->cfg;
 	const struct policy *pol = &w->app->policy;
-	char *text = NULL, chat_key[STORE_CHAT_ID_MAX];
-	struct pending_ref ref;
+	char *text = NULL, chat_key[STORE_CHAT_ID_MAX], err[256];
+	struct store_pending_row row;
 	struct tg_result res;
 	struct store *s;
-	int64_t confirmed_ms, stored_ms, until = 0, now;
+	int64_t confirmed_ms, until = 0, now;
 
 	text = malloc(MESSAGE_MAX);
 	if (text == NULL || message_render(cfg->message_template, r->otp, r->expire_seconds, text,
@@ -268,11 +269,11 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	tg_send_message(w->tg, r->chat_id, text, &res);
 	metrics_observe_bot_call(&res);
 	confirmed_ms = clock_now_ms();
-	s = worker_store(w); /* NULL (logged): each use below reports its own failure */
 	if (res.status == TG_RETRY_AFTER) {
 		until = policy_pause_end(pol, confirmed_ms, res.retry_after_s);
-		if (s == NULL || policy_pause(pol, s, POLICY_PAUSE_SEND, res.retry_after_s,
-					      confirmed_ms, POLICY_FCGI_NAME, NULL) != 0)
+		if ((s = worker_store(w)) == NULL ||
+		    policy_pause(pol, s, POLICY_PAUSE_SEND, res.retry_after_s, confirmed_ms,
+				 POLICY_FCGI_NAME, NULL) != 0)
 			log_msg(LOG_ERROR, "recording Telegram's pause: %s",
 				worker_store_strerror(w));
 		/* clamped: a client is never told to wait longer than any process will */
@@ -296,13 +297,20 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		answer_telegram_failure(&res, resp);
 		goto out;
 	}
-	/* the key that sent it alone may revoke it */
-	ref = (struct pending_ref){ r->chat_id, chat_key, res.message_id,
-				    caller->owner[0] != '\0' ? caller->owner : NULL };
-	if (s == NULL || policy_chat_subject(r->chat_id, chat_key, sizeof chat_key) != 0 ||
-	    store_pending_add(s, &ref, confirmed_ms + (int64_t)r->expire_seconds * 1000,
-			      &stored_ms) != 0) {
-		log_msg(LOG_ERROR, "recording a pending deletion: %s", worker_store_strerror(w));
+	/* the key that sent it alone may revoke it; the row goes in with other threads' rows,
+	 * holding no store meanwhile (recorder.h) */
+	row = (struct store_pending_row){
+		.ref = { r->chat_id, chat_key, res.message_id,
+			 caller->owner[0] != '\0' ? caller->owner : NULL },
+		.delete_at_ms = confirmed_ms + (int64_t)r->expire_seconds * 1000 };
+	if (policy_chat_subject(r->chat_id, chat_key, sizeof chat_key) != 0) {
+		row.failed = 1;
+		snprintf(err, sizeof err, "chat id too long for a key");
+	} else {
+		recorder_add(w->app->recorder, &row, err, sizeof err);
+	}
+	if (row.failed) {
+		log_msg(LOG_ERROR, "recording a pending deletion: %s", err);
 		undo_send(w, r->chat_id, res.message_id, resp);
 		count_failure("store_error");
 		goto out;
@@ -317,7 +325,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		snprintf(labels, sizeof labels, "key=\"%s\"", caller->owner);
 		metrics_count("otp_sent_by_key_total", labels, 1);
 	}
-	answer_sent(r, stored_ms, res.message_id, resp);
+	answer_sent(r, row.stored_ms, res.message_id, resp);
 out:
 	if (text != NULL)
 		secmem_wipe(text, MESSAGE_MAX);

@@ -121,6 +121,12 @@ int store_pending_add(struct store *s, const struct pending_ref *ref, int64_t de
 			     : redis_store_pending_add(s->rd, ref, delete_at_ms, stored_ms);
 }
 
+int store_pending_add_many(struct store *s, struct store_pending_row *rows, int n)
+{
+	return s->sq != NULL ? sqlite_store_pending_add_many(s->sq, rows, n)
+			     : redis_store_pending_add_many(s->rd, rows, n);
+}
+
 int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int max)
 {
 	return s->sq != NULL ? sqlite_store_pending_due(s->sq, now_ms, out, max)

@@ -186,6 +186,21 @@ struct pending_ref {
 int store_pending_add(struct store *s, const struct pending_ref *ref, int64_t delete_at_ms,
 		      int64_t *stored_ms);
 
+/* One row of store_pending_add_many(): what store_pending_add() takes, and what became of it. */
+struct store_pending_row {
+	struct pending_ref ref;
+	int64_t delete_at_ms;
+	int64_t stored_ms; /* out: as store_pending_add()'s *stored_ms */
+	int failed;        /* out: 1 when this row was not recorded */
+};
+
+/* Records rows[0..n) as store_pending_add() would each, and says of each whether it was.
+ * SQLite: in one transaction, so many sends pay for one commit; a row whose insert fails on its
+ * own is marked failed and the others go on; when the transaction fails (begin, commit, or a
+ * failure that ends it) every row is marked failed. Redis: one script call per row. Returns the
+ * number of rows that failed, with the reason of the last failure in store_strerror(). */
+int store_pending_add_many(struct store *s, struct store_pending_row *rows, int n);
+
 /* Fills out with up to max rows whose next try is due at now_ms, earliest first.
  * Returns the number of rows, or -1.
  * Redis: several otp-deleters may share the store, so the rows returned are also claimed: their

@@ -28,6 +28,7 @@ int sqlite_store_rate_prune(struct sqlite_store *s, const char *scope, int64_t e
 long long sqlite_store_rate_count(struct sqlite_store *s, const char *scope, const char *subject);
 int sqlite_store_pending_add(struct sqlite_store *s, const struct pending_ref *ref,
 			     int64_t delete_at_ms, int64_t *stored_ms);
+int sqlite_store_pending_add_many(struct sqlite_store *s, struct store_pending_row *rows, int n);
 int sqlite_store_pending_due(struct sqlite_store *s, int64_t now_ms, struct pending *out, int max);
 int sqlite_store_pending_next(struct sqlite_store *s, int64_t *next_ms);
 int sqlite_store_pending_last(struct sqlite_store *s, int64_t *last_ms);
@@ -67,6 +68,7 @@ int redis_store_rate_prune(struct redis_store *s, const char *scope, int64_t exp
 long long redis_store_rate_count(struct redis_store *s, const char *scope, const char *subject);
 int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref,
 			    int64_t delete_at_ms, int64_t *stored_ms);
+int redis_store_pending_add_many(struct redis_store *s, struct store_pending_row *rows, int n);
 int redis_store_pending_due(struct redis_store *s, int64_t now_ms, struct pending *out, int max);
 int redis_store_pending_next(struct redis_store *s, int64_t *next_ms);
 int redis_store_pending_last(struct redis_store *s, int64_t *last_ms);

@@ -1153,6 +1153,20 @@ int redis_store_pending_add(struct redis_store *s, const struct pending_ref *ref
 	return rc;
 }
 
+/* Each row alone: Redis's commands cost no commit to share, and one row's failure (a lost
+ * connection) is its own. */
+int redis_store_pending_add_many(struct redis_store *s, struct store_pending_row *rows, int n)
+{
+	int i, failed = 0;
+
+	for (i = 0; i < n; i++) {
+		rows[i].failed = redis_store_pending_add(s, &rows[i].ref, rows[i].delete_at_ms,
+							 &rows[i].stored_ms) != 0;
+		failed += rows[i].failed;
+	}
+	return failed;
+}
+
 /* Rows answered on the caller's clock: shift added to each instant. */
 static void rows_to_host(struct pending *p, int n, int64_t shift)
 {

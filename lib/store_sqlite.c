@@ -1079,23 +1079,62 @@ static sqlite3_stmt *begin_write(struct sqlite_store *s, enum stmt_id id)
 int sqlite_store_pending_add(struct sqlite_store *s, const struct pending_ref *ref,
 			     int64_t delete_at_ms, int64_t *stored_ms)
 {
-	sqlite3_stmt *st;
+	struct store_pending_row row = { .ref = *ref, .delete_at_ms = delete_at_ms };
 
 	if (stored_ms != NULL)
 		*stored_ms = delete_at_ms; /* one host: its clock is the store's */
+	return sqlite_store_pending_add_many(s, &row, 1) == 0 ? 0 : -1;
+}
 
-	if ((st = begin_write(s, ST_PENDING_ADD)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, ref->chat_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, ref->message_id);
-	sqlite3_bind_int64(st, 3, delete_at_ms);
-	sqlite3_bind_int64(st, 4, clock_now_ms());
-	sqlite3_bind_text(st, 5, ref->chat_key, -1, SQLITE_STATIC);
-	if (ref->owner != NULL)
-		sqlite3_bind_text(st, 6, ref->owner, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, 6);
-	return write_one(s, st, "add pending deletion");
+/* One transaction for every row: the commit (the WAL append, the lock other processes wait for)
+ * is paid once. A row's insert that fails leaves the transaction open (SQLite undoes that
+ * statement alone), except for the failures that end it (disk full, I/O): those take every
+ * row with them, as a failed commit does. */
+int sqlite_store_pending_add_many(struct sqlite_store *s, struct store_pending_row *rows, int n)
+{
+	const struct pending_ref *ref;
+	sqlite3_stmt *st;
+	int64_t now = clock_now_ms();
+	int i, failed = 0;
+
+	for (i = 0; i < n; i++) {
+		rows[i].failed = 1;
+		rows[i].stored_ms = rows[i].delete_at_ms; /* one host: its clock is the store's */
+	}
+	if (n == 0)
+		return 0;
+	if (begin(s) != 0)
+		return n;
+	for (i = 0; i < n; i++) {
+		ref = &rows[i].ref;
+		if ((st = stmt(s, ST_PENDING_ADD)) == NULL)
+			goto fail;
+		sqlite3_bind_text(st, 1, ref->chat_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, ref->message_id);
+		sqlite3_bind_int64(st, 3, rows[i].delete_at_ms);
+		sqlite3_bind_int64(st, 4, now);
+		sqlite3_bind_text(st, 5, ref->chat_key, -1, SQLITE_STATIC);
+		if (ref->owner != NULL)
+			sqlite3_bind_text(st, 6, ref->owner, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(st, 6);
+		if (step_done(s, st, "add pending deletion") != 0) {
+			if (sqlite3_get_autocommit(s->db))
+				goto fail; /* the transaction is gone, and the rows before with it */
+			failed++;
+			continue;
+		}
+		rows[i].failed = 0;
+	}
+	if (commit(s) != 0)
+		goto fail_all;
+	return failed;
+fail:
+	rollback(s);
+fail_all:
+	for (i = 0; i < n; i++)
+		rows[i].failed = 1;
+	return n;
 }
 
 int sqlite_store_pending_due(struct sqlite_store *s, int64_t now_ms, struct pending *out, int max)

@@ -197,6 +197,65 @@ static void pending_add_then_due_returns_the_row_at_its_time(void **state)
 	assert_int_equal(p[0].attempts, 0);
 }
 
+/* The rows of many sends in one call: each recorded as store_pending_add() would. */
+static void pending_add_many_records_every_row(void **state)
+{
+	struct fixture *f = *state;
+	struct store_pending_row rows[3];
+	struct pending p[4];
+	int i;
+
+	memset(rows, 0, sizeof rows);
+	for (i = 0; i < 3; i++) {
+		rows[i].ref = (struct pending_ref){ "@Chat", "@chat", 10 + i, i == 1 ? "alice" : NULL };
+		rows[i].delete_at_ms = 1000 * (i + 1);
+		rows[i].failed = -1;
+	}
+	assert_int_equal(store_pending_add_many(f->s, rows, 3), 0);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(rows[i].failed, 0);
+		assert_int_equal(rows[i].stored_ms, 1000 * (i + 1));
+	}
+	assert_int_equal(store_pending_due(f->s, 3000, p, 4), 3);
+	for (i = 0; i < 3; i++) {
+		assert_string_equal(p[i].chat_id, "@Chat");
+		assert_int_equal(p[i].message_id, 10 + i);
+		assert_int_equal(p[i].delete_at_ms, 1000 * (i + 1));
+	}
+	/* each row kept its own owner: only alice finds hers */
+	assert_int_equal(test_pending_claim_owned(f->s, "@chat", 11, "alice", 0, p),
+			 STORE_CLAIM_DUE);
+	assert_int_equal(test_pending_claim_owned(f->s, "@chat", 10, "alice", 0, p),
+			 STORE_CLAIM_NONE);
+	assert_int_equal(store_pending_add_many(f->s, rows, 0), 0);
+}
+
+/* One row the store refuses (SQLite: a message recorded twice) fails alone: the rows beside it
+ * in the transaction are committed. */
+static void pending_add_many_fails_only_the_row_that_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct store_pending_row rows[3];
+	int i;
+
+	SQLITE_ONLY(); /* Redis records the same message twice without a word */
+	assert_int_equal(test_pending_add(f->s, "5", 2, 1000, NULL), 0);
+	memset(rows, 0, sizeof rows);
+	for (i = 0; i < 3; i++) {
+		rows[i].ref = (struct pending_ref){ "5", "5", 1 + i, NULL };
+		rows[i].delete_at_ms = 2000;
+	}
+	assert_int_equal(store_pending_add_many(f->s, rows, 3), 1);
+	assert_int_equal(rows[0].failed, 0);
+	assert_int_equal(rows[1].failed, 1);
+	assert_int_equal(rows[2].failed, 0);
+	assert_non_null(strstr(store_strerror(f->s), "UNIQUE"));
+	assert_int_equal(store_pending_count(f->s), 3);
+	/* the store goes on writing after it */
+	assert_int_equal(test_pending_add(f->s, "5", 9, 1000, NULL), 0);
+	assert_int_equal(store_pending_count(f->s), 4);
+}
+
 static void pending_next_is_empty_then_the_earliest_try(void **state)
 {
 	struct fixture *f = *state;
@@ -738,6 +797,8 @@ int main(void)
 		T(directory_writable_by_others_is_refused),
 		T(directory_of_another_user_is_refused),
 		T(pending_add_then_due_returns_the_row_at_its_time),
+		T(pending_add_many_records_every_row),
+		T(pending_add_many_fails_only_the_row_that_fails),
 		T(pending_next_is_empty_then_the_earliest_try),
 		T(pending_last_is_empty_then_the_latest_try_retries_included),
 		T(pending_count_and_remove),
