@@ -1,11 +1,17 @@
-/* api_send_otp.c — POST /send-otp: validate, check the deleter is alive, pass the rate limits and
- * take a turn in the bot's send queue (lib/policy.h), send with sendMessage, record (chat_id,
- * message_id, delete_at) for otp-deleter.
+/* api_send_otp.c — POST /send-otp: validate → admit (otp-deleter alive, the rate limits, a turn
+ * in the bot's send queue: lib/policy.h) → wait for the turn → send with sendMessage → record
+ * (chat_id, message_id, delete_at) for otp-deleter → answer.
  *
  * The order keeps the promise that no code is sent that nobody will delete: the limits and the
  * turn are taken (one write) before the send; after Telegram confirms, the pending row is
- * written; if that write fails, the message is deleted at once and the client gets 500. The one window that cannot be
- * closed: Telegram delivered but its answer was lost (504): the message id is then unknown.
+ * written; if that write fails, the message is deleted at once and the client gets 500. The one
+ * window that cannot be closed: Telegram delivered but its answer was lost (504): the message id
+ * is then unknown.
+ *
+ * Store transactions of a send: the admission (one write, which reads the heartbeat and the
+ * pause too); Telegram's pause read again only after a wait for the turn; the pending row,
+ * committed with other sends' rows (recorder.h). A requeue after a stall, a 429's pause and a
+ * give-back when nothing reached Telegram cost one more each.
  *
  * No store is held while the request waits (for its turn, for Telegram): worker_store() takes
  * one from the process's pool for each run of store calls, worker_store_give() gives it back. */
@@ -253,8 +259,9 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	}
 	/* a 429 another send got while this one waited for its turn holds it too */
 	now = clock_now_ms();
-	if ((s = worker_store(w)) == NULL ||
-	    policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0) {
+	if (policy_rereads_pause(adm) &&
+	    ((s = worker_store(w)) == NULL ||
+	     policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0)) {
 		log_msg(LOG_ERROR, "reading Telegram's pause: %s", worker_store_strerror(w));
 		release(w, adm);
 		answer_store_down(resp);
@@ -342,8 +349,6 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	struct policy_client client;
 	struct store *s;
 	json_t *detail;
-	int64_t age_ms;
-	int alive;
 
 	if (validate_send_otp(req->body, req->body_len, &lim, &r, &detail) != 0) {
 		answer_validation(resp, detail);
@@ -352,18 +357,10 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	}
 	log_mask_chat_id(r.chat_id, resp->chat_id_masked);
 
-	alive = api_deleter_alive(w, &age_ms);
-	if (alive != 1 || (s = worker_store(w)) == NULL) {
-		if (alive < 0) {
-			answer_store_down(resp);
-		} else {
-			count_failure("deleter_down");
-			resp->retry_after_s = 5;
-			http_respond_failure(resp, 503, api_deleter_down_detail(w));
-		}
+	if ((s = worker_store(w)) == NULL) {
+		answer_store_down(resp);
 		goto out;
 	}
-
 	client = (struct policy_client){ req->remote_addr, req->caller.owner,
 					 req->caller.limit_per_minute };
 	if (policy_admit(&w->app->policy, s, r.chat_id, &client, clock_now_ms(), &adm) != 0) {
@@ -371,7 +368,15 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 		answer_store_down(resp);
 		goto out;
 	}
+	if (adm.verdict != POLICY_DELETER_DOWN)
+		api_deleter_beat(w, 1, 0); /* fresh: re-arms the log of a beat from the future */
 	switch (adm.verdict) {
+	case POLICY_DELETER_DOWN:
+		api_deleter_beat(w, adm.beat_found, adm.beat_age_ms); /* logs one from the future */
+		count_failure("deleter_down");
+		resp->retry_after_s = 5;
+		http_respond_failure(resp, 503, api_deleter_down_detail(w));
+		break;
 	case POLICY_ADMITTED:
 		send_and_record(w, &r, &req->caller, &adm, resp);
 		break;

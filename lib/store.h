@@ -77,6 +77,10 @@ struct store_slot_request {
 	const char *pause_kind; /* the pause that holds this queue ("send"), or NULL */
 	int64_t pause_cap_us;   /* a pause is honoured up to this instant at most (a hand-edited
 				 * row cannot hold the queue longer than any 429 could) */
+	/* the program (NULL: none) whose heartbeat must lie within [beat_after_ms,
+	 * beat_before_ms] (the caller's clock) for anything to be taken: read in the same write */
+	const char *beat_program;
+	int64_t beat_after_ms, beat_before_ms;
 };
 
 #define STORE_SCOPE_MAX 16
@@ -92,6 +96,10 @@ struct store_rate_event {
 
 /* What store_rate_take() did. */
 struct store_rate_verdict {
+	int beat_refused;        /* 1: the slot's heartbeat is missing or out of bounds; nothing
+				  * taken, nothing else checked */
+	int beat_found;          /* when beat_refused: the heartbeat exists, at beat_ms */
+	int64_t beat_ms;
 	int refused_rule;        /* index of the first rule that is full, or -1 */
 	int64_t freeing_at_ms;   /* when refused: the event whose expiry frees a place, its time */
 	int slot_refused;        /* 1: the slot (slot_us) is later than latest_us; nothing taken */
@@ -147,7 +155,8 @@ int store_is_on_tmpfs(const struct store *s);
  * files to be made beside the database (otp-deleter's lock) before it is opened. */
 int store_check_db_dir(const char *db_path, char *err, size_t errlen);
 
-/* In one write: unless a rule is full (then refused_rule is the first full one in array order,
+/* In one write: unless the heartbeat slot->beat_program names is missing or out of its bounds
+ * (then beat_refused), unless a rule is full (then refused_rule is the first full one in array order,
  * with freeing_at_ms) and unless slot (may be NULL) cannot be reserved in time (then
  * slot_refused), records one event at now_ms in every rule and reserves the slot. Either
  * everything is taken or nothing. Only events after expired_ms count; expired ones are dropped

@@ -122,14 +122,25 @@ enum script_id {
 
 /* Each script's first line names it (SCRIPT LOAD keeps the text: for redis-cli and tests). */
 static const char *const script_src[SC_COUNT_] = {
-	/* KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent)
+	/* KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent),
+	 * n+4 heartbeat (or absent)
 	 * ARGV: host µs, trust, n, per rule (limit, expired_ms, ttl_ms, subjects key, subject),
-	 * then has_slot, spacing_us, latest_us, has_pause, pause_cap_us (host instants).
+	 * then has_slot, spacing_us, latest_us, has_pause, pause_cap_us, has_beat,
+	 * beat_after_ms, beat_before_ms (host instants).
 	 * Returns {refused rule (1-based) or -1, freeing_at_ms, slot_refused, slot_paused,
-	 * slot_us, now_us, id1, at1, id2, at2, ...}: instants on the store's clock */
+	 * slot_us, now_us, id1, at1, id2, at2, ...}, or when the heartbeat refuses
+	 * {0, beat_ms, beat found (1 or 0), 0, 0, now_us}: instants on the store's clock */
 	[SC_RATE_TAKE] = "-- rate_take\n" LUA_AT LUA_CLOCK LUA_TRIM
 		"local now_us, now, shift, shift_us = clock()\n"
 		"local n = tonumber(ARGV[3])\n"
+		"local bk = 5 * n + 9\n"
+		"if ARGV[bk] == '1' then\n"
+		"  local beat = tonumber(redis.call('GET', KEYS[n+4]) or -1)\n"
+		"  if beat < 0 then return {0, 0, 0, 0, 0, now_us} end\n"
+		"  if beat < tonumber(ARGV[bk+1]) + shift or beat > tonumber(ARGV[bk+2]) + shift then\n"
+		"    return {0, beat, 1, 0, 0, now_us}\n"
+		"  end\n"
+		"end\n"
 		"for i = 1, n do\n"
 		"  local b = 5 * i - 1\n"
 		"  local key, limit = KEYS[i], tonumber(ARGV[b])\n"
@@ -920,7 +931,7 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 			  const struct store_slot_request *slot, int64_t now_ms,
 			  struct store_rate_verdict *v)
 {
-	char keys[STORE_RATE_RULES_MAX + 3][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
+	char keys[STORE_RATE_RULES_MAX + 4][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
 	struct args *a = calloc(1, sizeof *a);
 	int64_t host_us = slot != NULL ? slot->now_us : now_ms * 1000, store_us, shift_us;
 	redisReply *r = NULL;
@@ -949,9 +960,11 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 			goto out;
 	if (key(s, keys[nrules], "rate:seq") != 0 || key(s, keys[nrules + 1], "queue:send") != 0 ||
 	    key(s, keys[nrules + 2], "pause:%s",
-		slot != NULL && slot->pause_kind != NULL ? slot->pause_kind : "none") != 0)
+		slot != NULL && slot->pause_kind != NULL ? slot->pause_kind : "none") != 0 ||
+	    key(s, keys[nrules + 3], "heartbeat:%s",
+		slot != NULL && slot->beat_program != NULL ? slot->beat_program : "none") != 0)
 		goto out;
-	for (i = 0; i < nrules + 3; i++)
+	for (i = 0; i < nrules + 4; i++)
 		arg_str(a, keys[i]);
 	arg_clock(s, a, host_us);
 	arg_int(a, nrules);
@@ -970,7 +983,10 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 	arg_int(a, slot != NULL ? slot->latest_us : 0);
 	arg_str(a, slot != NULL && slot->pause_kind != NULL ? "1" : "0");
 	arg_int(a, slot != NULL ? slot->pause_cap_us : 0);
-	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 3, a->n, a->v, a->len);
+	arg_str(a, slot != NULL && slot->beat_program != NULL ? "1" : "0");
+	arg_int(a, slot != NULL ? slot->beat_after_ms + (host_us / 1000 - now_ms) : 0);
+	arg_int(a, slot != NULL ? slot->beat_before_ms + (host_us / 1000 - now_ms) : 0);
+	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 4, a->n, a->v, a->len);
 	if (r == NULL)
 		goto out;
 	if (redis_reply_rate_take(r, nrules, v, &store_us, &why) != 0) {
@@ -982,7 +998,9 @@ int redis_store_rate_take(struct redis_store *s, const struct store_rate_rule *r
 	/* instants answered on the caller's clock; the events' stay as stored (release finds
 	 * them by it) */
 	shift_us = s->url.clock_host ? 0 : host_us - store_us;
-	if (v->refused_rule >= 0)
+	if (v->beat_refused)
+		v->beat_ms += shift_us / 1000;
+	else if (v->refused_rule >= 0)
 		v->freeing_at_ms += shift_us / 1000;
 	else
 		v->slot_us += shift_us;

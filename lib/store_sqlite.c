@@ -936,6 +936,7 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 		    struct store_rate_verdict *v)
 {
 	int64_t held[STORE_RATE_RULES_MAX];
+	sqlite3_stmt *st;
 	int i, full;
 
 	memset(v, 0, sizeof *v);
@@ -946,6 +947,18 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 	}
 	if (begin(s) != 0)
 		return -1;
+	if (slot != NULL && slot->beat_program != NULL) {
+		if ((st = stmt(s, ST_HEARTBEAT_GET)) == NULL)
+			goto fail;
+		sqlite3_bind_text(st, 1, slot->beat_program, -1, SQLITE_STATIC);
+		if ((v->beat_found = step_int64(s, st, &v->beat_ms, "read heartbeat")) < 0)
+			goto fail;
+		if (!v->beat_found || v->beat_ms < slot->beat_after_ms ||
+		    v->beat_ms > slot->beat_before_ms) {
+			v->beat_refused = 1;
+			return commit(s);
+		}
+	}
 	for (i = 0; i < nrules; i++) {
 		if (rate_check(s, &rules[i], &held[i], &full, &v->freeing_at_ms) != 0)
 			goto fail;

@@ -574,7 +574,7 @@ static void rate_take_with_too_many_rules_fails(void **state)
 static void slots_are_spaced_and_refused_beyond_the_latest(void **state)
 {
 	struct fixture *f = *state;
-	struct store_slot_request q = { 1000000, 100000, 1250000, "send", NO_PAUSE_CAP };
+	struct store_slot_request q = { 1000000, 100000, 1250000, "send", NO_PAUSE_CAP, NULL, 0, 0 };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
@@ -598,11 +598,51 @@ static void slots_are_spaced_and_refused_beyond_the_latest(void **state)
 	assert_int_equal(v.slot_us, 5000000);
 }
 
+/* The heartbeat a slot names is read in the same write: missing or out of its bounds, nothing
+ * is taken and no rule is looked at. */
+static void a_heartbeat_out_of_bounds_takes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct store_rate_rule r = rule("chat", "beat", 1, 0);
+	struct store_slot_request q = { .now_us = 5000000, .spacing_us = 1000,
+					.latest_us = 6000000, .pause_cap_us = NO_PAUSE_CAP,
+					.beat_program = "otp-deleter", .beat_after_ms = 4000,
+					.beat_before_ms = 6000 };
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.beat_found, 0);
+	assert_int_equal(v.nslots, 0);
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 3999), 0); /* too old */
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.beat_found, 1);
+	assert_int_equal(v.beat_ms, 3999);
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 6001), 0); /* ahead */
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.beat_ms, 6001);
+	assert_int_equal(store_rate_count(f->s, "chat", "beat"), 0);
+	/* within the bounds (inclusive): taken, the slot at now as if nothing had been asked */
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 4000), 0);
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.slot_us, 5000000);
+	assert_int_equal(v.nslots, 1);
+	/* the beat comes first: a full rule behind a missing beat is not reported */
+	q.beat_program = "nobody";
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.refused_rule, -1);
+}
+
 static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **state)
 {
 	struct fixture *f = *state;
 	struct store_rate_rule r = rule("chat", "q", 1, 0);
-	struct store_slot_request q = { 1000000, 100000, 1050000, NULL, NO_PAUSE_CAP };
+	struct store_slot_request q = { 1000000, 100000, 1050000, NULL, NO_PAUSE_CAP, NULL, 0, 0 };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 1000, &v), 0);
@@ -620,7 +660,7 @@ static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **s
 static void pauses_are_per_kind_and_only_extended(void **state)
 {
 	struct fixture *f = *state;
-	struct store_slot_request q = { 1000000, 1000, 4000000, "send", NO_PAUSE_CAP };
+	struct store_slot_request q = { 1000000, 1000, 4000000, "send", NO_PAUSE_CAP, NULL, 0, 0 };
 	struct store_rate_verdict v;
 	int64_t until = 0;
 
@@ -813,6 +853,7 @@ int main(void)
 		T(rate_events_of_one_instant_count_one_by_one),
 		T(rate_take_with_too_many_rules_fails),
 		T(slots_are_spaced_and_refused_beyond_the_latest),
+		T(a_heartbeat_out_of_bounds_takes_nothing),
 		T(a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event),
 		T(pauses_are_per_kind_and_only_extended),
 		T(heartbeat_absent_is_zero_then_set_and_get),
