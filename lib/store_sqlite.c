@@ -931,13 +931,151 @@ static int reserve_slot(struct sqlite_store *s, const struct store_slot_request 
 	return step_done(s, st, "write send queue");
 }
 
+/* One thread's store_rate_take(), waiting to be written with the others' (take_batch()). On its
+ * thread's stack; the fields below next are the answer. */
+struct take_req {
+	const char *path;        /* the database it is for: a batch holds one file's requests */
+	const struct store_rate_rule *rules;
+	int nrules;
+	const struct store_slot_request *slot;
+	int64_t now_ms;
+	struct store_rate_verdict *v;
+	struct take_req *next;
+	int done, rc;
+	char err[512];
+};
+
+/* The most requests in one transaction: every thread of a process, and a bound on how long one
+ * commit keeps other processes waiting. */
+#define TAKE_BATCH_MAX 64
+
+static pthread_mutex_t take_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t take_answered = PTHREAD_COND_INITIALIZER;
+static struct take_req *take_head, **take_tail = &take_head;
+static int take_writing; /* a thread is writing a batch */
+
+/* store_rate_take()'s checks and writes for r, inside the open transaction. Returns 0 (whatever
+ * the verdict) or -1. */
+static int take_in(struct sqlite_store *s, const struct take_req *r)
+{
+	const struct store_slot_request *slot = r->slot;
+	struct store_rate_verdict *v = r->v;
+	int64_t held[STORE_RATE_RULES_MAX];
+	sqlite3_stmt *st;
+	int i, full;
+
+	if (slot != NULL && slot->beat_program != NULL) {
+		if ((st = stmt(s, ST_HEARTBEAT_GET)) == NULL)
+			return -1;
+		sqlite3_bind_text(st, 1, slot->beat_program, -1, SQLITE_STATIC);
+		if ((v->beat_found = step_int64(s, st, &v->beat_ms, "read heartbeat")) < 0)
+			return -1;
+		if (!v->beat_found || v->beat_ms < slot->beat_after_ms ||
+		    v->beat_ms > slot->beat_before_ms) {
+			v->beat_refused = 1;
+			return 0;
+		}
+	}
+	for (i = 0; i < r->nrules; i++) {
+		if (rate_check(s, &r->rules[i], &held[i], &full, &v->freeing_at_ms) != 0)
+			return -1;
+		if (full) {
+			v->refused_rule = i;
+			return 0; /* committed with the batch: keeps the pruning */
+		}
+	}
+	if (slot != NULL) {
+		if (reserve_slot(s, slot, v) != 0)
+			return -1;
+		if (v->slot_refused)
+			return 0;
+	}
+	for (i = 0; i < r->nrules; i++)
+		if (rate_add(s, &r->rules[i], held[i], r->now_ms, v) != 0)
+			return -1;
+	return 0;
+}
+
+/* Fails r with s's reason: nothing it took stays. */
+static void take_fail(struct sqlite_store *s, struct take_req *r)
+{
+	r->rc = -1;
+	r->v->nslots = 0;
+	snprintf(r->err, sizeof r->err, "%s", s->err);
+}
+
+/* Writes up to TAKE_BATCH_MAX queued requests for s's file in one transaction on s, each in a
+ * savepoint of its own: a request that fails is undone alone and answered -1, the others go on;
+ * when the transaction itself fails (begin, commit, or an error that ends it) every request of
+ * the batch is answered -1. Called by the one thread writing (take_writing), without take_lock. */
+static void take_batch(struct sqlite_store *s)
+{
+	struct take_req *batch[TAKE_BATCH_MAX], **pp;
+	int i, j, n = 0;
+
+	pthread_mutex_lock(&take_lock);
+	for (pp = &take_head; *pp != NULL && n < TAKE_BATCH_MAX;) {
+		if (strcmp((*pp)->path, s->path) != 0) {
+			pp = &(*pp)->next;
+			continue;
+		}
+		batch[n++] = *pp;
+		*pp = (*pp)->next;
+	}
+	take_tail = pp;
+	while (*take_tail != NULL)
+		take_tail = &(*take_tail)->next;
+	pthread_mutex_unlock(&take_lock);
+
+	if (begin(s) != 0) {
+		for (i = 0; i < n; i++)
+			take_fail(s, batch[i]);
+		goto answer;
+	}
+	for (i = 0; i < n; i++) {
+		if (sqlite3_exec(s->db, "SAVEPOINT take", NULL, NULL, NULL) != SQLITE_OK) {
+			set_db_err(s, "begin a savepoint");
+			goto fail_all;
+		}
+		if (take_in(s, batch[i]) == 0) {
+			batch[i]->rc = 0;
+			if (sqlite3_exec(s->db, "RELEASE take", NULL, NULL, NULL) != SQLITE_OK) {
+				set_db_err(s, "release a savepoint");
+				goto fail_all;
+			}
+			continue;
+		}
+		if (sqlite3_get_autocommit(s->db))
+			goto fail_all; /* the transaction is gone, with the requests before */
+		take_fail(s, batch[i]);
+		if (sqlite3_exec(s->db, "ROLLBACK TO take; RELEASE take", NULL, NULL, NULL) !=
+		    SQLITE_OK) {
+			set_db_err(s, "roll back a savepoint");
+			goto fail_all;
+		}
+	}
+	if (commit(s) == 0)
+		goto answer;
+fail_all:
+	rollback(s);
+	for (j = 0; j < n; j++)
+		take_fail(s, batch[j]);
+answer:
+	pthread_mutex_lock(&take_lock);
+	for (i = 0; i < n; i++)
+		batch[i]->done = 1; /* its thread may return at once: no touching it after */
+	pthread_mutex_unlock(&take_lock);
+}
+
+/* The threads of a process that take events at once share one transaction (group commit): the
+ * first to find no batch being written writes what is queued, its own request among it; the
+ * others wait for their answers, and one of them writes the requests queued meanwhile. A lone
+ * request is written at once, alone. */
 int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule *rules, int nrules,
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *v)
 {
-	int64_t held[STORE_RATE_RULES_MAX];
-	sqlite3_stmt *st;
-	int i, full;
+	struct take_req me = { s->path, rules, nrules, slot, now_ms, v, NULL, 0, 0, "" };
 
 	memset(v, 0, sizeof *v);
 	v->refused_rule = -1;
@@ -945,44 +1083,25 @@ int sqlite_store_rate_take(struct sqlite_store *s, const struct store_rate_rule 
 		set_err(s, "too many rate rules (%d)", nrules);
 		return -1;
 	}
-	if (begin(s) != 0)
-		return -1;
-	if (slot != NULL && slot->beat_program != NULL) {
-		if ((st = stmt(s, ST_HEARTBEAT_GET)) == NULL)
-			goto fail;
-		sqlite3_bind_text(st, 1, slot->beat_program, -1, SQLITE_STATIC);
-		if ((v->beat_found = step_int64(s, st, &v->beat_ms, "read heartbeat")) < 0)
-			goto fail;
-		if (!v->beat_found || v->beat_ms < slot->beat_after_ms ||
-		    v->beat_ms > slot->beat_before_ms) {
-			v->beat_refused = 1;
-			return commit(s);
+	pthread_mutex_lock(&take_lock);
+	*take_tail = &me;
+	take_tail = &me.next;
+	while (!me.done) {
+		if (take_writing) {
+			pthread_cond_wait(&take_answered, &take_lock);
+			continue;
 		}
+		take_writing = 1;
+		pthread_mutex_unlock(&take_lock);
+		take_batch(s);
+		pthread_mutex_lock(&take_lock);
+		take_writing = 0;
+		pthread_cond_broadcast(&take_answered);
 	}
-	for (i = 0; i < nrules; i++) {
-		if (rate_check(s, &rules[i], &held[i], &full, &v->freeing_at_ms) != 0)
-			goto fail;
-		if (full) {
-			v->refused_rule = i;
-			return commit(s); /* keeps the pruning */
-		}
-	}
-	if (slot != NULL) {
-		if (reserve_slot(s, slot, v) != 0)
-			goto fail;
-		if (v->slot_refused)
-			return commit(s);
-	}
-	for (i = 0; i < nrules; i++)
-		if (rate_add(s, &rules[i], held[i], now_ms, v) != 0)
-			goto fail;
-	if (commit(s) != 0)
-		goto fail;
-	return 0;
-fail:
-	rollback(s);
-	v->nslots = 0;
-	return -1;
+	pthread_mutex_unlock(&take_lock);
+	if (me.rc != 0)
+		snprintf(s->err, sizeof s->err, "%s", me.err);
+	return me.rc;
 }
 
 /* Takes back one event of each taken row (equal times are interchangeable: which of them goes

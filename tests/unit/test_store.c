@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,6 +422,74 @@ static struct store_rate_rule rule(const char *scope, const char *subject, int l
 				   int64_t expired_ms)
 {
 	return (struct store_rate_rule){ scope, subject, limit, expired_ms };
+}
+
+#define TAKERS 16
+#define TAKES_EACH 20
+#define SHARED_LIMIT 150
+
+struct taker {
+	const struct fixture *f;
+	int bad;             /* 1: every take names a subject too long for the store */
+	int admitted, refused, failed;
+};
+
+static void *take_many(void *p)
+{
+	struct taker *k = p;
+	char err[256] = "", mine[STORE_SUBJECT_MAX + 8];
+	struct store *s = store_open(k->f->path, err, sizeof err);
+	struct store_rate_verdict v;
+	struct store_rate_rule r[2];
+	int i;
+
+	if (s == NULL)
+		return NULL;
+	memset(mine, 'x', sizeof mine - 1);
+	mine[k->bad ? sizeof mine - 1 : 8] = '\0';
+	/* the bad thread's first rule is never full: its event is written, then undone when the
+	 * second rule's fails */
+	r[0] = (struct store_rate_rule){ "chat", k->bad ? "alone" : "shared",
+					 k->bad ? 1000000 : SHARED_LIMIT, 0 };
+	r[1] = (struct store_rate_rule){ "ip", mine, 1000000, 0 };
+	for (i = 0; i < TAKES_EACH; i++) {
+		if (store_rate_take(s, r, 2, NULL, 1000, &v) != 0)
+			k->failed++;
+		else if (v.refused_rule >= 0)
+			k->refused++;
+		else
+			k->admitted++;
+	}
+	store_close(s);
+	return NULL;
+}
+
+/* Takes from many threads at once (SQLite writes them in shared transactions): the limit holds
+ * exactly, and one thread whose every take fails leaves nothing behind and fails no other. */
+static void concurrent_takes_each_get_their_own_answer(void **state)
+{
+	struct fixture *f = *state;
+	struct taker k[TAKERS];
+	pthread_t t[TAKERS];
+	int i, admitted = 0;
+
+	memset(k, 0, sizeof k);
+	for (i = 0; i < TAKERS; i++) {
+		k[i].f = f;
+		k[i].bad = i == 0;
+		assert_int_equal(pthread_create(&t[i], NULL, take_many, &k[i]), 0);
+	}
+	for (i = 0; i < TAKERS; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(k[0].failed, TAKES_EACH);
+	for (i = 1; i < TAKERS; i++) {
+		assert_int_equal(k[i].failed, 0);
+		assert_int_equal(k[i].admitted + k[i].refused, TAKES_EACH);
+		admitted += k[i].admitted;
+	}
+	assert_int_equal(admitted, SHARED_LIMIT);
+	assert_int_equal(store_rate_count(f->s, "chat", "shared"), SHARED_LIMIT);
+	assert_int_equal(store_rate_count(f->s, "chat", "alone"), 0);
 }
 
 static void rate_take_refuses_at_the_limit_naming_the_oldest_event(void **state)
@@ -854,6 +923,7 @@ int main(void)
 		T(rate_take_with_too_many_rules_fails),
 		T(slots_are_spaced_and_refused_beyond_the_latest),
 		T(a_heartbeat_out_of_bounds_takes_nothing),
+		T(concurrent_takes_each_get_their_own_answer),
 		T(a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event),
 		T(pauses_are_per_kind_and_only_extended),
 		T(heartbeat_absent_is_zero_then_set_and_get),
