@@ -163,7 +163,9 @@ int store_check_db_dir(const char *db_path, char *err, size_t errlen);
  * at the latest when they would decide (SQLite: when the subject's count, expired ones included,
  * reaches its limit; Redis: every call), the others by store_rate_prune(). Costs O(1) per call
  * plus O(1) per expired event, whatever the limits (a per-subject count is kept with the events).
- * Returns 0 (whatever the verdict) or -1. */
+ * SQLite: the calls a process's threads make at once share one transaction, each in a savepoint
+ * of its own (group commit); a call returns once its transaction is committed, and fails alone
+ * unless the transaction does. Returns 0 (whatever the verdict) or -1. */
 int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *verdict);
