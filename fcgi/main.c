@@ -25,6 +25,7 @@
 #include "fcgi_io.h"
 #include "log.h"
 #include "metrics.h"
+#include "recorder.h"
 #include "router.h"
 #include "secmem.h"
 #include "store.h"
@@ -343,9 +344,10 @@ int main(int argc, char **argv)
 	policy_from_cfg(&app.policy, &cfg);
 	cfg_store_config(&cfg, &sc);
 	app.stores = store_pool_new(&sc, STORE_POOL_MAX);
+	app.recorder = app.stores != NULL ? recorder_new(app.stores) : NULL;
 	atomic_init(&app.stopping, 0);
 	workers = calloc((size_t)cfg.fcgi_threads, sizeof *workers);
-	if (app.stores == NULL || workers == NULL || pthread_attr_init(&attr) != 0)
+	if (app.stores == NULL || app.recorder == NULL || workers == NULL || pthread_attr_init(&attr) != 0)
 		goto out;
 	pthread_attr_setstacksize(&attr, WORKER_STACK_BYTES);
 	for (i = 0; i < cfg.fcgi_threads; i++) {
@@ -381,6 +383,7 @@ int main(int argc, char **argv)
 	 * tearing down what they use */
 	_exit(rc);
 out:
+	recorder_free(app.recorder);
 	store_pool_free(app.stores);
 	apikeys_free(app.keys);
 	cfg_free(&cfg);

@@ -716,7 +716,7 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 				 struct store_rate_verdict *v)
 {
 	struct redis_store *s = h;
-	char keys[STORE_RATE_RULES_MAX + 3][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
+	char keys[STORE_RATE_RULES_MAX + 4][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
 	struct args *a = calloc(1, sizeof *a);
 	int64_t host_us = slot != NULL ? slot->now_us : now_ms * 1000, store_us, shift_us;
 	redisReply *r = NULL;
@@ -745,9 +745,11 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 			goto out;
 	if (key(s, keys[nrules], "rate:seq") != 0 || key(s, keys[nrules + 1], "queue:send") != 0 ||
 	    key(s, keys[nrules + 2], "pause:%s",
-		slot != NULL && slot->pause_kind != NULL ? slot->pause_kind : "none") != 0)
+		slot != NULL && slot->pause_kind != NULL ? slot->pause_kind : "none") != 0 ||
+	    key(s, keys[nrules + 3], "heartbeat:%s",
+		slot != NULL && slot->beat_program != NULL ? slot->beat_program : "none") != 0)
 		goto out;
-	for (i = 0; i < nrules + 3; i++)
+	for (i = 0; i < nrules + 4; i++)
 		arg_str(a, keys[i]);
 	arg_clock(s, a, host_us);
 	arg_int(a, nrules);
@@ -767,7 +769,10 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 	arg_str(a, slot != NULL && slot->pause_kind != NULL ? "1" : "0");
 	arg_int(a, slot != NULL ? slot->pause_cap_us : 0);
 	arg_int(a, slot != NULL ? slot->reset_after_us : 0);
-	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 3, a->n, a->v, a->len);
+	arg_str(a, slot != NULL && slot->beat_program != NULL ? "1" : "0");
+	arg_int(a, slot != NULL ? slot->beat_after_ms + (host_us / 1000 - now_ms) : 0);
+	arg_int(a, slot != NULL ? slot->beat_before_ms + (host_us / 1000 - now_ms) : 0);
+	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 4, a->n, a->v, a->len);
 	if (r == NULL)
 		goto out;
 	if (redis_reply_rate_take(r, nrules, v, &store_us, &why) != 0) {
@@ -779,7 +784,9 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 	/* instants answered on the caller's clock; the events' stay as stored (release finds
 	 * them by it) */
 	shift_us = s->url.clock_host ? 0 : host_us - store_us;
-	if (v->refused_rule >= 0)
+	if (v->beat_refused)
+		v->beat_ms += shift_us / 1000;
+	else if (v->refused_rule >= 0)
 		v->freeing_at_ms += shift_us / 1000;
 	else
 		v->slot_us += shift_us;
@@ -952,6 +959,20 @@ static int redis_store_pending_add(void *h, const struct pending_ref *ref,
 		*stored_ms = at;
 	freeReplyObject(r);
 	return rc;
+}
+
+/* Each row alone: Redis's commands cost no commit to share, and one row's failure (a lost
+ * connection) is its own. */
+static int redis_store_pending_add_many(void *h, struct store_pending_row *rows, int n)
+{
+	int i, failed = 0;
+
+	for (i = 0; i < n; i++) {
+		rows[i].failed = redis_store_pending_add(h, &rows[i].ref, rows[i].delete_at_ms,
+							 &rows[i].stored_ms) != 0;
+		failed += rows[i].failed;
+	}
+	return failed;
 }
 
 /* Rows answered on the caller's clock: shift added to each instant. */
@@ -1342,6 +1363,7 @@ const struct store_ops redis_store_ops = {
 	.rate_prune = redis_store_rate_prune,
 	.rate_count = redis_store_rate_count,
 	.pending_add = redis_store_pending_add,
+	.pending_add_many = redis_store_pending_add_many,
 	.pending_due = redis_store_pending_due,
 	.pending_next = redis_store_pending_next,
 	.pending_last = redis_store_pending_last,
