@@ -7,9 +7,10 @@
 BUILD     ?= build
 CC        ?= cc
 PKGS      := fcgi jansson libcurl libcrypto sqlite3
-# each program links only what it uses: otp-deleter has no FastCGI
+# each program links only what it uses: otp-deleter has no FastCGI (libcrypto: tg replaces
+# OpenSSL's allocator)
 FCGI_PKGS    := fcgi jansson libcurl libcrypto sqlite3
-DELETER_PKGS := jansson libcurl sqlite3
+DELETER_PKGS := jansson libcurl libcrypto sqlite3
 # hiredis: only lib/store_redis.c includes it (as <hiredis/hiredis.h>): linked, not on -I
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes

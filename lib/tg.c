@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "secmem.h"
 #include "tg_exchange.h"
 
@@ -91,8 +93,41 @@ static int grow_reply(struct tg_exchange *ex, size_t need)
 	return 0;
 }
 
+/* OpenSSL's allocator: secmem's, whose free wipes the block first. */
+static void *ssl_malloc(size_t n, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	return secmem_malloc(n);
+}
+
+static void *ssl_realloc(void *p, size_t n, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	return secmem_realloc(p, n);
+}
+
+static void ssl_free(void *p, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	secmem_free(p);
+}
+
 int tg_global_init(void)
 {
+	CRYPTO_malloc_fn m;
+	CRYPTO_realloc_fn r;
+	CRYPTO_free_fn f;
+
+	/* OpenSSL decrypts each record of a reply in its read buffer, so the buffer holds
+	 * Telegram's echo of the text (the OTP); libcurl has it freed as soon as it is read
+	 * (SSL_MODE_RELEASE_BUFFERS), and OpenSSL's own free does not wipe. Its allocator can only
+	 * be replaced before its first allocation: hence this call's place in the programs */
+	CRYPTO_get_mem_functions(&m, &r, &f);
+	if (m != ssl_malloc && CRYPTO_set_mem_functions(ssl_malloc, ssl_realloc, ssl_free) != 1)
+		return -1;
 	/* curl's own copies of the URL (the token), the body (the OTP) and the reply are wiped
 	 * when it frees them */
 	return curl_global_init_mem(CURL_GLOBAL_DEFAULT, secmem_malloc, secmem_free, secmem_realloc,

@@ -14,7 +14,10 @@
 
 struct tg;
 
-/* Once per process, before threads start (curl_global_init is not thread-safe). */
+/* Once per process, before threads start (curl_global_init is not thread-safe) and before
+ * anything else calls OpenSSL (libcrypto included): OpenSSL's allocator is replaced by one that
+ * wipes what it frees, which it allows only before its first allocation. Returns 0, or -1 when
+ * that or libcurl's initialisation fails. */
 int tg_global_init(void);
 void tg_global_cleanup(void);
 
