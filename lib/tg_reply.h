@@ -63,8 +63,9 @@ const char *tg_status_name(enum tg_status st);
 
 /* Reads the Bot API's reply to method (HTTP status and body) into res, which it clears first.
  * Every number is range-checked and the description cleaned with tg_clean_text (token may be
- * NULL). A sendMessage reply echoes the text, so the OTP: every copy this makes of the body is
- * wiped before return (the caller wipes body). */
+ * NULL). A sendMessage reply echoes the text, so the OTP: the copies jansson makes of its
+ * strings are wiped as it frees them where secmem_install_json_allocator() was called (both
+ * programs call it); the caller wipes body. */
 void tg_parse_reply(enum tg_method method, long http_status, const char *body, size_t len,
 		    const char *token, struct tg_result *res);
 
