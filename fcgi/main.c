@@ -290,6 +290,11 @@ int main(int argc, char **argv)
 	mallopt(M_ARENA_MAX, MALLOC_ARENAS);
 	secmem_install_json_allocator();
 	log_init(POLICY_FCGI_NAME, LOG_INFO);
+	/* first: the API keys are hashed with OpenSSL, whose allocator tg replaces */
+	if (tg_global_init() != 0) {
+		log_msg(LOG_ERROR, "library initialisation failed");
+		return 1;
+	}
 	switch (secmem_forbid_core_dumps(err, sizeof err)) {
 	case -1:
 		log_msg(LOG_ERROR, "turning core dumps off: %s", err);
@@ -330,7 +335,7 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	if (tg_global_init() != 0 || FCGX_Init() != 0) {
+	if (FCGX_Init() != 0) {
 		log_msg(LOG_ERROR, "library initialisation failed");
 		goto out;
 	}
