@@ -7,9 +7,10 @@
 BUILD     ?= build
 CC        ?= cc
 PKGS      := fcgi jansson libcurl libcrypto sqlite3
-# each program links only what it uses: otp-deleter has no FastCGI
+# each program links only what it uses: otp-deleter has no FastCGI (libcrypto: tg replaces
+# OpenSSL's allocator)
 FCGI_PKGS    := fcgi jansson libcurl libcrypto sqlite3
-DELETER_PKGS := jansson libcurl sqlite3
+DELETER_PKGS := jansson libcurl libcrypto sqlite3
 # hiredis: only lib/store_redis.c includes it (as <hiredis/hiredis.h>): linked, not on -I
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes
@@ -31,6 +32,8 @@ LIB_OBJ     := $(call obj,$(LIB_SRC))
 FCGI_OBJ    := $(call obj,$(FCGI_SRC))
 DELETER_OBJ := $(call obj,$(DELETER_SRC))
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+# the Bot API client's pure part (reading replies, cleaning text): no libcurl
+TG_REPLY_OBJ := $(call obj,lib/tg_reply.c lib/secmem.c)
 
 PROGRAMS := $(BUILD)/otp-fcgi $(BUILD)/otp-deleter
 # otp-gateway.env(5), made from docs/settings.md (dated by SOURCE_DATE_EPOCH when a package
@@ -90,6 +93,12 @@ $(BUILD)/otp-fcgi: $(BUILD)/obj/fcgi/main.o $(FCGI_OBJ) $(LIB_OBJ)
 $(BUILD)/otp-deleter: $(BUILD)/obj/deleter/main.o $(DELETER_OBJ) $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(DELETER_LIBS)
 
+# the pure halves of the Bot API client, tested without the transport
+$(BUILD)/tests/test_tg_reply: tests/unit/test_tg_reply.c $(TG_REPLY_OBJ) $(call obj,lib/tg_request.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -o $@ $(filter %.c %.o,$^) \
+		$(shell pkg-config --libs jansson) $(TEST_LIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -Ifcgi -Ideleter -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(TEST_LIBS)
@@ -132,12 +141,13 @@ fuzz:
 
 fuzz-targets: $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 
-# the Bot API client is a leaf: its parsers' fuzzers link it alone (no store, no metrics)
+# the Bot API's replies are read by a pure module: its fuzzers link it alone (no transport,
+# no libcurl, no store, no metrics)
 TG_LEAF_FUZZ := $(BUILD)/fuzz/fuzz_tg_reply $(BUILD)/fuzz/fuzz_tg_clean_text
-$(TG_LEAF_FUZZ): $(BUILD)/fuzz/%: tests/fuzz/%.c $(call obj,lib/tg.c lib/secmem.c)
+$(TG_LEAF_FUZZ): $(BUILD)/fuzz/%: tests/fuzz/%.c $(TG_REPLY_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) \
-		$(shell pkg-config --libs libcurl jansson)
+		$(shell pkg-config --libs jansson)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FCGI_OBJ) $(DELETER_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -25,6 +25,11 @@ void api_metrics(struct worker *w, const struct request *req, struct response *r
  * error. */
 int api_deleter_alive(struct worker *w, int64_t *age_ms);
 
+/* What a heartbeat read elsewhere (POST /send-otp's admission) means: found or not, age_ms old
+ * (negative: ahead of now). Returns 1 fresh, 0 not (a beat from the future is logged, once until
+ * the beats are fresh again). */
+int api_deleter_beat(struct worker *w, int found, int64_t age_ms);
+
 /* Why no OTP is sent while otp-deleter's heartbeat is stale or missing, for a 503's detail.
  * When otp-deleter runs as another user with a database of its own (shared hosting where the
  * web server runs otp-fcgi as its user: cfg_other_users_deleter), says so and names the fix,

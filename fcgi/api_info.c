@@ -43,7 +43,14 @@ int api_deleter_alive(struct worker *w, int64_t *age_ms)
 	if (rc == 0)
 		return 0;
 	*age_ms = now - beat;
-	switch (policy_heartbeat(*age_ms, (int64_t)w->app->cfg->heartbeat_stale_s * 1000)) {
+	return api_deleter_beat(w, 1, *age_ms);
+}
+
+int api_deleter_beat(struct worker *w, int found, int64_t age_ms)
+{
+	if (!found)
+		return 0;
+	switch (policy_heartbeat(age_ms, (int64_t)w->app->cfg->heartbeat_stale_s * 1000)) {
 	case POLICY_BEAT_FRESH:
 		atomic_store(&future_beat_logged, 0);
 		return 1;
@@ -52,7 +59,7 @@ int api_deleter_alive(struct worker *w, int64_t *age_ms)
 			log_json(LOG_ERROR,
 				 "otp-deleter's heartbeat is in the future: taken as stale (a clock "
 				 "ahead, or an edited store); no OTP is sent until a fresh beat",
-				 json_pack("{s:I}", "ahead_ms", (json_int_t)-*age_ms));
+				 json_pack("{s:I}", "ahead_ms", (json_int_t)-age_ms));
 		return 0;
 	default:
 		return 0;

@@ -1,12 +1,18 @@
-/* api_send_otp.c — POST /send-otp: validate, check the deleter is alive, pass the rate limits and
- * take a turn in the bot's send queue (lib/policy.h), send with sendMessage, record (chat_id,
- * message_id, delete_at) for otp-deleter.
+/* api_send_otp.c — POST /send-otp: validate → admit (otp-deleter alive, the rate limits, a turn
+ * in the bot's send queue: lib/policy.h) → wait for the turn → send with sendMessage → record
+ * (chat_id, message_id, delete_at) for otp-deleter → answer.
  *
  * The order keeps the promise that no code is sent that nobody will delete: the limits and the
  * turn are taken (one write) before the send; after Telegram confirms, the pending row is
  * written; if that write fails, the message is deleted at once and the client gets 500 (503 with
- * Redis, whose failures pass: an outage, a failover, too few replicas). The one window that cannot be
- * closed: Telegram delivered but its answer was lost (504): the message id is then unknown.
+ * a shared store, Redis, whose failures pass: an outage, a failover, too few replicas holding the
+ * row). The one window that cannot be closed: Telegram delivered but its answer was lost (504):
+ * the message id is then unknown.
+ *
+ * Store transactions of a send: the admission (one write, which reads the heartbeat and the
+ * pause too); Telegram's pause read again only after a wait for the turn; the pending row,
+ * committed with other sends' rows (recorder.h). A requeue after a stall, a 429's pause and a
+ * give-back when nothing reached Telegram cost one more each.
  *
  * No store is held while the request waits (for its turn, for Telegram): worker_store() takes
  * one from the process's pool for each run of store calls, worker_store_give() gives it back. */
@@ -20,6 +26,7 @@
 #include "message.h"
 #include "metrics.h"
 #include "policy.h"
+#include "recorder.h"
 #include "secmem.h"
 #include "store.h"
 #include "tg.h"
@@ -142,10 +149,10 @@ static void answer_telegram_failure(const struct tg_result *res, struct response
  * the message back at once rather than leave a code nobody will delete. A shared store (Redis)
  * that fails is out of reach or failing over, which passes: 503 with Retry-After; SQLite's
  * failure is the host's (a full or broken disk): 500. */
-static void undo_send(struct worker *w, struct store *s, const char *chat_id,
-		      long long message_id, struct response *resp)
+static void undo_send(struct worker *w, const char *chat_id, long long message_id,
+		      struct response *resp)
 {
-	int shared = s != NULL && store_is_shared(s);
+	int shared = w->app->cfg->store_is_shared;
 	struct tg_result res;
 
 	worker_store_give(w);
@@ -223,11 +230,11 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 {
 	const struct cfg *cfg = w->app->cfg;
 	const struct policy *pol = &w->app->policy;
-	char *text = NULL, chat_key[STORE_CHAT_ID_MAX];
-	struct pending_ref ref;
+	char *text = NULL, chat_key[STORE_CHAT_ID_MAX], err[256];
+	struct store_pending_row row;
 	struct tg_result res;
 	struct store *s;
-	int64_t confirmed_ms, stored_ms, until = 0, now;
+	int64_t confirmed_ms, until = 0, now;
 
 	text = malloc(MESSAGE_MAX);
 	if (text == NULL || message_render(cfg->message_template, r->otp, r->expire_seconds, text,
@@ -258,8 +265,9 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	}
 	/* a 429 another send got while this one waited for its turn holds it too */
 	now = clock_now_ms();
-	if ((s = worker_store(w)) == NULL ||
-	    policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0) {
+	if (policy_rereads_pause(adm) &&
+	    ((s = worker_store(w)) == NULL ||
+	     policy_paused_until(pol, s, POLICY_PAUSE_SEND, now, &until) != 0)) {
 		log_msg(LOG_ERROR, "reading Telegram's pause: %s", worker_store_strerror(w));
 		release(w, adm);
 		answer_store_down(resp);
@@ -274,11 +282,11 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 	tg_send_message(w->tg, r->chat_id, text, &res);
 	metrics_observe_bot_call(&res);
 	confirmed_ms = clock_now_ms_up(); /* delete_at counts from it */
-	s = worker_store(w); /* NULL (logged): each use below reports its own failure */
 	if (res.status == TG_RETRY_AFTER) {
 		until = policy_pause_end(pol, confirmed_ms, res.retry_after_s);
-		if (s == NULL || policy_pause(pol, s, POLICY_PAUSE_SEND, res.retry_after_s,
-					      confirmed_ms, POLICY_FCGI_NAME, NULL) != 0)
+		if ((s = worker_store(w)) == NULL ||
+		    policy_pause(pol, s, POLICY_PAUSE_SEND, res.retry_after_s, confirmed_ms,
+				 POLICY_FCGI_NAME, NULL) != 0)
 			log_msg(LOG_ERROR, "recording Telegram's pause: %s",
 				worker_store_strerror(w));
 		/* clamped: a client is never told to wait longer than any process will */
@@ -302,14 +310,21 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		answer_telegram_failure(&res, resp);
 		goto out;
 	}
-	/* the key that sent it alone may revoke it */
-	ref = (struct pending_ref){ r->chat_id, chat_key, res.message_id,
-				    caller->owner[0] != '\0' ? caller->owner : NULL };
-	if (s == NULL || policy_chat_subject(r->chat_id, chat_key, sizeof chat_key) != 0 ||
-	    store_pending_add(s, &ref, confirmed_ms + (int64_t)r->expire_seconds * 1000,
-			      &stored_ms) != 0) {
-		log_msg(LOG_ERROR, "recording a pending deletion: %s", worker_store_strerror(w));
-		undo_send(w, s, r->chat_id, res.message_id, resp);
+	/* the key that sent it alone may revoke it; the row goes in with other threads' rows,
+	 * holding no store meanwhile (recorder.h) */
+	row = (struct store_pending_row){
+		.ref = { r->chat_id, chat_key, res.message_id,
+			 caller->owner[0] != '\0' ? caller->owner : NULL },
+		.delete_at_ms = confirmed_ms + (int64_t)r->expire_seconds * 1000 };
+	if (policy_chat_subject(r->chat_id, chat_key, sizeof chat_key) != 0) {
+		row.failed = 1;
+		snprintf(err, sizeof err, "chat id too long for a key");
+	} else {
+		recorder_add(w->app->recorder, &row, err, sizeof err);
+	}
+	if (row.failed) {
+		log_msg(LOG_ERROR, "recording a pending deletion: %s", err);
+		undo_send(w, r->chat_id, res.message_id, resp);
 		count_failure("store_error");
 		goto out;
 	}
@@ -323,7 +338,7 @@ static void send_and_record(struct worker *w, const struct send_otp_request *r,
 		snprintf(labels, sizeof labels, "key=\"%s\"", caller->owner);
 		metrics_count("otp_sent_by_key_total", labels, 1);
 	}
-	answer_sent(r, stored_ms, res.message_id, resp);
+	answer_sent(r, row.stored_ms, res.message_id, resp);
 out:
 	if (text != NULL)
 		secmem_wipe(text, MESSAGE_MAX);
@@ -340,8 +355,6 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	struct policy_client client;
 	struct store *s;
 	json_t *detail;
-	int64_t age_ms;
-	int alive;
 
 	if (validate_send_otp(req->body, req->body_len, &lim, &r, &detail) != 0) {
 		answer_validation(resp, detail);
@@ -350,18 +363,10 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 	}
 	log_mask_chat_id(r.chat_id, resp->chat_id_masked);
 
-	alive = api_deleter_alive(w, &age_ms);
-	if (alive != 1 || (s = worker_store(w)) == NULL) {
-		if (alive < 0) {
-			answer_store_down(resp);
-		} else {
-			count_failure("deleter_down");
-			resp->retry_after_s = 5;
-			http_respond_failure(resp, 503, api_deleter_down_detail(w));
-		}
+	if ((s = worker_store(w)) == NULL) {
+		answer_store_down(resp);
 		goto out;
 	}
-
 	client = (struct policy_client){ req->remote_addr, req->caller.owner,
 					 req->caller.limit_per_minute };
 	if (policy_admit(&w->app->policy, s, r.chat_id, &client, clock_now_ms(), &adm) != 0) {
@@ -369,7 +374,15 @@ void api_send_otp(struct worker *w, const struct request *req, struct response *
 		answer_store_down(resp);
 		goto out;
 	}
+	if (adm.verdict != POLICY_DELETER_DOWN)
+		api_deleter_beat(w, 1, 0); /* fresh: re-arms the log of a beat from the future */
 	switch (adm.verdict) {
+	case POLICY_DELETER_DOWN:
+		api_deleter_beat(w, adm.beat_found, adm.beat_age_ms); /* logs one from the future */
+		count_failure("deleter_down");
+		resp->retry_after_s = 5;
+		http_respond_failure(resp, 503, api_deleter_down_detail(w));
+		break;
 	case POLICY_ADMITTED:
 		send_and_record(w, &r, &req->caller, &adm, resp);
 		break;

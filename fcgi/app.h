@@ -10,6 +10,7 @@
 #include "policy.h"
 
 struct apikeys;
+struct recorder;
 struct store;
 struct store_pool;
 struct tg;
@@ -18,6 +19,7 @@ struct app {
 	const struct cfg *cfg;
 	struct policy policy;      /* the limits, from cfg */
 	struct store_pool *stores; /* shared by the workers (store_pool.h) */
+	struct recorder *recorder; /* writes the sends' pending rows together (recorder.h) */
 	struct apikeys *keys;      /* who may call the POST endpoints (apikeys.h) */
 	atomic_int stopping;       /* set on SIGTERM: requests not yet sent are answered 503 */
 };

@@ -25,6 +25,7 @@
 #include "fcgi_io.h"
 #include "log.h"
 #include "metrics.h"
+#include "recorder.h"
 #include "router.h"
 #include "secmem.h"
 #include "store.h"
@@ -289,6 +290,11 @@ int main(int argc, char **argv)
 	mallopt(M_ARENA_MAX, MALLOC_ARENAS);
 	secmem_install_json_allocator();
 	log_init(POLICY_FCGI_NAME, LOG_INFO);
+	/* first: the API keys are hashed with OpenSSL, whose allocator tg replaces */
+	if (tg_global_init() != 0) {
+		log_msg(LOG_ERROR, "library initialisation failed");
+		return 1;
+	}
 	switch (secmem_forbid_core_dumps(err, sizeof err)) {
 	case -1:
 		log_msg(LOG_ERROR, "turning core dumps off: %s", err);
@@ -329,7 +335,7 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	if (tg_global_init() != 0 || FCGX_Init() != 0) {
+	if (FCGX_Init() != 0) {
 		log_msg(LOG_ERROR, "library initialisation failed");
 		goto out;
 	}
@@ -343,9 +349,10 @@ int main(int argc, char **argv)
 	policy_from_cfg(&app.policy, &cfg);
 	cfg_store_config(&cfg, &sc);
 	app.stores = store_pool_new(&sc, STORE_POOL_MAX);
+	app.recorder = app.stores != NULL ? recorder_new(app.stores) : NULL;
 	atomic_init(&app.stopping, 0);
 	workers = calloc((size_t)cfg.fcgi_threads, sizeof *workers);
-	if (app.stores == NULL || workers == NULL || pthread_attr_init(&attr) != 0)
+	if (app.stores == NULL || app.recorder == NULL || workers == NULL || pthread_attr_init(&attr) != 0)
 		goto out;
 	pthread_attr_setstacksize(&attr, WORKER_STACK_BYTES);
 	for (i = 0; i < cfg.fcgi_threads; i++) {
@@ -381,6 +388,7 @@ int main(int argc, char **argv)
 	 * tearing down what they use */
 	_exit(rc);
 out:
+	recorder_free(app.recorder);
 	store_pool_free(app.stores);
 	apikeys_free(app.keys);
 	cfg_free(&cfg);

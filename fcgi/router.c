@@ -8,6 +8,7 @@
 #include "api.h"
 #include "apikeys.h"
 #include "clock.h"
+#include "secmem.h"
 
 #define UNAUTHORIZED_DETAIL \
 	"Missing or invalid API key: send it in the X-API-Key header or as Authorization: Bearer <key>"
@@ -134,4 +135,7 @@ void router_dispatch(struct worker *w, struct request *req, struct response *res
 		}
 	}
 	r->handler(w, req, resp);
+	/* the handler's calls (the OTP parsed, rendered, sent and echoed back by Telegram) left
+	 * copies in their frames, below this one */
+	secmem_wipe_stack();
 }

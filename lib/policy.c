@@ -33,6 +33,7 @@ void policy_from_cfg(struct policy *p, const struct cfg *cfg)
 	p->sends_per_second = cfg->max_sends_per_second;
 	p->send_wait_ms = cfg->send_wait_ms;
 	p->max_pause_ms = (int64_t)cfg->max_pause_s * 1000;
+	p->beat_stale_ms = (int64_t)cfg->heartbeat_stale_s * 1000;
 }
 
 const char *policy_scope_name(enum policy_scope scope)
@@ -139,9 +140,18 @@ int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 		scopes[n++] = POLICY_SCOPE_KEY;
 	}
 	slot = send_slot(p, now_ms * 1000);
+	if (p->beat_stale_ms > 0) { /* the bounds of policy_heartbeat(), as instants */
+		slot.beat_program = POLICY_DELETER_NAME;
+		slot.beat_after_ms = now_ms - p->beat_stale_ms;
+		slot.beat_before_ms = now_ms + POLICY_BEAT_FUTURE_MS;
+	}
 	if (store_rate_take(s, rules, n, &slot, now_ms, &a->taken) != 0)
 		return -1;
-	if (a->taken.refused_rule >= 0) {
+	if (a->taken.beat_refused) {
+		a->verdict = POLICY_DELETER_DOWN;
+		a->beat_found = a->taken.beat_found;
+		a->beat_age_ms = a->taken.beat_found ? now_ms - a->taken.beat_ms : 0;
+	} else if (a->taken.refused_rule >= 0) {
 		const struct store_rate_rule *r = &rules[a->taken.refused_rule];
 
 		a->verdict = POLICY_RATE_LIMITED;
@@ -155,6 +165,7 @@ int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 	} else {
 		a->verdict = POLICY_ADMITTED;
 		a->send_at_us = a->taken.slot_us;
+		a->waits = a->send_at_us > slot.now_us;
 	}
 	return 0;
 }
@@ -208,7 +219,13 @@ int policy_requeue(const struct policy *p, struct store *s, struct policy_admiss
 		return 1;
 	}
 	a->send_at_us = v.slot_us;
+	a->waits = a->send_at_us > now;
 	return 0;
+}
+
+int policy_rereads_pause(const struct policy_admission *a)
+{
+	return a->waits;
 }
 
 int policy_release(struct store *s, const struct policy_admission *a)

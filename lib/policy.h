@@ -40,6 +40,8 @@ struct policy {
 	int sends_per_second;      /* the bot's send budget, every process together */
 	int64_t send_wait_ms;      /* the longest a send waits for its instant */
 	int64_t max_pause_ms;      /* the longest pause a 429 can impose */
+	int64_t beat_stale_ms;     /* a send is admitted only while otp-deleter's heartbeat is at
+				    * most this old (policy_heartbeat()); 0: not checked */
 };
 
 void policy_from_cfg(struct policy *p, const struct cfg *cfg);
@@ -74,6 +76,8 @@ enum policy_verdict {
 	POLICY_RATE_LIMITED, /* scope is full: 429; nothing taken */
 	POLICY_QUEUE_FULL,   /* the send queue has no instant within the wait: 503; nothing taken */
 	POLICY_SENDS_PAUSED, /* Telegram's pause on sends lasts longer than the wait: 503 */
+	POLICY_DELETER_DOWN, /* otp-deleter's heartbeat is missing, stale or from the future: 503,
+			      * before any limit is looked at; nothing taken */
 };
 
 struct policy_admission {
@@ -81,12 +85,18 @@ struct policy_admission {
 	enum policy_scope scope;     /* POLICY_RATE_LIMITED: the full scope */
 	int64_t retry_after_ms;      /* refused: when to come back (≥ 1) */
 	int64_t send_at_us;          /* admitted: the reserved instant (µs since the epoch) */
+	int waits;                   /* admitted: the instant is later than the admission, so
+				      * Telegram's pause is read again after the wait */
+	int beat_found;              /* POLICY_DELETER_DOWN: a heartbeat exists, beat_age_ms old
+				      * (negative: ahead of now) */
+	int64_t beat_age_ms;
 	int requeues;                /* admitted: new instants taken after waking too late */
 	struct store_rate_verdict taken; /* admitted: the events, for policy_release() */
 };
 
-/* Checks the chat's, the client address's and the API key's limits and reserves the next send
- * instant, in one store write, at now_ms (the wall clock). Returns 0 with a->verdict set, or -1. */
+/* Checks otp-deleter's heartbeat (when p->beat_stale_ms is set), then the chat's, the client
+ * address's and the API key's limits, and reserves the next send instant, in one store write,
+ * at now_ms (the wall clock). Returns 0 with a->verdict set, or -1. */
 int policy_admit(const struct policy *p, struct store *s, const char *chat_id,
 		 const struct policy_client *client, int64_t now_ms, struct policy_admission *a);
 
@@ -117,6 +127,10 @@ int policy_key_limit(const struct policy *p, const struct policy_client *client)
  * free instant with policy_requeue() and sleep again. After 3 requeues it answers 0 whatever
  * (a machine that stalls it every time gets its send through late rather than never). */
 int policy_sleep_for_turn(const struct policy *p, struct policy_admission *a);
+
+/* Whether Telegram's pause must be read again before sending (policy_paused_until()): only
+ * when the admission waited for its turn (the store read the pause when it admitted it). */
+int policy_rereads_pause(const struct policy_admission *a);
 
 /* Takes the next free send instant for an admission that woke too late (one store write).
  * Returns 0 (sleep again for it), 1 when no instant is free within the wait (a->verdict and

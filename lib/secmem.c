@@ -18,6 +18,15 @@ void secmem_wipe(void *p, size_t n)
 		explicit_bzero(p, n);
 }
 
+/* noinline: its frame must lie below the caller's, over the frames of the calls that returned */
+__attribute__((noinline)) void secmem_wipe_stack(void)
+{
+	unsigned char area[SECMEM_STACK_WIPE_BYTES];
+
+	explicit_bzero(area, sizeof area);
+	__asm__ __volatile__("" : : "r"(area) : "memory");
+}
+
 void secmem_free_str(char *s)
 {
 	if (s == NULL)

@@ -7,6 +7,14 @@
 /* Overwrites n bytes at p with zeros in a way the compiler cannot elide. NULL is allowed. */
 void secmem_wipe(void *p, size_t n);
 
+/* Wipes SECMEM_STACK_WIPE_BYTES of the stack below the caller's frame: where the functions it
+ * called kept their locals. Libraries leave secrets there that no free can reach (a TLS record
+ * decrypted, a reply read in a stack buffer, a formatted copy), and a thread that serves shorter
+ * requests next may never overwrite them. Call after a call chain that handled a secret
+ * returns; the thread's stack must have that much room left below the caller. */
+#define SECMEM_STACK_WIPE_BYTES (64 * 1024)
+void secmem_wipe_stack(void);
+
 /* Wipes a NUL-terminated string in place and frees it. NULL is allowed. */
 void secmem_free_str(char *s);
 

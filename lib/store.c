@@ -112,6 +112,11 @@ int store_pending_add(struct store *s, const struct pending_ref *ref, int64_t de
 	return s->ops->pending_add(s->impl, ref, delete_at_ms, stored_ms);
 }
 
+int store_pending_add_many(struct store *s, struct store_pending_row *rows, int n)
+{
+	return s->ops->pending_add_many(s->impl, rows, n);
+}
+
 int store_pending_due(struct store *s, int64_t now_ms, struct pending *out, int max)
 {
 	return s->ops->pending_due(s->impl, now_ms, out, max);

@@ -81,6 +81,10 @@ struct store_slot_request {
 	int64_t reset_after_us; /* a next free instant later than this cannot have been reserved
 				 * on the caller's clock (it stepped back since): the queue starts
 				 * again from now_us */
+	/* the program (NULL: none) whose heartbeat must lie within [beat_after_ms,
+	 * beat_before_ms] (the caller's clock) for anything to be taken: read in the same write */
+	const char *beat_program;
+	int64_t beat_after_ms, beat_before_ms;
 };
 
 #define STORE_SCOPE_MAX 16
@@ -96,6 +100,10 @@ struct store_rate_event {
 
 /* What store_rate_take() did. */
 struct store_rate_verdict {
+	int beat_refused;        /* 1: the slot's heartbeat is missing or out of bounds; nothing
+				  * taken, nothing else checked */
+	int beat_found;          /* when beat_refused: the heartbeat exists, at beat_ms */
+	int64_t beat_ms;
 	int refused_rule;        /* index of the first rule that is full, or -1 */
 	int64_t freeing_at_ms;   /* when refused: the event whose expiry frees a place, its time */
 	int slot_refused;        /* 1: the slot (slot_us) is later than latest_us; nothing taken */
@@ -168,14 +176,17 @@ int store_is_on_tmpfs(const struct store *s);
  * files to be made beside the database (otp-deleter's lock) before it is opened. */
 int store_check_db_dir(const char *db_path, char *err, size_t errlen);
 
-/* In one write: unless a rule is full (then refused_rule is the first full one in array order,
+/* In one write: unless the heartbeat slot->beat_program names is missing or out of its bounds
+ * (then beat_refused), unless a rule is full (then refused_rule is the first full one in array order,
  * with freeing_at_ms) and unless slot (may be NULL) cannot be reserved in time (then
  * slot_refused), records one event at now_ms in every rule and reserves the slot. Either
  * everything is taken or nothing. Only events after expired_ms count; expired ones are dropped
  * at the latest when they would decide (SQLite: when the subject's count, expired ones included,
  * reaches its limit; Redis: every call), the others by store_rate_prune(). Costs O(1) per call
  * plus O(1) per expired event, whatever the limits (a per-subject count is kept with the events).
- * Returns 0 (whatever the verdict) or -1. */
+ * SQLite: the calls a process's threads make at once share one transaction, each in a savepoint
+ * of its own (group commit); a call returns once its transaction is committed, and fails alone
+ * unless the transaction does. Returns 0 (whatever the verdict) or -1. */
 int store_rate_take(struct store *s, const struct store_rate_rule *rules, int nrules,
 		    const struct store_slot_request *slot, int64_t now_ms,
 		    struct store_rate_verdict *verdict);
@@ -206,6 +217,23 @@ struct pending_ref {
  * "Clocks"), what a client is to be told. */
 int store_pending_add(struct store *s, const struct pending_ref *ref, int64_t delete_at_ms,
 		      int64_t *stored_ms);
+
+/* One row of store_pending_add_many(): what store_pending_add() takes, and what became of it. */
+struct store_pending_row {
+	struct pending_ref ref;
+	int64_t delete_at_ms;
+	int64_t stored_ms; /* out: as store_pending_add()'s *stored_ms */
+	int failed;        /* out: 1 when this row was not recorded */
+};
+
+/* Records rows[0..n) as store_pending_add() would each, and says of each whether it was.
+ * SQLite: in one transaction, so many sends pay for one commit; a row whose insert fails on its
+ * own is marked failed and the others go on; when the transaction fails (begin, commit, or a
+ * failure that ends it) every row is marked failed. Redis: one script call per row, then one wait
+ * for the replicas of them all (redis_min_replicas); a row written on a connection lost before
+ * that wait is marked failed. Returns the
+ * number of rows that failed, with the reason of the last failure in store_strerror(). */
+int store_pending_add_many(struct store *s, struct store_pending_row *rows, int n);
 
 /* Fills out with up to max rows whose next try is due at now_ms, earliest first.
  * Returns the number of rows, or -1.

@@ -32,6 +32,7 @@ struct store_ops {
 	long long (*rate_count)(void *h, const char *scope, const char *subject);
 	int (*pending_add)(void *h, const struct pending_ref *ref, int64_t delete_at_ms,
 			   int64_t *stored_ms);
+	int (*pending_add_many)(void *h, struct store_pending_row *rows, int n);
 	int (*pending_due)(void *h, int64_t now_ms, struct pending *out, int max);
 	int (*pending_next)(void *h, int64_t *next_ms);
 	int (*pending_last)(void *h, int64_t *last_ms);

@@ -142,6 +142,7 @@ struct redis_store {
 	int64_t role_checked_ms;      /* clock_mono_ms() of the last ROLE */
 	int min_replicas;             /* WAIT for that many after a pending row; -1: 1 if replicas */
 	int wait_ms;
+	uint64_t connection;          /* counts the connections made: which one wrote a row */
 	char prefix[STORE_URL_PREFIX_MAX];
 	char host[128];               /* whose metrics */
 	int64_t lease_ms;
@@ -569,6 +570,7 @@ static int ensure_connected(struct redis_store *s)
 	}
 	s->backoff_ms = 0;
 	s->next_connect_ms = 0;
+	s->connection++;
 	if (atomic_exchange(&outage_logged, 0) == 1)
 		log_msg(LOG_WARNING, "Redis at %s is reachable again", where);
 	return 0;
@@ -851,7 +853,7 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 				 struct store_rate_verdict *v)
 {
 	struct redis_store *s = h;
-	char keys[STORE_RATE_RULES_MAX + 3][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
+	char keys[STORE_RATE_RULES_MAX + 4][KEY_MAX], subjects[STORE_RATE_RULES_MAX][KEY_MAX];
 	struct args *a = calloc(1, sizeof *a);
 	int64_t host_us = slot != NULL ? slot->now_us : now_ms * 1000, store_us, shift_us;
 	redisReply *r = NULL;
@@ -880,9 +882,11 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 			goto out;
 	if (key(s, keys[nrules], "rate:seq") != 0 || key(s, keys[nrules + 1], "queue:send") != 0 ||
 	    key(s, keys[nrules + 2], "pause:%s",
-		slot != NULL && slot->pause_kind != NULL ? slot->pause_kind : "none") != 0)
+		slot != NULL && slot->pause_kind != NULL ? slot->pause_kind : "none") != 0 ||
+	    key(s, keys[nrules + 3], "heartbeat:%s",
+		slot != NULL && slot->beat_program != NULL ? slot->beat_program : "none") != 0)
 		goto out;
-	for (i = 0; i < nrules + 3; i++)
+	for (i = 0; i < nrules + 4; i++)
 		arg_str(a, keys[i]);
 	arg_clock(s, a, host_us);
 	arg_int(a, nrules);
@@ -902,7 +906,10 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 	arg_str(a, slot != NULL && slot->pause_kind != NULL ? "1" : "0");
 	arg_int(a, slot != NULL ? slot->pause_cap_us : 0);
 	arg_int(a, slot != NULL ? slot->reset_after_us : 0);
-	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 3, a->n, a->v, a->len);
+	arg_str(a, slot != NULL && slot->beat_program != NULL ? "1" : "0");
+	arg_int(a, slot != NULL ? slot->beat_after_ms + (host_us / 1000 - now_ms) : 0);
+	arg_int(a, slot != NULL ? slot->beat_before_ms + (host_us / 1000 - now_ms) : 0);
+	r = eval(s, SC_RATE_TAKE, 0, "take rate events", nrules + 4, a->n, a->v, a->len);
 	if (r == NULL)
 		goto out;
 	if (redis_reply_rate_take(r, nrules, v, &store_us, &why) != 0) {
@@ -914,7 +921,9 @@ static int redis_store_rate_take(void *h, const struct store_rate_rule *rules, i
 	/* instants answered on the caller's clock; the events' stay as stored (release finds
 	 * them by it) */
 	shift_us = s->url.clock_host ? 0 : host_us - store_us;
-	if (v->refused_rule >= 0)
+	if (v->beat_refused)
+		v->beat_ms += shift_us / 1000;
+	else if (v->refused_rule >= 0)
 		v->freeing_at_ms += shift_us / 1000;
 	else
 		v->slot_us += shift_us;
@@ -1127,16 +1136,17 @@ static int wait_replicas(struct redis_store *s, int n)
 	return rc;
 }
 
-static int redis_store_pending_add(void *h, const struct pending_ref *ref,
-				   int64_t delete_at_ms, int64_t *stored_ms)
+/* Writes one pending row (the script), not yet waiting for replicas. Returns 0, or -1 with
+ * the reason in s->err. */
+static int write_row(struct redis_store *s, const struct pending_ref *ref, int64_t delete_at_ms,
+		     int64_t *stored_ms)
 {
-	struct redis_store *s = h;
 	char kseq[KEY_MAX], kdue[KEY_MAX], kidx[KEY_MAX], field[STORE_CHAT_ID_MAX + 24];
 	struct args a = { .n = 0 };
 	redisReply *r;
 	long long id, at;
 	const char *why;
-	int rc = 0, need;
+	int rc = 0;
 
 	if (key(s, kseq, "pending:seq") != 0 || key(s, kdue, "pending:due") != 0 ||
 	    key(s, kidx, "pending:by-message") != 0)
@@ -1162,12 +1172,60 @@ static int redis_store_pending_add(void *h, const struct pending_ref *ref,
 	else if (stored_ms != NULL)
 		*stored_ms = at;
 	freeReplyObject(r);
-	/* the row is written; it counts once enough replicas hold it too (a failover then keeps
-	 * it). Otherwise the caller withdraws the message, and the row left behind is deleted as
-	 * "not found" */
-	if (rc == 0 && (need = replicas_needed(s)) != 0)
-		rc = need < 0 ? -1 : wait_replicas(s, need);
 	return rc;
+}
+
+/* The rows this connection wrote count once enough replicas hold them too (a failover then
+ * keeps them): one WAIT covers every write of the connection. Otherwise the callers withdraw
+ * their messages, and the rows left behind are deleted as "not found". Returns 0, or -1 with
+ * the reason in s->err. */
+static int rows_held(struct redis_store *s)
+{
+	int need;
+
+	if (s->min_replicas == 0)
+		return 0;
+	if (s->c == NULL || s->c->err != 0)
+		return -1; /* lost after the rows (s->err says why): nothing to ask any more */
+	need = replicas_needed(s);
+	return need <= 0 ? need : wait_replicas(s, need);
+}
+
+static int redis_store_pending_add(void *h, const struct pending_ref *ref,
+				   int64_t delete_at_ms, int64_t *stored_ms)
+{
+	struct redis_store *s = h;
+
+	return write_row(s, ref, delete_at_ms, stored_ms) == 0 ? rows_held(s) : -1;
+}
+
+/* A script call per row (Redis's commands cost no commit to share, and one row's failure, a
+ * lost connection, is its own), then one wait for the replicas for all of them. Rows written on
+ * a connection lost before that wait cannot be asked about any more: they count as failed. */
+static int redis_store_pending_add_many(void *h, struct store_pending_row *rows, int n)
+{
+	struct redis_store *s = h;
+	uint64_t conn = 0;
+	int i, since = 0, written = 0, failed = 0;
+
+	for (i = 0; i < n; i++) {
+		rows[i].failed = write_row(s, &rows[i].ref, rows[i].delete_at_ms,
+					   &rows[i].stored_ms) != 0;
+		if (!rows[i].failed && s->connection != conn) {
+			conn = s->connection; /* a new connection: the earlier rows were not on it */
+			since = i;
+		}
+		written += !rows[i].failed;
+	}
+	for (i = 0; i < n && written > 0; i++)
+		if (!rows[i].failed && i < since && s->min_replicas != 0)
+			rows[i].failed = 1;
+	if (written > 0 && rows_held(s) != 0)
+		for (i = since; i < n; i++)
+			rows[i].failed = 1;
+	for (i = 0; i < n; i++)
+		failed += rows[i].failed;
+	return failed;
 }
 
 /* Rows answered on the caller's clock: shift added to each instant. */
@@ -1558,6 +1616,7 @@ const struct store_ops redis_store_ops = {
 	.rate_prune = redis_store_rate_prune,
 	.rate_count = redis_store_rate_count,
 	.pending_add = redis_store_pending_add,
+	.pending_add_many = redis_store_pending_add_many,
 	.pending_due = redis_store_pending_due,
 	.pending_next = redis_store_pending_next,
 	.pending_last = redis_store_pending_last,

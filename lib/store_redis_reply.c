@@ -164,12 +164,19 @@ int redis_reply_rate_take(const redisReply *r, int nrules, struct store_rate_ver
 	    redis_reply_int(r->element[4], 0, N_MAX, &slot, why) != 0 ||
 	    redis_reply_int(r->element[5], 0, N_MAX, &now, why) != 0)
 		return -1;
-	if (refused == 0)
-		return fail(why, "rule 0");
-	/* refused by a rule or by the queue: nothing taken; else one event per rule */
-	if (r->elements != (refused > 0 || slot_refused ? 6 : 6 + 2 * (size_t)nrules))
+	/* refused by the heartbeat (rule 0), a rule or the queue: nothing taken; else one event
+	 * per rule */
+	if (r->elements != (refused >= 0 || slot_refused ? 6 : 6 + 2 * (size_t)nrules))
 		return fail(why, "array of the wrong length");
 	memset(v, 0, sizeof *v);
+	*now_ms = now;
+	if (refused == 0) {
+		v->refused_rule = -1;
+		v->beat_refused = 1;
+		v->beat_found = (int)slot_refused;
+		v->beat_ms = freeing;
+		return 0;
+	}
 	v->refused_rule = refused > 0 ? (int)refused - 1 : -1;
 	v->freeing_at_ms = refused > 0 ? freeing : 0;
 	v->slot_refused = refused > 0 ? 0 : (int)slot_refused;
@@ -183,7 +190,6 @@ int redis_reply_rate_take(const redisReply *r, int nrules, struct store_rate_ver
 		v->slot_events[i].at_ms = at;
 	}
 	v->nslots = i;
-	*now_ms = now;
 	return 0;
 }
 

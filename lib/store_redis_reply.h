@@ -51,7 +51,7 @@ int redis_reply_sha(const redisReply *r, char sha[41], const char **why);
 
 /* The rate-take script for nrules rules: {refused rule (1..nrules) or -1, freeing_at_ms,
  * slot_refused, slot_paused, slot_us, now_ms, then (id, at_ms) per rule when everything was
- * taken}. Fills v's numbers (instants as the store wrote them), not its scopes and subjects;
+ * taken}, or {0, beat_ms, beat found, 0, 0, now_ms} when the heartbeat refused. Fills v's numbers (instants as the store wrote them), not its scopes and subjects;
  * *now_ms gets the store's clock the script used. */
 int redis_reply_rate_take(const redisReply *r, int nrules, struct store_rate_verdict *v,
 			  int64_t *now_ms, const char **why);

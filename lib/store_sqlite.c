@@ -937,13 +937,152 @@ static int reserve_slot(struct sqlite_store *s, const struct store_slot_request 
 	return step_done(s, st, "write send queue");
 }
 
+/* One thread's store_rate_take(), waiting to be written with the others' (take_batch()). On its
+ * thread's stack; the fields below next are the answer. */
+struct take_req {
+	const char *path;        /* the database it is for: a batch holds one file's requests */
+	const struct store_rate_rule *rules;
+	int nrules;
+	const struct store_slot_request *slot;
+	int64_t now_ms;
+	struct store_rate_verdict *v;
+	struct take_req *next;
+	int done, rc;
+	char err[512];
+};
+
+/* The most requests in one transaction: every thread of a process, and a bound on how long one
+ * commit keeps other processes waiting. */
+#define TAKE_BATCH_MAX 64
+
+static pthread_mutex_t take_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t take_answered = PTHREAD_COND_INITIALIZER;
+static struct take_req *take_head, **take_tail = &take_head;
+static int take_writing; /* a thread is writing a batch */
+
+/* store_rate_take()'s checks and writes for r, inside the open transaction. Returns 0 (whatever
+ * the verdict) or -1. */
+static int take_in(struct sqlite_store *s, const struct take_req *r)
+{
+	const struct store_slot_request *slot = r->slot;
+	struct store_rate_verdict *v = r->v;
+	int64_t held[STORE_RATE_RULES_MAX];
+	sqlite3_stmt *st;
+	int i, full;
+
+	if (slot != NULL && slot->beat_program != NULL) {
+		if ((st = stmt(s, ST_HEARTBEAT_GET)) == NULL)
+			return -1;
+		sqlite3_bind_text(st, 1, slot->beat_program, -1, SQLITE_STATIC);
+		if ((v->beat_found = step_int64(s, st, &v->beat_ms, "read heartbeat")) < 0)
+			return -1;
+		if (!v->beat_found || v->beat_ms < slot->beat_after_ms ||
+		    v->beat_ms > slot->beat_before_ms) {
+			v->beat_refused = 1;
+			return 0;
+		}
+	}
+	for (i = 0; i < r->nrules; i++) {
+		if (rate_check(s, &r->rules[i], &held[i], &full, &v->freeing_at_ms) != 0)
+			return -1;
+		if (full) {
+			v->refused_rule = i;
+			return 0; /* committed with the batch: keeps the pruning */
+		}
+	}
+	if (slot != NULL) {
+		if (reserve_slot(s, slot, v) != 0)
+			return -1;
+		if (v->slot_refused)
+			return 0;
+	}
+	for (i = 0; i < r->nrules; i++)
+		if (rate_add(s, &r->rules[i], held[i], r->now_ms, v) != 0)
+			return -1;
+	return 0;
+}
+
+/* Fails r with s's reason: nothing it took stays. */
+static void take_fail(struct sqlite_store *s, struct take_req *r)
+{
+	r->rc = -1;
+	r->v->nslots = 0;
+	snprintf(r->err, sizeof r->err, "%s", s->err);
+}
+
+/* Writes up to TAKE_BATCH_MAX queued requests for s's file in one transaction on s, each in a
+ * savepoint of its own: a request that fails is undone alone and answered -1, the others go on;
+ * when the transaction itself fails (begin, commit, or an error that ends it) every request of
+ * the batch is answered -1. Called by the one thread writing (take_writing), without take_lock. */
+static void take_batch(struct sqlite_store *s)
+{
+	struct take_req *batch[TAKE_BATCH_MAX], **pp;
+	int i, j, n = 0;
+
+	pthread_mutex_lock(&take_lock);
+	for (pp = &take_head; *pp != NULL && n < TAKE_BATCH_MAX;) {
+		if (strcmp((*pp)->path, s->path) != 0) {
+			pp = &(*pp)->next;
+			continue;
+		}
+		batch[n++] = *pp;
+		*pp = (*pp)->next;
+	}
+	take_tail = pp;
+	while (*take_tail != NULL)
+		take_tail = &(*take_tail)->next;
+	pthread_mutex_unlock(&take_lock);
+
+	if (begin(s) != 0) {
+		for (i = 0; i < n; i++)
+			take_fail(s, batch[i]);
+		goto answer;
+	}
+	for (i = 0; i < n; i++) {
+		if (sqlite3_exec(s->db, "SAVEPOINT take", NULL, NULL, NULL) != SQLITE_OK) {
+			set_db_err(s, "begin a savepoint");
+			goto fail_all;
+		}
+		if (take_in(s, batch[i]) == 0) {
+			batch[i]->rc = 0;
+			if (sqlite3_exec(s->db, "RELEASE take", NULL, NULL, NULL) != SQLITE_OK) {
+				set_db_err(s, "release a savepoint");
+				goto fail_all;
+			}
+			continue;
+		}
+		if (sqlite3_get_autocommit(s->db))
+			goto fail_all; /* the transaction is gone, with the requests before */
+		take_fail(s, batch[i]);
+		if (sqlite3_exec(s->db, "ROLLBACK TO take; RELEASE take", NULL, NULL, NULL) !=
+		    SQLITE_OK) {
+			set_db_err(s, "roll back a savepoint");
+			goto fail_all;
+		}
+	}
+	if (commit(s) == 0)
+		goto answer;
+fail_all:
+	rollback(s);
+	for (j = 0; j < n; j++)
+		take_fail(s, batch[j]);
+answer:
+	pthread_mutex_lock(&take_lock);
+	for (i = 0; i < n; i++)
+		batch[i]->done = 1; /* its thread may return at once: no touching it after */
+	pthread_mutex_unlock(&take_lock);
+}
+
+/* The threads of a process that take events at once share one transaction (group commit): the
+ * first to find no batch being written writes what is queued, its own request among it; the
+ * others wait for their answers, and one of them writes the requests queued meanwhile. A lone
+ * request is written at once, alone. */
 static int sqlite_store_rate_take(void *h, const struct store_rate_rule *rules, int nrules,
 				  const struct store_slot_request *slot, int64_t now_ms,
 				  struct store_rate_verdict *v)
 {
 	struct sqlite_store *s = h;
-	int64_t held[STORE_RATE_RULES_MAX];
-	int i, full;
+	struct take_req me = { s->path, rules, nrules, slot, now_ms, v, NULL, 0, 0, "" };
 
 	memset(v, 0, sizeof *v);
 	v->refused_rule = -1;
@@ -951,32 +1090,25 @@ static int sqlite_store_rate_take(void *h, const struct store_rate_rule *rules, 
 		set_err(s, "too many rate rules (%d)", nrules);
 		return -1;
 	}
-	if (begin(s) != 0)
-		return -1;
-	for (i = 0; i < nrules; i++) {
-		if (rate_check(s, &rules[i], &held[i], &full, &v->freeing_at_ms) != 0)
-			goto fail;
-		if (full) {
-			v->refused_rule = i;
-			return commit(s); /* keeps the pruning */
+	pthread_mutex_lock(&take_lock);
+	*take_tail = &me;
+	take_tail = &me.next;
+	while (!me.done) {
+		if (take_writing) {
+			pthread_cond_wait(&take_answered, &take_lock);
+			continue;
 		}
+		take_writing = 1;
+		pthread_mutex_unlock(&take_lock);
+		take_batch(s);
+		pthread_mutex_lock(&take_lock);
+		take_writing = 0;
+		pthread_cond_broadcast(&take_answered);
 	}
-	if (slot != NULL) {
-		if (reserve_slot(s, slot, v) != 0)
-			goto fail;
-		if (v->slot_refused)
-			return commit(s);
-	}
-	for (i = 0; i < nrules; i++)
-		if (rate_add(s, &rules[i], held[i], now_ms, v) != 0)
-			goto fail;
-	if (commit(s) != 0)
-		goto fail;
-	return 0;
-fail:
-	rollback(s);
-	v->nslots = 0;
-	return -1;
+	pthread_mutex_unlock(&take_lock);
+	if (me.rc != 0)
+		snprintf(s->err, sizeof s->err, "%s", me.err);
+	return me.rc;
 }
 
 /* Takes back one event of each taken row (equal times are interchangeable: which of them goes
@@ -1086,27 +1218,67 @@ static sqlite3_stmt *begin_write(struct sqlite_store *s, enum stmt_id id)
 	return st;
 }
 
+/* One transaction for every row: the commit (the WAL append, the lock other processes wait for)
+ * is paid once. A row's insert that fails leaves the transaction open (SQLite undoes that
+ * statement alone), except for the failures that end it (disk full, I/O): those take every
+ * row with them, as a failed commit does. */
+static int sqlite_store_pending_add_many(void *h, struct store_pending_row *rows, int n)
+{
+	struct sqlite_store *s = h;
+	const struct pending_ref *ref;
+	sqlite3_stmt *st;
+	int64_t now = clock_now_ms();
+	int i, failed = 0;
+
+	for (i = 0; i < n; i++) {
+		rows[i].failed = 1;
+		rows[i].stored_ms = rows[i].delete_at_ms; /* one host: its clock is the store's */
+	}
+	if (n == 0)
+		return 0;
+	if (begin(s) != 0)
+		return n;
+	for (i = 0; i < n; i++) {
+		ref = &rows[i].ref;
+		if ((st = stmt(s, ST_PENDING_ADD)) == NULL)
+			goto fail;
+		sqlite3_bind_text(st, 1, ref->chat_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, ref->message_id);
+		sqlite3_bind_int64(st, 3, rows[i].delete_at_ms);
+		sqlite3_bind_int64(st, 4, now);
+		sqlite3_bind_text(st, 5, ref->chat_key, -1, SQLITE_STATIC);
+		if (ref->owner != NULL)
+			sqlite3_bind_text(st, 6, ref->owner, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(st, 6);
+		if (step_done(s, st, "add pending deletion") != 0) {
+			if (sqlite3_get_autocommit(s->db))
+				goto fail; /* the transaction is gone, and the rows before with it */
+			failed++;
+			continue;
+		}
+		rows[i].failed = 0;
+	}
+	if (commit(s) != 0)
+		goto fail_all;
+	return failed;
+fail:
+	rollback(s);
+fail_all:
+	for (i = 0; i < n; i++)
+		rows[i].failed = 1;
+	return n;
+}
+
 static int sqlite_store_pending_add(void *h, const struct pending_ref *ref,
 				    int64_t delete_at_ms, int64_t *stored_ms)
 {
 	struct sqlite_store *s = h;
-	sqlite3_stmt *st;
+	struct store_pending_row row = { .ref = *ref, .delete_at_ms = delete_at_ms };
 
 	if (stored_ms != NULL)
 		*stored_ms = delete_at_ms; /* one host: its clock is the store's */
-
-	if ((st = begin_write(s, ST_PENDING_ADD)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, ref->chat_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, ref->message_id);
-	sqlite3_bind_int64(st, 3, delete_at_ms);
-	sqlite3_bind_int64(st, 4, clock_now_ms());
-	sqlite3_bind_text(st, 5, ref->chat_key, -1, SQLITE_STATIC);
-	if (ref->owner != NULL)
-		sqlite3_bind_text(st, 6, ref->owner, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, 6);
-	return write_one(s, st, "add pending deletion");
+	return sqlite_store_pending_add_many(s, &row, 1) == 0 ? 0 : -1;
 }
 
 static int sqlite_store_pending_due(void *h, int64_t now_ms, struct pending *out, int max)
@@ -1424,6 +1596,7 @@ const struct store_ops sqlite_store_ops = {
 	.rate_prune = sqlite_store_rate_prune,
 	.rate_count = sqlite_store_rate_count,
 	.pending_add = sqlite_store_pending_add,
+	.pending_add_many = sqlite_store_pending_add_many,
 	.pending_due = sqlite_store_pending_due,
 	.pending_next = sqlite_store_pending_next,
 	.pending_last = sqlite_store_pending_last,

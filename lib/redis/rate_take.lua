@@ -1,11 +1,21 @@
--- KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent)
+-- KEYS: rule keys 1..n, n+1 event counter, n+2 send queue, n+3 pause (or absent),
+-- n+4 heartbeat (or absent)
 -- ARGV: host µs, trust, n, per rule (limit, expired_ms, ttl_ms, subjects key, subject),
--- then has_slot, spacing_us, latest_us, has_pause, pause_cap_us, reset_after_us (host
--- instants).
+-- then has_slot, spacing_us, latest_us, has_pause, pause_cap_us, reset_after_us, has_beat,
+-- beat_after_ms, beat_before_ms (host instants).
 -- Returns {refused rule (1-based) or -1, freeing_at_ms, slot_refused, slot_paused,
--- slot_us, now_us, id1, at1, id2, at2, ...}: instants on the store's clock.
+-- slot_us, now_us, id1, at1, id2, at2, ...}, or when the heartbeat refuses
+-- {0, beat_ms, beat found (1 or 0), 0, 0, now_us}: instants on the store's clock.
 local now_us, now, shift, shift_us = clock()
 local n = tonumber(ARGV[3])
+local bk = 5 * n + 10
+if ARGV[bk] == '1' then
+  local beat = tonumber(redis.call('GET', KEYS[n+4]) or -1)
+  if beat < 0 then return {0, 0, 0, 0, 0, now_us} end
+  if beat < tonumber(ARGV[bk+1]) + shift or beat > tonumber(ARGV[bk+2]) + shift then
+    return {0, beat, 1, 0, 0, now_us}
+  end
+end
 for i = 1, n do
   local b = 5 * i - 1
   local key, limit = KEYS[i], tonumber(ARGV[b])

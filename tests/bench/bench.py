@@ -41,7 +41,9 @@ Environment:
                      wrk runs (5; quick 3; smoke 1) and their length (5 s; quick 3 s; smoke 1 s)
   BENCH_BROADCAST_RATE   scenario 2's rate (default 1000 sends/s)
   BENCH_ONLY=zero,broadcast,default,tls,revoke   run only these scenarios (cost: only
-                     scenario 1's cost of the per-address limit)
+                     scenario 1's cost of the per-address limit; sqlite64, never run unless
+                     named: only its c=64 SQLite row, BENCH_SQLITE64_RUNS runs (3) on fresh
+                     stacks, each with the stack's CPU per answer)
   BENCH_REVOKE_ROWS, BENCH_REVOKE_CLAIMS   scenario 5's rows pending (100,000; smoke 2,000) and
                      claims timed (1,000; smoke 100)
   ORIGINAL_DIR       the original's directory (with run.sh; default ../shared/original beside the
@@ -94,6 +96,7 @@ LATENCY_MS = 300
 DRAIN_SECONDS = 8 if SMOKE else 15 if QUICK else 30
 COST_PAIRS = int(os.environ.get("BENCH_COST_PAIRS", 1 if SMOKE else 3 if QUICK else 5))
 COST_SECONDS = int(os.environ.get("BENCH_COST_SECONDS", 1 if SMOKE else 3 if QUICK else 5))
+SQLITE64_RUNS = int(os.environ.get("BENCH_SQLITE64_RUNS", 1 if SMOKE else 3))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RAISED = {"RATE_LIMIT_PER_IP": "1000000", "TELEGRAM_MAX_SENDS_PER_SECOND": "10000"}
 ORIGINAL_RAISED = {"OTP_PER_IP_LIMIT": "1000000000/minute"}
@@ -523,6 +526,42 @@ def per_ip_cost(workdir):
           f"1 / req/s {(statistics.median(rate_ratios) - 1) * 100:+.1f} % ({load()})")
 
 
+def scenario_sqlite64(workdir):
+    """Scenario 1's first row alone: zero latency, c=64, SQLite, the per-address limit on, a few
+    wrk runs on fresh stacks, each with the stack's CPU time per 200 answer (steadier than req/s
+    on a loaded machine): the figure a change to the store's writes moves, quick enough to
+    alternate two builds (OTP_BUILD_DIR) run after run."""
+    print(f"\n1a. Zero Bot API latency, c=64, SQLite, RATE_LIMIT_PER_IP=1000000, "
+          f"TELEGRAM_MAX_SENDS_PER_SECOND=10000: {SQLITE64_RUNS} wrk run(s) of {WRK_SECONDS} s, "
+          f"a fresh stack each ({load()})")
+    print(f"   {'run':>5}{'req/s':>8}{'p50':>10}{'p99':>10}{'CPU µs/req':>12}  other answers / "
+          "socket errors")
+    bot = nginx_bot.NginxBot(workdir, 0)
+    rows = []
+    try:
+        for i in range(SQLITE64_RUNS):
+            stack = Ours(workdir, bot, RAISED, "otp-gateway")
+            try:
+                pids = with_descendants(stack.root_pids())
+                before = cpu_seconds(pids)
+                res = wrk(stack, 64, workdir, 6_000_000_000 + i * 100_000_000)
+                pids |= with_descendants(stack.root_pids())
+                used = cpu_seconds(pids) - before
+            finally:
+                stack.stop()
+            ok = res["answers"] - res["non200"]
+            rows.append((res["ok_per_s"], res["p50"], res["p99"],
+                         used * 1e6 / ok if ok else float("nan")))
+            print(f"   {i + 1:>5}{rows[-1][0]:>8.0f}{fmt(rows[-1][1], '>8.1f', 'ms')}"
+                  f"{fmt(rows[-1][2], '>8.1f', 'ms')}{rows[-1][3]:>12.0f}  "
+                  f"{res['non200']} / {res['errors']}", flush=True)
+    finally:
+        bot.stop()
+    med = [statistics.median(r[k] for r in rows) for k in range(4)]
+    print(f"   median{med[0]:>7.0f}{fmt(med[1], '>8.1f', 'ms')}{fmt(med[2], '>8.1f', 'ms')}"
+          f"{med[3]:>12.0f}  ({load()})")
+
+
 class RedisStore:
     """A local redis-server on a unix socket for the OTP_STORE=redis row (nothing saved)."""
 
@@ -856,6 +895,8 @@ def main():
             print(f"\n1. Zero Bot API latency, limits raised (RATE_LIMIT_PER_IP=1000000, "
                   "TELEGRAM_MAX_SENDS_PER_SECOND=10000)")
             per_ip_cost(workdir)
+        if "sqlite64" in ONLY:  # scenario 1's first row alone, asked for by name only
+            scenario_sqlite64(workdir)
         if "broadcast" in ONLY:
             scenario_open(workdir, original, "2. Paid broadcast: TELEGRAM_PAID_BROADCAST=1, "
                           "RATE_LIMIT_PER_IP=1000000", BROADCAST_RATE,

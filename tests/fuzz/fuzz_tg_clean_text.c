@@ -9,7 +9,7 @@
 
 #include <jansson.h>
 
-#include "tg.h"
+#include "tg_reply.h"
 
 #define TOKEN "123456789:FuzzSecretToken_abcdefghijklmnopqrstu"
 #define SECRET "FuzzSecretToken_abcdefghijklmnopqrstu"

@@ -9,12 +9,12 @@
 
 #include <jansson.h>
 
-#include "tg.h"
+#include "tg_reply.h"
 
 #define TOKEN "123456789:FuzzSecretToken_abcdefghijklmnopqrstu"
 #define SECRET "FuzzSecretToken_abcdefghijklmnopqrstu"
 
-/* Aborts unless d is the clean text tg.h promises. */
+/* Aborts unless d is the clean text tg_reply.h promises. */
 static void check_description(const char *d, size_t cap)
 {
 	size_t n, i;

@@ -35,11 +35,23 @@ def test_each_program_links_only_what_it_uses(tmp_path):
         assert any(n.startswith(lib) for n in deleter), (lib, deleter)
 
 
+def test_the_bot_api_reply_reading_links_without_the_transport():
+    # tg_reply and tg_request are pure: their unit tests (and the reply fuzzers, by the same
+    # rule) link jansson alone, no libcurl, no store
+    t = BUILD / "tests" / "test_tg_reply"
+    if not t.exists():
+        pytest.skip(f"{t} is not built (make unit)")
+    libs = needed(t)
+    assert any(n.startswith("libjansson.") for n in libs), libs
+    for lib in ("libcurl.", "libsqlite3.", "libhiredis.", "libfcgi."):
+        assert not any(n.startswith(lib) for n in libs), (lib, libs)
+
+
 def test_make_builds_as_an_unprivileged_user_without_installing_and_clean_honours_build(workdir):
     if os.geteuid() != 0:
         pytest.skip("dropping to another user needs root (as a user, `make` already runs as one)")
     tree = Path(workdir) / "tree"
-    for d in ("lib", "fcgi", "deleter", "tests/unit", "tests/fuzz"):
+    for d in ("lib", "fcgi", "deleter", "docs", "tests/unit", "tests/fuzz"):
         shutil.copytree(ROOT / d, tree / d)
     shutil.copy(ROOT / "Makefile", tree / "Makefile")
     # a package installer that fails: a build that calls it fails

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SLOW, STORE, wait_until
+from conftest import SLOW, wait_until
 
 API_KEY = "rb-key-0123456789abcdef"
 BODY_TIMEOUT_S = 2
@@ -210,10 +210,6 @@ def distinct_otps(n):
 
 
 @pytest.mark.parametrize("frontend", ["lighttpd", "apache"])
-@pytest.mark.xfail(STORE == "redis", strict=False,
-                   reason="with Redis, a scan finds a code or two in the raw JSON of Telegram's "
-                          "reply to sendMessage, in a heap block whose owner is not found yet "
-                          "(docs/api.md, Secrets in memory)")
 def test_no_otp_sent_stays_in_otp_fcgis_memory(make_gateway, bot, frontend):
     gw = make_gateway(env=ENV, frontend=frontend)
     key = {"Content-Type": "application/json", "X-API-Key": API_KEY}

@@ -1,5 +1,7 @@
 """POST /send-otp through lighttpd + otp-fcgi: the contract the original's clients rely on."""
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -228,3 +230,30 @@ def test_body_nested_to_the_parsers_limit_is_a_clean_error(gateway, bot, path):
         assert "detail" in r.json
     assert gateway.send_otp({"chat_id": "7", "otp": "1234"}).status == 200
     assert len(bot.requests()) == 1
+
+
+@pytest.mark.sqlite_only
+def test_a_pending_row_the_database_refuses_withdraws_only_its_own_send(make_gateway, bot):
+    """Concurrent sends commit their pending rows together (group commit): the one row the
+    database refuses answers 500 and its message is deleted at once; the sends beside it answer
+    200 with their rows recorded."""
+    gw = make_gateway(env={"TELEGRAM_MAX_SENDS_PER_SECOND": "10000", "RATE_LIMIT_PER_IP": "1000"})
+    con = sqlite3.connect(gw.db_path)
+    con.execute("CREATE TRIGGER refuse_one BEFORE INSERT ON pending_deletions "
+                "WHEN NEW.chat_id = '66007' BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    con.commit()
+    con.close()
+    chats = [str(66000 + i) for i in range(32)]
+    with ThreadPoolExecutor(len(chats)) as pool:
+        answers = dict(zip(chats, pool.map(
+            lambda c: gw.send_otp({"chat_id": c, "otp": "1234"}), chats)))
+    refused = answers.pop("66007")
+    assert refused.status == 500 and "withdrawn" in refused.json["detail"], refused
+    assert [c for c, r in answers.items() if r.status != 200] == [], answers
+    recorded = {c for (c,) in gw.db_rows("SELECT chat_id FROM pending_deletions")}
+    assert recorded == set(answers)
+    # the refused send's message was taken back, and no other
+    deleted = [r["params"] for r in bot.requests("deleteMessage")]
+    assert [str(p["chat_id"]) for p in deleted] == ["66007"], deleted
+    [message] = bot.messages("66007")
+    assert message["deleted_at"] is not None

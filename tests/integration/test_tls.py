@@ -1,12 +1,16 @@
 """The Bot API over TLS, as Telegram speaks it: the emulator behind nginx with a certificate from
 a private CA that the test makes. TELEGRAM_CA_FILE names that CA; sends, deletions, revoke and a
 429 work through it; a certificate that does not verify fails the call with a clear detail,
-nothing sent and nothing stored; connections are kept and reused, not opened per call."""
+nothing sent and nothing stored; connections are kept and reused, not opened per call; the
+decrypted replies (Telegram echoes the code) leave no copy in otp-fcgi's memory."""
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 import tlsfront
 from conftest import SLOW, TOKEN, TOKEN_SECRET, wait_until
 from test_config_and_run import BASE_ENV, run_program
+from test_request_body import distinct_otps, fcgi_pids, memory_holding
 
 pytestmark = pytest.mark.skipif(tlsfront.missing() is not None, reason=str(tlsfront.missing()))
 
@@ -51,6 +55,24 @@ def test_revoke_over_tls(make_gateway, bot, front, pki):
                     headers={"Content-Type": "application/json"})
     assert rv.status == 200, rv
     assert bot.messages("7002")[0]["deleted_at"]
+
+
+def test_no_otp_sent_over_tls_stays_in_otp_fcgis_memory(make_gateway, bot, front, pki):
+    # OpenSSL decrypts each reply in a read buffer that libcurl has it free once read: a copy of
+    # the code unless what OpenSSL frees is wiped
+    gw = tls_gateway(make_gateway, front, pki["ca"][0], OTP_FCGI_THREADS="4")
+    otps = distinct_otps(20)
+    needles = [o.encode() for o in otps]
+    assert not memory_holding(fcgi_pids(gw), needles)  # not there by chance
+    with ThreadPoolExecutor(4) as pool:
+        rs = list(pool.map(lambda i: gw.send_otp({"chat_id": str(7100 + i), "otp": otps[i]}),
+                           range(len(otps))))
+    assert [r.status for r in rs] == [200] * len(otps), rs
+    # each echo came back over TLS (nginx logs a call once it has answered it)
+    wait_until(lambda: [c[3] for c in front.calls()].count(200) >= len(otps), 5 * SLOW,
+               "the sends in the TLS front's log")
+    found = memory_holding(fcgi_pids(gw), needles)
+    assert not found, {k.decode(): v for k, v in found.items()}
 
 
 def test_a_429_over_tls_pauses_sends_with_retry_after(make_gateway, bot, front, pki):

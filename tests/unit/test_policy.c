@@ -107,6 +107,36 @@ static void chat_limit_refuses_with_retry_after_until_the_oldest_leaves(void **s
 	assert_int_equal(store_rate_count(f->s, "chat", "42"), 3);
 }
 
+/* With beat_stale_ms set, otp-deleter's heartbeat is checked first, in the admission's write:
+ * missing, stale or from the future is POLICY_DELETER_DOWN with nothing taken, even for a
+ * chat at its limit. */
+static void a_send_is_admitted_only_while_the_deleter_beats(void **state)
+{
+	struct fixture *f = *state;
+	struct policy_admission a;
+
+	f->p.beat_stale_ms = 10000;
+	f->p.per_chat = 1;
+	assert_int_equal(admit(f, "7", "", 100000, &a), POLICY_DELETER_DOWN);
+	assert_int_equal(a.beat_found, 0);
+	assert_int_equal(store_heartbeat_set(f->s, POLICY_DELETER_NAME, 89999), 0);
+	assert_int_equal(admit(f, "7", "", 100000, &a), POLICY_DELETER_DOWN);
+	assert_int_equal(a.beat_found, 1);
+	assert_int_equal(a.beat_age_ms, 10001);
+	assert_int_equal(store_heartbeat_set(f->s, POLICY_DELETER_NAME,
+					     100000 + POLICY_BEAT_FUTURE_MS + 1), 0);
+	assert_int_equal(admit(f, "7", "", 100000, &a), POLICY_DELETER_DOWN);
+	assert_int_equal(a.beat_age_ms, -POLICY_BEAT_FUTURE_MS - 1);
+	assert_int_equal(store_rate_count(f->s, "chat", "7"), 0);
+	assert_int_equal(store_heartbeat_set(f->s, POLICY_DELETER_NAME, 90000), 0);
+	assert_int_equal(admit(f, "7", "", 100000, &a), POLICY_ADMITTED);
+	assert_int_equal(a.waits, 0); /* its turn is now: the pause it read stands */
+	assert_int_equal(policy_rereads_pause(&a), 0);
+	assert_int_equal(admit(f, "7", "", 100000, &a), POLICY_RATE_LIMITED);
+	assert_int_equal(store_heartbeat_set(f->s, POLICY_DELETER_NAME, 80000), 0);
+	assert_int_equal(admit(f, "7", "", 100000, &a), POLICY_DELETER_DOWN);
+}
+
 static void ip_limit_is_checked_after_the_chat_and_a_refusal_takes_nothing(void **state)
 {
 	struct fixture *f = *state;
@@ -304,6 +334,8 @@ static void sends_get_instants_in_arrival_order_spaced_by_the_budget(void **stat
 		snprintf(chat, sizeof chat, "%d", 100 + i);
 		assert_int_equal(admit(f, chat, "", 5000, &a), POLICY_ADMITTED);
 		assert_int_equal(a.send_at_us, 5000000 + (int64_t)i * 100000);
+		/* the first goes now; the others wait, and read Telegram's pause again after */
+		assert_int_equal(policy_rereads_pause(&a), i > 0);
 	}
 	/* the 12th would go 1.1 s from now, beyond the 1 s wait: refused, told exactly when */
 	assert_int_equal(admit(f, "200", "", 5000, &a), POLICY_QUEUE_FULL);
@@ -494,6 +526,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_heartbeat_is_fresh_only_between_the_future_bound_and_stale),
 		T(chat_limit_refuses_with_retry_after_until_the_oldest_leaves),
+		T(a_send_is_admitted_only_while_the_deleter_beats),
 		T(ip_limit_is_checked_after_the_chat_and_a_refusal_takes_nothing),
 		T(revokes_count_against_the_address_with_its_sends_and_nothing_else),
 		T(key_limit_counts_per_owner_and_a_key_s_own_limit_wins),

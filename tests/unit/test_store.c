@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +198,65 @@ static void pending_add_then_due_returns_the_row_at_its_time(void **state)
 	assert_int_equal(p[0].attempts, 0);
 }
 
+/* The rows of many sends in one call: each recorded as store_pending_add() would. */
+static void pending_add_many_records_every_row(void **state)
+{
+	struct fixture *f = *state;
+	struct store_pending_row rows[3];
+	struct pending p[4];
+	int i;
+
+	memset(rows, 0, sizeof rows);
+	for (i = 0; i < 3; i++) {
+		rows[i].ref = (struct pending_ref){ "@Chat", "@chat", 10 + i, i == 1 ? "alice" : NULL };
+		rows[i].delete_at_ms = 1000 * (i + 1);
+		rows[i].failed = -1;
+	}
+	assert_int_equal(store_pending_add_many(f->s, rows, 3), 0);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(rows[i].failed, 0);
+		assert_int_equal(rows[i].stored_ms, 1000 * (i + 1));
+	}
+	assert_int_equal(store_pending_due(f->s, 3000, p, 4), 3);
+	for (i = 0; i < 3; i++) {
+		assert_string_equal(p[i].chat_id, "@Chat");
+		assert_int_equal(p[i].message_id, 10 + i);
+		assert_int_equal(p[i].delete_at_ms, 1000 * (i + 1));
+	}
+	/* each row kept its own owner: only alice finds hers */
+	assert_int_equal(test_pending_claim_owned(f->s, "@chat", 11, "alice", 0, p),
+			 STORE_CLAIM_DUE);
+	assert_int_equal(test_pending_claim_owned(f->s, "@chat", 10, "alice", 0, p),
+			 STORE_CLAIM_NONE);
+	assert_int_equal(store_pending_add_many(f->s, rows, 0), 0);
+}
+
+/* One row the store refuses (SQLite: a message recorded twice) fails alone: the rows beside it
+ * in the transaction are committed. */
+static void pending_add_many_fails_only_the_row_that_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct store_pending_row rows[3];
+	int i;
+
+	SQLITE_ONLY(); /* Redis records the same message twice without a word */
+	assert_int_equal(test_pending_add(f->s, "5", 2, 1000, NULL), 0);
+	memset(rows, 0, sizeof rows);
+	for (i = 0; i < 3; i++) {
+		rows[i].ref = (struct pending_ref){ "5", "5", 1 + i, NULL };
+		rows[i].delete_at_ms = 2000;
+	}
+	assert_int_equal(store_pending_add_many(f->s, rows, 3), 1);
+	assert_int_equal(rows[0].failed, 0);
+	assert_int_equal(rows[1].failed, 1);
+	assert_int_equal(rows[2].failed, 0);
+	assert_non_null(strstr(store_strerror(f->s), "UNIQUE"));
+	assert_int_equal(store_pending_count(f->s), 3);
+	/* the store goes on writing after it */
+	assert_int_equal(test_pending_add(f->s, "5", 9, 1000, NULL), 0);
+	assert_int_equal(store_pending_count(f->s), 4);
+}
+
 static void pending_next_is_empty_then_the_earliest_try(void **state)
 {
 	struct fixture *f = *state;
@@ -364,6 +424,74 @@ static struct store_rate_rule rule(const char *scope, const char *subject, int l
 	return (struct store_rate_rule){ scope, subject, limit, expired_ms };
 }
 
+#define TAKERS 16
+#define TAKES_EACH 20
+#define SHARED_LIMIT 150
+
+struct taker {
+	const struct fixture *f;
+	int bad;             /* 1: every take names a subject too long for the store */
+	int admitted, refused, failed;
+};
+
+static void *take_many(void *p)
+{
+	struct taker *k = p;
+	char err[256] = "", mine[STORE_SUBJECT_MAX + 8];
+	struct store *s = store_open(k->f->path, err, sizeof err);
+	struct store_rate_verdict v;
+	struct store_rate_rule r[2];
+	int i;
+
+	if (s == NULL)
+		return NULL;
+	memset(mine, 'x', sizeof mine - 1);
+	mine[k->bad ? sizeof mine - 1 : 8] = '\0';
+	/* the bad thread's first rule is never full: its event is written, then undone when the
+	 * second rule's fails */
+	r[0] = (struct store_rate_rule){ "chat", k->bad ? "alone" : "shared",
+					 k->bad ? 1000000 : SHARED_LIMIT, 0 };
+	r[1] = (struct store_rate_rule){ "ip", mine, 1000000, 0 };
+	for (i = 0; i < TAKES_EACH; i++) {
+		if (store_rate_take(s, r, 2, NULL, 1000, &v) != 0)
+			k->failed++;
+		else if (v.refused_rule >= 0)
+			k->refused++;
+		else
+			k->admitted++;
+	}
+	store_close(s);
+	return NULL;
+}
+
+/* Takes from many threads at once (SQLite writes them in shared transactions): the limit holds
+ * exactly, and one thread whose every take fails leaves nothing behind and fails no other. */
+static void concurrent_takes_each_get_their_own_answer(void **state)
+{
+	struct fixture *f = *state;
+	struct taker k[TAKERS];
+	pthread_t t[TAKERS];
+	int i, admitted = 0;
+
+	memset(k, 0, sizeof k);
+	for (i = 0; i < TAKERS; i++) {
+		k[i].f = f;
+		k[i].bad = i == 0;
+		assert_int_equal(pthread_create(&t[i], NULL, take_many, &k[i]), 0);
+	}
+	for (i = 0; i < TAKERS; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(k[0].failed, TAKES_EACH);
+	for (i = 1; i < TAKERS; i++) {
+		assert_int_equal(k[i].failed, 0);
+		assert_int_equal(k[i].admitted + k[i].refused, TAKES_EACH);
+		admitted += k[i].admitted;
+	}
+	assert_int_equal(admitted, SHARED_LIMIT);
+	assert_int_equal(store_rate_count(f->s, "chat", "shared"), SHARED_LIMIT);
+	assert_int_equal(store_rate_count(f->s, "chat", "alone"), 0);
+}
+
 static void rate_take_refuses_at_the_limit_naming_the_oldest_event(void **state)
 {
 	struct fixture *f = *state;
@@ -515,7 +643,8 @@ static void rate_take_with_too_many_rules_fails(void **state)
 static void slots_are_spaced_and_refused_beyond_the_latest(void **state)
 {
 	struct fixture *f = *state;
-	struct store_slot_request q = { 1000000, 100000, 1250000, "send", NO_PAUSE_CAP, 1350000 };
+	struct store_slot_request q = { 1000000, 100000, 1250000, "send", NO_PAUSE_CAP, 1350000,
+					NULL, 0, 0 };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, NULL, 0, &q, 1000, &v), 0);
@@ -547,8 +676,9 @@ static void a_queue_beyond_the_reset_bound_starts_again_from_now(void **state)
 {
 	struct fixture *f = *state;
 	struct store_slot_request ahead = { 100000000, 100000, 100250000, NULL, NO_PAUSE_CAP,
-					    100350000 };
-	struct store_slot_request q = { 1000000, 100000, 1250000, NULL, NO_PAUSE_CAP, 1350000 };
+					    100350000, NULL, 0, 0 };
+	struct store_slot_request q = { 1000000, 100000, 1250000, NULL, NO_PAUSE_CAP, 1350000,
+					NULL, 0, 0 };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, NULL, 0, &ahead, 100000, &v), 0);
@@ -565,11 +695,51 @@ static void a_queue_beyond_the_reset_bound_starts_again_from_now(void **state)
 	assert_int_equal(v.slot_us, 1100000);
 }
 
+/* The heartbeat a slot names is read in the same write: missing or out of its bounds, nothing
+ * is taken and no rule is looked at. */
+static void a_heartbeat_out_of_bounds_takes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct store_rate_rule r = rule("chat", "beat", 1, 0);
+	struct store_slot_request q = { .now_us = 5000000, .spacing_us = 1000,
+					.latest_us = 6000000, .pause_cap_us = NO_PAUSE_CAP,
+					.reset_after_us = 6001000, .beat_program = "otp-deleter", .beat_after_ms = 4000,
+					.beat_before_ms = 6000 };
+	struct store_rate_verdict v;
+
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.beat_found, 0);
+	assert_int_equal(v.nslots, 0);
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 3999), 0); /* too old */
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.beat_found, 1);
+	assert_int_equal(v.beat_ms, 3999);
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 6001), 0); /* ahead */
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.beat_ms, 6001);
+	assert_int_equal(store_rate_count(f->s, "chat", "beat"), 0);
+	/* within the bounds (inclusive): taken, the slot at now as if nothing had been asked */
+	assert_int_equal(store_heartbeat_set(f->s, "otp-deleter", 4000), 0);
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 0);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.slot_us, 5000000);
+	assert_int_equal(v.nslots, 1);
+	/* the beat comes first: a full rule behind a missing beat is not reported */
+	q.beat_program = "nobody";
+	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 5000, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.refused_rule, -1);
+}
+
 static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **state)
 {
 	struct fixture *f = *state;
 	struct store_rate_rule r = rule("chat", "q", 1, 0);
-	struct store_slot_request q = { 1000000, 100000, 1050000, NULL, NO_PAUSE_CAP, 1150000 };
+	struct store_slot_request q = { 1000000, 100000, 1050000, NULL, NO_PAUSE_CAP, 1150000, NULL, 0, 0 };
 	struct store_rate_verdict v;
 
 	assert_int_equal(store_rate_take(f->s, &r, 1, &q, 1000, &v), 0);
@@ -587,7 +757,7 @@ static void a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event(void **s
 static void pauses_are_per_kind_and_only_extended(void **state)
 {
 	struct fixture *f = *state;
-	struct store_slot_request q = { 1000000, 1000, 4000000, "send", NO_PAUSE_CAP, 4001000 };
+	struct store_slot_request q = { 1000000, 1000, 4000000, "send", NO_PAUSE_CAP, 4001000, NULL, 0, 0 };
 	struct store_rate_verdict v;
 	int64_t until = 0;
 
@@ -764,6 +934,8 @@ int main(void)
 		T(directory_writable_by_others_is_refused),
 		T(directory_of_another_user_is_refused),
 		T(pending_add_then_due_returns_the_row_at_its_time),
+		T(pending_add_many_records_every_row),
+		T(pending_add_many_fails_only_the_row_that_fails),
 		T(pending_next_is_empty_then_the_earliest_try),
 		T(pending_last_is_empty_then_the_latest_try_retries_included),
 		T(pending_count_and_remove),
@@ -779,6 +951,8 @@ int main(void)
 		T(rate_take_with_too_many_rules_fails),
 		T(slots_are_spaced_and_refused_beyond_the_latest),
 		T(a_queue_beyond_the_reset_bound_starts_again_from_now),
+		T(a_heartbeat_out_of_bounds_takes_nothing),
+		T(concurrent_takes_each_get_their_own_answer),
 		T(a_full_rule_takes_no_slot_and_a_refused_slot_takes_no_event),
 		T(pauses_are_per_kind_and_only_extended),
 		T(heartbeat_absent_is_zero_then_set_and_get),

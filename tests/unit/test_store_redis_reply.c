@@ -68,6 +68,25 @@ static void the_rate_take_reply_is_read_in_each_of_its_three_shapes(void **state
 }
 
 /* The reply (first element 0, more elements than the rules explain) and its kin. */
+static void a_rate_take_refused_by_the_heartbeat_says_what_it_found(void **state)
+{
+	struct store_rate_verdict v;
+
+	(void)state;
+	assert_int_equal(TAKE("*6\r\n:0\r\n:1234\r\n:1\r\n:0\r\n:0\r\n:1000\r\n", 2, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.beat_found, 1);
+	assert_int_equal(v.beat_ms, 1234);
+	assert_int_equal(v.refused_rule, -1);
+	assert_int_equal(v.nslots, 0);
+	assert_int_equal(TAKE("*6\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:1000\r\n", 1, &v), 0);
+	assert_int_equal(v.beat_refused, 1);
+	assert_int_equal(v.beat_found, 0);
+	/* refused, yet with events */
+	assert_int_equal(TAKE("*8\r\n:0\r\n:0\r\n:0\r\n:0\r\n:0\r\n:1000\r\n:7\r\n:1\r\n", 1, &v),
+			 -1);
+}
+
 static void a_rate_take_reply_of_any_other_shape_is_refused(void **state)
 {
 	struct store_rate_verdict v;
@@ -181,6 +200,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(the_rate_take_reply_is_read_in_each_of_its_three_shapes),
+		cmocka_unit_test(a_rate_take_refused_by_the_heartbeat_says_what_it_found),
 		cmocka_unit_test(a_rate_take_reply_of_any_other_shape_is_refused),
 		cmocka_unit_test(due_rows_are_read_only_when_every_field_is_in_range),
 		cmocka_unit_test(claims_and_instants_are_read_in_their_shapes_only),
