@@ -44,9 +44,9 @@ const char *sqlite_store_strerror(const void *h)
 
 /* The busy handler of every connection open_db() makes: waits for another process's lock (the
  * thread holding store_sqlite.c's write turn is the only one that meets it) with a backoff
- * from 10 µs doubling to 1 ms: short waits (a writer's transaction takes tens of µs) end soon,
- * long ones do not spin. sqlite3_busy_timeout() sleeps in whole milliseconds, which triples
- * the tail latency. */
+ * from 10 µs doubling to 1 ms: a writer's transaction is short, so most waits end at once, and
+ * long ones do not spin. sqlite3_busy_timeout() sleeps in whole milliseconds, far longer than
+ * a transaction, which would stretch the tail latency (docs/performance.md). */
 static int busy_wait(void *arg, int tries)
 {
 	struct sqlite_store *s = arg;
