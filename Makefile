@@ -68,7 +68,7 @@ $(BUILD)/gen/schema.inc: lib/schema.sql
 	@mkdir -p $(dir $@)
 	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^\(.*\)$$/"\1\\n"/' $< > $@
 
-$(BUILD)/obj/lib/store_sqlite.o: $(BUILD)/gen/schema.inc
+$(BUILD)/obj/lib/store_sqlite_file.o: $(BUILD)/gen/schema.inc
 
 # The Redis backend's Lua scripts (lib/redis/*.lua) and the helpers they share
 # (lib/redis/helpers/*.lua): each file one string macro, LUA_<its name in upper case>.

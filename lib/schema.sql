@@ -1,5 +1,5 @@
 -- schema.sql — the database otp-fcgi and otp-deleter share (PRAGMA user_version = 4).
--- Compiled into store_sqlite.c; docs/store.md documents it for people who inspect it with
+-- Compiled into store_sqlite_file.c; docs/store.md documents it for people who inspect it with
 -- sqlite3.
 -- Times are milliseconds since the Unix epoch (UTC); the *_readable view shows them as text.
 

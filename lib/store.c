@@ -1,8 +1,8 @@
 /* store.c — the store's seam: opens the backend OTP_STORE names (store_url.h) and hands every
- * call to its method table (store_backend.h). The backends are store_sqlite.c and store_redis.c;
- * the two calls of store.h that concern the SQLite file before any handle (store_check_db_dir,
- * store_reopens_take) are store_sqlite.c's own, and the one about Sentinel's changes of primary
- * (store_primary_changes_take) is store_redis.c's. */
+ * call to its method table (store_backend.h). The backends are store_sqlite.c (with
+ * store_sqlite_file.c) and store_redis.c; the two calls of store.h that concern the SQLite file
+ * before any handle (store_check_db_dir, store_reopens_take) are store_sqlite_file.c's own, and
+ * the one about Sentinel's changes of primary (store_primary_changes_take) is store_redis.c's. */
 #define _GNU_SOURCE
 #include "store.h"
 

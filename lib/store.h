@@ -4,7 +4,7 @@
  * the store's URL (OTP_STORE, store_url.h), each a method table (store_backend.h); nothing
  * above it knows which one runs, only what it can do (store_is_shared()):
  *
- * - SQLite (store_sqlite.c, the default): one file on one host. Several processes may use it at
+ * - SQLite (store_sqlite*.c, the default): one file on one host. Several processes may use it at
  *   once: every write is one short transaction begun with BEGIN IMMEDIATE. The threads of one
  *   process queue for writing on a mutex (so only one of them ever waits for another process's
  *   lock), and another process's lock is waited for with a backoff (up to

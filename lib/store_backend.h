@@ -1,7 +1,7 @@
 /* store_backend.h — the seam under store.h: what a backend is to lib/store.c. Each backend lives
- * in its own file, the only one that includes its client library (store_sqlite.c: sqlite3.h;
- * store_redis.c: hiredis.h), and exports one method table; store.c opens the backend the URL
- * names and hands every call to its table. Nothing outside lib/store*.c includes this header
+ * in its own files, the only ones that include its client library (store_sqlite.c and
+ * store_sqlite_file.c: sqlite3.h; store_redis.c: hiredis.h), and exports one method table;
+ * store.c opens the backend the URL names and hands every call to its table. Nothing outside lib/store*.c includes this header
  * (but the tests). */
 #ifndef OTP_STORE_BACKEND_H
 #define OTP_STORE_BACKEND_H
@@ -52,7 +52,7 @@ struct store_ops {
 	int (*heartbeat_get)(void *h, const char *program, int64_t *beat_ms);
 };
 
-extern const struct store_ops sqlite_store_ops; /* store_sqlite.c: one file on one host */
+extern const struct store_ops sqlite_store_ops; /* store_sqlite*.c: one file on one host */
 extern const struct store_ops redis_store_ops;  /* store_redis.c: one server, several hosts */
 
 /* SQLite: the claim's look-up (?1 chat_key, ?2 message_id, ?3 owner), for the test of its query
