@@ -91,7 +91,8 @@ def test_stop_timeout_shorter_than_the_wait_deletes_the_rest_early(make_gateway,
     gone = deleted_at(bot, "7101", soon["mid"])
     assert gone is not None and gone >= soon["answered"] + soon["expire"], "due in time: on time"
     early = deleted_at(bot, "7102", later["mid"])
-    assert early is not None, "the row that would fall due after the timeout is deleted early"
+    assert early is not None, ("the row that would fall due after the timeout is deleted early",
+                               [l for l in gw.log_lines() if "delet" in l.get("message", "")][-8:])
     assert signalled + 3 - 0.05 <= early <= signalled + 6, \
         f"deleted early at +{early - signalled:.2f} s: from 3 s on, before the 6 s timeout"
     assert gw.db_rows() == []
