@@ -126,10 +126,11 @@ static void every_row_of_many_threads_is_recorded(void **state)
 static void a_row_the_store_refuses_fails_alone(void **state)
 {
 	struct fixture *f = *state;
-	struct thread_arg *args = calloc(THREADS, sizeof *args);
+	struct thread_arg *args;
 	int i, j, failed = 0;
 
 	SQLITE_ONLY(); /* Redis records the same message twice without a word */
+	args = calloc(THREADS, sizeof *args);
 	assert_non_null(args);
 	assert_int_equal(test_pending_add(f->s, "42", 7, 1000, NULL), 0); /* thread 0's 7th */
 	start(f, &f->config);
