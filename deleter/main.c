@@ -281,17 +281,20 @@ static void drain_begin(struct drain *d, const struct cfg *cfg, struct store *s,
  * round trip, and must not pass for a row after the horizon. */
 #define DRAIN_CLOCK_SLACK_MS 1000
 
+/* An instant of the drain as the store's instants read back may give it. */
+static int64_t drain_slack(struct store *s, int64_t instant)
+{
+	return store_is_shared(s) ? instant + DRAIN_CLOCK_SLACK_MS : instant;
+}
+
 /* 1 when no row the drain waits for is left: every row still pending is due after the horizon
  * (a row added since the stop, for the next otp-deleter), or none is. A row of the drain whose
  * deletion failed moves the horizon to its retry. 0 while some are left or when the store
  * cannot tell. */
 static int drain_done(const struct drain *d, struct store *s, const struct reaper *r)
 {
-	int64_t next = 0, horizon = d->horizon_ms > r->last_retry_ms ? d->horizon_ms
-								     : r->last_retry_ms;
-
-	if (store_is_shared(s))
-		horizon += DRAIN_CLOCK_SLACK_MS;
+	int64_t next = 0, horizon = drain_slack(s, d->horizon_ms > r->last_retry_ms ?
+						   d->horizon_ms : r->last_retry_ms);
 
 	switch (store_pending_next(s, &next)) {
 	case 0:
@@ -368,8 +371,10 @@ static int run(const struct cfg *cfg, const struct options *o, struct store *s,
 		if (reap_halt || (d.on && drain_done(&d, s, &r)))
 			break;
 		now = clock_now_ms();
-		if (d.on && clock_mono_ms() >= d.early_from_ms && d.horizon_ms > now)
-			now = d.horizon_ms; /* the stop cannot wait for them: delete them now */
+		/* the stop cannot wait for them: delete them now (with the slack drain_done()
+		 * allows: a row a shared store hands back a few ms past the horizon is one of them) */
+		if (d.on && clock_mono_ms() >= d.early_from_ms && drain_slack(s, d.horizon_ms) > now)
+			now = drain_slack(s, d.horizon_ms);
 		n = reap_pass(&r, now, REAP_BATCH);
 		if (n < 0) {
 			clock_sleep_ms(STORE_ERROR_BACKOFF_MS);
