@@ -102,6 +102,7 @@ struct mini_server {
 	const char *reply;
 	pthread_mutex_t lock;
 	int requests;
+	int closed; /* connections closed so far */
 	int stop;
 	pthread_t thread;
 };
@@ -187,8 +188,27 @@ static void *serve(void *arg)
 		}
 		shutdown(c, SHUT_RDWR);
 		close(c);
+		pthread_mutex_lock(&srv->lock);
+		srv->closed++;
+		pthread_mutex_unlock(&srv->lock);
 	}
 	return NULL;
+}
+
+/* Waits (up to 5 s) until the server has closed n connections. */
+static void server_wait_closed(struct mini_server *srv, int n)
+{
+	int i, closed = 0;
+
+	for (i = 0; i < 5000; i++) {
+		pthread_mutex_lock(&srv->lock);
+		closed = srv->closed;
+		pthread_mutex_unlock(&srv->lock);
+		if (closed >= n)
+			return;
+		usleep(1000);
+	}
+	fail_msg("the server closed %d connections, not %d", closed, n);
 }
 
 static void server_start(struct mini_server *srv, const char *reply, int close_unanswered,
@@ -300,6 +320,8 @@ static void idle_connection_closed_by_the_server_is_replaced(void **state)
 	for (i = 1; i <= 3; i++) {
 		assert_int_equal(tg_send_message(tg, "12345", "<code>1234</code>", &res), TG_OK);
 		assert_int_equal(server_requests(&srv), i);
+		if (i == 1) /* closed while idle: not between the answer and the next request */
+			server_wait_closed(&srv, 1);
 	}
 	assert_int_equal(tg_delete_message(tg, "12345", 6, &res), TG_BAD_REPLY); /* result not true */
 	assert_int_equal(server_requests(&srv), 4);
