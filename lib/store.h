@@ -128,7 +128,7 @@ struct store_config {
 	int redis_min_replicas;          /* Redis: replicas that must hold a pending row before
 					  * store_pending_add() succeeds (WAIT); -1: 1 when the
 					  * primary has replicas, else 0. 0 in a zeroed config: none */
-	int redis_wait_ms;               /* Redis: how long to wait for them; 0: 1000 ms */
+	int redis_wait_ms;               /* Redis: how long to wait for them; 0: the default */
 };
 
 /* Bounds of the two settings above (OTP_REDIS_MIN_REPLICAS, OTP_REDIS_WAIT_MS): a wait stays

@@ -164,8 +164,8 @@ static int create_schema(struct sqlite_store *s)
 		 sizeof migrate_pending_after_sql + 64];
 	int version, old, pre_v4;
 
-	/* a small WAL: checkpoint every 64 pages (256 KiB), and cut the file back to 256 KiB
-	 * after each checkpoint (it otherwise keeps its largest size: ~4 MB seen on tmpfs) */
+	/* a small WAL, checkpointed often and cut back after each checkpoint: on tmpfs the file
+	 * is memory, and it otherwise keeps the largest size it ever reached */
 	if (exec_retrying(s, "PRAGMA journal_mode=WAL", "enable WAL") != 0 ||
 	    exec_retrying(s, "PRAGMA synchronous=NORMAL", "set synchronous") != 0 ||
 	    exec_retrying(s, "PRAGMA wal_autocheckpoint=64", "set wal_autocheckpoint") != 0 ||
